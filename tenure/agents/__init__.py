@@ -1,0 +1,1 @@
+"""How agents are written: ``@agent``, ``@tool`` and :class:`Context`."""

@@ -1,0 +1,1 @@
+"""The engine: governed tasks, leases, watchdog, evidence, lineage and the CLI."""
