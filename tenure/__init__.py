@@ -1,1 +1,48 @@
-"""Tenure."""
+"""Tenure: a governed asyncio runtime for AI agents.
+
+Agents are plain async functions; every agent step and tool call runs under a signed,
+short-lived lease that is re-checked before every resumption; when authority lapses the
+whole run stops, fail closed, and the stop is recorded in verifiable evidence.
+"""
+
+from .agents import Agent, Context, Parallel, ParallelTask, Tool, agent, tool
+from .runtime import (
+    ApprovalRequest,
+    AttestationMismatch,
+    GovernanceUnavailable,
+    GovernanceViolation,
+    Lease,
+    LeaseExpired,
+    LeaseRevoked,
+    PolicyDenied,
+    RunHandle,
+    Runtime,
+    RuntimeConfig,
+    SignatureInvalid,
+    SigningKey,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "ApprovalRequest",
+    "AttestationMismatch",
+    "Context",
+    "GovernanceUnavailable",
+    "GovernanceViolation",
+    "Lease",
+    "LeaseExpired",
+    "LeaseRevoked",
+    "Parallel",
+    "ParallelTask",
+    "PolicyDenied",
+    "RunHandle",
+    "Runtime",
+    "RuntimeConfig",
+    "SignatureInvalid",
+    "SigningKey",
+    "Tool",
+    "agent",
+    "tool",
+]

@@ -1,0 +1,202 @@
+"""The :class:`Context` an agent receives: its only way to act.
+
+Every method goes through the run's governance (decision, evidence, lease). A context is
+created by the runtime for one agent step; it has no public constructor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+import anyio
+
+from ._decorators import Agent, Tool
+
+if TYPE_CHECKING:
+    from ..runtime._lease import Lease
+    from ..runtime._run import Run, Step
+
+__all__ = ["Context", "Parallel", "ParallelTask"]
+
+
+class Context:
+    """What an agent may do: call tools, delegate, fan out, report usage."""
+
+    __slots__ = ("_run", "_step")
+
+    def __init__(self) -> NoReturn:
+        raise TypeError("Context objects are created by the runtime, one per agent step")
+
+    @classmethod
+    def _create(cls, run: Run, step: Step) -> Context:
+        self = object.__new__(cls)
+        self._run = run
+        self._step = step
+        return self
+
+    @property
+    def run_id(self) -> str:
+        """The id of the run this agent belongs to."""
+        return self._run.id
+
+    @property
+    def principal(self) -> str:
+        """Who authorized the run."""
+        return self._run.principal
+
+    @property
+    def lease(self) -> Lease:
+        """This agent's current (signed, verified) lease."""
+        return self._step.lease.lease
+
+    @property
+    def trace_carrier(self) -> dict[str, str]:
+        """W3C trace-context headers for this agent's own outgoing calls."""
+        return self._run.engine.lineage.carrier(self._step.span)
+
+    async def call(self, tool: Tool, /, *args: Any, **kwargs: Any) -> Any:
+        """Call ``tool`` under this agent's lease: decided, recorded, then run."""
+        if not isinstance(tool, Tool):
+            raise TypeError(f"ctx.call expects a @tool, got {tool!r}")
+        return await self._run.call_tool(self._step, tool, args, kwargs)
+
+    async def delegate(
+        self, agent: Agent, /, *args: Any, scopes: Iterable[str] | None = None, **kwargs: Any
+    ) -> Any:
+        """Run ``agent`` as a child with a narrowed lease; returns its result."""
+        if not isinstance(agent, Agent):
+            raise TypeError(f"ctx.delegate expects an @agent, got {agent!r}")
+        wanted = None if scopes is None else frozenset(scopes)
+        return await self._run.invoke_agent(self._step, agent, args, kwargs, wanted)
+
+    def parallel(self) -> Parallel:
+        """Fan out: ``async with ctx.parallel() as p: p.start(...)``; ``p.results`` after."""
+        return Parallel._create(self._run, self._step)
+
+    def record_usage(self, tokens: int = 0, cost: float = 0.0) -> None:
+        """Count model usage against the run's token and cost budgets."""
+        if tokens < 0 or cost < 0:
+            raise ValueError(f"usage must be non-negative (tokens={tokens}, cost={cost})")
+        self._run.record_usage(self._step, tokens, cost)
+
+
+_PENDING: Final = object()
+
+
+class ParallelTask:
+    """One branch of a :class:`Parallel` block."""
+
+    __slots__ = ("_error", "_scope", "_value", "target")
+
+    def __init__(self, target: Agent | Tool) -> None:
+        self.target = target
+        self._value: Any = _PENDING
+        self._error: BaseException | None = None
+        self._scope = anyio.CancelScope()
+
+    @property
+    def done(self) -> bool:
+        """True once the branch finished (with a value or an error)."""
+        return self._value is not _PENDING or self._error is not None
+
+    def result(self) -> Any:
+        """The branch's value; raises its error; ``RuntimeError`` if still running."""
+        if self._error is not None:
+            raise self._error
+        if self._value is _PENDING:
+            raise RuntimeError(f"branch {self.target.qualified} has not finished")
+        return self._value
+
+
+class Parallel:
+    """A fan-out block. Branches run as tasks of the run's task group.
+
+    On leaving the block normally it waits for every branch and raises the first error in
+    start order; the first failing branch cancels its siblings. If the block is left by an
+    exception (for instance the run being stopped), it cancels the branches and does not
+    wait: the run's own task group owns them, so nothing is orphaned.
+    """
+
+    __slots__ = ("_done", "_live", "_run", "_step", "_tasks")
+
+    def __init__(self) -> NoReturn:
+        raise TypeError("use ctx.parallel()")
+
+    @classmethod
+    def _create(cls, run: Run, step: Step) -> Parallel:
+        self = object.__new__(cls)
+        self._run = run
+        self._step = step
+        self._tasks: list[ParallelTask] = []
+        self._live = 0
+        self._done = anyio.Event()
+        return self
+
+    def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
+        """Start a branch calling ``target`` (tool) or delegating to it (agent)."""
+        run, step = self._run, self._step
+        if isinstance(target, Tool):
+            coro = run.call_tool(step, target, args, kwargs)
+        elif isinstance(target, Agent):
+            coro = run.invoke_agent(step, target, args, kwargs, None)
+        else:
+            raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
+        task = ParallelTask(target)
+        self._tasks.append(task)
+        self._live += 1
+        run.spawn(self._drive, coro, task, step)
+        return task
+
+    async def _drive(self, coro: Any, task: ParallelTask, step: Step) -> None:
+        from ..runtime._gate import Gate, Governed
+
+        cancelled = anyio.get_cancelled_exc_class()
+        try:
+            with task._scope:
+                task._value = await Governed(coro, Gate(self._run, step.lease,
+                                                        step.target.qualified))
+        except cancelled:
+            raise
+        except BaseException as exc:  # kept for the block's owner, which re-raises it
+            task._error = exc
+            for other in self._tasks:
+                if other is not task:
+                    other._scope.cancel()
+        finally:
+            if task._scope.cancelled_caught and task._error is None:
+                task._error = anyio.get_cancelled_exc_class()("branch cancelled")
+            self._live -= 1
+            if self._live == 0:
+                self._done.set()
+
+    @property
+    def results(self) -> list[Any]:
+        """Branch values in start order (after the block)."""
+        return [t.result() for t in self._tasks]
+
+    async def __aenter__(self) -> Parallel:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None:
+            for task in self._tasks:
+                task._scope.cancel()
+            return
+        if self._live:
+            await self._done.wait()
+        stop = self._run.stop
+        if stop is not None:
+            raise stop
+        for task in self._tasks:
+            if task._error is not None and not isinstance(
+                task._error, anyio.get_cancelled_exc_class()
+            ):
+                raise task._error
+        for task in self._tasks:
+            if task._error is not None:
+                raise task._error

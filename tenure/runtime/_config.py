@@ -1,0 +1,53 @@
+"""Runtime configuration: every limit, interval and timeout declared once, with units.
+
+Defaults are the safe ones. A bad value is refused with the field name, the value and what
+was expected (pydantic), before anything runs.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RuntimeConfig"]
+
+
+class RuntimeConfig(BaseModel):
+    """Tunables of a :class:`~tenure.Runtime` (all durations in seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lease_seconds: float = Field(10.0, gt=0, description="lifetime of one lease generation")
+    renew_fraction: float = Field(
+        0.5, gt=0, lt=1, description="renew when less than this fraction of a lease is left"
+    )
+    watchdog_interval: float = Field(0.25, gt=0, description="watchdog timer period")
+    watchdog_liveness: float = Field(
+        3.0, gt=0, description="a watchdog heartbeat older than this stops every run"
+    )
+    stall_bound: float = Field(
+        1.0, gt=0, description="event loop blocked longer than this while work is live = breach"
+    )
+    heartbeat_interval: float = Field(0.05, gt=0, description="event-loop heartbeat period")
+    attest_interval: float = Field(1.0, gt=0, description="re-measure code and policy files")
+    verify_per_tick: int = Field(
+        256, ge=1, description="leases whose signatures the watchdog re-verifies per tick"
+    )
+    approval_timeout: float = Field(300.0, gt=0, description="unanswered approval = deny")
+    keep_last_good_policy: bool = Field(
+        False, description="on an invalid reload keep the previous set instead of stopping"
+    )
+    watch_policies: bool = Field(False, description="reload policy files when they change")
+    checkpoint_every: int = Field(1000, ge=1, description="records between signed checkpoints")
+    checkpoint_interval: float = Field(1.0, gt=0, description="seconds between checkpoints")
+    fsync: Literal["record", "checkpoint", "never"] = Field(
+        "checkpoint", description="when the ledger is fsynced"
+    )
+
+    def public(self) -> dict[str, str | int | bool]:
+        """The configuration as attested and recorded (floats as strings: no JSON floats)."""
+        out: dict[str, str | int | bool] = {}
+        for name, value in self.model_dump().items():
+            out[name] = repr(value) if isinstance(value, float) else value
+        return out

@@ -1,0 +1,99 @@
+"""The governed coroutine wrapper: a check before every resumption.
+
+:class:`Governed` drives a coroutine by hand (``send``/``throw``) and re-yields whatever it
+suspends on, so it sees every suspension of the coroutine and of everything it awaits
+(tool calls run inline, so a tool's awaits are the agent's suspensions too). Before each
+resumption :meth:`Gate.check` compares, in O(1) and without any signature work:
+
+- the run's stop flag (set synchronously by revocation, the watchdog, the stall detector);
+- the lease's revoked flag and monotonic deadline;
+- the governance epoch the task was last validated under;
+- the watchdog's heartbeat deadline.
+
+Invariants:
+
+- A failed check is thrown into the coroutine once, as the violation, so its ``except`` and
+  ``finally`` blocks run and it can unwind.
+- A coroutine that suspends again after that (it swallowed the violation or a
+  ``CancelledError``) is never resumed again: the wrapper raises the violation itself,
+  the run records the task as uncooperative, and the suspended coroutine is parked
+  (not closed, since closing would run its handlers again) until the runtime exits.
+- A coroutine that swallowed the violation and *returned* has its value discarded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Generator
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+from ._errors import GovernanceViolation
+
+if TYPE_CHECKING:
+    from ._run import LeaseState, Run
+
+__all__ = ["Gate", "Governed"]
+
+
+class Gate:
+    """The per-task state the wrapper checks: which run, which lease, which epoch."""
+
+    __slots__ = ("epoch", "gov", "lease", "run", "task")
+
+    def __init__(self, run: Run, lease: LeaseState, task: str) -> None:
+        self.run = run
+        self.gov = run.gov
+        self.lease = lease
+        self.task = task
+        self.epoch = run.gov.epoch
+
+    def check(self) -> GovernanceViolation | None:
+        """``None`` if the task may resume, else the violation that stops it."""
+        run = self.run
+        if run.stop is None and not self.lease.revoked and self.gov.epoch == self.epoch:
+            now = monotonic()
+            if now < self.lease.deadline and now < self.gov.watchdog_deadline:
+                return None
+        return run.failed_check(self)
+
+
+class Governed:
+    """Awaitable that runs ``coro`` under ``gate`` (see the module docstring)."""
+
+    __slots__ = ("_coro", "_gate")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], gate: Gate) -> None:
+        self._coro = coro
+        self._gate = gate
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        check = self._gate.check
+        value: Any = None
+        error: BaseException | None = None
+        stopped: GovernanceViolation | None = None
+        while True:
+            violation = check()
+            if violation is not None:
+                if stopped is not None:
+                    self._abandon(stopped)
+                    raise stopped
+                stopped = violation
+                error = violation
+            try:
+                yielded = coro.send(value) if error is None else coro.throw(error)
+            except StopIteration as done:
+                if stopped is not None:
+                    self._gate.run.note_uncooperative(self._gate, "returned after the stop")
+                    raise stopped from None
+                return done.value
+            value = error = None
+            try:
+                value = yield yielded
+            except BaseException as exc:  # forwarded into the coroutine, as asyncio would
+                error = exc
+
+    def _abandon(self, violation: GovernanceViolation) -> None:
+        """Park a coroutine that kept going after the stop: it is not resumed again."""
+        self._gate.run.note_uncooperative(self._gate, "suspended again after the stop")
+        self._gate.run.park(self._coro)
