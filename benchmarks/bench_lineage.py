@@ -14,7 +14,9 @@ event + ``set_decision`` + reading ``trace_id``/``span_id`` for the ledger recor
 - ``batch_otlp_loopback``: the real OTLP/HTTP exporter posting to a local discard server
   (in-band cost including GIL contention with the export thread; spans may be dropped when
   the bounded queue is full — reported);
-- ``simple_memory``: SimpleSpanProcessor + InMemorySpanExporter (synchronous, test setup).
+- ``simple_memory``: SimpleSpanProcessor + InMemorySpanExporter (synchronous, test setup);
+- ``otlp_encode_us_per_span``: the OTLP protobuf encoding the export thread does per span
+  (it holds the GIL, so with an exporter it adds to the run's CPU cost).
 """
 
 from __future__ import annotations
@@ -127,6 +129,14 @@ def main(n: int = 10_000) -> dict[str, float]:
 
     figures["simple_memory_us_per_step"] = _median(simple_round)
     provider.shutdown()
+
+    # What the export thread pays per span (OTLP protobuf encoding, before any I/O).
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    finished = memory.get_finished_spans()
+    t0 = time.perf_counter_ns()
+    encode_spans(finished).SerializePartialToString()
+    figures["otlp_encode_us_per_span"] = (time.perf_counter_ns() - t0) / len(finished) / 1000
 
     carrier_lin = Lineage()
     h = carrier_lin.start_run("bench", "root", "alice", "", "")
