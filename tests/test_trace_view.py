@@ -599,3 +599,38 @@ def test_cli_unreadable_ledger_exits_1_with_one_line(cli: typer.Typer, tmp_path:
     assert res.exit_code == 1
     assert res.stderr.count("\n") == 1
     assert res.stderr.startswith("error: no ledger at ")
+
+
+def test_policy_denial_stops_at_the_refused_step() -> None:
+    """The violation of a denied tool call points at the tool that was refused."""
+    led = Ledger()
+    led.start()
+    led.step("s1", "planner")
+    led.add(
+        "decision",
+        span=sid("s1"),
+        step="s2",
+        lease="L1",
+        action="execute_tool",
+        target="pay",
+        caller="planner",
+        effect="deny",
+        rule="default-deny",
+        reason="no rule matched",
+        args="sha256:q",
+    )
+    led.end("s1", status="error", error="PolicyDenied", message="tool:pay denied")
+    led.add(
+        "violation",
+        error="PolicyDenied",
+        check="rule:default-deny",
+        reason="tool:pay denied",
+        lease="L1",
+        task="tool:pay",
+        source="policy",
+    )
+    led.run_end("violation", "PolicyDenied", "rule:default-deny", "tool:pay denied")
+    tr = build_trace(led.records)
+    pay = tr.root.children[0].children[0]
+    assert pay.stopped_here and pay.status == "denied"
+    assert tr.stop_path == ["run:run-1", "agent:planner", "tool:pay"]

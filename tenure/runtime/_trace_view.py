@@ -375,7 +375,11 @@ class _Builder:
     def _on_violation(self, rec: dict[str, Any]) -> None:
         task, lease = _s(rec, "task"), _s(rec, "lease")
         kind, _, name = task.partition(":")
-        candidates = [n for n in self.open if n.kind == kind and n.name == name]
+        named = [n for n in self.steps.values() if n.kind == kind and n.name == name]
+        # a running step of that name, else a step refused before it started, else any
+        candidates = (
+            [n for n in self.open if n in named] or [n for n in named if not n.started] or named
+        )
         candidates = [n for n in candidates if n.lease == lease] or candidates
         node = (
             candidates[-1]
