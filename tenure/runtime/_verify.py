@@ -378,13 +378,14 @@ class _Verifier:
                         raise _Fail(n, kind, _chain_problem(n))
                     if type(rec.get("t")) is not int:
                         raise _Fail(n, kind, "field 't' is missing or not an integer")
+                    if n == 0:
+                        if kind != "run.start":
+                            raise _Fail(0, kind, "the first record must be run.start")
+                    elif self.run_end is not None and kind != "checkpoint":
+                        raise _Fail(n, kind, f"record after run.end (record {self.run_end})")
                     handler = handlers.get(kind)
                     if handler is not None:
                         handler(rec, n)
-                    elif n == 0:
-                        raise _Fail(0, kind, "the first record must be run.start")
-                    elif self.run_end is not None:
-                        raise _Fail(n, kind, f"record after run.end (record {self.run_end})")
                     h = sha256(b"\x00" + body).digest()
                     prev = h.hex()
                     # CompactTree.append, inlined.
@@ -422,12 +423,6 @@ class _Verifier:
         }
 
     # ------------------------------------------------------------ per-kind checks
-    def _after_end_check(self, rec: dict[str, Any], n: int) -> None:
-        if n == 0:
-            raise _Fail(0, rec["kind"], "the first record must be run.start")
-        if self.run_end is not None:
-            raise _Fail(n, rec["kind"], f"record after run.end (record {self.run_end})")
-
     @staticmethod
     def _str(rec: dict[str, Any], name: str, n: int) -> str:
         v = rec.get(name)
@@ -495,7 +490,6 @@ class _Verifier:
         return claims
 
     def _lease_issued(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         claims = self._claims(rec, n)
         lid: str = claims["lid"]
         if lid in self.leases:
@@ -526,7 +520,6 @@ class _Verifier:
         self.leases[lid] = _Lease(claims["exp"], parent or None, scopes)
 
     def _lease_renewed(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         claims = self._claims(rec, n)
         lease = self.leases.get(claims["lid"])
         if lease is None:
@@ -534,7 +527,6 @@ class _Verifier:
         lease.exp = claims["exp"]
 
     def _lease_revoked(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         ids = [self._str(rec, "lease", n)]
         cascade = rec.get("cascade", [])
         if isinstance(cascade, list):
@@ -545,14 +537,12 @@ class _Verifier:
                 lease.revoked_at = n
 
     def _decision(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         effect = rec.get("effect")
         if effect == "allow" or effect == "require_approval":
             get = rec.get
             self.decisions[n] = (get("step"), get("lease"), get("action"), get("target"), effect)
 
     def _approval_granted(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         try:
             verify_envelope(rec.get("envelope"), self.key, APPROVAL_PAYLOAD_TYPE)
         except ValueError as exc:
@@ -560,14 +550,12 @@ class _Verifier:
         self.approvals[n] = self._str(rec, "step", n)
 
     def _approval_denied(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         try:
             verify_envelope(rec.get("envelope"), self.key, APPROVAL_PAYLOAD_TYPE)
         except ValueError as exc:
             raise _Fail(n, rec["kind"], f"approval envelope: {exc}") from exc
 
     def _step_start(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         get = rec.get
         step, lid, action, target = get("step"), get("lease"), get("action"), get("target")
         d = get("decision")
@@ -643,7 +631,6 @@ class _Verifier:
         self.rep.checkpoints += 1
 
     def _run_end(self, rec: dict[str, Any], n: int) -> None:
-        self._after_end_check(rec, n)
         status = self._str(rec, "status", n)
         if status not in _RUN_END_STATUSES:
             raise _Fail(
