@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
+from .._util import NoPublicConstructor
 from ._decorators import Agent, Tool
 
 if TYPE_CHECKING:
@@ -21,20 +22,17 @@ if TYPE_CHECKING:
 __all__ = ["Context", "Parallel", "ParallelTask"]
 
 
-class Context:
-    """What an agent may do: call tools, delegate, fan out, report usage."""
+class Context(metaclass=NoPublicConstructor):
+    """What an agent may do: call tools, delegate, fan out, report usage.
+
+    The runtime creates one per agent step; it has no public constructor.
+    """
 
     __slots__ = ("_run", "_step")
 
-    def __init__(self) -> NoReturn:
-        raise TypeError("Context objects are created by the runtime, one per agent step")
-
-    @classmethod
-    def _create(cls, run: Run, step: Step) -> Context:
-        self = object.__new__(cls)
+    def __init__(self, run: Run, step: Step) -> None:
         self._run = run
         self._step = step
-        return self
 
     @property
     def run_id(self) -> str:
@@ -110,7 +108,7 @@ class ParallelTask:
         return self._value
 
 
-class Parallel:
+class Parallel(metaclass=NoPublicConstructor):
     """A fan-out block. Branches run as tasks of the run's task group.
 
     On leaving the block normally it waits for every branch and raises the first error in
@@ -121,18 +119,12 @@ class Parallel:
 
     __slots__ = ("_done", "_live", "_run", "_step", "_tasks")
 
-    def __init__(self) -> NoReturn:
-        raise TypeError("use ctx.parallel()")
-
-    @classmethod
-    def _create(cls, run: Run, step: Step) -> Parallel:
-        self = object.__new__(cls)
+    def __init__(self, run: Run, step: Step) -> None:
         self._run = run
         self._step = step
         self._tasks: list[ParallelTask] = []
         self._live = 0
         self._done = anyio.Event()
-        return self
 
     def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
         """Start a branch calling ``target`` (tool) or delegating to it (agent)."""

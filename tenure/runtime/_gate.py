@@ -16,13 +16,16 @@ Invariants:
   ``finally`` blocks run and it can unwind.
 - A coroutine that suspends again after that (it swallowed the violation or a
   ``CancelledError``) is never resumed again: the wrapper raises the violation itself,
-  the run records the task as uncooperative, and the suspended coroutine is parked
-  (not closed, since closing would run its handlers again) until the runtime exits.
+  the run records the task as uncooperative, and the suspended coroutine is entombed:
+  kept suspended for the life of the process and never closed, because closing throws
+  ``GeneratorExit`` into it, and a handler that swallows everything can then spin forever
+  (seen when the garbage collector closed one in a worker thread).
 - A coroutine that swallowed the violation and *returned* has its value discarded.
 """
 
 from __future__ import annotations
 
+import ctypes
 from collections.abc import Coroutine, Generator
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -94,6 +97,12 @@ class Governed:
                 error = exc
 
     def _abandon(self, violation: GovernanceViolation) -> None:
-        """Park a coroutine that kept going after the stop: it is not resumed again."""
+        """Entomb a coroutine that kept going after the stop: it is not resumed again."""
         self._gate.run.note_uncooperative(self._gate, "suspended again after the stop")
-        self._gate.run.park(self._coro)
+        _entomb(self._coro)
+
+
+def _entomb(coro: Coroutine[Any, Any, Any]) -> None:
+    # One deliberately leaked reference: the coroutine is never deallocated, so neither
+    # the garbage collector nor interpreter shutdown ever finalizes (resumes) it.
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(coro))

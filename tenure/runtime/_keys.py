@@ -134,7 +134,9 @@ def load_signing_key(path: Path | None = None, *, create: bool = True) -> Signin
     try:
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise GovernanceUnavailable(f"{path}: signing key file is missing", check="key.load") from exc
+        raise GovernanceUnavailable(
+            f"{path}: signing key file is missing", check="key.load"
+        ) from exc
     except OSError as exc:
         raise GovernanceUnavailable(
             f"{path}: signing key file is unreadable: {exc.strerror or exc}", check="key.load"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -184,7 +184,6 @@ class Run:
         self.validated_epoch = self.gov.epoch
         self.leases: dict[str, LeaseState] = {}
         self.steps: dict[str, Step] = {}
-        self.parked: list[Coroutine[Any, Any, Any]] = []
         self.uncooperative: list[str] = []
         self.scope: anyio.CancelScope | None = None
         self.tg: TaskGroup | None = None
@@ -312,10 +311,6 @@ class Run:
             "task": gate.task, "source": "gate",
         })
 
-    def park(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Keep an abandoned coroutine suspended (never resumed) until the runtime exits."""
-        self.engine.parked.append(coro)
-
     def ensure_live(self, caller: Step | None) -> None:
         """Raise the stop (or the caller's failed check) before a new step starts."""
         if self.stop is not None:
@@ -372,7 +367,8 @@ class Run:
         if effect == "deny":
             raise PolicyDenied(
                 f"{step.target.qualified} denied for principal {self.principal!r}: {reason}",
-                run_id=self.id, lease_id=step.lease.id, check=f"rule:{rule}",
+                run_id=self.id, lease_id=step.lease.id,
+                check=rule if missing_scopes else f"rule:{rule}",
                 task=step.target.qualified, source="policy",
             )
         if effect == "require_approval":
@@ -476,7 +472,8 @@ class Run:
 
     def _placeholder_lease(self) -> LeaseState:
         # The root step is decided before its lease exists; the decision names no lease.
-        return _NO_LEASE
+        placeholder: LeaseState = _NO_LEASE
+        return placeholder
 
     def _issue_lease(self, step: Step, holder: LeaseState | None,
                      granted: frozenset[str]) -> LeaseState:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,7 +57,6 @@ class _Engine:
         self.approvals = Approvals(key, config.approval_timeout)
         self.isolation = Isolation(config)
         self.runs: dict[str, Run] = {}
-        self.parked: list[Coroutine[Any, Any, Any]] = []
         self.watchdog: Watchdog | None = None
         self.code_cache: weakref.WeakKeyDictionary[Agent | Tool, CodeItem] = (
             weakref.WeakKeyDictionary()
@@ -191,9 +190,6 @@ class Runtime:
             if self._stall is not None:
                 self._stall.stop()
             engine.lineage.shutdown()
-            for coro in engine.parked:
-                coro.close()
-            engine.parked.clear()
             self._engine = None
             self._tg = None
         return None

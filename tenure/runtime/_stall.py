@@ -13,6 +13,7 @@ for such code (see ``@tool(isolation="process")``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import traceback
@@ -88,10 +89,9 @@ class StallDetector:
             )
             run.stop = run.stop or exc  # read by gates without the loop's help
         start = self._beat
-        try:
+        # If the loop is closing, the stop flags set above already hold.
+        with contextlib.suppress(RuntimeError):
             anyio.from_thread.run_sync(self._apply, runs, start, where, token=self._token)
-        except RuntimeError:
-            pass  # the loop is closing: the stop flags already hold
 
     def _apply(self, runs: list[Run], start: float, where: str) -> None:
         duration_ms = int((monotonic() - start) * 1000)

@@ -567,12 +567,19 @@ class _Verifier:
                 f"step {step!r} has no allowing decision: record {d!r} is not an earlier, "
                 "unused decision with effect allow or require_approval",
             )
-        if dec[:4] != (step, lid, action, target):
+        # A tool runs under the lease its decision was taken under; an agent runs under a
+        # new lease whose parent is the delegating lease the decision names ("" = root).
+        lease = self.leases.get(lid) if type(lid) is str else None
+        if action == "invoke_agent":
+            decided_under = (lease.parent or "") if lease is not None else None
+        else:
+            decided_under = lid
+        if dec[:4] != (step, decided_under, action, target):
             raise _Fail(
                 n,
                 "step.start",
                 f"decision {d} is for step/lease/action/target {list(dec[:4])}, "
-                f"not {[step, lid, action, target]}",
+                f"not {[step, decided_under, action, target]}",
             )
         if dec[4] == "require_approval":
             a = get("approval")
@@ -583,7 +590,6 @@ class _Verifier:
                     f"step {step!r} needed approval (decision {d}) but record {a!r} is not an "
                     "earlier, unused approval.granted for it",
                 )
-        lease = self.leases.get(lid) if type(lid) is str else None
         if lease is None:
             raise _Fail(n, "step.start", f"lease {lid!r} was never issued in this ledger")
         cur: _Lease | None = lease
