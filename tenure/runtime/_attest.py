@@ -556,8 +556,12 @@ class Attestor:
         envelope = sign_envelope(self._key, PAYLOAD_TYPE, payload)
         return envelope, "sha256:" + sha256_hex(payload)
 
-    def write(self, run_dir: Path, envelope: Envelope) -> Path:
-        """Write ``run_dir/attestation.intoto.json`` atomically (tmp, fsync, rename, fsync dir)."""
+    def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
+        """Write ``run_dir/attestation.intoto.json`` atomically (tmp, rename).
+
+        With ``durable`` the file and the directory are fsynced too; the runtime skips that
+        under group commit because the ledger carries the same envelope.
+        """
         run_dir = Path(run_dir)
         target = run_dir / ATTESTATION_FILE
         tmp = run_dir / f".{ATTESTATION_FILE}.{os.getpid()}.tmp"
@@ -565,15 +569,17 @@ class Attestor:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             os.write(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, target)
-        dfd = os.open(run_dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        if durable:
+            dfd = os.open(run_dir, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
         return target
 
     # -- re-measuring --------------------------------------------------------------

@@ -38,11 +38,15 @@ def canonical(obj: Any) -> bytes:
     return rfc8785.dumps(obj)
 
 
+# One encoder, built once: ``json.dumps`` with options builds a new encoder per call.
+_RECORD_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def record_bytes(obj: dict[str, Any]) -> bytes:
     """Canonical bytes of a ledger record (RFC 8785 on the ledger's restricted domain)."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _RECORD_ENCODER.encode(obj).encode("utf-8")
 
 
 def check_record_domain(obj: Any, path: str = "$") -> None:

@@ -13,10 +13,14 @@ Invariants, each with its own ``raise``:
 - ``append(..., flush=True)`` returns only once the line (and any earlier buffered lines)
   was handed to the OS with ``os.write``; with ``fsync="record"`` it is also on disk.
 - A checkpoint never covers a record the OS has not received, and with any fsync policy
-  but ``"never"`` the ledger is fsynced before the checkpoint naming it is written.
-  Checkpoint files are replaced atomically (temp, fsync, rename, fsync directory): the
-  run directory first, then the witness copy, so a crash can leave the witness behind,
-  never ahead.
+  but ``"never"`` the ledger is fsynced before a checkpoint file naming it is published.
+  Checkpoint files are replaced atomically (temp, rename): the run directory first, then
+  the witness copy, so a crash can leave the witness behind, never ahead.
+- Group commit: with ``fsync="checkpoint"`` (the default) the only fsync is the ledger
+  file's, once per checkpoint (a trivial run pays exactly one, at close); directory
+  entries and checkpoint files are left to the filesystem's journal, and a checkpoint file
+  lost in a crash only weakens rollback detection, never hides tampering.
+  ``fsync="record"`` fsyncs every record, every checkpoint file and every directory.
 - Any ``OSError`` on the ledger, checkpoint or witness files raises
   :class:`GovernanceUnavailable` (check ``ledger.append`` / ``ledger.fsync`` /
   ``ledger.checkpoint`` / ``ledger.witness``) and leaves the ledger *failed*: every later
@@ -243,9 +247,10 @@ class Ledger:
         ledger = cls(run_dir, run_id, key, config, witness_dir, fd, ops)
         try:
             ledger._write_atomic(run_dir / PUBLIC_KEY_NAME, public_key_pem(key.public_key))
-            ops.fsync(fd)
-            ops.fsync_dir(run_dir)
-            ops.fsync_dir(run_dir.parent)
+            if ledger._fsync_record:
+                ops.fsync(fd)
+                ops.fsync_dir(run_dir)
+                ops.fsync_dir(run_dir.parent)
         except OSError as exc:
             ledger._fail("ledger.create", f"cannot initialise {run_dir}: {_describe(exc)}")
             ledger._release()
@@ -380,7 +385,7 @@ class Ledger:
 
     # ------------------------------------------------------------------ checkpoints
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        """temp file -> write -> fsync -> rename -> fsync(dir). Raises OSError."""
+        """temp file -> write -> rename (with fsyncs under ``fsync="record"``)."""
         ops = self._ops
         tmp = path.with_name(f".{path.name}.tmp")
         fd = ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -391,12 +396,12 @@ class Ledger:
                 if written <= 0:
                     raise OSError(errno.EIO, "write returned 0 bytes")
                 view = view[written:]
-            if self._fsync_checkpoint:
+            if self._fsync_record:
                 ops.fsync(fd)
         finally:
             ops.close(fd)
         ops.replace(tmp, path)
-        if self._fsync_checkpoint:
+        if self._fsync_record:
             ops.fsync_dir(path.parent)
 
     def _publish(self, note: str) -> None:
@@ -453,11 +458,11 @@ class Ledger:
             self._in_checkpoint = True
             if self._tree.size:
                 if self._last_kind != "checkpoint":
-                    self._durable()
                     size = self._tree.size
                     root = self._tree.root()
                     note = sign_checkpoint(self._origin, size, root, self._key)
-                    self.append("checkpoint", {"size": size, "root": root.hex(), "note": note})
+                    self.append("checkpoint", {"size": size, "root": root.hex(), "note": note},
+                                flush=False)
                 self._durable()
                 note = sign_checkpoint(self._origin, self._tree.size, self._tree.root(), self._key)
                 self._publish(note)

@@ -116,6 +116,7 @@ class Step:
     span: SpanHandle
     caller: str | None = None
     bound: dict[str, Any] | None = field(default=None)
+    args_digest: str = ""
 
     def bound_args(self) -> dict[str, Any]:
         """Arguments by parameter name (bound lazily: only policies with conditions need it)."""
@@ -135,11 +136,14 @@ def _json_default(value: Any) -> Any:
     return {"repr": repr(value)}
 
 
+_VALUE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                  default=_json_default)
+
+
 def value_digest(value: Any) -> str:
     """SHA-256 of a value's canonical JSON form (non-JSON values by their ``repr``)."""
     try:
-        data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default,
-                          ensure_ascii=False)
+        data = _VALUE_ENCODER.encode(value)
     except (TypeError, ValueError):
         data = repr(value)
     return digest(data.encode("utf-8", "surrogatepass"))
@@ -337,7 +341,7 @@ class Run:
         over = self.tracker.on_step(step.action, step.target.name, step.depth)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
-        args_digest = value_digest([step.args, step.kwargs])
+        args_digest = step.args_digest = value_digest([step.args, step.kwargs])
         if missing_scopes:
             missing = sorted(missing_scopes)
             effect, rule = "deny", f"scope.{missing[0]}"
@@ -402,7 +406,7 @@ class Run:
             "step": step.id, "lease": step.lease.id, "action": step.action,
             "target": step.target.name, "decision": decision, "approval": approval,
             "parent": step.parent.id if step.parent is not None else "", "depth": step.depth,
-            "args": value_digest([step.args, step.kwargs]),
+            "args": step.args_digest,
         }, step.span)
 
     def _end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:

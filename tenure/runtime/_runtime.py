@@ -28,7 +28,7 @@ from ._approvals import ApprovalRequest, Approvals
 from ._attest import Attestor, CodeItem
 from ._canonical import b64e
 from ._config import RuntimeConfig
-from ._errors import AttestationMismatch, GovernanceUnavailable, GovernanceViolation
+from ._errors import GovernanceUnavailable, GovernanceViolation
 from ._isolation import Isolation
 from ._keys import SigningKey, load_signing_key
 from ._lease import LeaseAuthority
@@ -241,7 +241,7 @@ class Runtime:
                          fsync=self.config.fsync),
             self.evidence_dir / ".witness",
         )
-        engine.attestor.write(run_dir, envelope)
+        engine.attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
         span = engine.lineage.start_run(run_id, agent.name, principal, policy.digest,
                                         att_digest)
         run = Run(
@@ -259,6 +259,7 @@ class Runtime:
             "pubkey": b64e(engine.key.public_raw), "runtime": _VERSION,
             "config": self.config.public(),
         })
+        run.record("attestation", {"envelope": envelope}, flush=False)
         engine.runs[run_id] = run
         assert self._tg is not None
         self._tg.start_soon(self._drive, run)
@@ -325,6 +326,7 @@ class Runtime:
                         source="policy-reload",
                     ))
             raise
+        engine.attestor.baseline_policy(policy.digest, policy.sources)
         engine.gov.policy = policy
         engine.gov.epoch += 1
         if not isinstance(path_or_policyset, PolicySet):
@@ -379,7 +381,7 @@ def _code_items(engine: _Engine) -> Sequence[CodeItem]:
 def _remeasure(engine: _Engine, run: Run, policy_files: Sequence[Path]) -> None:
     change = engine.attestor.remeasure(run.code, policy_files, None, engine.gov.policy.digest)
     if change is not None:
-        run.fail(AttestationMismatch(str(change), check="attestation", source="watchdog"))
+        run.fail(change.to_error(run_id=run.id))
 
 
 def _classify(run: Run, exc: BaseException) -> None:

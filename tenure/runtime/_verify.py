@@ -195,6 +195,7 @@ class _Verifier:
         self.origin = ""
         self.deadline: int | None = None
         self.attestation: str | None = None
+        self.attestation_in_ledger = False
         self.leases: dict[str, _Lease] = {}
         self.decisions: dict[int, tuple[Any, Any, Any, Any, str]] = {}
         self.approvals: dict[int, str] = {}
@@ -297,26 +298,47 @@ class _Verifier:
             rep.warnings.append("the run has no run.end record: it did not finish")
         self._check_attestation()
 
+    def _attestation_payload(self, env: Any, where: str, n: int | None) -> bytes:
+        try:
+            payload = verify_envelope(env, self.key, INTOTO_PAYLOAD_TYPE)
+            statement = json.loads(payload)
+        except ValueError as exc:
+            raise _Fail(n, where, str(exc)) from exc
+        if not isinstance(statement, dict) or statement.get("_type") != INTOTO_STATEMENT_TYPE:
+            raise _Fail(n, where, f"payload is not an in-toto {INTOTO_STATEMENT_TYPE}")
+        return payload
+
+    def _attestation_record(self, rec: dict[str, Any], n: int) -> None:
+        # The ledger carries the envelope too, so the attestation is as durable as the
+        # records; the standalone file is a convenience copy for in-toto tooling.
+        payload = self._attestation_payload(rec.get("envelope"), "attestation", n)
+        got = digest(payload)
+        if got != self.attestation:
+            raise _Fail(n, "attestation", f"envelope digest {got} is not run.start's "
+                                          f"{self.attestation}")
+        self.attestation_in_ledger = True
+
     def _check_attestation(self) -> None:
         path = self.run_dir / ATTESTATION_NAME
         want = self.attestation
         if not path.is_file():
-            if want:
+            if self.attestation_in_ledger:
+                self.rep.warnings.append(
+                    f"{ATTESTATION_NAME} is missing; the ledger's copy of the attestation "
+                    "verified"
+                )
+            elif want:
                 raise _Fail(
                     0, "run.start", f"{ATTESTATION_NAME} is missing; run.start names {want}"
                 )
-            self.rep.warnings.append("no attestation: run.start names none")
+            else:
+                self.rep.warnings.append("no attestation: run.start names none")
             return
         try:
             env = json.loads(path.read_bytes())
-            payload = verify_envelope(env, self.key, INTOTO_PAYLOAD_TYPE)
-            statement = json.loads(payload)
         except ValueError as exc:
             raise _Fail(None, ATTESTATION_NAME, str(exc)) from exc
-        if not isinstance(statement, dict) or statement.get("_type") != INTOTO_STATEMENT_TYPE:
-            raise _Fail(
-                None, ATTESTATION_NAME, f"payload is not an in-toto {INTOTO_STATEMENT_TYPE}"
-            )
+        payload = self._attestation_payload(env, ATTESTATION_NAME, None)
         got = digest(payload)
         if not want:
             self.rep.warnings.append(f"{ATTESTATION_NAME} is present but run.start names no digest")
@@ -415,6 +437,7 @@ class _Verifier:
             "lease.renewed": self._lease_renewed,
             "lease.revoked": self._lease_revoked,
             "decision": self._decision,
+            "attestation": self._attestation_record,
             "approval.granted": self._approval_granted,
             "approval.denied": self._approval_denied,
             "step.start": self._step_start,
