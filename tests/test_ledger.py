@@ -269,7 +269,7 @@ def test_eio_on_fsync_is_never_retried(tmp_path: Path) -> None:
 
 
 def test_checkpoint_write_failure_fails_the_ledger(tmp_path: Path) -> None:
-    ops = CountingOps("replace", errno.EACCES, after=1)  # the tenure.pub replace succeeds
+    ops = CountingOps("replace", errno.EACCES, after=0)  # the first replace: checkpoint
     led, _ = _open(tmp_path, ops=ops)
     led.append("a", {})
     with pytest.raises(GovernanceUnavailable) as info:
@@ -281,7 +281,7 @@ def test_checkpoint_write_failure_fails_the_ledger(tmp_path: Path) -> None:
 
 
 def test_witness_write_failure_fails_the_ledger(tmp_path: Path) -> None:
-    ops = CountingOps("replace", errno.EROFS, after=2)  # tenure.pub, run-dir checkpoint ok
+    ops = CountingOps("replace", errno.EROFS, after=1)  # the run-dir checkpoint replace ok
     led, _ = _open(tmp_path, ops=ops)
     led.append("a", {})
     with pytest.raises(GovernanceUnavailable) as info:

@@ -167,6 +167,7 @@ class Ledger:
         "_pending",
         "_prev",
         "_tree",
+        "_witness_ready",
         "config",
         "path",
         "run_dir",
@@ -207,6 +208,7 @@ class Ledger:
         self._cp_size = 0
         self._cp_time = time.monotonic()
         self._last_kind = ""
+        self._witness_ready = False
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -246,7 +248,8 @@ class Ledger:
             ) from exc
         ledger = cls(run_dir, run_id, key, config, witness_dir, fd, ops)
         try:
-            ledger._write_atomic(run_dir / PUBLIC_KEY_NAME, public_key_pem(key.public_key))
+            # A fresh run directory: a plain exclusive create is enough (no temp + rename).
+            ledger._write_new(run_dir / PUBLIC_KEY_NAME, public_key_pem(key.public_key))
             if ledger._fsync_record:
                 ops.fsync(fd)
                 ops.fsync_dir(run_dir)
@@ -384,18 +387,31 @@ class Ledger:
             self._sync()
 
     # ------------------------------------------------------------------ checkpoints
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._ops.write(fd, view)  # type: ignore[arg-type]
+            if written <= 0:
+                raise OSError(errno.EIO, "write returned 0 bytes")
+            view = view[written:]
+
+    def _write_new(self, path: Path, data: bytes) -> None:
+        """Create ``path`` (which must not exist) with ``data``. Raises OSError."""
+        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self._write_all(fd, data)
+            if self._fsync_record:
+                self._ops.fsync(fd)
+        finally:
+            self._ops.close(fd)
+
     def _write_atomic(self, path: Path, data: bytes) -> None:
         """temp file -> write -> rename (with fsyncs under ``fsync="record"``)."""
         ops = self._ops
         tmp = path.with_name(f".{path.name}.tmp")
         fd = ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                written = ops.write(fd, view)  # type: ignore[arg-type]
-                if written <= 0:
-                    raise OSError(errno.EIO, "write returned 0 bytes")
-                view = view[written:]
+            self._write_all(fd, data)
             if self._fsync_record:
                 ops.fsync(fd)
         finally:
@@ -415,7 +431,9 @@ class Ledger:
         if self.witness_dir is not None:
             wpath = witness_path(self.witness_dir, self.run_id)
             try:
-                self.witness_dir.mkdir(parents=True, exist_ok=True)
+                if not self._witness_ready:
+                    self.witness_dir.mkdir(parents=True, exist_ok=True)
+                    self._witness_ready = True
                 self._write_atomic(wpath, data)
             except OSError as exc:
                 raise self._io_failed("ledger.witness", wpath, exc) from exc
