@@ -1,0 +1,103 @@
+"""Approvals: one payment approved, one denied, both decided by policy conditions.
+
+The inline policy holds every `pay_invoice` for a person, under two rules told apart by a
+condition on the call's `amount` argument. The simulated approver grants requests under
+`small-payments` and denies those under `large-payments`. An approval is a signed statement
+recorded in the evidence *before* the step starts; a denied step never starts and raises
+`PolicyDenied` at the call site, where this agent catches it and carries on.
+
+    .venv/bin/python examples/approval.py [--evidence-dir runs]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import anyio
+
+from tenure import Context, PolicyDenied, Runtime, agent, tool
+from tenure.policies import PolicySet
+from tenure.runtime._keys import default_key_dir, load_public_key
+from tenure.runtime._verify import verify_run
+
+POLICY = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "accounts-team"
+effect = "allow"
+actions = ["invoke_agent"]
+targets = ["accounts_payable"]
+
+[[rules]]
+id = "small-payments"
+effect = "require_approval"
+targets = ["pay_invoice"]
+when = { "args.amount" = { le = 1000 } }
+
+[[rules]]
+id = "large-payments"
+effect = "require_approval"
+targets = ["pay_invoice"]
+when = { "args.amount" = { gt = 1000 } }
+"""
+
+
+@tool(scopes={"payments"})
+async def pay_invoice(vendor: str, amount: float) -> str:
+    """Pay a vendor (simulated)."""
+    return f"paid {amount:.2f} to {vendor}"
+
+
+@agent(scopes={"payments"})
+async def accounts_payable(ctx: Context, invoices: list[tuple[str, float]]) -> list[str]:
+    """Pay each invoice; a refused payment is reported, not fatal."""
+    outcomes = []
+    for vendor, amount in invoices:
+        try:
+            outcomes.append(await ctx.call(pay_invoice, vendor, amount))
+        except PolicyDenied as exc:
+            outcomes.append(f"NOT paid {amount:.2f} to {vendor}: {exc.reason}")
+    return outcomes
+
+
+async def approver(rt: Runtime) -> None:
+    """Grants small payments, denies large ones (by the rule that held each request)."""
+    while True:
+        for request in rt.pending_approvals():
+            if request.rule_id == "small-payments":
+                print(f"approver: GRANT {request.id} ({request.target}, rule {request.rule_id})")
+                rt.approve(request.id, approver="finance-lead")
+            else:
+                print(f"approver: DENY  {request.id} ({request.target}, rule {request.rule_id})")
+                rt.deny(request.id, approver="finance-lead", reason="over the 1000 limit")
+        await anyio.sleep(0.01)
+
+
+async def main(evidence_dir: Path) -> int:
+    """Pay two invoices under approval, then verify the evidence."""
+    policy = PolicySet.from_text(POLICY, source="approval.py")
+    invoices = [("Northwind Stock Images", 49.0), ("Contoso Consulting", 25_000.0)]
+    async with Runtime(policies=policy, evidence_dir=evidence_dir) as rt, \
+            anyio.create_task_group() as tg:
+        tg.start_soon(approver, rt)
+        handle = await rt.start(accounts_payable, invoices, principal="alice",
+                                scopes={"payments"}, ttl=30)
+        outcomes = await handle.result()
+        tg.cancel_scope.cancel()
+    for line in outcomes:
+        print(f"  {line}")
+    report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
+    print(f"evidence {handle.evidence_path}: "
+          + ("verified" if report.ok else f"INVALID {report.failure_line()}"))
+    print(f"see both approvals in the lineage: tenure trace {handle.evidence_path}")
+    expected = outcomes[0].startswith("paid") and outcomes[1].startswith("NOT paid")
+    return 0 if report.ok and expected else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--evidence-dir", type=Path, default=Path("runs"))
+    raise SystemExit(anyio.run(main, parser.parse_args().evidence_dir))

@@ -1,0 +1,106 @@
+"""Every example runs as a newcomer would run it (`python examples/NAME.py`) and says so.
+
+Each example is run as a subprocess of this interpreter, from the repository root, with its
+own key directory (``TENURE_KEY_DIR``) and evidence folder; the test checks the exit code
+and the lines that prove the example showed what it promises.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def _run(name: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TENURE_KEY_DIR": str(tmp_path / "keys"), "NO_COLOR": "1"}
+    for var in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        env.pop(var, None)
+    return subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+
+def _evidence(tmp_path: Path) -> str:
+    return str(tmp_path / "runs")
+
+
+def test_research_team_runs_with_a_denial_an_approval_and_verified_evidence(
+    tmp_path: Path,
+) -> None:
+    proc = _run("research_team.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "shell_exec DENIED by policy (rule:no-shell-or-delete)" in out
+    assert "approving pay_invoice (rule payments-need-approval)" in out
+    assert "paid 49.00 to Northwind Stock Images" in out
+    assert ": verified" in out
+    assert f"--key {tmp_path / 'keys' / 'tenure.pub'}" in out
+
+
+def test_revocation_stops_every_parallel_agent_and_says_when_and_why(tmp_path: Path) -> None:
+    proc = _run("revocation.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "run stopped fail closed: LeaseRevoked (lease.revoked)" in out
+    assert out.count("stopped  crawler") == 4
+    assert "ms after the revocation" in out
+    assert "why: LeaseRevoked check=lease.revoked source=revoke" in out
+    assert "tool bodies started after revoke returned: 0" in out
+    assert "verified (run status violation)" in out
+
+
+def test_approval_example_grants_one_payment_and_denies_the_other(tmp_path: Path) -> None:
+    proc = _run("approval.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "GRANT" in out and "rule small-payments" in out
+    assert "DENY" in out and "rule large-payments" in out
+    assert "paid 49.00 to Northwind Stock Images" in out
+    assert "NOT paid 25000.00 to Contoso Consulting" in out
+    assert "over the 1000 limit" in out
+    assert ": verified" in out
+
+
+def test_budgets_example_stops_the_run_at_max_tool_calls(tmp_path: Path) -> None:
+    proc = _run("budgets.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "PolicyDenied check=budget.max_tool_calls" in out
+    assert "tool calls that ran: 5 of 100" in out
+    assert "verified (run status violation)" in out
+
+
+def test_tamper_evidence_fails_verification_at_the_edited_record(tmp_path: Path) -> None:
+    proc = _run("tamper_evidence.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    k = int(next(x for x in lines if "the denial is record" in x).rsplit(" ", 1)[1].rstrip(")"))
+    assert "before tampering: verified" in lines
+    attack1 = next(x for x in lines if x.startswith("after attack 1:"))
+    assert f"FAILED at record {k + 1} " in attack1
+    assert f"does not match the hash of record {k} " in attack1
+    attack2 = next(x for x in lines if x.startswith("after attack 2:"))
+    assert "(checkpoint): checkpoint root does not match" in attack2
+    assert "restored: verified" in lines
+
+
+def test_tamper_evidence_cleans_up_its_temporary_evidence_by_default(tmp_path: Path) -> None:
+    proc = _run("tamper_evidence.py", tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_dir = next(x for x in proc.stdout.splitlines() if x.startswith("evidence: "))
+    assert not Path(run_dir.split(" ")[1]).exists()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_has_a_docstring_saying_how_to_run_it(name: str) -> None:
+    text = (EXAMPLES / name).read_text(encoding="utf-8")
+    assert text.startswith('"""')
+    assert f"examples/{name}" in text
