@@ -8,6 +8,7 @@ and the lines that prove the example showed what it promises.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,22 @@ def test_every_example_has_a_docstring_saying_how_to_run_it(name: str) -> None:
     text = (EXAMPLES / name).read_text(encoding="utf-8")
     assert text.startswith('"""')
     assert f"examples/{name}" in text
+
+
+def test_readme_first_example_runs_and_shows_the_denial(tmp_path: Path) -> None:
+    """The README's first Python example is a working program (run from a temp folder)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
+    (tmp_path / "team.py").write_text(code, encoding="utf-8")
+    env = {**os.environ, "TENURE_KEY_DIR": str(tmp_path / "keys")}
+    proc = subprocess.run([sys.executable, "team.py"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "['a page about leases', 'refused by rule:no-shell-or-delete']" in proc.stdout
+    assert len(list((tmp_path / "runs").glob("run_*"))) == 1
+
+
+def test_readme_first_screen_says_what_tenure_is_and_the_two_commands() -> None:
+    first = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:40]
+    assert any(line.startswith("make demo") for line in first)
+    assert any(line.startswith("make test") for line in first)
