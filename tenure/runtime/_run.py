@@ -116,6 +116,7 @@ class Step:
     span: SpanHandle
     caller: str | None = None
     bound: dict[str, Any] | None = field(default=None)
+    approved: bool = False  # a person granted its require_approval decision
     args_digest: str = ""
 
     def bound_args(self) -> dict[str, Any]:
@@ -296,7 +297,7 @@ class Run:
         policy = self.gov.policy
         for step in list(self.steps.values()):
             decision = self._decide(policy, step)
-            if decision.effect != "allow":
+            if not _stands(decision, step):
                 self.fail(PolicyDenied(
                     f"policy {policy.digest[:19]} no longer allows live step {step.id} "
                     f"({step.target.qualified}): {decision.reason}",
@@ -377,8 +378,39 @@ class Run:
             )
         if effect == "require_approval":
             approvals: Approvals = self.engine.approvals
-            return index, await approvals.wait(self, step, rule)
+            epoch = self.gov.epoch
+            granted = await approvals.wait(self, step, rule)
+            step.approved = True
+            if self.gov.epoch != epoch:
+                # A reload during the wait: the grant answered the old policy's question.
+                self._recheck_after_reload(step, args_digest, parent_span)
+            return index, granted
         return index, -1
+
+    def _recheck_after_reload(self, step: Step, args_digest: str,
+                              parent_span: SpanHandle) -> None:
+        try:
+            decision = self._decide(self.gov.policy, step)
+        except Exception as exc:  # a policy engine fault must never fall through to allow
+            raise self.fail(GovernanceUnavailable(
+                f"the policy engine failed while re-deciding {step.target.qualified}: "
+                f"{type(exc).__name__}: {exc}",
+                lease_id=step.lease.id, check="policy.engine", task=step.target.qualified,
+                source="policy",
+            )) from exc
+        if decision.effect != "deny":
+            return
+        self.record("decision", {
+            "step": step.id, "lease": step.lease.id, "action": step.action,
+            "target": step.target.name, "caller": step.caller or "", "effect": "deny",
+            "rule": decision.rule_id, "reason": decision.reason, "args": args_digest,
+        }, parent_span)
+        raise PolicyDenied(
+            f"{step.target.qualified} denied for principal {self.principal!r} by the policy "
+            f"reloaded while it waited for approval: {decision.reason}",
+            run_id=self.id, lease_id=step.lease.id, check=f"rule:{decision.rule_id}",
+            task=step.target.qualified, source="policy",
+        )
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -578,7 +610,7 @@ class Run:
         step = state.step
         if step is not None:
             decision = self._decide(self.gov.policy, step)
-            if decision.effect != "allow":
+            if not _stands(decision, step):
                 self.fail(PolicyDenied(
                     f"renewal refused: {decision.reason}", lease_id=state.id,
                     check=f"rule:{decision.rule_id}", task=step.target.qualified,
@@ -621,6 +653,13 @@ class Run:
         task = state.lease.claims.sub if state is not None else None
         self.fail(LeaseRevoked(f"revoked: {reason}", lease_id=lease_id, check="lease.revoked",
                                task=task, source=by))
+
+
+def _stands(decision: Decision, step: Step) -> bool:
+    """Whether a live step may go on: allowed, or approval required and already granted."""
+    return decision.effect == "allow" or (
+        decision.effect == "require_approval" and step.approved
+    )
 
 
 class _NoLease:

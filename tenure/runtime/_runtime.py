@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from opentelemetry.trace import TracerProvider
 
+from .._util import NoPublicConstructor
 from ..agents._decorators import Agent, Tool, registered
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._approvals import ApprovalRequest, Approvals
@@ -70,8 +71,8 @@ class _Engine:
         return sum(len(run.steps) for run in self.runs.values())
 
 
-class RunHandle:
-    """A started run: its id, where its evidence is, and its outcome."""
+class RunHandle(metaclass=NoPublicConstructor):
+    """A started run: its id, where its evidence is, and its outcome (``rt.start`` makes it)."""
 
     __slots__ = ("_run",)
 
@@ -263,7 +264,7 @@ class Runtime:
         engine.runs[run_id] = run
         assert self._tg is not None
         self._tg.start_soon(self._drive, run)
-        return RunHandle(run)
+        return RunHandle._create(run)
 
     async def _drive(self, run: Run) -> None:
         engine = self._require()
@@ -313,7 +314,9 @@ class Runtime:
 
         An invalid file stops every live run (fail closed) and raises the
         :class:`PolicyError`, unless ``keep_last_good_policy`` is set, in which case the
-        previous set stays in force and the error is raised.
+        previous set stays in force and the error is raised. Live runs keep their counters
+        but are held to the new set's budgets from now on (rate-limit windows are kept as
+        they were at the run's start).
         """
         engine = self._require()
         try:
@@ -336,6 +339,7 @@ class Runtime:
                                                        "epoch": engine.gov.epoch})
             run._record_quietly("policy.reloaded", {"policy": policy.digest,
                                                     "epoch": engine.gov.epoch})
+            run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()
         engine.wake_watchdog()
 
