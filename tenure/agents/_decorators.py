@@ -104,10 +104,11 @@ class Tool(_Governable):
 
     def __init__(
         self, func: Callable[..., Any], name: str | None, scopes: frozenset[str],
-        isolation: Isolation,
+        isolation: Isolation, timeout: float | None = None,
     ) -> None:
         super().__init__(func, name, scopes, isolation)
         self.is_async = inspect.iscoroutinefunction(func)
+        self.timeout = timeout
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments by parameter name, defaults applied."""
@@ -120,6 +121,12 @@ def _make_agent(func: Callable[..., Any], name: str | None, scopes: frozenset[st
                 isolation: Isolation) -> Agent:
     if isolation == "none" and not inspect.iscoroutinefunction(func):
         raise TypeError(f"@agent {func.__qualname__}: an agent must be an `async def` function")
+    if isolation != "none" and inspect.iscoroutinefunction(func):
+        raise TypeError(
+            f"@agent {func.__qualname__}: isolation={isolation!r} takes a plain (sync) function "
+            "whose ctx can only read run_id/principal/lease_id/scopes (governed calls stay in "
+            "the governing process); for an async agent, isolate its blocking tools instead"
+        )
     params = list(inspect.signature(func).parameters.values())
     if not params or params[0].kind not in (
         inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
@@ -127,6 +134,7 @@ def _make_agent(func: Callable[..., Any], name: str | None, scopes: frozenset[st
         raise TypeError(
             f"@agent {func.__qualname__}: the first parameter must take the Context (ctx)"
         )
+    _check_module_level(func, "@agent", isolation)
     return Agent(func, name, scopes, isolation)
 
 
@@ -156,18 +164,33 @@ def agent(
     return deco
 
 
+def _check_module_level(func: Callable[..., Any], where: str, isolation: Isolation) -> None:
+    if isolation == "process" and "<locals>" in func.__qualname__:
+        raise TypeError(
+            f"{where} {func.__qualname__}: isolation='process' needs a function defined at "
+            "module level (the worker process imports it by module and name)"
+        )
+
+
 def _make_tool(func: Callable[..., Any], name: str | None, scopes: frozenset[str],
-               isolation: Isolation) -> Tool:
+               isolation: Isolation, timeout: float | None = None) -> Tool:
     is_async = inspect.iscoroutinefunction(func)
+    if timeout is not None and (isolation == "none" or not timeout > 0):
+        raise ValueError(
+            f"@tool {func.__qualname__}: timeout={timeout!r} needs isolation='process' (the "
+            "worker is killed) or 'thread' (the thread is abandoned) and a positive number "
+            "of seconds"
+        )
     if isolation == "process" and is_async:
         raise TypeError(
             f"@tool {func.__qualname__}: isolation='process' takes a plain (sync) function"
         )
+    _check_module_level(func, "@tool", isolation)
     if isolation == "thread" and is_async:
         raise TypeError(
             f"@tool {func.__qualname__}: isolation='thread' takes a plain (sync) function"
         )
-    return Tool(func, name, scopes, isolation)
+    return Tool(func, name, scopes, isolation, timeout)
 
 
 @overload
@@ -175,7 +198,7 @@ def tool(func: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
     *, name: str | None = None, scopes: Iterable[str] | None = None,
-    isolation: Isolation = "none",
+    isolation: Isolation = "none", timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     func: Callable[..., Any] | None = None,
@@ -184,13 +207,20 @@ def tool(
     name: str | None = None,
     scopes: Iterable[str] | None = None,
     isolation: Isolation = "none",
+    timeout: float | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Declare a tool and the scopes a caller's lease must hold to call it."""
+    """Declare a tool and the scopes a caller's lease must hold to call it.
+
+    ``isolation``: ``"none"`` (inline), ``"thread"`` (abandoned on a stop) or ``"process"``
+    (a worker process, killed on a stop). ``timeout`` (seconds, thread/process only): a
+    call running longer raises ``TimeoutError`` to the agent (worker killed / thread
+    abandoned, and recorded).
+    """
     if func is not None:
         return _make_tool(func, None, frozenset(), "none")
     declared = _scopes(scopes, "@tool")
 
     def deco(f: Callable[..., Any]) -> Tool:
-        return _make_tool(f, name, declared, isolation)
+        return _make_tool(f, name, declared, isolation, timeout)
 
     return deco

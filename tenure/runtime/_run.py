@@ -496,7 +496,9 @@ class Run:
             gate = Gate(self, lease, agent.qualified)
             ctx = Context._create(self, step)
             try:
-                result = await Governed(agent.func(ctx, *args, **kwargs), gate)
+                body = (agent.func(ctx, *args, **kwargs) if agent.isolation == "none"
+                        else engine.isolation.run_agent(self, step, agent, args, kwargs))
+                result = await Governed(body, gate)
             except BaseException as exc:
                 self._end_record(step, exc)
                 raise

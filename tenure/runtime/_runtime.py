@@ -190,6 +190,7 @@ class Runtime:
         finally:
             if self._stall is not None:
                 self._stall.stop()
+            engine.isolation.close()
             engine.lineage.shutdown()
             self._engine = None
             self._tg = None
