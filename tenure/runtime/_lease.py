@@ -152,9 +152,14 @@ class LeaseAuthority:
         policy: str,
         attestation: str,
         epoch: int,
+        now_us: int | None = None,
     ) -> Lease:
-        """The lease for a run's root agent, expiring no later than the run's deadline."""
-        now = wall_us()
+        """The lease for a run's root agent, expiring no later than the run's deadline.
+
+        ``now_us`` is the issue time on the caller's lease clock (default: the wall clock);
+        a run passes its own clock so that every lease time of the run shares one base.
+        """
+        now = wall_us() if now_us is None else now_us
         claims = LeaseClaims(
             lid=secrets.token_hex(16),
             gen=0,
@@ -178,7 +183,8 @@ class LeaseAuthority:
         return self._sign(claims)
 
     def issue_child(
-        self, parent: Lease, *, subject: str, scopes: Iterable[str], expires_us: int
+        self, parent: Lease, *, subject: str, scopes: Iterable[str], expires_us: int,
+        now_us: int | None = None,
     ) -> Lease:
         """A lease for a delegated task: only ever narrower than ``parent``."""
         if parent.claims.lid in self._revoked:
@@ -199,7 +205,7 @@ class LeaseAuthority:
                 check="lease.narrowing",
                 task=subject,
             )
-        now = wall_us()
+        now = wall_us() if now_us is None else now_us
         p = parent.claims
         claims = LeaseClaims(
             lid=secrets.token_hex(16),
@@ -233,11 +239,13 @@ class LeaseAuthority:
         parent: Lease | None = None,
         policy: str | None = None,
         epoch: int | None = None,
+        now_us: int | None = None,
     ) -> Lease:
         """A new generation of ``lease`` with a later expiry (never past the hard deadline).
 
         The current lease is verified first (signatures included), so a lease altered in
-        memory is never extended.
+        memory is never extended. ``now_us``: the current time on the same clock as
+        ``expires_us`` and ``hard_deadline_us`` (default: the wall clock).
         """
         self.verify(lease.envelope)
         c = lease.claims
@@ -249,7 +257,7 @@ class LeaseAuthority:
         exp = min(expires_us, hard_deadline_us)
         if parent is not None:
             exp = min(exp, parent.claims.exp)
-        if exp <= wall_us():
+        if exp <= (wall_us() if now_us is None else now_us):
             raise LeaseExpired(
                 "the run's ttl is exhausted: the lease cannot be renewed",
                 run_id=c.run, lease_id=c.lid, check="lease.ttl", task=c.sub,

@@ -22,6 +22,9 @@ Invariants:
   exporter runs on its own thread with a request timeout; :meth:`Lineage.shutdown` waits at
   most ``timeout_s`` however the exporter behaves.
 - **Ending is idempotent**: a second :meth:`SpanHandle.end` is ignored.
+- **A faulty span processor never fails a run**: the SDK lets an exception from a
+  processor's ``on_start`` / ``on_end`` escape ``start_span`` / ``end``; it is logged (once)
+  and the span degrades to a light id holder, so the ledger still gets ids.
 - Attribute and event names are declared once, below.
 """
 
@@ -122,6 +125,18 @@ _NEW_ROOT_FLAGS: Final = TraceFlags(TraceFlags.SAMPLED | TraceFlags.RANDOM_TRACE
 _EMPTY_TRACESTATE: Final = TraceState()
 
 
+_warned: list[bool] = []
+
+
+def _lineage_fault(what: str) -> None:
+    # Best effort: the first fault is logged with its traceback, later ones at debug level.
+    if not _warned:
+        _warned.append(True)
+        _log.warning("lineage %s failed; spans degrade, the run goes on", what, exc_info=True)
+    else:
+        _log.debug("lineage %s failed", what, exc_info=True)
+
+
 def _error_description(error: BaseException) -> str:
     reason = getattr(error, "reason", None)
     text = reason if isinstance(reason, str) and reason else str(error)
@@ -215,7 +230,10 @@ class SpanHandle:
             if isinstance(check, str):
                 span.set_attribute(ATTR_CHECK, check)
             span.set_status(Status(StatusCode.ERROR, _error_description(error)))
-        span.end()
+        try:
+            span.end()
+        except Exception:  # a user's span processor raised in on_end
+            _lineage_fault("span end")
 
     def __repr__(self) -> str:
         return f"SpanHandle(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
@@ -352,7 +370,11 @@ class Lineage:
                 return self._light(trace.get_current_span().get_span_context())
             return self._light(parent._span_context)
         context = None if parent is None else parent.otel_context()
-        span = tracer.start_span(name, context, SpanKind.INTERNAL, attributes)
+        try:
+            span = tracer.start_span(name, context, SpanKind.INTERNAL, attributes)
+        except Exception:  # a user's span processor raised in on_start
+            _lineage_fault("span start")
+            return self._light(parent._span_context if parent is not None else None)
         return SpanHandle(span, span.get_span_context())
 
     def start_run(

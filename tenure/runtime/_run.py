@@ -77,18 +77,19 @@ class LeaseState:
 
     __slots__ = ("active", "deadline", "lease", "parent", "revoked", "step")
 
-    def __init__(self, lease: Lease, parent: LeaseState | None, hard_deadline: float) -> None:
+    def __init__(self, lease: Lease, parent: LeaseState | None, hard_deadline: float,
+                 now_us: int | None = None) -> None:
         self.lease = lease
         self.parent = parent
         self.revoked = False
         self.active = True
         self.step: Step | None = None
-        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline)
+        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
 
-    def adopt(self, lease: Lease, hard_deadline: float) -> None:
+    def adopt(self, lease: Lease, hard_deadline: float, now_us: int | None = None) -> None:
         """Switch to a renewed generation."""
         self.lease = lease
-        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline)
+        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
 
     @property
     def id(self) -> str:
@@ -96,9 +97,11 @@ class LeaseState:
         return self.lease.claims.lid
 
 
-def _mono_deadline(exp_us: int, hard_deadline: float) -> float:
+def _mono_deadline(exp_us: int, hard_deadline: float, now_us: int | None = None) -> float:
     # Convert once at adoption: later wall-clock jumps cannot move a monotonic deadline.
-    return min(monotonic() + (exp_us - wall_us()) / 1e6, hard_deadline)
+    # ``now_us`` must be on the lease's own clock (a run's lease_clock_us).
+    now = wall_us() if now_us is None else now_us
+    return min(monotonic() + (exp_us - now) / 1e6, hard_deadline)
 
 
 @dataclass(slots=True)
@@ -178,8 +181,13 @@ class Run:
         self.principal = principal
         self.scopes = scopes
         self.ttl = ttl
-        self.hard_deadline = monotonic() + ttl
-        self.hard_deadline_us = wall_us() + int(ttl * 1e6)
+        # The run's lease clock: the wall time at start, advanced by the monotonic clock.
+        # Every lease time of the run (iat, exp, the hard deadline) is on this one base, so a
+        # wall-clock jump mid-run neither expires a renewal early nor extends the ttl.
+        self._mono0 = monotonic()
+        self._wall0_us = wall_us()
+        self.hard_deadline = self._mono0 + ttl
+        self.hard_deadline_us = self._wall0_us + int(ttl * 1e6)
         self.ledger = ledger
         self.tracker = tracker
         self.span = span
@@ -198,6 +206,10 @@ class Run:
         self.code: Sequence[CodeItem] = ()
         self._stop_applied = False
         self._ids = itertools.count(1)
+
+    def lease_clock_us(self) -> int:
+        """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
+        return self._wall0_us + int((monotonic() - self._mono0) * 1e6)
 
     # -- evidence -------------------------------------------------------------------------
 
@@ -296,7 +308,9 @@ class Run:
             return
         policy = self.gov.policy
         for step in list(self.steps.values()):
-            decision = self._decide(policy, step)
+            decision = self._redecide(policy, step)
+            if decision is None:
+                return
             if not _stands(decision, step):
                 self.fail(PolicyDenied(
                     f"policy {policy.digest[:19]} no longer allows live step {step.id} "
@@ -320,6 +334,10 @@ class Run:
         """Raise the stop (or the caller's failed check) before a new step starts."""
         if self.stop is not None:
             raise self.stop
+        if self.cancelled_reason is not None:
+            # The caller went away: no new step starts, even if an agent swallowed the
+            # cancellation and tries to go on.
+            raise anyio.get_cancelled_exc_class()(f"run {self.id}: {self.cancelled_reason}")
         if caller is not None:
             violation = self.check_lease(caller.lease, caller.target.qualified)
             if violation is not None:
@@ -330,6 +348,19 @@ class Run:
     def _decide(self, policy: PolicySet, step: Step) -> Decision:
         args = step.bound_args() if policy.uses_args else None
         return policy.decide(self.principal, step.action, step.target.name, step.caller, args)
+
+    def _redecide(self, policy: PolicySet, step: Step) -> Decision | None:
+        """Re-decide a live step (reload, renewal); a policy engine fault stops the run."""
+        try:
+            return self._decide(policy, step)
+        except Exception as exc:  # never fall through to allow, never crash the watchdog
+            self.fail(GovernanceUnavailable(
+                f"the policy engine failed while re-deciding live step {step.id} "
+                f"({step.target.qualified}): {type(exc).__name__}: {exc}",
+                lease_id=step.lease.id, check="policy.engine", task=step.target.qualified,
+                source="policy",
+            ))
+            return None
 
     def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation:
         return self.fail(PolicyDenied(
@@ -389,15 +420,10 @@ class Run:
 
     def _recheck_after_reload(self, step: Step, args_digest: str,
                               parent_span: SpanHandle) -> None:
-        try:
-            decision = self._decide(self.gov.policy, step)
-        except Exception as exc:  # a policy engine fault must never fall through to allow
-            raise self.fail(GovernanceUnavailable(
-                f"the policy engine failed while re-deciding {step.target.qualified}: "
-                f"{type(exc).__name__}: {exc}",
-                lease_id=step.lease.id, check="policy.engine", task=step.target.qualified,
-                source="policy",
-            )) from exc
+        decision = self._redecide(self.gov.policy, step)
+        if decision is None:
+            raise self.stop or PolicyDenied("the policy could not be re-decided",
+                                            check="policy.engine", source="policy")
         if decision.effect != "deny":
             return
         self.record("decision", {
@@ -517,18 +543,19 @@ class Run:
                      granted: frozenset[str]) -> LeaseState:
         engine = self.engine
         authority = engine.authority
-        expires = wall_us() + int(engine.config.lease_seconds * 1e6)
+        now_us = self.lease_clock_us()
+        expires = now_us + int(engine.config.lease_seconds * 1e6)
         if holder is None:
             lease = authority.issue_root(
                 run_id=self.id, principal=self.principal, subject=step.target.qualified,
                 scopes=granted, expires_us=expires, hard_deadline_us=self.hard_deadline_us,
                 policy=self.gov.policy.digest, attestation=self.attestation,
-                epoch=self.gov.epoch,
+                epoch=self.gov.epoch, now_us=now_us,
             )
         else:
             lease = authority.issue_child(holder.lease, subject=step.target.qualified,
-                                          scopes=granted, expires_us=expires)
-        state = LeaseState(lease, holder, self.hard_deadline)
+                                          scopes=granted, expires_us=expires, now_us=now_us)
+        state = LeaseState(lease, holder, self.hard_deadline, now_us)
         self.leases[lease.id] = state
         step.lease = state
         c = lease.claims
@@ -611,7 +638,9 @@ class Run:
     def _renew(self, state: LeaseState) -> None:
         step = state.step
         if step is not None:
-            decision = self._decide(self.gov.policy, step)
+            decision = self._redecide(self.gov.policy, step)
+            if decision is None:
+                return
             if not _stands(decision, step):
                 self.fail(PolicyDenied(
                     f"renewal refused: {decision.reason}", lease_id=state.id,
@@ -620,19 +649,20 @@ class Run:
                 ))
                 return
         engine = self.engine
+        now_us = self.lease_clock_us()
         try:
             lease = engine.authority.renew(
                 state.lease,
-                expires_us=wall_us() + int(engine.config.lease_seconds * 1e6),
+                expires_us=now_us + int(engine.config.lease_seconds * 1e6),
                 hard_deadline_us=self.hard_deadline_us,
                 parent=state.parent.lease if state.parent is not None else None,
-                policy=self.gov.policy.digest, epoch=self.gov.epoch,
+                policy=self.gov.policy.digest, epoch=self.gov.epoch, now_us=now_us,
             )
         except GovernanceViolation as exc:
             exc.run_id = self.id
             self.fail(exc)
             return
-        state.adopt(lease, self.hard_deadline)
+        state.adopt(lease, self.hard_deadline, now_us)
         span = step.span if step is not None else self.span
         span.event("tenure.lease.renewed", {"lease": state.id, "gen": lease.claims.gen})
         try:

@@ -146,6 +146,10 @@ class Runtime:
         self._tg: TaskGroup | None = None
         self._stall: StallDetector | None = None
         self._policy_files: tuple[Path, ...] = ()
+        # The policy path (file or folder) that ``watch_policies`` watches and reloads.
+        self.policy_source: Path | None = (
+            Path(policies) if isinstance(policies, str | Path) else None
+        )
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -322,7 +326,7 @@ class Runtime:
         engine = self._require()
         try:
             policy = _load_policies(path_or_policyset)
-        except PolicyError as exc:
+        except (PolicyError, OSError) as exc:
             if not self.config.keep_last_good_policy:
                 for run in list(engine.runs.values()):
                     run.fail(GovernanceUnavailable(
@@ -335,6 +339,7 @@ class Runtime:
         engine.gov.epoch += 1
         if not isinstance(path_or_policyset, PolicySet):
             self._policy_files = tuple(policy.sources)
+            self.policy_source = Path(path_or_policyset)
         for run in list(engine.runs.values()):
             run.span.event("tenure.policy.reloaded", {"policy": policy.digest,
                                                        "epoch": engine.gov.epoch})

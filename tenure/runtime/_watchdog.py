@@ -7,6 +7,20 @@ re-verifies a bounded number of lease signatures round-robin (so every live leas
 re-verified within a few passes without paying a signature per await), and re-measures
 the attested code and policy files every ``attest_interval``.
 
+Before any renewal in a pass it also stats (cheaply: ``mtime_ns``, ``ctime_ns``, size,
+inode) the signing key file, when the key was loaded from one, and — with
+``watch_policies`` — the watched policy path and files:
+
+- a key file that went missing, became unreadable or corrupt stops every live run with
+  :class:`GovernanceUnavailable` (check ``key.renewal``); one that now holds a *different*
+  valid key stops them with :class:`SignatureInvalid` (check ``key.renewal``): leases are
+  never renewed under a key the runtime can no longer vouch for;
+- a changed policy file is reloaded through :meth:`Runtime.reload_policies`; one that no
+  longer loads (garbage, deleted) stops every live run with ``GovernanceUnavailable``
+  (check ``policy.reload``) unless ``keep_last_good_policy``. The watched reload runs
+  before the attestation re-measure of the same pass, so a watched file's change is
+  reported as a reload (or a refused reload), not as an ``AttestationMismatch``.
+
 Invariant: if the watchdog itself fails, every live run stops with
 :class:`GovernanceUnavailable` — a dead watchdog never means "no more checks".
 """
@@ -14,18 +28,36 @@ Invariant: if the watchdog itself fails, every live run stops with
 from __future__ import annotations
 
 import itertools
+import os
+from collections.abc import Iterable
+from pathlib import Path
 from time import monotonic
 from typing import TYPE_CHECKING
 
 import anyio
 
 from ._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
+from ._keys import load_signing_key
 
 if TYPE_CHECKING:
     from ._run import Run
     from ._runtime import Runtime, _Engine
 
 __all__ = ["Watchdog"]
+
+_Stat = tuple[int, int, int, int] | None
+
+
+def _stat(path: Path) -> _Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
+
+
+def _stats(paths: Iterable[Path]) -> tuple[_Stat, ...]:
+    return tuple(_stat(p) for p in paths)
 
 
 class Watchdog:
@@ -38,6 +70,19 @@ class Watchdog:
         self._last_attest = monotonic()
         self._verify_cursor = itertools.count()
         self.passes = 0
+        self._key_path = engine.key.path
+        self._key_stat = _stat(self._key_path) if self._key_path is not None else None
+        self._policy_stat = self._policy_stats()
+
+    def _policy_paths(self) -> tuple[Path, ...]:
+        source = self._runtime.policy_source
+        if source is None:
+            return ()
+        files = tuple(self._runtime._policy_files)
+        return (source, *(f for f in files if f != source))
+
+    def _policy_stats(self) -> tuple[_Stat, ...]:
+        return _stats(self._policy_paths()) if self._engine.config.watch_policies else ()
 
     def wake(self) -> None:
         """Ask for a pass as soon as the loop turns (revocation, reload, attestation)."""
@@ -73,8 +118,11 @@ class Watchdog:
     def tick(self) -> None:
         """One pass over every live run."""
         self.passes += 1
-        now = monotonic()
         engine = self._engine
+        self.check_key()
+        if engine.config.watch_policies:
+            self.check_policies()
+        now = monotonic()
         attest_due = now - self._last_attest >= engine.config.attest_interval
         if attest_due:
             self._last_attest = now
@@ -85,6 +133,56 @@ class Watchdog:
             if attest_due and run.stop is None:
                 self._runtime.check_attestation()
                 attest_due = False
+
+    def check_key(self) -> None:
+        """Stop every live run if the key file changed to something other than the key."""
+        path, engine = self._key_path, self._engine
+        if path is None or not engine.runs:
+            return
+        st = _stat(path)
+        if st is not None and st == self._key_stat:
+            return
+        problem: tuple[type[GovernanceViolation], str] | None = None
+        if st is None:
+            problem = (GovernanceUnavailable, (
+                f"{path}: the signing key file is missing or cannot be stat'ed: leases "
+                "are not renewed under a key the runtime can no longer vouch for"))
+        else:
+            try:
+                key = load_signing_key(path, create=False)
+            except GovernanceUnavailable as exc:
+                problem = (GovernanceUnavailable,
+                           f"the signing key file changed and no longer loads: {exc.reason}")
+            else:
+                if key.key_id != engine.key.key_id:
+                    problem = (SignatureInvalid, (
+                        f"{path} now holds key {key.key_id}, not the key {engine.key.key_id} "
+                        "this runtime signs with: restart the runtime to rotate keys"))
+                else:
+                    self._key_stat = st  # same key, file touched or rewritten
+        if problem is not None:
+            cls, reason = problem
+            for run in list(engine.runs.values()):
+                run.fail(cls(reason, check="key.renewal", source="watchdog"))
+
+    def check_policies(self) -> None:
+        """Reload the watched policy path if its files changed (stat only when unchanged)."""
+        current = self._policy_stats()
+        if current == self._policy_stat:
+            return
+        source = self._runtime.policy_source
+        assert source is not None
+        from ..policies import PolicyError
+
+        try:
+            self._runtime.reload_policies(source)
+        except (PolicyError, OSError):
+            # reload_policies stopped every live run (or kept the last good set). Unless the
+            # last good set is kept, the broken state is retried each pass, so a run started
+            # while the watched policy does not load is stopped at the next pass too.
+            if not self._engine.config.keep_last_good_policy:
+                return
+        self._policy_stat = self._policy_stats()
 
     def _reverify(self, run: Run) -> None:
         leases = [s for s in run.leases.values() if s.active and not s.revoked]

@@ -1,0 +1,1 @@
+"""Fault injection: every governance dependency that fails, fails closed."""

@@ -1,0 +1,88 @@
+"""Wall-clock jumps of an hour, forward and backward, in the middle of a live run.
+
+Locally, expiry never reads the wall clock: lease deadlines are ``time.monotonic``
+deadlines, and every lease time of a run (``iat``, ``exp``, the run's hard ``deadline``)
+is on the run's lease clock — the wall time at run start advanced by the monotonic clock
+(``Run.lease_clock_us``). So a jump neither expires a renewal or a delegation early nor
+stretches the ttl. Evidence timestamps (``t`` of each record) are the system wall clock
+as it was when written; the verifier tolerates ``CLOCK_SKEW_US`` between a step's ``t``
+and its lease's ``exp``. A backward jump verifies; a forward jump larger than the
+tolerance is reported at the first step that started after it, naming the tolerance.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from tenure import LeaseExpired, SigningKey
+from tenure.runtime._verify import CLOCK_SKEW_US, verify_run
+
+from .conftest import Workflow, assert_evidence, assert_stopped, records, runtime
+
+HOUR_NS = 3600 * 10**9
+
+
+class JumpingClock:
+    """``time.time_ns`` / ``time.time`` with an offset that a test can jump."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.offset_ns = 0
+        real_ns, real = time.time_ns, time.time
+        monkeypatch.setattr(time, "time_ns", lambda: real_ns() + self.offset_ns)
+        monkeypatch.setattr(time, "time", lambda: real() + self.offset_ns / 1e9)
+
+
+def _renewals(wf: Workflow) -> int:
+    assert wf.run is not None
+    return sum(state.lease.claims.gen for state in wf.run.leases.values())
+
+
+async def test_forward_jump_of_an_hour_neither_expires_renewals_nor_delegations(
+    wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """+1 h mid-run: leases keep being renewed, a child lease issued after it is valid."""
+    clock = JumpingClock(monkeypatch)
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key, lease_seconds=0.2, renew_fraction=0.5) as rt:
+        handle = await wf.start(rt)
+        clock.offset_ns = HOUR_NS
+        before = _renewals(wf)
+        while _renewals(wf) < before + 4 and not handle.done:  # renewals after the jump
+            await wf.run_turn()
+        wf.go.set()  # the workers call a tool and delegate (new child leases) after it
+        result = await handle.result()
+    assert result[:2] == ["w1", "w2"]
+    assert sorted(wf.after) == ["w1:after", "w1:helper", "w2:after", "w2:helper"]
+    recs = records(handle.evidence_path)
+    assert recs[-2]["kind"] == "run.end" and recs[-2]["status"] == "ok"
+    start = recs[0]
+    for rec in recs:  # every lease time is on the run's clock, within the run's deadline
+        if rec["kind"] in ("lease.issued", "lease.renewed"):
+            assert rec["exp"] <= start["deadline"]
+    # The evidence keeps the wall time it saw; the jump is reported, clearly, as skew.
+    rep = verify_run(handle.evidence_path, key.public_key)
+    assert not rep.ok
+    assert rep.first_bad_kind == "step.start"
+    assert f"tolerance {CLOCK_SKEW_US}" in (rep.problem or "")
+
+
+async def test_backward_jump_of_an_hour_does_not_let_the_run_outlive_its_ttl(
+    evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """-1 h mid-run: renewals continue, the run still stops at its ttl; evidence verifies."""
+    wf = Workflow(ticker=False)
+    clock = JumpingClock(monkeypatch)
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key, lease_seconds=0.2, renew_fraction=0.5) as rt:
+        handle = await wf.start(rt, ttl=0.8)
+        clock.offset_ns = -HOUR_NS
+        with pytest.raises(LeaseExpired) as info:
+            await handle.result()  # the workers wait for `go`, which never comes
+        wf.go.set()
+    assert_stopped(info.value, LeaseExpired, "run.ttl", wf)
+    recs = records(handle.evidence_path)
+    assert any(r["kind"] == "lease.renewed" and r["t"] < recs[0]["t"] for r in recs)
+    assert_evidence(handle.evidence_path, key, check="run.ttl")
