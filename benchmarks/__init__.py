@@ -1,0 +1,1 @@
+"""Tenure benchmark suite: ``python -m benchmarks`` (``make bench``)."""
