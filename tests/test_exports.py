@@ -124,22 +124,13 @@ def test_every_public_name_is_documented(package: str) -> None:
             assert inspect.getdoc(value), f"{package}.{name} has no docstring"
 
 
-@pytest.mark.parametrize("name", ["Context", "Parallel", "RunHandle"])
+@pytest.mark.parametrize("name", ["Context", "Parallel", "RunHandle", "Lease", "ParallelTask"])
 def test_runtime_created_objects_have_no_public_constructor(name: str) -> None:
     cls = getattr(tenure, name)
     with pytest.raises(TypeError, match="no public constructor"):
         cls(None, None)
     with pytest.raises(TypeError):
         cls()
-
-
-@pytest.mark.xfail(strict=True, reason="gap: Lease and ParallelTask still have a public "
-                   "constructor (owners: runtime/_lease.py, agents/_context.py)")
-@pytest.mark.parametrize("name", ["Lease", "ParallelTask"])
-def test_other_runtime_created_objects_have_no_public_constructor(name: str) -> None:
-    cls = getattr(tenure, name)
-    with pytest.raises(TypeError, match="no public constructor"):
-        cls(None, None, None) if name == "Lease" else cls(None)
 
 
 def test_approval_request_is_read_only() -> None:

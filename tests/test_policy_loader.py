@@ -284,7 +284,13 @@ def test_digest_changes_with_any_semantic_edit(change: tuple[str, str]) -> None:
     assert PolicySet.from_text(edited).digest != PolicySet.from_text(COMPACT).digest
 
 
-GARBAGE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+GARBAGE = settings(
+    max_examples=300,
+    deadline=None,
+    database=None,
+    derandomize=True,  # the same examples on every CI run: a failure always reproduces
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 @GARBAGE

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
+from anyio.abc import TaskGroup
 
 from .._util import NoPublicConstructor
 from ._decorators import Agent, Tool
@@ -83,16 +84,15 @@ class Context(metaclass=NoPublicConstructor):
 _PENDING: Final = object()
 
 
-class ParallelTask:
-    """One branch of a :class:`Parallel` block."""
+class ParallelTask(metaclass=NoPublicConstructor):
+    """One branch of a :class:`Parallel` block (created by ``p.start``)."""
 
-    __slots__ = ("_error", "_scope", "_value", "target")
+    __slots__ = ("_error", "_value", "target")
 
     def __init__(self, target: Agent | Tool) -> None:
         self.target = target
         self._value: Any = _PENDING
         self._error: BaseException | None = None
-        self._scope = anyio.CancelScope()
 
     @property
     def done(self) -> bool:
@@ -109,59 +109,85 @@ class ParallelTask:
 
 
 class Parallel(metaclass=NoPublicConstructor):
-    """A fan-out block. Branches run as tasks of the run's task group.
+    """A fan-out block.
 
-    On leaving the block normally it waits for every branch and raises the first error in
-    start order; the first failing branch cancels its siblings. If the block is left by an
-    exception (for instance the run being stopped), it cancels the branches and does not
-    wait: the run's own task group owns them, so nothing is orphaned.
+    Its branches run in one task group, hosted by a task of the run's task group (inside the
+    run's cancel scope), never in the agent's own frame: the agent only waits on an event,
+    so a stop thrown into the agent never has to unwind a task group there. On leaving the
+    block normally it waits for every branch and raises the first error in start order; the
+    first failing branch cancels its siblings (once, through the group's scope). If the
+    block is left by an exception (for instance the run being stopped), it cancels the
+    branches and does not wait.
     """
 
-    __slots__ = ("_done", "_live", "_run", "_step", "_tasks")
+    __slots__ = ("_closed", "_done", "_failed", "_pending", "_run", "_step", "_tasks", "_tg")
 
     def __init__(self, run: Run, step: Step) -> None:
         self._run = run
         self._step = step
         self._tasks: list[ParallelTask] = []
-        self._live = 0
+        self._pending: list[tuple[ParallelTask, Any, tuple[Any, ...]]] = []
+        self._tg: TaskGroup | None = None
+        self._closed = anyio.Event()
         self._done = anyio.Event()
+        self._failed = False
 
     def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
         """Start a branch calling ``target`` (tool) or delegating to it (agent)."""
         run, step = self._run, self._step
+        if self._closed.is_set():
+            raise RuntimeError("p.start after the parallel block was left")
         if isinstance(target, Tool):
-            coro = run.call_tool(step, target, args, kwargs)
+            call: Any = (run.call_tool, (step, target, args, kwargs))
         elif isinstance(target, Agent):
-            coro = run.invoke_agent(step, target, args, kwargs, None)
+            call = (run.invoke_agent, (step, target, args, kwargs, None))
         else:
             raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
-        task = ParallelTask(target)
+        task = ParallelTask._create(target)
         self._tasks.append(task)
-        self._live += 1
-        run.spawn(self._drive, coro, task, step)
+        if self._tg is not None:
+            self._tg.start_soon(self._drive, task, *call)
+        else:
+            if not self._pending:
+                run.spawn(self._host)
+            self._pending.append((task, *call))
         return task
 
-    async def _drive(self, coro: Any, task: ParallelTask, step: Step) -> None:
+    async def _host(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                if self._failed:
+                    tg.cancel_scope.cancel()
+                self._tg = tg
+                for task, fn, args in self._pending:
+                    tg.start_soon(self._drive, task, fn, args)
+                self._pending.clear()
+                await self._closed.wait()
+        finally:
+            self._tg = None
+            self._done.set()
+
+    async def _drive(self, task: ParallelTask, fn: Any, args: tuple[Any, ...]) -> None:
         from ..runtime._gate import Gate, Governed
 
-        cancelled = anyio.get_cancelled_exc_class()
+        step = self._step
         try:
-            with task._scope:
-                task._value = await Governed(coro, Gate(self._run, step.lease,
+            # Created here, not in start(): a branch cancelled before it runs leaves no
+            # never-awaited coroutine behind.
+            task._value = await Governed(fn(*args), Gate(self._run, step.lease,
                                                         step.target.qualified))
-        except cancelled:
+        except anyio.get_cancelled_exc_class():
+            task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
             raise
         except BaseException as exc:  # kept for the block's owner, which re-raises it
             task._error = exc
-            for other in self._tasks:
-                if other is not task:
-                    other._scope.cancel()
-        finally:
-            if task._scope.cancelled_caught and task._error is None:
-                task._error = anyio.get_cancelled_exc_class()("branch cancelled")
-            self._live -= 1
-            if self._live == 0:
-                self._done.set()
+            self._fail()
+
+    def _fail(self) -> None:
+        if not self._failed:
+            self._failed = True
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
 
     @property
     def results(self) -> list[Any]:
@@ -175,20 +201,20 @@ class Parallel(metaclass=NoPublicConstructor):
         self, exc_type: type[BaseException] | None, exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._closed.set()
         if exc is not None:
-            for task in self._tasks:
-                task._scope.cancel()
+            self._fail()
             return
-        if self._live:
+        if self._tasks:
             await self._done.wait()
         stop = self._run.stop
         if stop is not None:
             raise stop
-        for task in self._tasks:
-            if task._error is not None and not isinstance(
-                task._error, anyio.get_cancelled_exc_class()
-            ):
-                raise task._error
-        for task in self._tasks:
-            if task._error is not None:
-                raise task._error
+        errors = [t._error for t in self._tasks if t._error is not None]
+        real = [e for e in errors if not isinstance(e, _Cancelled)]
+        if real or errors:
+            raise (real or errors)[0]
+
+
+class _Cancelled(Exception):
+    """A branch cancelled because a sibling failed or the run was cancelled."""

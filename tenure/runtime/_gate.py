@@ -3,7 +3,7 @@
 :class:`Governed` drives a coroutine by hand (``send``/``throw``) and re-yields whatever it
 suspends on, so it sees every suspension of the coroutine and of everything it awaits
 (tool calls run inline, so a tool's awaits are the agent's suspensions too). Before each
-resumption :meth:`Gate.check` compares, in O(1) and without any signature work:
+resumption the wrapper compares, in O(1) and without any signature work:
 
 - the run's stop flag (set synchronously by revocation, the watchdog, the stall detector);
 - the lease's revoked flag and monotonic deadline;
@@ -50,15 +50,6 @@ class Gate:
         self.task = task
         self.epoch = run.gov.epoch
 
-    def check(self) -> GovernanceViolation | None:
-        """``None`` if the task may resume, else the violation that stops it."""
-        run = self.run
-        if run.stop is None and not self.lease.revoked and self.gov.epoch == self.epoch:
-            now = monotonic()
-            if now < self.lease.deadline and now < self.gov.watchdog_deadline:
-                return None
-        return run.failed_check(self)
-
 
 class Governed:
     """Awaitable that runs ``coro`` under ``gate`` (see the module docstring)."""
@@ -71,12 +62,23 @@ class Governed:
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self._coro
-        check = self._gate.check
+        gate = self._gate
+        run, gov, lease = gate.run, gate.gov, gate.lease
         value: Any = None
         error: BaseException | None = None
         stopped: GovernanceViolation | None = None
         while True:
-            violation = check()
+            # The O(1) check, inlined: it runs before every resumption. A revoked lease
+            # always sets ``run.stop`` too, so the revoked flag is read only on the slow path.
+            if (
+                run.stop is None
+                and gate.epoch == gov.epoch
+                and (now := monotonic()) < lease.deadline
+                and now < gov.watchdog_deadline
+            ):
+                violation = None
+            else:
+                violation = run.failed_check(gate)
             if violation is not None:
                 if stopped is not None:
                     self._abandon(stopped)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .._util import NoPublicConstructor
 from ._canonical import canonical, digest
 from ._dsse import sign_envelope, verify_envelope
 from ._errors import LeaseExpired, PolicyDenied, SignatureInvalid
@@ -70,7 +71,7 @@ class LeaseClaims(BaseModel):
     epoch: int
 
 
-class Lease:
+class Lease(metaclass=NoPublicConstructor):
     """A verified, signed lease: claims, the exact signed payload and its envelope.
 
     Only a :class:`LeaseAuthority` creates leases (issue, renew or verify); the lease id
@@ -138,7 +139,7 @@ class LeaseAuthority:
     def _sign(self, claims: LeaseClaims) -> Lease:
         payload = canonical(claims.model_dump(mode="json"))
         envelope = sign_envelope(self._key, LEASE_PAYLOAD_TYPE, payload)
-        return Lease(claims, payload, envelope)
+        return Lease._create(claims, payload, envelope)
 
     def issue_root(
         self,
@@ -322,7 +323,7 @@ class LeaseAuthority:
                 f"lease audience {claims.aud!r} is not this runtime ({self.audience!r})",
                 run_id=claims.run, lease_id=claims.lid, check="lease.audience",
             )
-        lease = Lease(claims, payload, envelope)
+        lease = Lease._create(claims, payload, envelope)
         if parent is not None:
             check_narrowing(lease, parent)
         return lease

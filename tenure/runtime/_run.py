@@ -226,12 +226,12 @@ class Run:
             raise self.stop or exc from None
 
     def _record_quietly(self, kind: str, fields: dict[str, Any],
-                        span: SpanHandle | None = None) -> None:
+                        span: SpanHandle | None = None, *, flush: bool = True) -> None:
         # Used on paths that are already stopping: the stop itself is the outcome.
         if self.ledger.failed:
             return
         with contextlib.suppress(GovernanceViolation):
-            self.record(kind, fields, span)
+            self.record(kind, fields, span, flush=flush)
 
     # -- stopping -------------------------------------------------------------------------
 
@@ -264,7 +264,7 @@ class Run:
                 self.scope.cancel()
 
     def failed_check(self, gate: Gate) -> GovernanceViolation | None:
-        """Slow path of :meth:`Gate.check`: find which condition failed, or revalidate."""
+        """Slow path of the check in :class:`Governed`: find what failed, or revalidate."""
         violation = self.check_lease(gate.lease, gate.task)
         if violation is None:
             gate.epoch = self.gov.epoch
@@ -479,7 +479,9 @@ class Run:
         if error is None:
             self.record("step.end", fields, step.span, flush=False)
         else:
-            self._record_quietly("step.end", fields, step.span)
+            # Buffered: thousands of tasks unwinding at once share a few writes; the
+            # stop itself was flushed when it was recorded, and close flushes the rest.
+            self._record_quietly("step.end", fields, step.span, flush=False)
 
     async def invoke_agent(self, parent: Step | None, agent: Agent, args: tuple[Any, ...],
                            kwargs: dict[str, Any], scopes: frozenset[str] | None = None) -> Any:
