@@ -39,6 +39,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -68,6 +69,10 @@ _RESERVED = frozenset({"i", "t", "kind", "prev", "trace", "span"})
 _RUN_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 FsyncPolicy = Literal["record", "checkpoint", "never"]
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
 
 
 def valid_run_id(run_id: str) -> bool:
@@ -168,6 +173,7 @@ class Ledger:
         "_prev",
         "_tree",
         "_witness_ready",
+        "clock",
         "config",
         "path",
         "run_dir",
@@ -209,6 +215,8 @@ class Ledger:
         self._cp_time = time.monotonic()
         self._last_kind = ""
         self._witness_ready = False
+        #: source of each record's ``t`` (µs since the epoch); a run sets its own clock
+        self.clock: Callable[[], int] = _wall_us
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -328,7 +336,7 @@ class Ledger:
         i = tree._size
         rec = {
             "i": i,
-            "t": time.time_ns() // 1000,
+            "t": self.clock(),
             "kind": kind,
             "prev": self._prev,
             "trace": trace,

@@ -257,6 +257,10 @@ class Runtime:
             attestation=att_digest,
         )
         run.code = code
+        # Record times on the run's clock too (start wall time + monotonic elapsed): a
+        # wall-clock jump mid-run then shifts no timestamp against the leases it is
+        # checked against.
+        ledger.clock = run.lease_clock_us
         run.record("run.start", {
             "run": run_id, "principal": principal, "scopes": sorted(run.scopes),
             "ttl_ms": int(ttl * 1000), "deadline": run.hard_deadline_us, "agent": agent.name,

@@ -4,21 +4,21 @@ Locally, expiry never reads the wall clock: lease deadlines are ``time.monotonic
 deadlines, and every lease time of a run (``iat``, ``exp``, the run's hard ``deadline``)
 is on the run's lease clock — the wall time at run start advanced by the monotonic clock
 (``Run.lease_clock_us``). So a jump neither expires a renewal or a delegation early nor
-stretches the ttl. Evidence timestamps (``t`` of each record) are the system wall clock
-as it was when written; the verifier tolerates ``CLOCK_SKEW_US`` between a step's ``t``
-and its lease's ``exp``. A backward jump verifies; a forward jump larger than the
-tolerance is reported at the first step that started after it, naming the tolerance.
+stretches the ttl. Evidence timestamps (``t`` of each record) are on the same clock, so
+the evidence of a run that lived through a jump verifies (the verifier's
+``CLOCK_SKEW_US`` only matters between different clocks, e.g. another host's).
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
 import pytest
 
 from tenure import LeaseExpired, SigningKey
-from tenure.runtime._verify import CLOCK_SKEW_US, verify_run
+from tenure.runtime._verify import verify_run
 
 from .conftest import Workflow, assert_evidence, assert_stopped, records, runtime
 
@@ -62,11 +62,11 @@ async def test_forward_jump_of_an_hour_neither_expires_renewals_nor_delegations(
     for rec in recs:  # every lease time is on the run's clock, within the run's deadline
         if rec["kind"] in ("lease.issued", "lease.renewed"):
             assert rec["exp"] <= start["deadline"]
-    # The evidence keeps the wall time it saw; the jump is reported, clearly, as skew.
+    # Record times are on the run's clock too: the jump shows nowhere in the evidence.
+    assert all(b["t"] >= a["t"] for a, b in itertools.pairwise(recs))
+    assert recs[-1]["t"] - recs[0]["t"] < HOUR_NS // 1000
     rep = verify_run(handle.evidence_path, key.public_key)
-    assert not rep.ok
-    assert rep.first_bad_kind == "step.start"
-    assert f"tolerance {CLOCK_SKEW_US}" in (rep.problem or "")
+    assert rep.ok, rep.problem
 
 
 async def test_backward_jump_of_an_hour_does_not_let_the_run_outlive_its_ttl(
@@ -84,5 +84,6 @@ async def test_backward_jump_of_an_hour_does_not_let_the_run_outlive_its_ttl(
         wf.go.set()
     assert_stopped(info.value, LeaseExpired, "run.ttl", wf)
     recs = records(handle.evidence_path)
-    assert any(r["kind"] == "lease.renewed" and r["t"] < recs[0]["t"] for r in recs)
+    assert any(r["kind"] == "lease.renewed" for r in recs)
+    assert all(b["t"] >= a["t"] for a, b in itertools.pairwise(recs))
     assert_evidence(handle.evidence_path, key, check="run.ttl")
