@@ -64,6 +64,10 @@ __all__ = [
     "SpanHandle",
 ]
 
+# Span ids come from a private generator: drawing from the global ``random`` state would
+# disturb (and be disturbed by) user code that seeds it for reproducibility.
+_ids = random.Random()
+
 _log = logging.getLogger("tenure.lineage")
 
 # --- names (declared once) -------------------------------------------------------------------
@@ -352,10 +356,10 @@ class Lineage:
             flags = parent.trace_flags
             state = parent.trace_state
         else:
-            trace_id = random.getrandbits(128) or 1
+            trace_id = _ids.getrandbits(128) or 1
             flags = _NEW_ROOT_FLAGS
             state = _EMPTY_TRACESTATE
-        sc = SpanContext(trace_id, random.getrandbits(64) or 1, False, flags, state)
+        sc = SpanContext(trace_id, _ids.getrandbits(64) or 1, False, flags, state)
         return SpanHandle(None, sc)
 
     def _start(
