@@ -121,6 +121,7 @@ class Step:
     bound: dict[str, Any] | None = field(default=None)
     approved: bool = False  # a person granted its require_approval decision
     args_digest: str = ""
+    rule: str = ""
 
     def bound_args(self) -> dict[str, Any]:
         """Arguments by parameter name (bound lazily: only policies with conditions need it)."""
@@ -392,6 +393,7 @@ class Run:
                     source="policy",
                 )) from exc
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
+        step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
         parent_span.event("tenure.decision", {"target": step.target.qualified, "effect": effect,
                                               "rule": rule})
@@ -518,6 +520,7 @@ class Run:
                 step.span, agent.name, run_id=self.id, step_id=step.id, lease_id=lease.id,
                 principal=self.principal,
             )
+            step.span.set_decision("approved" if step.approved else "allow", step.rule)
             step.span.event("tenure.lease.issued", {"lease": lease.id})
             self._start_record(step, decision, approval)
             lease.step = step
@@ -580,6 +583,7 @@ class Run:
                 caller.span, tool.name, run_id=self.id, call_id=step.id,
                 lease_id=caller.lease.id, principal=self.principal,
             )
+            step.span.set_decision("approved" if step.approved else "allow", step.rule)
             self._start_record(step, decision, approval)
             try:
                 if tool.is_async:
