@@ -46,12 +46,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import json.scanner
 from dataclasses import asdict, dataclass, field
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -140,11 +140,6 @@ class _Lease:
         self.parent = parent
         self.scopes = scopes
         self.revoked_at: int | None = None
-
-
-#: The C scanner behind json.loads, called directly: no encoding sniffing, no regex for
-#: whitespace (canonical records have none; trailing data is checked by the caller).
-_SCAN_ONCE: Any = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 def _chain_problem(n: int) -> str:
@@ -362,12 +357,12 @@ class _Verifier:
         return roots
 
     def _scan_lines(self, path: Path, want: set[int], roots: dict[int, bytes]) -> None:
-        # The hot loop: keep it lean (one str decode, one C-scanner parse, one SHA-256,
+        # The hot loop: keep it lean (one orjson parse of the bytes, one SHA-256,
         # the compact-range append inlined). Semantic handlers run only for the kinds
         # that need them.
         tree = self.tree
         stack = tree._hashes
-        scan = _SCAN_ONCE
+        loads = orjson.loads
         handlers = self._handlers()
         n = 0
         prev = ZERO_HASH
@@ -379,11 +374,8 @@ class _Verifier:
                         break
                     body = line[:-1]
                     try:
-                        text = body.decode("utf-8")
-                        rec, end = scan(text, 0)
-                        if end != len(text):
-                            raise ValueError(f"trailing data at column {end}")
-                    except (ValueError, StopIteration) as exc:
+                        rec = loads(body)
+                    except ValueError as exc:
                         if f.read(1) == b"":
                             self._torn(line, "does not parse")
                             break
