@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import orjson
 from anyio.abc import TaskGroup
 
 from ..agents._decorators import Agent, Tool
@@ -141,17 +141,16 @@ def _json_default(value: Any) -> Any:
     return {"repr": repr(value)}
 
 
-_VALUE_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                                  default=_json_default)
+_VALUE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
 def value_digest(value: Any) -> str:
     """SHA-256 of a value's canonical JSON form (non-JSON values by their ``repr``)."""
     try:
-        data = _VALUE_ENCODER.encode(value)
-    except (TypeError, ValueError):
-        data = repr(value)
-    return digest(data.encode("utf-8", "surrogatepass"))
+        data = orjson.dumps(value, default=_json_default, option=_VALUE_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: e.g. an int beyond 64 bits, a cycle
+        data = repr(value).encode("utf-8", "surrogatepass")
+    return digest(data)
 
 
 class Run:

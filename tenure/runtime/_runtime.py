@@ -29,7 +29,7 @@ from ._approvals import ApprovalRequest, Approvals
 from ._attest import Attestor, CodeItem
 from ._canonical import b64e
 from ._config import RuntimeConfig
-from ._errors import GovernanceUnavailable, GovernanceViolation
+from ._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
 from ._isolation import Isolation
 from ._keys import SigningKey, load_signing_key
 from ._lease import LeaseAuthority
@@ -307,8 +307,7 @@ class Runtime:
             root = next(iter(run.leases.values()), None)
             if root is not None:
                 run.revoke_lease(root.id, reason, "revoke")
-            else:
-                from ._errors import LeaseRevoked
+            else:  # revoked before its root lease was issued (e.g. waiting for approval)
                 run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked",
                                       source="revoke"))
             return
