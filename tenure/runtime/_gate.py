@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Gate", "Governed"]
 
+_DONE: Any = object()
+
 
 class Gate:
     """The per-task state the wrapper checks: which run, which lease, which epoch."""
@@ -54,49 +56,78 @@ class Gate:
 class Governed:
     """Awaitable that runs ``coro`` under ``gate`` (see the module docstring)."""
 
-    __slots__ = ("_coro", "_gate")
+    __slots__ = ("_coro", "_gate", "_result", "_stopped")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], gate: Gate) -> None:
         self._coro = coro
         self._gate = gate
+        self._stopped: GovernanceViolation | None = None
+        self._result: Any = None
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self._coro
+        send = coro.send
         gate = self._gate
         run, gov, lease = gate.run, gate.gov, gate.lease
+        clock = monotonic  # locals: this loop runs once per resumption
         value: Any = None
         error: BaseException | None = None
-        stopped: GovernanceViolation | None = None
         while True:
-            # The O(1) check, inlined: it runs before every resumption. A revoked lease
-            # always sets ``run.stop`` too, so the revoked flag is read only on the slow path.
+            # The O(1) check, inlined. A revoked lease always sets ``run.stop`` too, so the
+            # revoked flag is read only on the slow path.
             if (
-                run.stop is None
+                error is None
+                and run.stop is None
                 and gate.epoch == gov.epoch
-                and (now := monotonic()) < lease.deadline
+                and (now := clock()) < lease.deadline
                 and now < gov.watchdog_deadline
             ):
-                violation = None
+                try:
+                    yielded = send(value)
+                except StopIteration as done:
+                    return done.value
             else:
-                violation = run.failed_check(gate)
-            if violation is not None:
-                if stopped is not None:
-                    self._abandon(stopped)
-                    raise stopped
-                stopped = violation
-                error = violation
-            try:
-                yielded = coro.send(value) if error is None else coro.throw(error)
-            except StopIteration as done:
-                if stopped is not None:
-                    self._gate.run.note_uncooperative(self._gate, "returned after the stop")
-                    raise stopped from None
-                return done.value
+                yielded = self._slow_step(value, error)
+                if yielded is _DONE:
+                    return self._result
             value = error = None
             try:
                 value = yield yielded
             except BaseException as exc:  # forwarded into the coroutine, as asyncio would
                 error = exc
+
+    def _slow_step(self, value: Any, error: BaseException | None) -> Any:
+        """One resumption when the fast check did not pass (or an exception is pending).
+
+        Returns what the coroutine yielded, or ``_DONE`` with ``self._result`` set.
+        """
+        gate = self._gate
+        run, gov, lease = gate.run, gate.gov, gate.lease
+        now = monotonic()
+        if (
+            run.stop is None
+            and gate.epoch == gov.epoch
+            and now < lease.deadline
+            and now < gov.watchdog_deadline
+        ):
+            violation = None
+        else:
+            violation = run.failed_check(gate)
+        stopped = self._stopped
+        if violation is not None:
+            if stopped is not None:
+                self._abandon(stopped)
+                raise stopped
+            self._stopped = stopped = violation
+            error = violation
+        try:
+            return self._coro.send(value) if error is None else self._coro.throw(error)
+        except StopIteration as done:
+            if stopped is not None:
+                run.note_uncooperative(gate, "returned after the stop")
+                raise stopped from None
+            self._result = done.value
+            return _DONE
 
     def _abandon(self, violation: GovernanceViolation) -> None:
         """Entomb a coroutine that kept going after the stop: it is not resumed again."""
