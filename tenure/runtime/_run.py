@@ -33,6 +33,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 from anyio.abc import TaskGroup
 
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["GovState", "LeaseState", "Run", "Step", "value_digest"]
 
 _INF = float("inf")
+_YIELD_EVERY = 64  # governed steps between forced turns of the event loop
 
 
 class GovState:
@@ -574,6 +576,10 @@ class Run:
         """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
         self.ensure_live(caller)
         step = self._new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
+        if int(step.id) % _YIELD_EVERY == 0:
+            # Tools that never await would otherwise keep the loop (and so the watchdog and
+            # every other run) waiting for as long as the chain of calls lasts.
+            await anyio.lowlevel.checkpoint()
         missing = tool.scopes - caller.lease.lease.scope_set
         decision, approval = await self._authorize(step, missing)
         self._enter(step)
