@@ -2,22 +2,21 @@
 
 What is measured (the *manifest*, canonicalized with RFC 8785):
 
-- ``interpreter``: implementation, version, executable path and the SHA-256 of its bytes;
-- ``platform``: system, machine, release;
-- ``distributions``: name, version and SHA-256 of the ``RECORD`` file of every distribution
-  in the runtime's dependency closure (``tenure``'s requirements, recursively, markers
-  evaluated, extras ignored), sorted by name;
+- ``interpreter``, ``platform`` and ``distributions`` (see :mod:`._measure`);
 - ``code``: one entry per registered agent and tool (:class:`CodeItem`);
 - ``policy``: the policy digest, and the path and SHA-256 of each policy file;
 - ``runtime``: the Tenure version and the runtime configuration.
+
+:class:`Attestor` holds what was measured and builds, signs (:mod:`._statement`) and
+re-measures (:mod:`._remeasure`) against it. The names other modules use are importable from
+here.
 
 Invariants:
 
 - The environment is measured once per :class:`Attestor` (``environment()`` caches it): it
   costs tens of milliseconds and must never be paid per run.
-- The subject digest of a statement is the SHA-256 of the RFC 8785 bytes of exactly the
-  manifest inside its predicate; the payload is the RFC 8785 bytes of the statement.
-  :func:`verify_attestation` checks both and refuses anything else.
+- The signed manifest bytes are exactly the RFC 8785 bytes of the manifest passed in: a
+  cached section is reused only when it equals the section given.
 - Re-measuring never raises for a file that disappeared or became unreadable: that is a
   change, reported as an :class:`AttestationChange`.
 - The cheap re-measure trusts a code file's ``(mtime_ns, ctime_ns, size, inode)`` only once
@@ -33,31 +32,40 @@ distribution and ``remeasure_full(installed_files=True)`` is run).
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import hashlib
-import importlib.metadata as md
-import inspect
 import json
-import marshal
-import os
-import platform
-import re
-import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import CodeType
-from typing import Any, Literal
+from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from ._canonical import b64d, canonical, check_record_domain, record_bytes, sha256_hex
-from ._dsse import Envelope, sign_envelope, verify_envelope
-from ._errors import AttestationMismatch
+from ._canonical import canonical, record_bytes
+from ._dsse import Envelope
 from ._keys import SigningKey
+from ._measure import (
+    _MISSING,
+    _UNREADABLE,
+    CodeItem,
+    _DistState,
+    _files_digest,
+    _hash_file,
+    _measure_environment,
+    _Stat,
+    _stat,
+    _tenure_version,
+    policy_files_digest,
+)
+from ._remeasure import AttestationChange, _short, check_installed_files, check_policy
+from ._statement import (
+    ATTESTATION_FILE,
+    PAYLOAD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    SUBJECT_NAME,
+    _fast_canonical,
+    sign_statement,
+    verify_attestation,
+    write_envelope,
+)
 
 __all__ = [
     "ATTESTATION_FILE",
@@ -73,326 +81,17 @@ __all__ = [
     "verify_attestation",
 ]
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://tenure.dev/attestation/run-environment/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
-SUBJECT_NAME = "tenure-run-environment"
-ATTESTATION_FILE = "attestation.intoto.json"
+# Attestor's stat-cached checks look ``_stat``, ``_hash_file`` and ``RACY_WINDOW_NS`` up in this
+# module, and ``environment()`` looks up ``_measure_environment`` here: tests patch them here.
+
 #: a file modified less than this long before it was hashed is re-hashed on every re-measure
 RACY_WINDOW_NS = 2_000_000_000
-
-_ROOT_DISTRIBUTION = "tenure"
 _ENV_KEYS = ("distributions", "interpreter", "platform")
-_MISSING = "missing"
-_UNREADABLE = "unreadable"
-
-SourceKind = Literal["file", "inspect", "bytecode", "builtin"]
-_Stat = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _short(hex_digest: str) -> str:
-    return hex_digest[:12] + "…" if len(hex_digest) == 64 else hex_digest
-
-
-def _stat(path: str) -> _Stat | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-
-
-def _hash_file(path: str) -> str:
-    """SHA-256 hex of the file's bytes, ``"missing"`` or ``"unreadable"``."""
-    try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
-    except FileNotFoundError:
-        return _MISSING
-    except OSError:
-        return _UNREADABLE
 
 
 def _is_racy(st: _Stat, hashed_at_ns: int) -> bool:
     """A file changed (mtime or ctime) too close to when it was hashed to trust its stat."""
     return hashed_at_ns - max(st[0], st[1]) < RACY_WINDOW_NS
-
-
-def _fast_canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes of ``obj``: ``json.dumps`` on the domain where it is identical."""
-    try:
-        check_record_domain(obj)
-        return record_bytes(obj)
-    except (ValueError, UnicodeEncodeError):
-        return canonical(obj)
-
-
-def policy_files_digest(paths: Sequence[Path]) -> str:
-    """``"sha256:<hex>"`` over the sorted ``(path, sha256 of bytes)`` of ``paths``.
-
-    The default policy-file digest :meth:`Attestor.remeasure` compares against when it is not
-    given a digest function; the manifest records it as ``policy.filesDigest``. A missing or
-    unreadable file hashes as ``"missing"`` / ``"unreadable"``, so the digest changes.
-    """
-    return _files_digest((str(p), _hash_file(str(p))) for p in paths)
-
-
-def _files_digest(pairs: Iterable[tuple[str, str]]) -> str:
-    return "sha256:" + sha256_hex(record_bytes({"files": sorted([p, h] for p, h in pairs)}))
-
-
-# --------------------------------------------------------------------------- code items
-
-
-@dataclass(frozen=True, slots=True)
-class CodeItem:
-    """The measured code of one registered agent or tool.
-
-    ``digest`` (hex SHA-256) depends on ``source``:
-
-    - ``"file"``: ``SHA-256(module file bytes || 0x00 || qualname)`` — the whole file that
-      defines the function (``inspect.getsourcefile``), so a helper edited in the same module
-      counts; ``file_sha256`` is the SHA-256 of the file alone.
-    - ``"inspect"`` (no file on disk, but ``inspect.getsource`` works, e.g. notebook cells):
-      ``SHA-256(b"inspect" 0x00 source 0x00 qualname)``.
-    - ``"bytecode"`` (REPL lambdas, ``exec``'d code): ``SHA-256(b"bytecode" 0x00
-      marshal(code object) 0x00 qualname)``; stable only within one interpreter version.
-    - ``"builtin"`` (no Python code): ``SHA-256(b"builtin" 0x00 module "." qualname)``.
-
-    ``path``, ``mtime_ns``, ``ctime_ns``, ``size`` and ``inode`` are kept so re-measuring can
-    skip re-hashing a file whose metadata did not change.
-    """
-
-    kind: Literal["agent", "tool"]
-    name: str
-    module: str
-    qualname: str
-    source: SourceKind
-    digest: str
-    path: str | None = None
-    file_sha256: str = ""
-    mtime_ns: int = 0
-    ctime_ns: int = 0
-    size: int = 0
-    inode: int = 0
-    hashed_at_ns: int = 0
-    code: CodeType | None = field(default=None, repr=False, compare=False)
-    target: Any = field(default=None, repr=False, compare=False)
-
-    @property
-    def label(self) -> str:
-        """``"agent:<name>"`` or ``"tool:<name>"``."""
-        return f"{self.kind}:{self.name}"
-
-    @classmethod
-    def of(cls, kind: str, name: str, func: Callable[..., Any]) -> CodeItem:
-        """Measure ``func`` (unwrapped through ``__wrapped__``) as agent or tool ``name``."""
-        if kind not in ("agent", "tool"):
-            raise ValueError(f"CodeItem kind must be 'agent' or 'tool', got {kind!r}")
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"CodeItem name must be a non-empty string, got {name!r}")
-        if not callable(func):
-            raise TypeError(f"CodeItem.of expects a callable, got {type(func).__name__}")
-        k: Literal["agent", "tool"] = "agent" if kind == "agent" else "tool"
-        target: Any = inspect.unwrap(func)
-        target = getattr(target, "__func__", target)  # bound / class methods
-        module = str(getattr(target, "__module__", None) or "")
-        qualname = str(getattr(target, "__qualname__", None) or type(target).__qualname__)
-        code = getattr(target, "__code__", None)
-        code = code if isinstance(code, CodeType) else None
-        q = qualname.encode("utf-8")
-
-        path: str | None = None
-        with contextlib.suppress(TypeError, OSError):
-            path = inspect.getsourcefile(target)
-        if path is not None:
-            path = os.path.abspath(path)
-            now = time.time_ns()
-            try:
-                with open(path, "rb") as fh:
-                    st = os.fstat(fh.fileno())
-                    h = hashlib.file_digest(fh, "sha256")
-            except OSError:
-                path = None
-            else:
-                file_hex = h.hexdigest()
-                h.update(b"\x00" + q)
-                return cls(
-                    k,
-                    name,
-                    module,
-                    qualname,
-                    "file",
-                    h.hexdigest(),
-                    path,
-                    file_hex,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_size,
-                    st.st_ino,
-                    now,
-                    code,
-                    target,
-                )
-        try:
-            text = inspect.getsource(target)
-        except (TypeError, OSError):
-            pass
-        else:
-            d = sha256_hex(b"inspect\x00" + text.encode("utf-8") + b"\x00" + q)
-            return cls(k, name, module, qualname, "inspect", d, code=code, target=target)
-        if code is not None:
-            d = sha256_hex(b"bytecode\x00" + marshal.dumps(code) + b"\x00" + q)
-            return cls(k, name, module, qualname, "bytecode", d, code=code, target=target)
-        d = sha256_hex(b"builtin\x00" + f"{module}.{qualname}".encode())
-        return cls(k, name, module, qualname, "builtin", d)
-
-    def to_manifest(self) -> dict[str, Any]:
-        """The manifest entry (no stat data: touching a file must not change the digest)."""
-        return {
-            "name": self.label,
-            "module": self.module,
-            "qualname": self.qualname,
-            "source": self.source,
-            "path": self.path or "",
-            "digest": {"sha256": self.digest},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class AttestationChange:
-    """What re-measuring found different from the attested environment.
-
-    ``what`` names the measured item (``"agent:planner"``, ``"policy"``,
-    ``"distribution:anyio"``, ``"interpreter"``); ``before`` / ``after`` are hex digests or
-    ``"missing"`` / ``"unreadable"``; ``description`` is the sentence for people.
-    """
-
-    what: str
-    check: str
-    path: str
-    before: str
-    after: str
-    description: str
-
-    def __str__(self) -> str:
-        return self.description
-
-    def to_error(
-        self, *, run_id: str | None = None, lease_id: str | None = None, source: str = "watchdog"
-    ) -> AttestationMismatch:
-        """The :class:`AttestationMismatch` that stops the run for this change."""
-        return AttestationMismatch(
-            self.description,
-            run_id=run_id,
-            lease_id=lease_id,
-            check=self.check,
-            task=self.what if self.what.startswith(("agent:", "tool:")) else None,
-            source=source,
-        )
-
-
-# --------------------------------------------------------------------------- environment
-
-
-_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def _normalize(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _requirement_names(requires: Sequence[str]) -> list[str]:
-    """Names of the requirements that apply here (markers evaluated, extras dropped)."""
-    try:
-        from packaging.requirements import InvalidRequirement, Requirement
-    except ImportError:  # pragma: no cover - packaging is nearly always present
-        out = []
-        for line in requires:
-            spec, _, marker = line.partition(";")
-            m = _NAME_RE.match(spec)
-            if m and "extra" not in marker:
-                out.append(m.group(1))  # markers unevaluated: measured if installed
-        return out
-    names = []
-    for line in requires:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if req.marker is not None and not req.marker.evaluate({"extra": ""}):
-            continue
-        names.append(req.name)
-    return names
-
-
-@dataclass(slots=True)
-class _DistState:
-    name: str
-    record_path: str | None
-    record_sha256: str
-    stat: _Stat | None
-    hashed_at_ns: int
-
-
-def _record_path(dist: md.Distribution) -> str | None:
-    base = getattr(dist, "_path", None)  # PathDistribution; others have no RECORD on disk
-    if isinstance(base, Path):
-        p = base / "RECORD"
-        return os.path.abspath(p) if p.is_file() else None
-    return None
-
-
-def _measure_environment() -> tuple[dict[str, Any], dict[str, _DistState]]:
-    """Measure interpreter, platform and the dependency closure (slow: tens of ms)."""
-    executable = os.path.realpath(sys.executable) if sys.executable else ""
-    interpreter = {
-        "implementation": sys.implementation.name,
-        "version": platform.python_version(),
-        "executable": executable,
-        "executable_sha256": _hash_file(executable) if executable else _MISSING,
-    }
-    plat = {
-        "system": platform.system(),
-        "machine": platform.machine(),
-        "release": platform.release(),
-    }
-    seen: dict[str, dict[str, str]] = {}
-    states: dict[str, _DistState] = {}
-    queue = [_ROOT_DISTRIBUTION]
-    while queue:
-        raw = queue.pop()
-        key = _normalize(raw)
-        if key in seen:
-            continue
-        try:
-            dist = md.distribution(raw)
-        except md.PackageNotFoundError:
-            seen[key] = {"name": key, "version": _MISSING, "record_sha256": ""}
-            continue
-        rpath = _record_path(dist)
-        now = time.time_ns()
-        st = _stat(rpath) if rpath else None
-        rhash = _hash_file(rpath) if rpath else ""
-        seen[key] = {"name": key, "version": str(dist.version), "record_sha256": rhash}
-        states[key] = _DistState(key, rpath, rhash, st, now)
-        queue.extend(_requirement_names(dist.requires or []))
-    env = {
-        "interpreter": interpreter,
-        "platform": plat,
-        "distributions": [seen[k] for k in sorted(seen)],
-    }
-    return env, states
-
-
-def _tenure_version() -> str:
-    try:
-        return md.version(_ROOT_DISTRIBUTION)
-    except md.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "0+unknown"
 
 
 # --------------------------------------------------------------------------- attestor
@@ -527,34 +226,7 @@ class Attestor:
         """
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-        mbytes = self._manifest_bytes(manifest)
-        issued = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-        predicate_rest = _fast_canonical(
-            {
-                "attester": {"keyid": self._key.key_id},
-                "issuedAt": issued,
-                "nonce": os.urandom(16).hex(),
-                "runId": run_id,
-            }
-        )
-        # keys sort as attester < issuedAt < manifest < nonce < runId
-        head, _, tail = predicate_rest.partition(b',"nonce":')
-        predicate = head + b',"manifest":' + mbytes + b',"nonce":' + tail
-        payload = (
-            b'{"_type":"'
-            + STATEMENT_TYPE.encode()
-            + b'","predicate":'
-            + predicate
-            + b',"predicateType":"'
-            + PREDICATE_TYPE.encode()
-            + b'","subject":[{"digest":{"sha256":"'
-            + sha256_hex(mbytes).encode()
-            + b'"},"name":"'
-            + SUBJECT_NAME.encode()
-            + b'"}]}'
-        )
-        envelope = sign_envelope(self._key, PAYLOAD_TYPE, payload)
-        return envelope, "sha256:" + sha256_hex(payload)
+        return sign_statement(self._key, run_id, self._manifest_bytes(manifest))
 
     def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
         """Write ``run_dir/attestation.intoto.json`` atomically (tmp, rename).
@@ -562,25 +234,7 @@ class Attestor:
         With ``durable`` the file and the directory are fsynced too; the runtime skips that
         under group commit because the ledger carries the same envelope.
         """
-        run_dir = Path(run_dir)
-        target = run_dir / ATTESTATION_FILE
-        tmp = run_dir / f".{ATTESTATION_FILE}.{os.getpid()}.tmp"
-        data = json.dumps(envelope, sort_keys=True, indent=2).encode("utf-8") + b"\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, target)
-        if durable:
-            dfd = os.open(run_dir, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-        return target
+        return write_envelope(Path(run_dir), envelope, durable=durable)
 
     # -- re-measuring --------------------------------------------------------------
 
@@ -662,7 +316,9 @@ class Attestor:
         change = self._check_code(code, full=False)
         if change is not None:
             return change
-        change = self._check_policy(policy_files, policy_digest_of_files, expected_policy_digest)
+        change = check_policy(
+            self._policy_baselines, policy_files, policy_digest_of_files, expected_policy_digest
+        )
         if change is not None:
             return change
         if self._watch_distributions:
@@ -676,67 +332,6 @@ class Attestor:
         reload, before :meth:`remeasure` is asked about the new digest.
         """
         self._policy_baselines[policy_digest] = {str(p): _hash_file(str(p)) for p in policy_files}
-
-    def _check_policy(
-        self,
-        policy_files: Sequence[Path],
-        digest_of: Callable[[Sequence[Path]], str] | None,
-        expected: str,
-    ) -> AttestationChange | None:
-        if digest_of is not None:
-            try:
-                actual = digest_of(policy_files)
-            except Exception as exc:  # a policy file that no longer loads is a change
-                actual = f"unloadable ({type(exc).__name__}: {exc})"
-            if actual == expected:
-                return None
-            return AttestationChange(
-                "policy",
-                "attestation.policy",
-                ",".join(str(p) for p in policy_files),
-                expected,
-                actual,
-                f"policy files no longer match the attested policy digest "
-                f"(expected {expected}, measured {actual})",
-            )
-        hashes = {str(p): _hash_file(str(p)) for p in policy_files}
-        baseline = self._policy_baselines.get(expected)
-        for path, h in hashes.items():
-            if h in (_MISSING, _UNREADABLE):
-                return self._policy_change(path, expected, (baseline or {}).get(path, ""), h)
-        if baseline is None:
-            actual = _files_digest(hashes.items())
-            if actual == expected:  # a ``policy_files_digest``
-                return None
-            return AttestationChange(
-                "policy",
-                "attestation.policy",
-                ",".join(hashes),
-                expected,
-                actual,
-                f"policy digest {expected} was never attested and is not the digest of the "
-                f"policy files ({actual}); after a reload call Attestor.baseline_policy()",
-            )
-        for path, h in hashes.items():
-            before = baseline.setdefault(path, h)
-            if h != before:
-                return self._policy_change(path, expected, before, h)
-        return None
-
-    @staticmethod
-    def _policy_change(path: str, expected: str, before: str, after: str) -> AttestationChange:
-        if after in (_MISSING, _UNREADABLE):
-            how = "was deleted" if after == _MISSING else "became unreadable"
-        else:
-            how = f"changed (sha256 {_short(before)} → {_short(after)})"
-        return AttestationChange(
-            "policy",
-            "attestation.policy",
-            path,
-            before,
-            after,
-            f"policy file {path} {how} outside a policy reload (attested policy digest {expected})",
-        )
 
     def _check_distributions(self, full: bool) -> AttestationChange | None:
         for state in self._dists.values():
@@ -799,105 +394,9 @@ class Attestor:
         if change is None:
             change = self._check_distributions(full=True)
         if change is None and installed_files:
-            change = self._check_installed_files()
+            change = check_installed_files(self._dists.values())
         return change
-
-    def _check_installed_files(self) -> AttestationChange | None:
-        for state in self._dists.values():
-            if state.record_path is None:
-                continue
-            base = Path(state.record_path).parent.parent
-            try:
-                lines = Path(state.record_path).read_text("utf-8").splitlines()
-            except OSError:
-                return AttestationChange(
-                    f"distribution:{state.name}",
-                    "attestation.environment",
-                    state.record_path,
-                    state.record_sha256,
-                    _UNREADABLE,
-                    f"installed distribution {state.name}: RECORD became unreadable",
-                )
-            for parts in csv.reader(lines):
-                if len(parts) != 3 or not parts[1].startswith("sha256="):
-                    continue
-                rel = parts[0]
-                try:
-                    want = b64d(parts[1][len("sha256=") :]).hex()
-                except ValueError:
-                    want = "invalid"
-                path = os.path.normpath(str(base / rel))
-                got = _hash_file(path)
-                if got != want:
-                    return AttestationChange(
-                        f"distribution:{state.name}",
-                        "attestation.environment",
-                        path,
-                        want,
-                        got,
-                        f"installed distribution {state.name}: file {path} "
-                        f"{'is ' + got if got in (_MISSING, _UNREADABLE) else 'changed'} "
-                        f"(RECORD sha256 {_short(want)}, now {_short(got)})",
-                    )
-        return None
 
 
 def _code_sort_key(item: CodeItem) -> tuple[str, str, str]:
     return (item.label, item.module, item.qualname)
-
-
-# --------------------------------------------------------------------------- verification
-
-
-def verify_attestation(envelope: Any, public_key: Ed25519PublicKey) -> dict[str, Any]:
-    """Verify a run attestation envelope and return its in-toto Statement.
-
-    Checks, in order: the DSSE signature under ``public_key``, the payload type, that the
-    payload is the RFC 8785 form of a JSON object, the statement and predicate types, the
-    single subject, and that its SHA-256 equals the digest of the canonical manifest.
-    Raises ``ValueError`` naming the failed check.
-    """
-    payload = verify_envelope(envelope, public_key, PAYLOAD_TYPE)
-    try:
-        statement = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"attestation payload: not JSON ({exc})") from exc
-    if not isinstance(statement, dict):
-        raise ValueError("attestation payload: expected a JSON object")
-    try:
-        recanonical = canonical(statement)
-    except Exception as exc:
-        raise ValueError(f"attestation payload: not canonicalizable ({exc})") from exc
-    if recanonical != payload:
-        raise ValueError("attestation payload: not in RFC 8785 canonical form")
-    if statement.get("_type") != STATEMENT_TYPE:
-        raise ValueError(
-            f"statement._type: expected {STATEMENT_TYPE!r}, got {statement.get('_type')!r}"
-        )
-    if statement.get("predicateType") != PREDICATE_TYPE:
-        raise ValueError(
-            f"statement.predicateType: expected {PREDICATE_TYPE!r}, "
-            f"got {statement.get('predicateType')!r}"
-        )
-    predicate = statement.get("predicate")
-    if not isinstance(predicate, dict) or not isinstance(predicate.get("manifest"), dict):
-        raise ValueError("statement.predicate.manifest: expected a JSON object")
-    for fld in ("runId", "issuedAt"):
-        if not isinstance(predicate.get(fld), str):
-            raise ValueError(f"statement.predicate.{fld}: expected a string")
-    subject = statement.get("subject")
-    if (
-        not isinstance(subject, list)
-        or len(subject) != 1
-        or not isinstance(subject[0], dict)
-        or subject[0].get("name") != SUBJECT_NAME
-        or not isinstance(subject[0].get("digest"), dict)
-    ):
-        raise ValueError(f"statement.subject: expected one {SUBJECT_NAME!r} with a digest")
-    want = subject[0]["digest"].get("sha256")
-    got = sha256_hex(canonical(predicate["manifest"]))
-    if want != got:
-        raise ValueError(
-            f"statement.subject[0].digest.sha256: expected the manifest digest {got}, got {want!r}"
-        )
-    return statement
