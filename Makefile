@@ -25,7 +25,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check tenure tests
+	$(BIN)/ruff format --check tenure tests benchmarks examples
 	$(BIN)/mypy
 
 clean:

@@ -66,8 +66,15 @@ QUICK_ARGS: dict[str, dict[str, int]] = {
 
 
 def _unit(name: str) -> str:
-    for marker, unit in (("µs", "µs"), ("_us", "µs"), ("(ms", "ms"), ("_ms", "ms"),
-                         ("per_s", "/s"), ("_kb", "KiB"), ("bytes", "B")):
+    for marker, unit in (
+        ("µs", "µs"),
+        ("_us", "µs"),
+        ("(ms", "ms"),
+        ("_ms", "ms"),
+        ("per_s", "/s"),
+        ("_kb", "KiB"),
+        ("bytes", "B"),
+    ):
         if marker in name:
             return unit
     return ""
@@ -102,8 +109,9 @@ def _run_module(name: str, report: Report, quick: bool, console: Console) -> str
         else:
             main: Callable[..., Any] = module.main
             params = inspect.signature(main).parameters
-            kwargs = {k: v for k, v in QUICK_ARGS.get(name, {}).items() if k in params} \
-                if quick else {}
+            kwargs = (
+                {k: v for k, v in QUICK_ARGS.get(name, {}).items() if k in params} if quick else {}
+            )
             figures = main(**kwargs)
             _add_figures(report, name, figures or {})
     except Exception:
@@ -134,16 +142,18 @@ def machine() -> list[str]:
 
 def write_results(report: Report, mode: str, seconds: float) -> None:
     """Replace the generated block of RESULTS.md (create the file if missing)."""
-    block = "\n".join([
-        BEGIN,
-        "",
-        *machine(),
-        f"- Mode: {mode}; whole suite took {seconds:.0f} s",
-        "",
-        report.markdown().rstrip(),
-        "",
-        END,
-    ])
+    block = "\n".join(
+        [
+            BEGIN,
+            "",
+            *machine(),
+            f"- Mode: {mode}; whole suite took {seconds:.0f} s",
+            "",
+            report.markdown().rstrip(),
+            "",
+            END,
+        ]
+    )
     if RESULTS.exists():
         text = RESULTS.read_text(encoding="utf-8")
         if BEGIN in text and END in text:
@@ -159,15 +169,22 @@ def write_results(report: Report, mode: str, seconds: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the suite; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        default=os.environ.get("TENURE_BENCH_QUICK") == "1",
-                        help="smaller sizes, fewer rounds; does not write RESULTS.md")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        default=os.environ.get("TENURE_BENCH_QUICK") == "1",
+        help="smaller sizes, fewer rounds; does not write RESULTS.md",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument("--write", action="store_true", help="write RESULTS.md even if quick")
-    parser.add_argument("--only", default="",
-                        help="comma-separated module names; does not write RESULTS.md")
+    parser.add_argument(
+        "--only", default="", help="comma-separated module names; does not write RESULTS.md"
+    )
     args = parser.parse_args(argv)
     only = [m.strip() for m in args.only.split(",") if m.strip()]
     unknown = set(only) - set(MODULES)
@@ -176,8 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     report = Report()
     t0 = time.perf_counter()
-    crashed = [name for name in (only or MODULES)
-               if _run_module(name, report, args.quick, console) is not None]
+    crashed = [
+        name
+        for name in (only or MODULES)
+        if _run_module(name, report, args.quick, console) is not None
+    ]
     seconds = time.perf_counter() - t0
     console.rule("[bold]summary")
     report.print(console)

@@ -79,9 +79,17 @@ class Report:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, group: str, name: str, value: float, unit: str, *,
-            baseline: float | None = None, target: Target | None = None,
-            note: str = "") -> Row:
+    def add(
+        self,
+        group: str,
+        name: str,
+        value: float,
+        unit: str,
+        *,
+        baseline: float | None = None,
+        target: Target | None = None,
+        note: str = "",
+    ) -> Row:
         """Add a row and return it."""
         if not isinstance(value, int | float):
             raise TypeError(f"benchmark figure {name!r} must be a number, got {value!r}")
@@ -111,16 +119,29 @@ class Report:
     def table(self, title: str = "Tenure benchmarks") -> Table:
         """A rich table of every row."""
         t = Table(title=title, show_lines=False)
-        for col, justify in (("group", "left"), ("benchmark", "left"), ("value", "right"),
-                             ("bare anyio", "right"), ("ratio", "right"),
-                             ("target", "left"), ("result", "left")):
+        for col, justify in (
+            ("group", "left"),
+            ("benchmark", "left"),
+            ("value", "right"),
+            ("bare anyio", "right"),
+            ("ratio", "right"),
+            ("target", "left"),
+            ("result", "left"),
+        ):
             t.add_column(col, justify=justify)  # type: ignore[arg-type]
         for row in self.rows:
             value, base, ratio, target, ok = self._cells(row)
             style = {"pass": "green", "FAIL": "bold red"}.get(ok, "")
             name = row.name + (f" [dim]({row.note})[/dim]" if row.note else "")
-            t.add_row(row.group, name, value, base, ratio, target,
-                      f"[{style}]{ok}[/{style}]" if style else ok)
+            t.add_row(
+                row.group,
+                name,
+                value,
+                base,
+                ratio,
+                target,
+                f"[{style}]{ok}[/{style}]" if style else ok,
+            )
         return t
 
     def print(self, console: Console | None = None) -> None:
@@ -132,8 +153,10 @@ class Report:
 
     def markdown(self) -> str:
         """The table (and notes) as GitHub Markdown."""
-        lines = ["| group | benchmark | value | bare anyio | ratio | target | result |",
-                 "|---|---|--:|--:|--:|---|---|"]
+        lines = [
+            "| group | benchmark | value | bare anyio | ratio | target | result |",
+            "|---|---|--:|--:|--:|---|---|",
+        ]
         for row in self.rows:
             value, base, ratio, target, ok = self._cells(row)
             name = row.name + (f" ({row.note})" if row.note else "")

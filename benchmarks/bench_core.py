@@ -62,6 +62,7 @@ HALT_TIMEOUT = 300.0  # a halt slower than this is reported as a crash, never a 
 
 # -- governed subjects (module level: attestation hashes registered code once) ------------
 
+
 @tool
 async def noop_tool(i: int) -> int:
     """The cheapest tool: returns its argument."""
@@ -145,6 +146,7 @@ async def fleet_root(ctx: Context, n: int) -> None:
 
 # -- harness ------------------------------------------------------------------------------
 
+
 class _Bench:
     """Key, policy and a temporary evidence folder shared by every runtime of the suite."""
 
@@ -155,13 +157,14 @@ class _Bench:
 
     def runtime(self, **overrides: Any) -> Runtime:
         overrides.setdefault("stall_bound", STALL_BOUND)
-        return Runtime(policies=self.policy, evidence_dir=self.root / "runs", key=self.key,
-                       **overrides)
+        return Runtime(
+            policies=self.policy, evidence_dir=self.root / "runs", key=self.key, **overrides
+        )
 
 
-async def _interleaved(bare: Callable[[], Awaitable[float]],
-                       governed: Callable[[], Awaitable[float]],
-                       rounds: int) -> tuple[float, float]:
+async def _interleaved(
+    bare: Callable[[], Awaitable[float]], governed: Callable[[], Awaitable[float]], rounds: int
+) -> tuple[float, float]:
     """Medians of (bare, governed) over ``rounds`` rounds after one warm-up round."""
     b: list[float] = []
     g: list[float] = []
@@ -178,6 +181,7 @@ async def _interleaved(bare: Callable[[], Awaitable[float]],
 
 
 # -- 1. per await -------------------------------------------------------------------------
+
 
 async def _bare_await_loop(n: int) -> int:
     sleep = anyio.sleep
@@ -199,11 +203,18 @@ async def bench_per_await(b: _Bench, report: Report, n: int, rounds: int) -> Non
         return ns / n / 1000
 
     xb, xg = await _interleaved(bare, governed, rounds)
-    report.add("core", f"per await ({n:,} × sleep(0))", xg, "µs", baseline=xb,
-               target=Target(1.05, on="ratio"))
+    report.add(
+        "core",
+        f"per await ({n:,} × sleep(0))",
+        xg,
+        "µs",
+        baseline=xb,
+        target=Target(1.05, on="ratio"),
+    )
 
 
 # -- 2. revoke to halt --------------------------------------------------------------------
+
 
 async def _bare_halt(n: int) -> int:
     started = 0
@@ -282,17 +293,30 @@ async def _bench_revoke_one(b: _Bench, report: Report, n: int, rounds: int) -> N
 
     xb, xg = await _interleaved(bare, governed, rounds)
     tasks = f"{n:,} task{'s' if n != 1 else ''}"
-    report.add("core", f"revoke → halt, {tasks} live", xg, "ms", baseline=xb,
-               target=Target(1.1, on="ratio"))
-    report.add("core", f"steps after revoke, {tasks} (all rounds)",
-               leaks["body"] + leaks["ledger"], "",
-               target=Target(0, label="= 0"),
-               note=f"agent code {leaks['body']}, ledger step.start {leaks['ledger']}")
-    report.note(f"revoke, {tasks}: setup (start → all asleep) median "
-                f"{statistics.median(setup):.1f} ms, not timed")
+    report.add(
+        "core",
+        f"revoke → halt, {tasks} live",
+        xg,
+        "ms",
+        baseline=xb,
+        target=Target(1.1, on="ratio"),
+    )
+    report.add(
+        "core",
+        f"steps after revoke, {tasks} (all rounds)",
+        leaks["body"] + leaks["ledger"],
+        "",
+        target=Target(0, label="= 0"),
+        note=f"agent code {leaks['body']}, ledger step.start {leaks['ledger']}",
+    )
+    report.note(
+        f"revoke, {tasks}: setup (start → all asleep) median "
+        f"{statistics.median(setup):.1f} ms, not timed"
+    )
 
 
 # -- 3./4. chain and fan-out --------------------------------------------------------------
+
 
 async def bench_chain(b: _Bench, report: Report, n: int, rounds: int) -> None:
     """``n`` sequential governed tool calls vs ``n`` awaits of the bare function."""
@@ -309,8 +333,14 @@ async def bench_chain(b: _Bench, report: Report, n: int, rounds: int) -> None:
         return ns / n / 1000
 
     xb, xg = await _interleaved(bare, governed, rounds)
-    report.add("core", f"chain of {n:,} governed tool calls, per step", xg, "µs",
-               baseline=xb, target=Target(50))
+    report.add(
+        "core",
+        f"chain of {n:,} governed tool calls, per step",
+        xg,
+        "µs",
+        baseline=xb,
+        target=Target(50),
+    )
 
 
 async def bench_fan_out(b: _Bench, report: Report, n: int, rounds: int) -> None:
@@ -329,11 +359,18 @@ async def bench_fan_out(b: _Bench, report: Report, n: int, rounds: int) -> None:
         return ns / n / 1000
 
     xb, xg = await _interleaved(bare, governed, rounds)
-    report.add("core", f"fan-out of {n:,} governed tool calls, per branch", xg, "µs",
-               baseline=xb, target=Target(60))
+    report.add(
+        "core",
+        f"fan-out of {n:,} governed tool calls, per branch",
+        xg,
+        "µs",
+        baseline=xb,
+        target=Target(60),
+    )
 
 
 # -- 5. trivial run -----------------------------------------------------------------------
+
 
 def _fsync_ms(directory: Path, times: int = 21) -> float:
     """Median cost of writing 200 bytes to a file and fsyncing it, on the evidence disk."""
@@ -389,21 +426,35 @@ async def bench_trivial(b: _Bench, report: Report, per_round: int, rounds: int) 
                 for _ in range(per_round):
                     await rt.run(trivial, principal=PRINCIPAL, ttl=60)
                 return (perf_counter_ns() - t0) / per_round / 1e6
+
             return one
 
         xb, xd = await _interleaved(bare, governed(durable), rounds)
         xb2, xn = await _interleaved(bare, governed(fast), rounds)
     one_fsync = _fsync_ms(b.root)
-    report.add("core", "trivial run, fsync=\"never\"", xn, "ms", baseline=xb2,
-               target=Target(1.0, label="≤ 1 ms"),
-               note=f"{fsyncs_never} fsyncs")
-    report.add("core", "trivial run, default durability", xd, "ms", baseline=xb,
-               target=Target(1.0 + one_fsync, label=f"≤ 1 ms + 1 fsync ({one_fsync:.2f} ms)"),
-               note=f"{fsyncs} fsyncs/run")
+    report.add(
+        "core",
+        'trivial run, fsync="never"',
+        xn,
+        "ms",
+        baseline=xb2,
+        target=Target(1.0, label="≤ 1 ms"),
+        note=f"{fsyncs_never} fsyncs",
+    )
+    report.add(
+        "core",
+        "trivial run, default durability",
+        xd,
+        "ms",
+        baseline=xb,
+        target=Target(1.0 + one_fsync, label=f"≤ 1 ms + 1 fsync ({one_fsync:.2f} ms)"),
+        note=f"{fsyncs} fsyncs/run",
+    )
     report.add("core", "one fsync of 200 bytes on the evidence disk", one_fsync, "ms")
 
 
 # -- entry points -------------------------------------------------------------------------
+
 
 def run(report: Report, *, quick: bool = False) -> None:
     """Run every core benchmark and add its rows to ``report``."""
@@ -422,8 +473,10 @@ def run(report: Report, *, quick: bool = False) -> None:
         anyio.run(everything)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    report.note(f"core: median of {rounds} rounds (+{WARMUP} warm-up), bare and governed "
-                f"interleaved; allow-all policy, light lineage, evidence on local disk")
+    report.note(
+        f"core: median of {rounds} rounds (+{WARMUP} warm-up), bare and governed "
+        f"interleaved; allow-all policy, light lineage, evidence on local disk"
+    )
 
 
 def main() -> dict[str, float]:

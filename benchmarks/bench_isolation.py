@@ -98,8 +98,11 @@ def _med_us(ns: list[int]) -> float:
 
 
 def _runtime(folder: Path) -> Runtime:
-    return Runtime(policies=PolicySet.from_text(_ALLOW, source="bench.toml"),
-                   evidence_dir=folder, key=SigningKey.generate())
+    return Runtime(
+        policies=PolicySet.from_text(_ALLOW, source="bench.toml"),
+        evidence_dir=folder,
+        key=SigningKey.generate(),
+    )
 
 
 async def _call_costs(folder: Path, n: int) -> dict[str, float]:
@@ -108,9 +111,13 @@ async def _call_costs(folder: Path, n: int) -> dict[str, float]:
         t0 = time.perf_counter_ns()
         await rt.run(caller, in_process, 1, principal="bench")
         out["cold start: first process-isolated run (ms)"] = round(
-            (time.perf_counter_ns() - t0) / 1e6, 1)
-        for label, target in (("in-process", inline), ("thread", in_thread),
-                              ("process", in_process)):
+            (time.perf_counter_ns() - t0) / 1e6, 1
+        )
+        for label, target in (
+            ("in-process", inline),
+            ("thread", in_thread),
+            ("process", in_process),
+        ):
             await rt.run(caller, target, 50, principal="bench")  # warm-up
             times = await rt.run(caller, target, n, principal="bench")
             out[f"governed call, isolation {label} (µs median)"] = _med_us(times)
@@ -128,7 +135,9 @@ async def _call_costs(folder: Path, n: int) -> dict[str, float]:
         out["raw pool round trip, no governance (µs median)"] = _med_us(raw)
     out["process isolation overhead vs in-process (µs median)"] = round(
         out["governed call, isolation process (µs median)"]
-        - out["governed call, isolation in-process (µs median)"], 1)
+        - out["governed call, isolation in-process (µs median)"],
+        1,
+    )
     ap = []
     for i in range(min(n, 500) + 20):
         t0 = time.perf_counter_ns()
@@ -161,7 +170,8 @@ async def _kill_latency(folder: Path, rounds: int) -> dict[str, float]:
         "revoke to worker killed+reaped (ms median)": round(statistics.median(to_kill) / 1e6, 3),
         "revoke to worker killed+reaped (ms max)": round(max(to_kill) / 1e6, 3),
         "revoke to handle.result() raising (ms median)": round(
-            statistics.median(to_raise) / 1e6, 3),
+            statistics.median(to_raise) / 1e6, 3
+        ),
     }
 
 

@@ -78,8 +78,9 @@ def run(report: Report, *, quick: bool = False, n: int | None = None) -> None:
     async def go() -> int:
         nonlocal ledger_bytes
         policy = PolicySet.from_text(ALLOW_ALL, source="bench-allow-all.toml")
-        async with Runtime(policies=policy, evidence_dir=root / "runs",
-                           key=SigningKey.generate()) as rt:
+        async with Runtime(
+            policies=policy, evidence_dir=root / "runs", key=SigningKey.generate()
+        ) as rt:
             handle = await rt.start(long_worker, n, every, principal="bench", ttl=24 * 3600)
             ns: int = await handle.result()
             ledger_bytes = (handle.evidence_path / "ledger.jsonl").stat().st_size
@@ -98,13 +99,22 @@ def run(report: Report, *, quick: bool = False, n: int | None = None) -> None:
     report.add("memory", f"RSS at start of a {n:,}-call run", start, "MB")
     report.add("memory", f"RSS after {n:,} governed tool calls", end, "MB")
     report.add("memory", "max RSS growth over the run", peak - start, "MB")
-    report.add("memory", f"RSS growth over the last {n - every:,} calls", tail, "MB",
-               target=Target(FLAT_MB, label=f"≤ {FLAT_MB:g} MB (flat)"))
+    report.add(
+        "memory",
+        f"RSS growth over the last {n - every:,} calls",
+        tail,
+        "MB",
+        target=Target(FLAT_MB, label=f"≤ {FLAT_MB:g} MB (flat)"),
+    )
     report.add("memory", "governed tool call in the long run", ns / n / 1000, "µs")
-    report.note("memory: RSS samples (calls: MB) " + ", ".join(
-        f"{i // 1000}k: {kb / 1024:.1f}" for i, kb in _SAMPLES))
-    report.note(f"memory: ledger on disk {ledger_bytes / 1e6:.0f} MB "
-                f"({ledger_bytes / n:.0f} bytes per call), streamed, never held in memory")
+    report.note(
+        "memory: RSS samples (calls: MB) "
+        + ", ".join(f"{i // 1000}k: {kb / 1024:.1f}" for i, kb in _SAMPLES)
+    )
+    report.note(
+        f"memory: ledger on disk {ledger_bytes / 1e6:.0f} MB "
+        f"({ledger_bytes / n:.0f} bytes per call), streamed, never held in memory"
+    )
 
 
 def main() -> dict[str, float]:

@@ -80,18 +80,23 @@ async def main(evidence_dir: Path) -> int:
     """Pay two invoices under approval, then verify the evidence."""
     policy = PolicySet.from_text(POLICY, source="approval.py")
     invoices = [("Northwind Stock Images", 49.0), ("Contoso Consulting", 25_000.0)]
-    async with Runtime(policies=policy, evidence_dir=evidence_dir) as rt, \
-            anyio.create_task_group() as tg:
+    async with (
+        Runtime(policies=policy, evidence_dir=evidence_dir) as rt,
+        anyio.create_task_group() as tg,
+    ):
         tg.start_soon(approver, rt)
-        handle = await rt.start(accounts_payable, invoices, principal="alice",
-                                scopes={"payments"}, ttl=30)
+        handle = await rt.start(
+            accounts_payable, invoices, principal="alice", scopes={"payments"}, ttl=30
+        )
         outcomes = await handle.result()
         tg.cancel_scope.cancel()
     for line in outcomes:
         print(f"  {line}")
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
-    print(f"evidence {handle.evidence_path}: "
-          + ("verified" if report.ok else f"INVALID {report.failure_line()}"))
+    print(
+        f"evidence {handle.evidence_path}: "
+        + ("verified" if report.ok else f"INVALID {report.failure_line()}")
+    )
     print(f"see both approvals in the lineage: tenure trace {handle.evidence_path}")
     expected = outcomes[0].startswith("paid") and outcomes[1].startswith("NOT paid")
     return 0 if report.ok and expected else 1

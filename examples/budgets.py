@@ -65,9 +65,11 @@ async def main(evidence_dir: Path) -> int:
             stopped = False
     print(f"tool calls that ran: {calls_run} of 100 asked for")
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
-    print(f"evidence {handle.evidence_path}: "
-          + ("verified" if report.ok else f"INVALID {report.failure_line()}")
-          + f" (run status {report.run_status})")
+    print(
+        f"evidence {handle.evidence_path}: "
+        + ("verified" if report.ok else f"INVALID {report.failure_line()}")
+        + f" (run status {report.run_status})"
+    )
     return 0 if stopped and calls_run == 5 and report.ok else 1
 
 

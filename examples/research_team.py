@@ -62,8 +62,9 @@ async def pay_invoice(vendor: str, amount: float) -> str:
 @tool(scopes={"docs:read"})
 async def check_facts(draft: str, sources: list[str]) -> list[str]:
     """Points of the draft that none of the sources support."""
-    return [line for line in draft.splitlines() if line.startswith("- ")
-            and line[2:] not in sources]
+    return [
+        line for line in draft.splitlines() if line.startswith("- ") and line[2:] not in sources
+    ]
 
 
 @agent(scopes={"web:read"})
@@ -120,15 +121,18 @@ async def main(evidence_dir: Path) -> int:
     """Run the team once, then verify its evidence with the runtime's public key."""
     async with Runtime(evidence_dir=evidence_dir) as rt, anyio.create_task_group() as tg:
         tg.start_soon(approver, rt)
-        handle = await rt.start(planner, "governed execution", principal="alice",
-                                scopes=SCOPES, ttl=30)
+        handle = await rt.start(
+            planner, "governed execution", principal="alice", scopes=SCOPES, ttl=30
+        )
         result = await handle.result()
         tg.cancel_scope.cancel()
     print(f"result: {result}")
     pub = default_key_dir() / "tenure.pub"
     report = verify_run(handle.evidence_path, load_public_key(pub))
-    print(f"evidence {handle.evidence_path}: "
-          + ("verified" if report.ok else f"INVALID {report.failure_line()}"))
+    print(
+        f"evidence {handle.evidence_path}: "
+        + ("verified" if report.ok else f"INVALID {report.failure_line()}")
+    )
     print(f"look deeper: tenure verify {handle.evidence_path} --key {pub}")
     print(f"             tenure trace {handle.evidence_path}")
     return 0 if report.ok else 1

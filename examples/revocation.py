@@ -72,16 +72,22 @@ def explain(run_dir: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
     names = {r["step"]: r["target"] for r in records if r["kind"] == "step.start"}
     revoke = next(r for r in records if r["kind"] == "lease.revoked")
-    print(f"revoked at record {revoke['i']}: lease {revoke['lease']} and "
-          f"{len(revoke['cascade']) - 1} descendant lease(s); reason: {revoke['reason']}")
+    print(
+        f"revoked at record {revoke['i']}: lease {revoke['lease']} and "
+        f"{len(revoke['cascade']) - 1} descendant lease(s); reason: {revoke['reason']}"
+    )
     for r in records:
         if r["kind"] == "step.end" and r["status"] == "stopped":
             after_ms = (r["t"] - revoke["t"]) / 1000
-            print(f"  stopped  {names[r['step']]:<12} step {r['step']:<3} "
-                  f"{after_ms:6.2f} ms after the revocation  ({r['error']})")
+            print(
+                f"  stopped  {names[r['step']]:<12} step {r['step']:<3} "
+                f"{after_ms:6.2f} ms after the revocation  ({r['error']})"
+            )
     violation = next(r for r in records if r["kind"] == "violation")
-    print(f"why: {violation['error']} check={violation['check']} source={violation['source']}: "
-          f"{violation['reason']}")
+    print(
+        f"why: {violation['error']} check={violation['check']} source={violation['source']}: "
+        f"{violation['reason']}"
+    )
 
 
 async def main(evidence_dir: Path) -> int:
@@ -106,9 +112,11 @@ async def main(evidence_dir: Path) -> int:
     explain(handle.evidence_path)
     print(f"tool bodies started after revoke returned: {bodies_after_revoke}")
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
-    print(f"evidence {handle.evidence_path}: "
-          + ("verified" if report.ok else f"INVALID {report.failure_line()}")
-          + f" (run status {report.run_status})")
+    print(
+        f"evidence {handle.evidence_path}: "
+        + ("verified" if report.ok else f"INVALID {report.failure_line()}")
+        + f" (run status {report.run_status})"
+    )
     return 0 if report.ok and bodies_after_revoke == 0 else 1
 
 

@@ -138,10 +138,15 @@ async def main(evidence_dir: Path) -> int:
     ledger.write_bytes(original)
     show("restored", verify(run_dir))
 
-    caught_1 = (not first.ok and first.first_bad_index == k + 1
-                and f"record {k}" in (first.problem or ""))
-    caught_2 = (not second.ok and second.first_bad_kind == "checkpoint"
-                and second.first_bad_index is not None and second.first_bad_index > k)
+    caught_1 = (
+        not first.ok and first.first_bad_index == k + 1 and f"record {k}" in (first.problem or "")
+    )
+    caught_2 = (
+        not second.ok
+        and second.first_bad_kind == "checkpoint"
+        and second.first_bad_index is not None
+        and second.first_bad_index > k
+    )
     print(f"attack 1 caught at the record after the edit: {caught_1}")
     print(f"attack 2 caught at the signed checkpoint: {caught_2}")
     return 0 if clean.ok and caught_1 and caught_2 else 1

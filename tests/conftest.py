@@ -21,8 +21,9 @@ effect = "allow"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_key_dir(tmp_path_factory: pytest.TempPathFactory,
-                      monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolated_key_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """No test touches the user's real key directory."""
     monkeypatch.setenv("TENURE_KEY_DIR", str(tmp_path_factory.mktemp("keys")))
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)

@@ -15,19 +15,22 @@ from tenure.runtime._run import value_digest
 
 _SAFE = 2**53 - 1
 _scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-_SAFE, _SAFE), st.text(max_size=20),
+    st.none(),
+    st.booleans(),
+    st.integers(-_SAFE, _SAFE),
+    st.text(max_size=20),
 )
 _values = st.recursive(
     _scalars,
     lambda inner: st.one_of(
         st.lists(inner, max_size=4),
-        st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner,
-                        max_size=4),
+        st.dictionaries(st.text(st.characters(max_codepoint=127), max_size=6), inner, max_size=4),
     ),
     max_leaves=12,
 )
-_records = st.dictionaries(st.text(st.characters(max_codepoint=127), min_size=1, max_size=8),
-                           _values, max_size=10)
+_records = st.dictionaries(
+    st.text(st.characters(max_codepoint=127), min_size=1, max_size=8), _values, max_size=10
+)
 
 
 @settings(max_examples=400, derandomize=True, database=None)
@@ -39,16 +42,20 @@ def test_record_bytes_equal_rfc8785_and_json_dumps_on_the_ledger_domain(
     check_record_domain(rec)
     fast = record_bytes(rec)
     assert fast == rfc8785.dumps(rec)
-    assert fast == json.dumps(rec, sort_keys=True, separators=(",", ":"),
-                              ensure_ascii=False).encode("utf-8")
+    assert fast == json.dumps(
+        rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
 
 
-@pytest.mark.parametrize(("value", "where"), [
-    ({"a": 1.5}, "$.a: floats"),
-    ({"a": [2**53]}, "$.a[0]: integer"),
-    ({"é": 1}, "is not an ASCII string"),
-    ({"a": object()}, "$.a: object is not a JSON value"),
-])
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        ({"a": 1.5}, "$.a: floats"),
+        ({"a": [2**53]}, "$.a[0]: integer"),
+        ({"é": 1}, "is not an ASCII string"),
+        ({"a": object()}, "$.a: object is not a JSON value"),
+    ],
+)
 def test_values_outside_the_ledger_domain_are_named(value: Any, where: str) -> None:
     with pytest.raises(ValueError, match=where.replace("[", r"\[").replace("$", r"\$")):
         check_record_domain(value)

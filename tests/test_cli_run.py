@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tenure.runtime._cli import app
 
-USER_FILE = '''
+USER_FILE = """
 from tenure import Context, agent, tool
 
 @tool(scopes={"math"})
@@ -50,7 +50,7 @@ async def broken(ctx: Context) -> None:
 
 def helper() -> None:
     pass
-'''
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -78,8 +78,9 @@ def _run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
 
 
 def test_run_prints_the_result_and_the_evidence_dir(tmp_path: Path, user_file: Path) -> None:
-    code, out, err = _run(tmp_path, f"{user_file}:add", "2", "3", "--principal", "alice",
-                          "--scope", "math")
+    code, out, err = _run(
+        tmp_path, f"{user_file}:add", "2", "3", "--principal", "alice", "--scope", "math"
+    )
     assert (code, err) == (0, "")
     assert "result: 5" in out
     run_dirs = list((tmp_path / "runs").glob("run_*"))
@@ -93,8 +94,9 @@ def test_args_are_json_literals_else_strings_and_name_value_is_a_keyword(
 ) -> None:
     code, out, _ = _run(tmp_path, f"{user_file}:greet", "world", "--principal", "alice")
     assert code == 0 and 'result: {"hello": "world"}' in out
-    code, out, _ = _run(tmp_path, f"{user_file}:add", "40", "b=2", "--principal", "alice",
-                        "--scope", "math")
+    code, out, _ = _run(
+        tmp_path, f"{user_file}:add", "40", "b=2", "--principal", "alice", "--scope", "math"
+    )
     assert code == 0 and "result: 42" in out
 
 
@@ -168,23 +170,28 @@ def test_wrong_arguments_name_the_agent_signature(
 
 def test_missing_policy_file_is_a_usage_error(tmp_path: Path, user_file: Path) -> None:
     missing = tmp_path / "policy.toml"
-    code, _, err = _run(tmp_path, f"{user_file}:greet", "x", "--principal", "alice",
-                        "--policy", str(missing))
+    code, _, err = _run(
+        tmp_path, f"{user_file}:greet", "x", "--principal", "alice", "--policy", str(missing)
+    )
     assert code == 2
     assert err == f"error: policy {missing}: no such policy file or folder\n"
 
 
 def test_invalid_policy_is_refused_with_file_and_line(tmp_path: Path, user_file: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text(textwrap.dedent("""\
+    bad.write_text(
+        textwrap.dedent("""\
         version = 1
         default = "deny"
         [[rules]]
         id = "r"
         effect = "permit"
-    """), encoding="utf-8")
-    code, _, err = _run(tmp_path, f"{user_file}:greet", "x", "--principal", "alice",
-                        "--policy", str(bad))
+    """),
+        encoding="utf-8",
+    )
+    code, _, err = _run(
+        tmp_path, f"{user_file}:greet", "x", "--principal", "alice", "--policy", str(bad)
+    )
     assert code == 2
     assert err.startswith(f"error: policy {bad}:5: ")
     assert "permit" in err and err.count("\n") == 1
@@ -195,9 +202,7 @@ def test_missing_principal_is_a_usage_error(tmp_path: Path, user_file: Path) -> 
     assert code == 2 and "--principal is required" in err
 
 
-def test_policy_denial_exits_1_with_class_check_and_reason(
-    tmp_path: Path, user_file: Path
-) -> None:
+def test_policy_denial_exits_1_with_class_check_and_reason(tmp_path: Path, user_file: Path) -> None:
     code, out, err = _run(tmp_path, f"{user_file}:hacker", "--principal", "alice")
     assert code == 1
     assert err.startswith("error: PolicyDenied (check=rule:no-shell-or-delete): ")
@@ -206,8 +211,7 @@ def test_policy_denial_exits_1_with_class_check_and_reason(
 
 
 def test_ttl_expiry_exits_1_with_lease_expired(tmp_path: Path, user_file: Path) -> None:
-    code, _, err = _run(tmp_path, f"{user_file}:sleeper", "--principal", "alice",
-                        "--ttl", "0.2")
+    code, _, err = _run(tmp_path, f"{user_file}:sleeper", "--principal", "alice", "--ttl", "0.2")
     assert code == 1
     assert err.startswith("error: LeaseExpired (check=run.ttl): ")
 
@@ -221,7 +225,6 @@ def test_agent_exception_exits_1_naming_the_exception(tmp_path: Path, user_file:
 def test_example_file_runs_through_tenure_run(tmp_path: Path) -> None:
     """The copyable example is also a valid `tenure run` target (a denial it catches)."""
     example = Path(__file__).resolve().parent.parent / "examples" / "budgets.py"
-    code, out, err = _run(tmp_path, f"{example}:summarizer", "3",
-                          "--principal", "alice")
+    code, out, err = _run(tmp_path, f"{example}:summarizer", "3", "--principal", "alice")
     assert (code, err) == (0, "")
     assert 'result: ["summary of chunk 0", "summary of chunk 1", "summary of chunk 2"]' in out

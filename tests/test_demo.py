@@ -57,9 +57,7 @@ def test_demo_evidence_verifies_independently_with_the_expected_outcomes(
     code, out = _demo("--evidence-dir", str(tmp_path / "runs"))
     assert code == 0, out
     key = load_public_key(default_key_dir() / "tenure.pub")
-    statuses = sorted(
-        verify_run(d, key).run_status for d in (tmp_path / "runs").glob("run_*")
-    )
+    statuses = sorted(verify_run(d, key).run_status for d in (tmp_path / "runs").glob("run_*"))
     assert statuses == ["ok", "violation"]
     for d in (tmp_path / "runs").glob("run_*"):
         rep = verify_run(d, key)
@@ -70,8 +68,9 @@ def test_demo_exits_1_when_a_promised_behaviour_does_not_happen(tmp_path: Path) 
     """With a policy that allows shell_exec, run 1 is not what the demo promises: exit 1."""
     text = default_policy_path().read_text(encoding="utf-8")
     lax = tmp_path / "lax.toml"
-    lax.write_text(text.replace('targets = ["shell*", "delete_*"]', 'targets = ["delete_*"]'),
-                   encoding="utf-8")
+    lax.write_text(
+        text.replace('targets = ["shell*", "delete_*"]', 'targets = ["delete_*"]'), encoding="utf-8"
+    )
     code, out = _demo("--evidence-dir", str(tmp_path / "runs"), "--policy", str(lax))
     assert code == 1, out
     assert "unexpected: run 1 failed: RuntimeError" in out

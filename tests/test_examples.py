@@ -25,7 +25,12 @@ def _run(name: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[
         env.pop(var, None)
     return subprocess.run(
         [sys.executable, str(EXAMPLES / name), *extra],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -113,8 +118,15 @@ def test_readme_first_example_runs_and_shows_the_denial(tmp_path: Path) -> None:
     code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
     (tmp_path / "team.py").write_text(code, encoding="utf-8")
     env = {**os.environ, "TENURE_KEY_DIR": str(tmp_path / "keys")}
-    proc = subprocess.run([sys.executable, "team.py"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "team.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "['a page about leases', 'refused by rule:no-shell-or-delete']" in proc.stdout
     assert len(list((tmp_path / "runs").glob("run_*"))) == 1

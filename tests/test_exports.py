@@ -52,8 +52,9 @@ DESIGN_API_TYPES = {
 }
 
 EXCEPTIONS = sorted(
-    n for n in DESIGN_NAMES if n[0].isupper() and n not in {
-        "Context", "Runtime", "RunHandle", "ApprovalRequest"}
+    n
+    for n in DESIGN_NAMES
+    if n[0].isupper() and n not in {"Context", "Runtime", "RunHandle", "ApprovalRequest"}
 )
 
 
@@ -135,8 +136,14 @@ def test_runtime_created_objects_have_no_public_constructor(name: str) -> None:
 
 def test_approval_request_is_read_only() -> None:
     request = tenure.ApprovalRequest(
-        id="apr_1", run_id="run_1", principal="alice", action="execute_tool", target="pay",
-        rule_id="r", step="2", requested_at_us=0,
+        id="apr_1",
+        run_id="run_1",
+        principal="alice",
+        action="execute_tool",
+        target="pay",
+        rule_id="r",
+        step="2",
+        requested_at_us=0,
     )
     with pytest.raises(Exception, match="frozen"):
         request.target = "other"  # type: ignore[misc]

@@ -75,10 +75,12 @@ async def call_once(ctx: Context, target: Any, *args: Any) -> Any:
     return await ctx.call(target, *args)
 
 
-async def _revoke_while_running(rt: Runtime, target: Any, *args: Any,
-                                marker: Path) -> tuple[Path, int, LeaseRevoked]:
-    handle = await rt.start(call_once, target, *args, principal="alice",
-                            scopes={"fs:write"}, ttl=60)
+async def _revoke_while_running(
+    rt: Runtime, target: Any, *args: Any, marker: Path
+) -> tuple[Path, int, LeaseRevoked]:
+    handle = await rt.start(
+        call_once, target, *args, principal="alice", scopes={"fs:write"}, ttl=60
+    )
     pid = await _wait_for_pid(marker)
     rt.revoke(handle.run_id, reason="kill switch")
     with anyio.fail_after(5), pytest.raises(LeaseRevoked) as info:
@@ -116,8 +118,9 @@ async def test_file_a_tool_would_write_after_revocation_never_appears(
     marker, out = tmp_path / "started", tmp_path / "after-revocation.txt"
     delay = 0.6
     async with _runtime(allow_all, evidence, key) as rt:
-        await _revoke_while_running(rt, getattr(T, tool_name), str(marker), str(out), delay,
-                                    marker=marker)
+        await _revoke_while_running(
+            rt, getattr(T, tool_name), str(marker), str(out), delay, marker=marker
+        )
         await anyio.sleep(delay + 0.6)  # longer than the tool would have needed
     assert not out.exists()
 
@@ -127,17 +130,21 @@ async def test_process_tool_killed_when_the_policy_reload_denies_the_live_step(
 ) -> None:
     """Any fail-closed stop kills the worker, not only revocation."""
     marker = tmp_path / "started"
-    deny_tools = PolicySet.from_text("""
+    deny_tools = PolicySet.from_text(
+        """
 version = 1
 default = "deny"
 [[rules]]
 id = "agents-only"
 effect = "allow"
 actions = ["invoke_agent"]
-""", source="agents-only.toml")
+""",
+        source="agents-only.toml",
+    )
     async with _runtime(allow_all, evidence, key) as rt:
-        handle = await rt.start(call_once, T.spin_forever, str(marker), principal="alice",
-                                scopes={"fs:write"}, ttl=60)
+        handle = await rt.start(
+            call_once, T.spin_forever, str(marker), principal="alice", scopes={"fs:write"}, ttl=60
+        )
         pid = await _wait_for_pid(marker)
         rt.reload_policies(deny_tools)
         with anyio.fail_after(5), pytest.raises(Exception) as info:
@@ -195,8 +202,7 @@ async def test_arguments_and_results_cross_the_boundary_and_tool_errors_come_bac
             await ctx.call(T.fail, "bad input")
         except ValueError as exc:
             message, remote = str(exc), str(exc.__cause__)
-        return value, message, remote, await ctx.call(T.worker_pid), \
-            await ctx.call(T.worker_pid)
+        return value, message, remote, await ctx.call(T.worker_pid), await ctx.call(T.worker_pid)
 
     async with _runtime(allow_all, evidence, key) as rt:
         value, message, remote, pid1, pid2 = await rt.run(use, principal="alice", ttl=60)
@@ -251,8 +257,9 @@ async def test_worker_killed_from_outside_stops_the_run_with_governance_unavaila
     """A worker SIGKILLed by someone else is a crash too, named by its signal."""
     marker = tmp_path / "started"
     async with _runtime(allow_all, evidence, key) as rt:
-        handle = await rt.start(call_once, T.spin_forever, str(marker), principal="alice",
-                                scopes={"fs:write"}, ttl=60)
+        handle = await rt.start(
+            call_once, T.spin_forever, str(marker), principal="alice", scopes={"fs:write"}, ttl=60
+        )
         os.kill(await _wait_for_pid(marker), signal.SIGKILL)
         with anyio.fail_after(5), pytest.raises(GovernanceUnavailable) as info:
             await handle.result()
@@ -311,8 +318,9 @@ async def test_thread_tool_late_result_is_discarded_and_recorded_as_abandoned(
     abandoned = _records(handle.evidence_path, "step.abandoned")
     assert [a["step"] for a in abandoned] == ["2"]
     assert "LeaseRevoked" in abandoned[0]["reason"]
-    assert [e["status"] for e in _records(handle.evidence_path, "step.end")
-            if e["step"] == "2"] == ["stopped"]
+    assert [
+        e["status"] for e in _records(handle.evidence_path, "step.end") if e["step"] == "2"
+    ] == ["stopped"]
     assert verify_run(handle.evidence_path, key.public_key).ok
 
 
@@ -361,7 +369,8 @@ async def test_thread_tool_timeout_abandons_the_thread(
         go.set()
     assert "thread was abandoned" in message
     assert [a["reason"] for a in _records(handle.evidence_path, "step.abandoned")] == [
-        "timeout after 0.2s"]
+        "timeout after 0.2s"
+    ]
 
 
 async def test_process_isolated_agent_runs_in_a_worker_with_a_read_only_context(

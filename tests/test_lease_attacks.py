@@ -34,10 +34,15 @@ HOUR_US = 3_600_000_000
 def _root(authority: LeaseAuthority, scopes: set[str] | None = None) -> Lease:
     now = wall_us()
     return authority.issue_root(
-        run_id="run_1", principal="alice", subject="agent:root",
-        scopes=scopes or {"read", "write"}, expires_us=now + HOUR_US,
-        hard_deadline_us=now + 2 * HOUR_US, policy="sha256:" + "0" * 64,
-        attestation="sha256:" + "1" * 64, epoch=0,
+        run_id="run_1",
+        principal="alice",
+        subject="agent:root",
+        scopes=scopes or {"read", "write"},
+        expires_us=now + HOUR_US,
+        hard_deadline_us=now + 2 * HOUR_US,
+        policy="sha256:" + "0" * 64,
+        attestation="sha256:" + "1" * 64,
+        epoch=0,
     )
 
 
@@ -56,8 +61,7 @@ def authority() -> LeaseAuthority:
     return LeaseAuthority(SigningKey.generate(), "tenure:test")
 
 
-def _assert_trusted_state_unchanged(authority: LeaseAuthority, genuine: Lease,
-                                    key_id: str) -> None:
+def _assert_trusted_state_unchanged(authority: LeaseAuthority, genuine: Lease, key_id: str) -> None:
     assert authority.key.key_id == key_id
     assert authority.verify(genuine.envelope).digest == genuine.digest
     assert not authority.is_revoked(genuine.id)
@@ -74,14 +78,17 @@ def test_forged_lease_signed_by_another_key_is_rejected(authority: LeaseAuthorit
     _assert_trusted_state_unchanged(authority, genuine, key_id)
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("exp", "extend"),
-    ("scopes", ["admin", "read", "write"]),
-    ("principal", "mallory"),
-    ("run", "run_other"),
-    ("parent", "sha256:" + "f" * 64),
-    ("epoch", 99),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("exp", "extend"),
+        ("scopes", ["admin", "read", "write"]),
+        ("principal", "mallory"),
+        ("run", "run_other"),
+        ("parent", "sha256:" + "f" * 64),
+        ("epoch", 99),
+    ],
+)
 def test_altered_claim_with_the_original_signature_is_rejected(
     authority: LeaseAuthority, field: str, value: Any
 ) -> None:
@@ -127,12 +134,14 @@ def test_widened_child_is_refused_at_issue_and_at_verification(
 ) -> None:
     parent = _root(authority, {"read"})
     with pytest.raises(PolicyDenied) as info:
-        authority.issue_child(parent, subject="agent:c", scopes={"read", "write"},
-                              expires_us=wall_us() + HOUR_US)
+        authority.issue_child(
+            parent, subject="agent:c", scopes={"read", "write"}, expires_us=wall_us() + HOUR_US
+        )
     assert info.value.check == "lease.narrowing"
     # A child signed by the right key but claiming more than its parent: refused too.
-    child = authority.issue_child(parent, subject="agent:c", scopes={"read"},
-                                  expires_us=wall_us() + HOUR_US)
+    child = authority.issue_child(
+        parent, subject="agent:c", scopes={"read"}, expires_us=wall_us() + HOUR_US
+    )
     claims = _claims(child)
     claims["scopes"] = ["read", "write"]
     claims["exp"] = parent.claims.exp + 1
@@ -145,23 +154,27 @@ def test_widened_child_is_refused_at_issue_and_at_verification(
 
 def test_child_expiry_never_outlives_its_parent(authority: LeaseAuthority) -> None:
     parent = _root(authority)
-    child = authority.issue_child(parent, subject="agent:c", scopes={"read"},
-                                  expires_us=parent.claims.exp + HOUR_US)
+    child = authority.issue_child(
+        parent, subject="agent:c", scopes={"read"}, expires_us=parent.claims.exp + HOUR_US
+    )
     assert child.claims.exp == parent.claims.exp
     assert authority.verify(child.envelope, parent=parent).id == child.id
 
 
 def test_revoked_lease_is_never_renewed_nor_delegated_from(authority: LeaseAuthority) -> None:
     parent = _root(authority)
-    child = authority.issue_child(parent, subject="agent:c", scopes={"read"},
-                                  expires_us=wall_us() + HOUR_US)
+    child = authority.issue_child(
+        parent, subject="agent:c", scopes={"read"}, expires_us=wall_us() + HOUR_US
+    )
     assert set(authority.revoke(parent.id)) == {parent.id, child.id}
     with pytest.raises(PolicyDenied):
-        authority.renew(child, expires_us=wall_us() + HOUR_US,
-                        hard_deadline_us=wall_us() + 2 * HOUR_US)
+        authority.renew(
+            child, expires_us=wall_us() + HOUR_US, hard_deadline_us=wall_us() + 2 * HOUR_US
+        )
     with pytest.raises(PolicyDenied):
-        authority.issue_child(parent, subject="agent:d", scopes={"read"},
-                              expires_us=wall_us() + HOUR_US)
+        authority.issue_child(
+            parent, subject="agent:d", scopes={"read"}, expires_us=wall_us() + HOUR_US
+        )
 
 
 def test_renewal_never_passes_the_runs_hard_deadline(authority: LeaseAuthority) -> None:
@@ -189,8 +202,9 @@ async def test_a_live_lease_altered_in_memory_stops_the_run_at_reverification(
             if handles[0]._run.stop is not None:
                 steps_after_stop += 1
 
-    async with Runtime(policies=allow_all, evidence_dir=evidence, key=SigningKey.generate(),
-                       watchdog_interval=0.01) as rt:
+    async with Runtime(
+        policies=allow_all, evidence_dir=evidence, key=SigningKey.generate(), watchdog_interval=0.01
+    ) as rt:
         handle = await rt.start(worker, principal="alice", ttl=30)
         handles.append(handle)
         await ready.wait()

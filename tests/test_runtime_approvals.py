@@ -101,8 +101,12 @@ class _Bank:
 
 
 def _runtime(evidence: Path, key: SigningKey, policy: str = POLICY, **kw: Any) -> Runtime:
-    return Runtime(policies=PolicySet.from_text(policy, source="approvals.toml"),
-                   evidence_dir=evidence, key=key, **kw)
+    return Runtime(
+        policies=PolicySet.from_text(policy, source="approvals.toml"),
+        evidence_dir=evidence,
+        key=key,
+        **kw,
+    )
 
 
 def _clerk(bank: _Bank) -> Any:
@@ -126,9 +130,13 @@ async def test_approved_step_runs_after_a_signed_recorded_grant(
         handle = await _start(rt, bank)
         request = await _next_request(rt)
         assert bank.paid == []  # waiting holds no side effects
-        assert (request.run_id, request.principal, request.action, request.target,
-                request.rule_id) == (handle.run_id, "alice", "execute_tool", "pay",
-                                     "pay-needs-a-human")
+        assert (
+            request.run_id,
+            request.principal,
+            request.action,
+            request.target,
+            request.rule_id,
+        ) == (handle.run_id, "alice", "execute_tool", "pay", "pay-needs-a-human")
         assert request.id.startswith("apr_")
         rt.approve(request.id, approver="carol")
         assert await handle.result() == "ok"
@@ -140,16 +148,24 @@ async def test_approved_step_runs_after_a_signed_recorded_grant(
     [dec] = [r for r in recs if r["kind"] == "decision" and r["target"] == "pay"]
     [start] = [r for r in recs if r["kind"] == "step.start" and r["target"] == "pay"]
     assert (dec["effect"], dec["rule"]) == ("require_approval", "pay-needs-a-human")
-    assert (req["request"], req["rule"], req["principal"]) == (request.id, "pay-needs-a-human",
-                                                               "alice")
+    assert (req["request"], req["rule"], req["principal"]) == (
+        request.id,
+        "pay-needs-a-human",
+        "alice",
+    )
     assert grant["request"] == request.id and grant["approver"] == "carol"
     assert start["approval"] == grant["i"] and start["decision"] == dec["i"]
     assert dec["i"] < req["i"] < grant["i"] < start["i"]
-    statement = json.loads(verify_envelope(grant["envelope"], key.public_key,
-                                           APPROVAL_PAYLOAD_TYPE))
-    assert (statement["request"], statement["decision"], statement["approver"],
-            statement["run"], statement["step"]) == (request.id, "granted", "carol",
-                                                     handle.run_id, start["step"])
+    statement = json.loads(
+        verify_envelope(grant["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
+    )
+    assert (
+        statement["request"],
+        statement["decision"],
+        statement["approver"],
+        statement["run"],
+        statement["step"],
+    ) == (request.id, "granted", "carol", handle.run_id, start["step"])
     assert verify_run(handle.evidence_path, key.public_key).ok
 
 
@@ -169,8 +185,9 @@ async def test_denied_approval_refuses_the_step_and_the_tool_never_runs(
     recs = _records(handle.evidence_path)
     [denied] = [r for r in recs if r["kind"] == "approval.denied"]
     assert (denied["approver"], denied["reason"]) == ("carol", "not this week")
-    statement = json.loads(verify_envelope(denied["envelope"], key.public_key,
-                                           APPROVAL_PAYLOAD_TYPE))
+    statement = json.loads(
+        verify_envelope(denied["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
+    )
     assert statement["decision"] == "denied"
     assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "pay"]
     assert verify_run(handle.evidence_path, key.public_key).ok

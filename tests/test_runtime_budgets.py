@@ -153,8 +153,9 @@ async def test_max_wall_seconds_stops_a_sleeping_run(evidence: Path, key: Signin
         await anyio.sleep(30)
         woke = True
 
-    async with _runtime(evidence, key, "[budgets]\nmax_wall_seconds = 0.2\n",
-                        watchdog_interval=0.02) as rt:
+    async with _runtime(
+        evidence, key, "[budgets]\nmax_wall_seconds = 0.2\n", watchdog_interval=0.02
+    ) as rt:
         handle = await rt.start(sleeper, principal="alice", ttl=30)
         exc = await _stopped(handle, key, "budget.max_wall_seconds")
     assert woke is False
@@ -182,9 +183,7 @@ async def test_max_tokens_stops_the_run_through_record_usage(
     assert [u["tokens"] for u in usage] == [400, 400, 400]
 
 
-async def test_max_cost_stops_the_run_through_record_usage(
-    evidence: Path, key: SigningKey
-) -> None:
+async def test_max_cost_stops_the_run_through_record_usage(evidence: Path, key: SigningKey) -> None:
     after: list[str] = []
 
     @agent(name="spender")

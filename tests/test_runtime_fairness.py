@@ -25,6 +25,11 @@ async def test_a_long_chain_of_non_awaiting_tool_calls_is_not_a_loop_stall(
     allow_all: PolicySet, evidence: Path
 ) -> None:
     """20,000 calls of a tool that never awaits: the loop still turns, no breach."""
-    async with Runtime(policies=allow_all, evidence_dir=evidence, key=SigningKey.generate(),
-                       stall_bound=0.25, fsync="never") as rt:
+    async with Runtime(
+        policies=allow_all,
+        evidence_dir=evidence,
+        key=SigningKey.generate(),
+        stall_bound=0.25,
+        fsync="never",
+    ) as rt:
         assert await rt.run(counter, 20_000, principal="alice", ttl=120) == 20_000

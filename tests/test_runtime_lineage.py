@@ -61,21 +61,33 @@ def _tree(spans: tuple[ReadableSpan, ...]) -> set[tuple[str, str]]:
 
 
 async def test_span_tree_matches_the_agent_tree_with_fan_out_and_delegation(
-    allow_all: PolicySet, evidence: Path, provider: TracerProvider,
+    allow_all: PolicySet,
+    evidence: Path,
+    provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     """Run → planner → (researcher → search) ×2 and → summarizer, parents exactly so."""
-    async with Runtime(policies=allow_all, evidence_dir=evidence, key=SigningKey.generate(),
-                       tracer_provider=provider) as rt:
+    async with Runtime(
+        policies=allow_all,
+        evidence_dir=evidence,
+        key=SigningKey.generate(),
+        tracer_provider=provider,
+    ) as rt:
         handle = await rt.start(planner, principal="alice", scopes={"web"}, ttl=30)
         assert await handle.result() == "AB"
     spans = exporter.get_finished_spans()
     names = sorted(s.name for s in spans)
-    assert names == sorted([
-        "invoke_workflow planner", "invoke_agent planner", "invoke_agent researcher",
-        "invoke_agent researcher", "execute_tool search", "execute_tool search",
-        "invoke_agent summarizer",
-    ])
+    assert names == sorted(
+        [
+            "invoke_workflow planner",
+            "invoke_agent planner",
+            "invoke_agent researcher",
+            "invoke_agent researcher",
+            "execute_tool search",
+            "execute_tool search",
+            "invoke_agent summarizer",
+        ]
+    )
     assert _tree(spans) == {
         ("invoke_workflow planner", "invoke_agent planner"),
         ("invoke_agent planner", "invoke_agent researcher"),
@@ -90,8 +102,9 @@ async def test_span_tree_matches_the_agent_tree_with_fan_out_and_delegation(
     assert attrs["tenure.decision"] == "allow"
     assert attrs["tenure.rule.id"] == "tests-allow-everything"
     assert attrs["tenure.run.id"] == handle.run_id
-    run_attrs = dict(next(s for s in spans if s.name.startswith("invoke_workflow")).attributes
-                     or {})
+    run_attrs = dict(
+        next(s for s in spans if s.name.startswith("invoke_workflow")).attributes or {}
+    )
     assert str(run_attrs["tenure.policy.digest"]).startswith("sha256:")
     assert str(run_attrs["tenure.attestation.digest"]).startswith("sha256:")
     # Evidence and trace join: every step.start names a span that was exported.
@@ -106,7 +119,9 @@ async def test_span_tree_matches_the_agent_tree_with_fan_out_and_delegation(
 
 
 async def test_a_revoked_runs_spans_end_with_error_status_and_the_reason(
-    allow_all: PolicySet, evidence: Path, provider: TracerProvider,
+    allow_all: PolicySet,
+    evidence: Path,
+    provider: TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     """The stop is visible in the trace: error status, the reason, a violation event."""
@@ -117,8 +132,12 @@ async def test_a_revoked_runs_spans_end_with_error_status_and_the_reason(
         ready.set()
         await anyio.sleep(30)
 
-    async with Runtime(policies=allow_all, evidence_dir=evidence, key=SigningKey.generate(),
-                       tracer_provider=provider) as rt:
+    async with Runtime(
+        policies=allow_all,
+        evidence_dir=evidence,
+        key=SigningKey.generate(),
+        tracer_provider=provider,
+    ) as rt:
         handle = await rt.start(sleeper, principal="alice", ttl=30)
         await ready.wait()
         rt.revoke(handle.run_id, reason="kill switch")

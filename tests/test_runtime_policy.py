@@ -79,13 +79,17 @@ def _payment_tools(h: _Harness) -> tuple[Any, Any]:
 
 
 async def test_allow_runs_the_tool_and_records_the_allowing_rule(evidence: Path) -> None:
-    h = _Harness(ALLOW_AGENTS + """
+    h = _Harness(
+        ALLOW_AGENTS
+        + """
 [[rules]]
 id = "lookup-ok"
 effect = "allow"
 actions = ["execute_tool"]
 targets = ["lookup"]
-""", evidence)
+""",
+        evidence,
+    )
     _, lookup = _payment_tools(h)
 
     @agent
@@ -106,13 +110,17 @@ targets = ["lookup"]
 
 
 async def test_deny_raises_at_the_call_site_and_the_tool_body_never_runs(evidence: Path) -> None:
-    h = _Harness(ALLOW_AGENTS + """
+    h = _Harness(
+        ALLOW_AGENTS
+        + """
 [[rules]]
 id = "no-payments"
 effect = "deny"
 actions = ["execute_tool"]
 targets = ["pay"]
-""", evidence)
+""",
+        evidence,
+    )
     pay, _ = _payment_tools(h)
     seen: list[PolicyDenied] = []
 
@@ -135,8 +143,11 @@ targets = ["pay"]
     [d] = _decisions(handle.evidence_path, "pay")
     assert (d["effect"], d["rule"]) == ("deny", "no-payments")
     assert "no-payments" in d["reason"]
-    starts = [r for r in _records(handle.evidence_path)
-              if r["kind"] == "step.start" and r["target"] == "pay"]
+    starts = [
+        r
+        for r in _records(handle.evidence_path)
+        if r["kind"] == "step.start" and r["target"] == "pay"
+    ]
     assert starts == []
     h.verify_all()
 
@@ -163,12 +174,16 @@ async def test_uncaught_deny_ends_the_run_with_policy_denied_and_it_verifies(
 
 
 async def test_an_unlisted_tool_is_refused_by_default_deny(evidence: Path) -> None:
-    h = _Harness(ALLOW_AGENTS + """
+    h = _Harness(
+        ALLOW_AGENTS
+        + """
 [[rules]]
 id = "lookup-ok"
 effect = "allow"
 targets = ["lookup"]
-""", evidence)
+""",
+        evidence,
+    )
     pay, lookup = _payment_tools(h)
     seen: list[str] = []
 
@@ -193,12 +208,15 @@ targets = ["lookup"]
 async def test_an_unlisted_root_agent_is_refused_before_any_lease_or_step(
     evidence: Path,
 ) -> None:
-    h = _Harness("""
+    h = _Harness(
+        """
 [[rules]]
 id = "only-clerk"
 effect = "allow"
 targets = ["clerk"]
-""", evidence)
+""",
+        evidence,
+    )
     body_ran = False
 
     @agent
@@ -256,14 +274,18 @@ async def test_precedence_deny_over_approval_over_allow_at_runtime(
 
 
 async def test_callers_glob_allows_a_tool_only_for_the_named_agent(evidence: Path) -> None:
-    h = _Harness(ALLOW_AGENTS + """
+    h = _Harness(
+        ALLOW_AGENTS
+        + """
 [[rules]]
 id = "treasurer-pays"
 effect = "allow"
 actions = ["execute_tool"]
 targets = ["pay"]
 callers = ["treasur*"]
-""", evidence)
+""",
+        evidence,
+    )
     pay, _ = _payment_tools(h)
     refused: list[str] = []
 
@@ -289,14 +311,19 @@ callers = ["treasur*"]
         await handle.result()
     assert h.ran == [("pay", ("bob", 10))]
     assert refused == ["rule:default-deny"]
-    by_caller = {d["caller"]: (d["effect"], d["rule"])
-                 for d in _decisions(handle.evidence_path, "pay")}
-    assert by_caller == {"treasurer": ("allow", "treasurer-pays"),
-                         "intern": ("deny", "default-deny")}
+    by_caller = {
+        d["caller"]: (d["effect"], d["rule"]) for d in _decisions(handle.evidence_path, "pay")
+    }
+    assert by_caller == {
+        "treasurer": ("allow", "treasurer-pays"),
+        "intern": ("deny", "default-deny"),
+    }
     h.verify_all()
 
 
-BIG_PAYMENTS = ALLOW_AGENTS + """
+BIG_PAYMENTS = (
+    ALLOW_AGENTS
+    + """
 [[rules]]
 id = "payments"
 effect = "allow"
@@ -308,6 +335,7 @@ effect = "deny"
 targets = ["pay"]
 when = { "args.amount" = { gt = 1000 } }
 """
+)
 
 
 @pytest.mark.parametrize(
@@ -347,13 +375,17 @@ async def test_when_condition_binds_arguments_by_parameter_name(
 async def test_condition_on_an_argument_the_tool_does_not_take_denies_with_that_reason(
     evidence: Path,
 ) -> None:
-    h = _Harness(ALLOW_AGENTS + """
+    h = _Harness(
+        ALLOW_AGENTS
+        + """
 [[rules]]
 id = "lookup-short"
 effect = "allow"
 targets = ["lookup"]
 when = { "args.amount" = { lt = 10 } }
-""", evidence)
+""",
+        evidence,
+    )
     _, lookup = _payment_tools(h)
     seen: list[PolicyDenied] = []
 
@@ -399,12 +431,15 @@ async def test_condition_with_a_mismatched_type_denies_rather_than_not_matching(
 
 
 async def test_principal_glob_decides_who_may_run_an_agent(evidence: Path) -> None:
-    h = _Harness("""
+    h = _Harness(
+        """
 [[rules]]
 id = "team-runs"
 effect = "allow"
 principals = ["team:*"]
-""", evidence)
+""",
+        evidence,
+    )
 
     @agent
     async def job(ctx: Context) -> str:

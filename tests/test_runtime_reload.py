@@ -31,34 +31,46 @@ from tenure.runtime._verify import verify_run
 
 HEAD = 'version = 1\ndefault = "deny"\n'
 
-ALLOW_ALL = HEAD + """
+ALLOW_ALL = (
+    HEAD
+    + """
 [[rules]]
 id = "allow-all"
 effect = "allow"
 """
+)
 
-DENY_WORKER = ALLOW_ALL + """
+DENY_WORKER = (
+    ALLOW_ALL
+    + """
 [[rules]]
 id = "stop-worker"
 effect = "deny"
 targets = ["worker"]
 """
+)
 
-DENY_SLOW_TOOL = ALLOW_ALL + """
+DENY_SLOW_TOOL = (
+    ALLOW_ALL
+    + """
 [[rules]]
 id = "stop-slow-tool"
 effect = "deny"
 actions = ["execute_tool"]
 targets = ["slow_tool"]
 """
+)
 
-ONLY_BOSS = HEAD + """
+ONLY_BOSS = (
+    HEAD
+    + """
 [[rules]]
 id = "boss-only"
 effect = "allow"
 actions = ["invoke_agent"]
 targets = ["boss"]
 """
+)
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -77,8 +89,7 @@ def _write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
-def _runtime(evidence: Path, key: SigningKey, policies: Path | PolicySet,
-             **kw: Any) -> Runtime:
+def _runtime(evidence: Path, key: SigningKey, policies: Path | PolicySet, **kw: Any) -> Runtime:
     return Runtime(policies=policies, evidence_dir=evidence, key=key, **kw)
 
 
@@ -120,8 +131,11 @@ async def test_reload_that_denies_a_running_agent_stops_it_mid_flight(
             await handle.result()
     assert looper.steps_after_reload == 0
     exc = info.value
-    assert (exc.check, exc.source, exc.task) == ("rule:stop-worker", "policy-reload",
-                                                 "agent:worker")
+    assert (exc.check, exc.source, exc.task) == (
+        "rule:stop-worker",
+        "policy-reload",
+        "agent:worker",
+    )
     assert exc.run_id == handle.run_id
     recs = _verified(handle, key)
     [violation] = [r for r in recs if r["kind"] == "violation"]
@@ -131,9 +145,7 @@ async def test_reload_that_denies_a_running_agent_stops_it_mid_flight(
     assert reloads[0]["i"] < violation["i"]
 
 
-async def test_reload_wakes_a_sleeping_agent_and_stops_it(
-    evidence: Path, key: SigningKey
-) -> None:
+async def test_reload_wakes_a_sleeping_agent_and_stops_it(evidence: Path, key: SigningKey) -> None:
     woke = False
     asleep = anyio.Event()
 
@@ -208,8 +220,9 @@ async def test_reload_that_denies_a_running_tool_stops_it_before_its_next_await(
     assert tool_went_on is False
     assert (info.value.check, info.value.task) == ("rule:stop-slow-tool", "tool:slow_tool")
     recs = _verified(handle, key)
-    [end] = [r for r in recs if r["kind"] == "step.end" and r["status"] != "ok"
-             and r["step"] == "2"]
+    [end] = [
+        r for r in recs if r["kind"] == "step.end" and r["status"] != "ok" and r["step"] == "2"
+    ]
     assert end["status"] == "stopped"
 
 
@@ -239,8 +252,14 @@ async def test_renewals_after_a_reload_carry_the_new_policy_digest(
     looper = _Looper()
     second = _write(tmp_path, "b.toml", ALLOW_ALL + "\n[budgets]\nmax_steps = 1000\n")
     new_digest = PolicySet.load(second).digest
-    async with _runtime(evidence, key, PolicySet.from_text(ALLOW_ALL), lease_seconds=0.5,
-                        watchdog_interval=0.02, attest_interval=0.02) as rt:
+    async with _runtime(
+        evidence,
+        key,
+        PolicySet.from_text(ALLOW_ALL),
+        lease_seconds=0.5,
+        watchdog_interval=0.02,
+        attest_interval=0.02,
+    ) as rt:
         handle = await rt.start(looper.worker, principal="alice", ttl=30)
         await looper.running.wait()
         rt.reload_policies(second)
@@ -272,6 +291,7 @@ async def test_invalid_reload_is_refused_and_stops_running_work_by_default(
         looper.reloaded = True
         with pytest.raises(GovernanceUnavailable) as info:
             await handle.result()
+
         # The refused file never took effect: a new run still works under the good set.
         @agent(name="after")
         async def after(ctx: Context) -> str:
@@ -305,12 +325,17 @@ async def test_invalid_reload_with_keep_last_good_policy_lets_the_run_go_on(
             denied.append(exc.check or "")
         return out
 
-    good = _write(tmp_path, "good.toml", HEAD + """
+    good = _write(
+        tmp_path,
+        "good.toml",
+        HEAD
+        + """
 [[rules]]
 id = "agents"
 effect = "allow"
 actions = ["invoke_agent"]
-""")
+""",
+    )
     bad = _write(tmp_path, "bad.toml", "version = 1\n[[rules]]\nid = 'x'\neffect = 'alow'\n")
     async with _runtime(evidence, key, good, keep_last_good_policy=True) as rt:
         handle = await rt.start(boss, principal="alice", ttl=30)
@@ -368,12 +393,14 @@ async def test_reload_that_tightens_a_budget_applies_to_live_runs(
     evidence: Path, key: SigningKey
 ) -> None:
     looper = _Looper()
-    async with _runtime(evidence, key, PolicySet.from_text(ALLOW_ALL),
-                        watchdog_interval=0.02) as rt:
+    async with _runtime(
+        evidence, key, PolicySet.from_text(ALLOW_ALL), watchdog_interval=0.02
+    ) as rt:
         handle = await rt.start(looper.worker, principal="alice", ttl=5)
         await looper.running.wait()
-        rt.reload_policies(PolicySet.from_text(
-            ALLOW_ALL + "\n[budgets]\nmax_wall_seconds = 0.001\n"))
+        rt.reload_policies(
+            PolicySet.from_text(ALLOW_ALL + "\n[budgets]\nmax_wall_seconds = 0.001\n")
+        )
         with pytest.raises(PolicyDenied) as info:
             await handle.result()
     assert info.value.check == "budget.max_wall_seconds"

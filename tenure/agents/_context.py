@@ -174,8 +174,9 @@ class Parallel(metaclass=NoPublicConstructor):
         try:
             # Created here, not in start(): a branch cancelled before it runs leaves no
             # never-awaited coroutine behind.
-            task._value = await Governed(fn(*args), Gate(self._run, step.lease,
-                                                        step.target.qualified))
+            task._value = await Governed(
+                fn(*args), Gate(self._run, step.lease, step.target.qualified)
+            )
         except anyio.get_cancelled_exc_class():
             task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
             raise
@@ -198,7 +199,9 @@ class Parallel(metaclass=NoPublicConstructor):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self._closed.set()

@@ -37,7 +37,10 @@ class _Governable:
     kind: str = ""
 
     def __init__(
-        self, func: Callable[..., Any], name: str | None, scopes: frozenset[str],
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        scopes: frozenset[str],
         isolation: Isolation,
     ) -> None:
         if isolation not in _ISOLATIONS:
@@ -103,8 +106,12 @@ class Tool(_Governable):
     kind = "tool"
 
     def __init__(
-        self, func: Callable[..., Any], name: str | None, scopes: frozenset[str],
-        isolation: Isolation, timeout: float | None = None,
+        self,
+        func: Callable[..., Any],
+        name: str | None,
+        scopes: frozenset[str],
+        isolation: Isolation,
+        timeout: float | None = None,
     ) -> None:
         super().__init__(func, name, scopes, isolation)
         self.is_async = inspect.iscoroutinefunction(func)
@@ -117,8 +124,9 @@ class Tool(_Governable):
         return dict(bound.arguments)
 
 
-def _make_agent(func: Callable[..., Any], name: str | None, scopes: frozenset[str],
-                isolation: Isolation) -> Agent:
+def _make_agent(
+    func: Callable[..., Any], name: str | None, scopes: frozenset[str], isolation: Isolation
+) -> Agent:
     if isolation == "none" and not inspect.iscoroutinefunction(func):
         raise TypeError(f"@agent {func.__qualname__}: an agent must be an `async def` function")
     if isolation != "none" and inspect.iscoroutinefunction(func):
@@ -129,7 +137,8 @@ def _make_agent(func: Callable[..., Any], name: str | None, scopes: frozenset[st
         )
     params = list(inspect.signature(func).parameters.values())
     if not params or params[0].kind not in (
-        inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
     ):
         raise TypeError(
             f"@agent {func.__qualname__}: the first parameter must take the Context (ctx)"
@@ -142,7 +151,9 @@ def _make_agent(func: Callable[..., Any], name: str | None, scopes: frozenset[st
 def agent(func: Callable[..., Any], /) -> Agent: ...
 @overload
 def agent(
-    *, name: str | None = None, scopes: Iterable[str] | None = None,
+    *,
+    name: str | None = None,
+    scopes: Iterable[str] | None = None,
     isolation: Isolation = "none",
 ) -> Callable[[Callable[..., Any]], Agent]: ...
 def agent(
@@ -172,8 +183,13 @@ def _check_module_level(func: Callable[..., Any], where: str, isolation: Isolati
         )
 
 
-def _make_tool(func: Callable[..., Any], name: str | None, scopes: frozenset[str],
-               isolation: Isolation, timeout: float | None = None) -> Tool:
+def _make_tool(
+    func: Callable[..., Any],
+    name: str | None,
+    scopes: frozenset[str],
+    isolation: Isolation,
+    timeout: float | None = None,
+) -> Tool:
     is_async = inspect.iscoroutinefunction(func)
     if timeout is not None and (isolation == "none" or not timeout > 0):
         raise ValueError(
@@ -197,8 +213,11 @@ def _make_tool(func: Callable[..., Any], name: str | None, scopes: frozenset[str
 def tool(func: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, scopes: Iterable[str] | None = None,
-    isolation: Isolation = "none", timeout: float | None = None,
+    *,
+    name: str | None = None,
+    scopes: Iterable[str] | None = None,
+    isolation: Isolation = "none",
+    timeout: float | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
     func: Callable[..., Any] | None = None,

@@ -70,16 +70,29 @@ class Approvals:
     async def wait(self, run: Run, step: Step, rule: str) -> int:
         """Block ``step`` until approved (returns the grant's ledger index) or refuse it."""
         request = ApprovalRequest(
-            id="apr_" + secrets.token_hex(8), run_id=run.id, principal=run.principal,
-            action=step.action, target=step.target.name, rule_id=rule, step=step.id,
+            id="apr_" + secrets.token_hex(8),
+            run_id=run.id,
+            principal=run.principal,
+            action=step.action,
+            target=step.target.name,
+            rule_id=rule,
+            step=step.id,
             requested_at_us=wall_us(),
         )
         pending = _Pending(request, run, step)
         parent_span = step.parent.span if step.parent is not None else run.span
-        run.record("approval.requested", {
-            "request": request.id, "step": step.id, "rule": rule, "action": step.action,
-            "target": step.target.name, "principal": run.principal,
-        }, parent_span)
+        run.record(
+            "approval.requested",
+            {
+                "request": request.id,
+                "step": step.id,
+                "rule": rule,
+                "action": step.action,
+                "target": step.target.name,
+                "principal": run.principal,
+            },
+            parent_span,
+        )
         parent_span.event("tenure.approval", {"request": request.id, "state": "requested"})
         self._pending[request.id] = pending
         try:
@@ -97,8 +110,12 @@ class Approvals:
         else:
             check = "approval.denied"
         raise PolicyDenied(
-            f"{step.target.qualified} was not approved: {reason}", run_id=run.id,
-            lease_id=step.lease.id, check=check, task=step.target.qualified, source="approval",
+            f"{step.target.qualified} was not approved: {reason}",
+            run_id=run.id,
+            lease_id=step.lease.id,
+            check=check,
+            task=step.target.qualified,
+            source="approval",
         )
 
     def approve(self, request_id: str, approver: str) -> None:
@@ -123,16 +140,30 @@ class Approvals:
     def _record_answer(self, pending: _Pending, kind: str, approver: str, reason: str) -> int:
         req = pending.request
         statement = {
-            "request": req.id, "run": req.run_id, "step": req.step, "target": req.target,
+            "request": req.id,
+            "run": req.run_id,
+            "step": req.step,
+            "target": req.target,
             "decision": "granted" if kind == "approval.granted" else "denied",
-            "approver": approver, "reason": reason, "at": wall_us(),
+            "approver": approver,
+            "reason": reason,
+            "at": wall_us(),
         }
         envelope = sign_envelope(self._key, APPROVAL_PAYLOAD_TYPE, canonical(statement))
         step = pending.step
         span = step.parent.span if step.parent is not None else pending.run.span
-        span.event("tenure.approval", {"request": req.id, "state": statement["decision"],
-                                       "approver": approver})
-        return pending.run.record(kind, {
-            "request": req.id, "step": req.step, "approver": approver, "reason": reason,
-            "envelope": envelope,
-        }, span)
+        span.event(
+            "tenure.approval",
+            {"request": req.id, "state": statement["decision"], "approver": approver},
+        )
+        return pending.run.record(
+            kind,
+            {
+                "request": req.id,
+                "step": req.step,
+                "approver": approver,
+                "reason": reason,
+                "envelope": envelope,
+            },
+            span,
+        )

@@ -24,8 +24,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for _register in (_register_verify, _register_trace, _register_policy, _register_keys,
-                  _register_run):
+for _register in (
+    _register_verify,
+    _register_trace,
+    _register_policy,
+    _register_keys,
+    _register_run,
+):
     _register(app)
 
 

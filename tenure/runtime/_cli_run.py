@@ -92,9 +92,7 @@ def load_agent(target: str) -> Agent:
     if isinstance(obj, Tool):
         raise UsageError(f"{path}:{name} is a @tool, not an @agent{listing}")
     if not isinstance(obj, Agent):
-        raise UsageError(
-            f"{path}:{name} is not an @agent (it is a {type(obj).__name__}){listing}"
-        )
+        raise UsageError(f"{path}:{name} is not an @agent (it is a {type(obj).__name__}){listing}")
     return obj
 
 
@@ -148,56 +146,79 @@ def _show(value: Any) -> str:
         return repr(value)
 
 
-async def _execute(agent_obj: Agent, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                   policy: PolicySet, evidence_dir: Path, principal: str, scopes: list[str],
-                   ttl: float, otlp: str | None) -> int:
+async def _execute(
+    agent_obj: Agent,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    policy: PolicySet,
+    evidence_dir: Path,
+    principal: str,
+    scopes: list[str],
+    ttl: float,
+    otlp: str | None,
+) -> int:
     from ._runtime import Runtime
 
-    async with Runtime(policies=policy, evidence_dir=evidence_dir,
-                       otlp_endpoint=otlp) as rt:
-        handle = await rt.start(agent_obj, *args, principal=principal, scopes=set(scopes),
-                                ttl=ttl, **kwargs)
+    async with Runtime(policies=policy, evidence_dir=evidence_dir, otlp_endpoint=otlp) as rt:
+        handle = await rt.start(
+            agent_obj, *args, principal=principal, scopes=set(scopes), ttl=ttl, **kwargs
+        )
         try:
             result = await handle.result()
         except GovernanceViolation as exc:
             typer.echo(f"evidence: {handle.evidence_path}")
-            typer.echo(f"error: {type(exc).__name__} (check={exc.check}): {exc.reason}",
-                       err=True)
+            typer.echo(f"error: {type(exc).__name__} (check={exc.check}): {exc.reason}", err=True)
             return EXIT_FAILED
         except Exception as exc:
             typer.echo(f"evidence: {handle.evidence_path}")
-            typer.echo(f"error: agent {agent_obj.name} raised {type(exc).__name__}: {exc}",
-                       err=True)
+            typer.echo(
+                f"error: agent {agent_obj.name} raised {type(exc).__name__}: {exc}", err=True
+            )
             return EXIT_FAILED
     typer.echo(f"result: {_show(result)}")
     typer.echo(f"evidence: {handle.evidence_path}")
-    typer.echo(f"verify with: tenure verify {handle.evidence_path} "
-               f"--key {default_key_dir() / PUBLIC_KEY_NAME}")
+    typer.echo(
+        f"verify with: tenure verify {handle.evidence_path} "
+        f"--key {default_key_dir() / PUBLIC_KEY_NAME}"
+    )
     return EXIT_OK
 
 
 def run_command(
-    target: Annotated[str, typer.Argument(metavar="FILE:AGENT",
-                                          help="a Python file and the @agent in it")],
-    args: Annotated[list[str] | None, typer.Argument(
-        metavar="[ARGS]...",
-        help="arguments for the agent: JSON literals, else strings; NAME=VALUE for a keyword",
-    )] = None,
-    principal: Annotated[str, typer.Option("--principal", "-p",
-                                           help="who authorizes the run")] = "",
-    scope: Annotated[list[str] | None, typer.Option(
-        "--scope", "-s", help="a scope granted to the run (repeat for several)"
-    )] = None,
-    policy: Annotated[Path | None, typer.Option(
-        "--policy", help="policy file or folder (default: the packaged default policy)"
-    )] = None,
-    evidence_dir: Annotated[Path, typer.Option("--evidence-dir",
-                                               help="where run evidence goes")] = Path("runs"),
-    ttl: Annotated[float, typer.Option("--ttl", min=0.001,
-                                       help="seconds the principal authorizes the run")] = 60.0,
-    otlp: Annotated[str | None, typer.Option(
-        "--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"
-    )] = None,
+    target: Annotated[
+        str, typer.Argument(metavar="FILE:AGENT", help="a Python file and the @agent in it")
+    ],
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[ARGS]...",
+            help="arguments for the agent: JSON literals, else strings; NAME=VALUE for a keyword",
+        ),
+    ] = None,
+    principal: Annotated[
+        str, typer.Option("--principal", "-p", help="who authorizes the run")
+    ] = "",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", "-s", help="a scope granted to the run (repeat for several)"),
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="policy file or folder (default: the packaged default policy)"
+        ),
+    ] = None,
+    evidence_dir: Annotated[
+        Path, typer.Option("--evidence-dir", help="where run evidence goes")
+    ] = Path("runs"),
+    ttl: Annotated[
+        float, typer.Option("--ttl", min=0.001, help="seconds the principal authorizes the run")
+    ] = 60.0,
+    otlp: Annotated[
+        str | None,
+        typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
+    ] = None,
 ) -> None:
     """Run an @agent from a file under governance; prints its result and evidence dir."""
     if not principal:
@@ -209,25 +230,38 @@ def run_command(
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc
     try:
-        code = anyio.run(lambda: _execute(
-            agent_obj, call_args, call_kwargs, policy=policy_set, evidence_dir=evidence_dir,
-            principal=principal, scopes=list(scope or []), ttl=ttl, otlp=otlp,
-        ))
+        code = anyio.run(
+            lambda: _execute(
+                agent_obj,
+                call_args,
+                call_kwargs,
+                policy=policy_set,
+                evidence_dir=evidence_dir,
+                principal=principal,
+                scopes=list(scope or []),
+                ttl=ttl,
+                otlp=otlp,
+            )
+        )
     except GovernanceViolation as exc:  # before the run started (e.g. the signing key)
-        raise _fail(f"{type(exc).__name__} (check={exc.check}): {exc.reason}",
-                    EXIT_FAILED) from exc
+        raise _fail(f"{type(exc).__name__} (check={exc.check}): {exc.reason}", EXIT_FAILED) from exc
     raise typer.Exit(code)
 
 
 def demo_command(
-    evidence_dir: Annotated[Path, typer.Option("--evidence-dir",
-                                               help="where run evidence goes")] = Path("runs"),
-    policy: Annotated[Path | None, typer.Option(
-        "--policy", help="policy file or folder (default: the packaged default policy)"
-    )] = None,
-    otlp: Annotated[str | None, typer.Option(
-        "--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"
-    )] = None,
+    evidence_dir: Annotated[
+        Path, typer.Option("--evidence-dir", help="where run evidence goes")
+    ] = Path("runs"),
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--policy", help="policy file or folder (default: the packaged default policy)"
+        ),
+    ] = None,
+    otlp: Annotated[
+        str | None,
+        typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
+    ] = None,
 ) -> None:
     """The flagship demo: a governed research team, a denial, an approval, a revocation."""
     from ._demo import run_demo
@@ -239,11 +273,11 @@ def demo_command(
             raise _fail(f"policy {exc}", EXIT_USAGE) from exc
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     try:
-        outcome = anyio.run(lambda: run_demo(evidence_dir, policy=policy, otlp=otlp,
-                                             console=console))
+        outcome = anyio.run(
+            lambda: run_demo(evidence_dir, policy=policy, otlp=otlp, console=console)
+        )
     except GovernanceViolation as exc:
-        raise _fail(f"{type(exc).__name__} (check={exc.check}): {exc.reason}",
-                    EXIT_FAILED) from exc
+        raise _fail(f"{type(exc).__name__} (check={exc.check}): {exc.reason}", EXIT_FAILED) from exc
     raise typer.Exit(EXIT_OK if outcome.ok else EXIT_FAILED)
 
 

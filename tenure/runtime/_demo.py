@@ -194,8 +194,11 @@ class _Tail:
         return out
 
 
-_EFFECT_STYLE = {"allow": ("✔ allow", "green"), "deny": ("✖ DENY", "bold red"),
-                 "require_approval": ("⏸ HOLD", "bold yellow")}
+_EFFECT_STYLE = {
+    "allow": ("✔ allow", "green"),
+    "deny": ("✖ DENY", "bold red"),
+    "require_approval": ("⏸ HOLD", "bold yellow"),
+}
 
 
 class Narrator:
@@ -245,16 +248,16 @@ class Narrator:
                     continue
                 if rec.get("kind") == "step.end" and rec.get("status") == "stopped":
                     name = self.step_names.get((label, str(rec.get("step"))), "?")
-                    self._print(label, name, Text(f"■ stopped ({rec.get('error', '')})",
-                                                  style="red"))
+                    self._print(
+                        label, name, Text(f"■ stopped ({rec.get('error', '')})", style="red")
+                    )
                     continue
                 body_who = _describe(rec)
                 if body_who is not None:
                     who, body = body_who
                     self._print(label, who, body)
 
-    def say(self, who: str, text: str, *, run_id: str | None = None,
-            style: str = "") -> None:
+    def say(self, who: str, text: str, *, run_id: str | None = None, style: str = "") -> None:
         """One narration line (after the ledger lines that precede it)."""
         self.drain()
         label = self.tails[run_id][0] if run_id in self.tails else "demo"
@@ -279,24 +282,32 @@ def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
             body.append("  waiting for an approver", style="yellow")
         return s.get("caller") or "runtime", body
     if kind == "approval.granted":
-        return "approver", Text(f"✔ APPROVED request {s.get('request', '?')} "
-                                f"(by {s.get('approver', '?')}, signed)", style="bold green")
+        return "approver", Text(
+            f"✔ APPROVED request {s.get('request', '?')} (by {s.get('approver', '?')}, signed)",
+            style="bold green",
+        )
     if kind == "approval.denied":
         return "approver", Text(f"✖ approval denied: {s.get('reason', '')}", style="bold red")
     if kind == "lease.revoked":
         cascade = rec.get("cascade")
         n = len(cascade) if isinstance(cascade, list) else 0
-        return "runtime", Text(f"⛔ lease {s.get('lease', '?')[:12]}… REVOKED, and "
-                               f"{max(n - 1, 0)} descendant lease(s) with it: "
-                               f"{s.get('reason', '')}", style="bold red")
+        return "runtime", Text(
+            f"⛔ lease {s.get('lease', '?')[:12]}… REVOKED, and "
+            f"{max(n - 1, 0)} descendant lease(s) with it: "
+            f"{s.get('reason', '')}",
+            style="bold red",
+        )
     if kind == "violation":
-        return "runtime", Text(f"■ run stopped fail closed: {s.get('error', '?')} "
-                               f"check={s.get('check', '?')}: {s.get('reason', '')}",
-                               style="bold red")
+        return "runtime", Text(
+            f"■ run stopped fail closed: {s.get('error', '?')} "
+            f"check={s.get('check', '?')}: {s.get('reason', '')}",
+            style="bold red",
+        )
     if kind == "run.end":
         status = s.get("status", "?")
-        return "runtime", Text(f"run ended: {status}",
-                               style="bold green" if status == "ok" else "bold red")
+        return "runtime", Text(
+            f"run ended: {status}", style="bold green" if status == "ok" else "bold red"
+        )
     return None
 
 
@@ -324,9 +335,12 @@ async def _approver(rt: Runtime, narrator: Narrator) -> None:
             if req.id in seen:
                 continue
             seen.add(req.id)
-            narrator.say("approver", f"reviewing {req.id}: {req.action} {req.target} "
-                                     f"for {req.principal} (rule {req.rule_id})",
-                         run_id=req.run_id)
+            narrator.say(
+                "approver",
+                f"reviewing {req.id}: {req.action} {req.target} "
+                f"for {req.principal} (rule {req.rule_id})",
+                run_id=req.run_id,
+            )
             await anyio.sleep(0.05)  # a quick read
             rt.approve(req.id, approver="finance-lead (simulated)")
             narrator.approvals += 1
@@ -334,13 +348,21 @@ async def _approver(rt: Runtime, narrator: Narrator) -> None:
 
 
 async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> None:
-    handle = await rt.start(planner, "governed execution", principal="alice",
-                            scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
-                            ttl=30)
+    handle = await rt.start(
+        planner,
+        "governed execution",
+        principal="alice",
+        scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
+        ttl=30,
+    )
     narrator.watch(handle.run_id, "research", handle.evidence_path / "ledger.jsonl")
     out.runs.append(("research", handle.run_id, handle.evidence_path))
-    narrator.say("demo", f"run 1 started: {handle.run_id} (principal alice)",
-                 run_id=handle.run_id, style="bold")
+    narrator.say(
+        "demo",
+        f"run 1 started: {handle.run_id} (principal alice)",
+        run_id=handle.run_id,
+        style="bold",
+    )
     try:
         with anyio.fail_after(20):
             result = await handle.result()
@@ -353,8 +375,7 @@ async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> No
         out.problems.append(f"run 1 failed: {type(exc).__name__}: {exc}")
         return
     narrator.drain()
-    narrator.say("demo", f"run 1 result: {json.dumps(result)}", run_id=handle.run_id,
-                 style="green")
+    narrator.say("demo", f"run 1 result: {json.dumps(result)}", run_id=handle.run_id, style="green")
     if narrator.denials != 1:
         out.problems.append(f"run 1: expected one denied tool call, saw {narrator.denials}")
     if narrator.approvals < 1:
@@ -362,13 +383,22 @@ async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> No
 
 
 async def _revoked_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> None:
-    handle = await rt.start(planner, "governed execution", 200, principal="alice",
-                            scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
-                            ttl=30)
+    handle = await rt.start(
+        planner,
+        "governed execution",
+        200,
+        principal="alice",
+        scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
+        ttl=30,
+    )
     narrator.watch(handle.run_id, "revoked", handle.evidence_path / "ledger.jsonl")
     out.runs.append(("revoked", handle.run_id, handle.evidence_path))
-    narrator.say("demo", f"run 2 started: {handle.run_id} (the same workflow, 200 pages "
-                         "per researcher)", run_id=handle.run_id, style="bold")
+    narrator.say(
+        "demo",
+        f"run 2 started: {handle.run_id} (the same workflow, 200 pages per researcher)",
+        run_id=handle.run_id,
+        style="bold",
+    )
     with anyio.fail_after(20):  # set once every researcher searched, or at the run's end
         await narrator.underway[handle.run_id].wait()
     if handle.run_id in narrator.ended:
@@ -376,16 +406,24 @@ async def _revoked_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> Non
         out.problems.append("run 2 ended before its researchers got underway")
         return
     reason = "operator: research budget for today is spent"
-    narrator.say("operator", f"rt.revoke({handle.run_id!r}, reason={reason!r})",
-                 run_id=handle.run_id, style="bold magenta")
+    narrator.say(
+        "operator",
+        f"rt.revoke({handle.run_id!r}, reason={reason!r})",
+        run_id=handle.run_id,
+        style="bold magenta",
+    )
     rt.revoke(handle.run_id, reason=reason)
     try:
         with anyio.fail_after(20):
             await handle.result()
     except LeaseRevoked as exc:
         narrator.drain()
-        narrator.say("demo", f"run 2 stopped fail closed: LeaseRevoked check={exc.check}: "
-                             f"{exc.reason}", run_id=handle.run_id, style="bold")
+        narrator.say(
+            "demo",
+            f"run 2 stopped fail closed: LeaseRevoked check={exc.check}: {exc.reason}",
+            run_id=handle.run_id,
+            style="bold",
+        )
         return
     except (GovernanceViolation, Exception) as exc:
         out.problems.append(f"run 2 ended with {type(exc).__name__}, expected LeaseRevoked")
@@ -404,17 +442,21 @@ def _report(console: Console, out: DemoOutcome, pub_path: Path) -> None:
         line = Text(f"{label:<8} {run_id}  ")
         if rep.ok:
             line.append("verified", style="bold green")
-            line.append(f"  {rep.records} records, {rep.checkpoints} signed checkpoint(s), "
-                        f"run status {rep.run_status}, key {rep.key_id}")
+            line.append(
+                f"  {rep.records} records, {rep.checkpoints} signed checkpoint(s), "
+                f"run status {rep.run_status}, key {rep.key_id}"
+            )
         else:
             line.append("NOT VERIFIED", style="bold red")
             line.append(f"  {rep.failure_line()}")
-            out.problems.append(f"{label} run {run_id}: evidence did not verify: "
-                                f"{rep.failure_line()}")
+            out.problems.append(
+                f"{label} run {run_id}: evidence did not verify: {rep.failure_line()}"
+            )
         console.print(line, soft_wrap=True)
         if rep.ok and rep.run_status != expected.get(label, rep.run_status):
-            out.problems.append(f"{label} run {run_id}: run status {rep.run_status}, "
-                                f"expected {expected[label]}")
+            out.problems.append(
+                f"{label} run {run_id}: run status {rep.run_status}, expected {expected[label]}"
+            )
     console.print(Text(f"(trusted key: {pub_path})", style="dim"), soft_wrap=True)
     for label, run_id, run_dir in out.runs:
         console.rule(f"Lineage: {label} run {run_id}")
@@ -424,14 +466,20 @@ def _report(console: Console, out: DemoOutcome, pub_path: Path) -> None:
             console.print(Text(f"cannot show the lineage: {exc}", style="red"))
     console.rule("Look deeper")
     for _label, _run_id, run_dir in out.runs:
-        console.print(f"  tenure verify {run_dir} --key {pub_path}", soft_wrap=True,
-                      highlight=False, markup=False)
-        console.print(f"  tenure trace {run_dir}", soft_wrap=True, highlight=False,
-                      markup=False)
+        console.print(
+            f"  tenure verify {run_dir} --key {pub_path}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        console.print(f"  tenure trace {run_dir}", soft_wrap=True, highlight=False, markup=False)
 
 
 async def run_demo(
-    evidence_dir: Path, *, policy: Path | None = None, otlp: str | None = None,
+    evidence_dir: Path,
+    *,
+    policy: Path | None = None,
+    otlp: str | None = None,
     console: Console | None = None,
 ) -> DemoOutcome:
     """Run the whole demo; its :class:`DemoOutcome` says whether everything held."""
@@ -443,14 +491,26 @@ async def run_demo(
     narrator = Narrator(console)
     out = DemoOutcome()
     console.rule("Tenure demo: a governed research team (offline, deterministic agents)")
-    console.print(f"policy: {', '.join(str(s) for s in policies.sources) or '(inline)'}",
-                  soft_wrap=True, highlight=False, markup=False)
-    console.print(f"evidence: {evidence_dir}/<run id>/    signing key: {key.key_id}",
-                  soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        f"policy: {', '.join(str(s) for s in policies.sources) or '(inline)'}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"evidence: {evidence_dir}/<run id>/    signing key: {key.key_id}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
     _NARRATOR = narrator
     try:
-        async with Runtime(policies=policies, evidence_dir=evidence_dir, key=key,
-                           otlp_endpoint=otlp) as rt, anyio.create_task_group() as tg:
+        async with (
+            Runtime(
+                policies=policies, evidence_dir=evidence_dir, key=key, otlp_endpoint=otlp
+            ) as rt,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(narrator.follow)
             tg.start_soon(_approver, rt, narrator)
             await _research_run(rt, narrator, out)
@@ -461,9 +521,15 @@ async def run_demo(
     narrator.drain()
     _report(console, out, pub_path)
     if out.ok:
-        console.print(Text("Demo complete: run 1 finished with one denial and one approval, "
-                           "run 2 was revoked mid-flight and stopped fail closed; both runs' "
-                           "evidence verified.", style="bold green"), soft_wrap=True)
+        console.print(
+            Text(
+                "Demo complete: run 1 finished with one denial and one approval, "
+                "run 2 was revoked mid-flight and stopped fail closed; both runs' "
+                "evidence verified.",
+                style="bold green",
+            ),
+            soft_wrap=True,
+        )
     else:
         for problem in out.problems:
             console.print(Text(f"unexpected: {problem}", style="bold red"), soft_wrap=True)

@@ -38,9 +38,7 @@ def sign_envelope(key: SigningKey, payload_type: str, payload: bytes) -> Envelop
     }
 
 
-def verify_envelope(
-    envelope: Any, public_key: Ed25519PublicKey, payload_type: str
-) -> bytes:
+def verify_envelope(envelope: Any, public_key: Ed25519PublicKey, payload_type: str) -> bytes:
     """Return the payload bytes if one signature verifies under ``public_key``.
 
     Raises ``ValueError`` naming the field that is malformed, or the check that failed.

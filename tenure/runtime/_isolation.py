@@ -57,8 +57,9 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _REAP_SECONDS = 0.05  # synchronous wait for a SIGKILLed worker; then a reaper thread waits
 
 
-def call_in_worker(module: str, qualname: str, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+def call_in_worker(
+    module: str, qualname: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Resolve ``module.qualname`` to its plain function and call it (in this process)."""
     return resolve(module, qualname, None)(*args, **kwargs)
 
@@ -82,7 +83,8 @@ class _Worker:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-c", _WORKER_CMD, str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
             )
         except BaseException:
             ours.close()
@@ -106,10 +108,13 @@ class _Worker:
         try:
             return pickle.loads(data)
         except Exception as exc:  # e.g. an exception class that cannot be unpickled
-            return False, (RuntimeError(
-                f"the reply of worker pid {self.pid} could not be unpickled: "
-                f"{type(exc).__name__}: {exc}"
-            ), "")
+            return False, (
+                RuntimeError(
+                    f"the reply of worker pid {self.pid} could not be unpickled: "
+                    f"{type(exc).__name__}: {exc}"
+                ),
+                "",
+            )
 
     async def call(self, payload: bytes) -> tuple[bool, Any]:
         """Send one call and wait for ``(ok, value)``."""
@@ -281,8 +286,9 @@ class Isolation:
             self._pool.close()
             self._pool = None
 
-    async def call(self, run: Run, step: Step, tool: Tool, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, run: Run, step: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run the body of ``tool``; raise the run's stop if it arrives meanwhile."""
         if tool.isolation == "none":
             return tool.func(*args, **kwargs)
@@ -291,8 +297,9 @@ class Isolation:
             return await self._in_thread(run, step, tool.func, args, kwargs, limit)
         return await self._in_process(run, step, tool, args, kwargs, limit)
 
-    async def run_agent(self, run: Run, step: Step, agent: Agent, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
+    async def run_agent(
+        self, run: Run, step: Step, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Run a synchronous agent body (thread or process) with a :class:`WorkerContext`."""
         lease = step.lease
         ctx = WorkerContext(run.id, run.principal, lease.id, lease.lease.scope_set)
@@ -302,9 +309,15 @@ class Isolation:
 
     # -- thread ---------------------------------------------------------------------------
 
-    async def _in_thread(self, run: Run, step: Step, func: Callable[..., Any],
-                         args: tuple[Any, ...], kwargs: dict[str, Any],
-                         limit: float | None) -> Any:
+    async def _in_thread(
+        self,
+        run: Run,
+        step: Step,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> Any:
         def body() -> tuple[bool, Any]:
             try:
                 return True, func(*args, **kwargs)
@@ -317,8 +330,9 @@ class Isolation:
         except BaseException as exc:
             # Stopped, cancelled or timed out while the thread runs: it is abandoned (it
             # cannot be stopped); whatever it returns later goes nowhere.
-            run._record_quietly("step.abandoned", {
-                "step": step.id, "reason": _why(run, exc, limit)}, step.span)
+            run._record_quietly(
+                "step.abandoned", {"step": step.id, "reason": _why(run, exc, limit)}, step.span
+            )
             if isinstance(exc, TimeoutError) and run.stop is None:
                 raise TimeoutError(
                     f"{step.target.qualified} did not finish within its timeout of "
@@ -327,9 +341,11 @@ class Isolation:
             raise
         if run.stop is not None:
             # The result arrived after the stop: discarded, never returned to the agent.
-            run._record_quietly("step.abandoned", {
-                "step": step.id, "reason": "late result discarded: " + _stop_reason(run)},
-                step.span)
+            run._record_quietly(
+                "step.abandoned",
+                {"step": step.id, "reason": "late result discarded: " + _stop_reason(run)},
+                step.span,
+            )
             raise run.stop
         if not ok:
             raise value
@@ -337,15 +353,22 @@ class Isolation:
 
     # -- process --------------------------------------------------------------------------
 
-    async def _in_process(self, run: Run, step: Step, target: Tool | Agent,
-                          args: tuple[Any, ...], kwargs: dict[str, Any],
-                          limit: float | None) -> Any:
+    async def _in_process(
+        self,
+        run: Run,
+        step: Step,
+        target: Tool | Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        limit: float | None,
+    ) -> Any:
         func = target.func
         module = sys.modules.get(func.__module__)
         file = getattr(module, "__file__", None)
         try:
-            payload = pickle.dumps((func.__module__, func.__qualname__, file, args, kwargs),
-                                   _PROTOCOL)
+            payload = pickle.dumps(
+                (func.__module__, func.__qualname__, file, args, kwargs), _PROTOCOL
+            )
         except Exception as exc:
             raise TypeError(
                 f"the arguments of {target.qualified} cannot cross the process boundary "
@@ -355,30 +378,40 @@ class Isolation:
         try:
             worker = await pool.acquire()
         except _Crashed as exc:
-            raise run.fail(GovernanceUnavailable(
-                f"a worker process for {target.qualified} failed to start: {exc}",
-                lease_id=step.lease.id, check="isolation.worker_start",
-                task=target.qualified, source="isolation",
-            )) from None
+            raise run.fail(
+                GovernanceUnavailable(
+                    f"a worker process for {target.qualified} failed to start: {exc}",
+                    lease_id=step.lease.id,
+                    check="isolation.worker_start",
+                    task=target.qualified,
+                    source="isolation",
+                )
+            ) from None
         try:
             with _deadline(limit):
                 ok, value = await worker.call(payload)
         except _Crashed:
             pool.discard(worker, kill=True)  # already gone: this reaps it
-            raise run.fail(GovernanceUnavailable(
-                f"the worker process (pid {worker.pid}) running {target.qualified} died with "
-                f"{worker.exit_description()} before answering; the step's outcome is "
-                "unknown, so the run stops",
-                lease_id=step.lease.id, check="isolation.worker_crashed",
-                task=target.qualified, source="isolation",
-            )) from None
+            raise run.fail(
+                GovernanceUnavailable(
+                    f"the worker process (pid {worker.pid}) running {target.qualified} died with "
+                    f"{worker.exit_description()} before answering; the step's outcome is "
+                    "unknown, so the run stops",
+                    lease_id=step.lease.id,
+                    check="isolation.worker_crashed",
+                    task=target.qualified,
+                    source="isolation",
+                )
+            ) from None
         except BaseException as exc:
             # The stop (thrown in by the gate), a cancellation or the timeout: kill first,
             # with no await in between, then record.
             pool.discard(worker, kill=True)
-            run._record_quietly("isolation.killed", {
-                "step": step.id, "pid": worker.pid, "reason": _why(run, exc, limit)},
-                step.span)
+            run._record_quietly(
+                "isolation.killed",
+                {"step": step.id, "pid": worker.pid, "reason": _why(run, exc, limit)},
+                step.span,
+            )
             if isinstance(exc, TimeoutError) and run.stop is None:
                 raise TimeoutError(
                     f"{target.qualified} did not finish within its timeout of {limit:g}s; "

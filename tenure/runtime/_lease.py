@@ -184,7 +184,12 @@ class LeaseAuthority:
         return self._sign(claims)
 
     def issue_child(
-        self, parent: Lease, *, subject: str, scopes: Iterable[str], expires_us: int,
+        self,
+        parent: Lease,
+        *,
+        subject: str,
+        scopes: Iterable[str],
+        expires_us: int,
         now_us: int | None = None,
     ) -> Lease:
         """A lease for a delegated task: only ever narrower than ``parent``."""
@@ -252,8 +257,11 @@ class LeaseAuthority:
         c = lease.claims
         if c.lid in self._revoked:
             raise PolicyDenied(
-                "a revoked lease is never renewed", run_id=c.run, lease_id=c.lid,
-                check="lease.revoked", task=c.sub,
+                "a revoked lease is never renewed",
+                run_id=c.run,
+                lease_id=c.lid,
+                check="lease.revoked",
+                task=c.sub,
             )
         exp = min(expires_us, hard_deadline_us)
         if parent is not None:
@@ -261,7 +269,10 @@ class LeaseAuthority:
         if exp <= (wall_us() if now_us is None else now_us):
             raise LeaseExpired(
                 "the run's ttl is exhausted: the lease cannot be renewed",
-                run_id=c.run, lease_id=c.lid, check="lease.ttl", task=c.sub,
+                run_id=c.run,
+                lease_id=c.lid,
+                check="lease.ttl",
+                task=c.sub,
             )
         claims = c.model_copy(
             update={
@@ -316,12 +327,16 @@ class LeaseAuthority:
         if claims.iss != self._key.key_id:
             raise SignatureInvalid(
                 f"lease issuer {claims.iss!r} is not this runtime's key {self._key.key_id!r}",
-                run_id=claims.run, lease_id=claims.lid, check="lease.issuer",
+                run_id=claims.run,
+                lease_id=claims.lid,
+                check="lease.issuer",
             )
         if claims.aud != self.audience:
             raise SignatureInvalid(
                 f"lease audience {claims.aud!r} is not this runtime ({self.audience!r})",
-                run_id=claims.run, lease_id=claims.lid, check="lease.audience",
+                run_id=claims.run,
+                lease_id=claims.lid,
+                check="lease.audience",
             )
         lease = Lease._create(claims, payload, envelope)
         if parent is not None:
@@ -354,5 +369,8 @@ def check_narrowing(child: Lease, parent: Lease) -> None:
     if problems:
         raise SignatureInvalid(
             "child lease does not narrow its parent: " + "; ".join(problems),
-            run_id=c.run, lease_id=c.lid, check="lease.narrowing", task=c.sub,
+            run_id=c.run,
+            lease_id=c.lid,
+            check="lease.narrowing",
+            task=c.sub,
         )

@@ -487,8 +487,9 @@ class Ledger:
                     size = self._tree.size
                     root = self._tree.root()
                     note = sign_checkpoint(self._origin, size, root, self._key)
-                    self.append("checkpoint", {"size": size, "root": root.hex(), "note": note},
-                                flush=False)
+                    self.append(
+                        "checkpoint", {"size": size, "root": root.hex(), "note": note}, flush=False
+                    )
                 self._durable()
                 note = sign_checkpoint(self._origin, self._tree.size, self._tree.root(), self._key)
                 self._publish(note)

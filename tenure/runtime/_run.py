@@ -79,8 +79,13 @@ class LeaseState:
 
     __slots__ = ("active", "deadline", "lease", "parent", "revoked", "step")
 
-    def __init__(self, lease: Lease, parent: LeaseState | None, hard_deadline: float,
-                 now_us: int | None = None) -> None:
+    def __init__(
+        self,
+        lease: Lease,
+        parent: LeaseState | None,
+        hard_deadline: float,
+        now_us: int | None = None,
+    ) -> None:
         self.lease = lease
         self.parent = parent
         self.revoked = False
@@ -215,20 +220,31 @@ class Run:
 
     # -- evidence -------------------------------------------------------------------------
 
-    def record(self, kind: str, fields: dict[str, Any], span: SpanHandle | None = None,
-               *, flush: bool = True) -> int:
+    def record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> int:
         """Append a ledger record; a failed append stops the run and raises."""
         s = span or self.span
         try:
-            return self.ledger.append(kind, fields, trace=s.trace_id, span=s.span_id,
-                                      flush=flush)
+            return self.ledger.append(kind, fields, trace=s.trace_id, span=s.span_id, flush=flush)
         except GovernanceUnavailable as exc:
             exc.run_id = exc.run_id or self.id
             self.fail(exc)
             raise self.stop or exc from None
 
-    def _record_quietly(self, kind: str, fields: dict[str, Any],
-                        span: SpanHandle | None = None, *, flush: bool = True) -> None:
+    def _record_quietly(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
         # Used on paths that are already stopping: the stop itself is the outcome.
         if self.ledger.failed:
             return
@@ -277,18 +293,28 @@ class Run:
         if self.stop is not None:
             return self.stop
         if lease.revoked:
-            return self.fail(LeaseRevoked(
-                "the lease was revoked", lease_id=lease.id, check="lease.revoked",
-                task=task, source="gate",
-            ))
+            return self.fail(
+                LeaseRevoked(
+                    "the lease was revoked",
+                    lease_id=lease.id,
+                    check="lease.revoked",
+                    task=task,
+                    source="gate",
+                )
+            )
         now = monotonic()
         if now >= lease.deadline:
             return self.fail(self._expired(lease, task, now))
         if now >= self.gov.watchdog_deadline:
-            return self.fail(GovernanceUnavailable(
-                "the watchdog heartbeat is late: governance cannot be vouched for",
-                lease_id=lease.id, check="watchdog.heartbeat", task=task, source="gate",
-            ))
+            return self.fail(
+                GovernanceUnavailable(
+                    "the watchdog heartbeat is late: governance cannot be vouched for",
+                    lease_id=lease.id,
+                    check="watchdog.heartbeat",
+                    task=task,
+                    source="gate",
+                )
+            )
         if self.validated_epoch != self.gov.epoch:
             self.revalidate()
         return self.stop
@@ -296,12 +322,18 @@ class Run:
     def _expired(self, lease: LeaseState, task: str, now: float) -> LeaseExpired:
         if now >= self.hard_deadline:
             return LeaseExpired(
-                f"the run's ttl of {self.ttl:g}s is exhausted", lease_id=lease.id,
-                check="run.ttl", task=task, source="gate",
+                f"the run's ttl of {self.ttl:g}s is exhausted",
+                lease_id=lease.id,
+                check="run.ttl",
+                task=task,
+                source="gate",
             )
         return LeaseExpired(
-            "the lease expired before it was renewed", lease_id=lease.id,
-            check="lease.expiry", task=task, source="gate",
+            "the lease expired before it was renewed",
+            lease_id=lease.id,
+            check="lease.expiry",
+            task=task,
+            source="gate",
         )
 
     def revalidate(self) -> None:
@@ -314,23 +346,33 @@ class Run:
             if decision is None:
                 return
             if not _stands(decision, step):
-                self.fail(PolicyDenied(
-                    f"policy {policy.digest[:19]} no longer allows live step {step.id} "
-                    f"({step.target.qualified}): {decision.reason}",
-                    lease_id=step.lease.id, check=f"rule:{decision.rule_id}",
-                    task=step.target.qualified, source="policy-reload",
-                ))
+                self.fail(
+                    PolicyDenied(
+                        f"policy {policy.digest[:19]} no longer allows live step {step.id} "
+                        f"({step.target.qualified}): {decision.reason}",
+                        lease_id=step.lease.id,
+                        check=f"rule:{decision.rule_id}",
+                        task=step.target.qualified,
+                        source="policy-reload",
+                    )
+                )
                 return
         self.validated_epoch = self.gov.epoch
 
     def note_uncooperative(self, gate: Gate, how: str) -> None:
         """Record that a task kept going after its stop (it will not be resumed)."""
         self.uncooperative.append(gate.task)
-        self._record_quietly("violation", {
-            "error": "Uncooperative", "check": "task.uncooperative",
-            "reason": f"{gate.task} {how}; it was not resumed", "lease": gate.lease.id,
-            "task": gate.task, "source": "gate",
-        })
+        self._record_quietly(
+            "violation",
+            {
+                "error": "Uncooperative",
+                "check": "task.uncooperative",
+                "reason": f"{gate.task} {how}; it was not resumed",
+                "lease": gate.lease.id,
+                "task": gate.task,
+                "source": "gate",
+            },
+        )
 
     def ensure_live(self, caller: Step | None) -> None:
         """Raise the stop (or the caller's failed check) before a new step starts."""
@@ -356,19 +398,28 @@ class Run:
         try:
             return self._decide(policy, step)
         except Exception as exc:  # never fall through to allow, never crash the watchdog
-            self.fail(GovernanceUnavailable(
-                f"the policy engine failed while re-deciding live step {step.id} "
-                f"({step.target.qualified}): {type(exc).__name__}: {exc}",
-                lease_id=step.lease.id, check="policy.engine", task=step.target.qualified,
-                source="policy",
-            ))
+            self.fail(
+                GovernanceUnavailable(
+                    f"the policy engine failed while re-deciding live step {step.id} "
+                    f"({step.target.qualified}): {type(exc).__name__}: {exc}",
+                    lease_id=step.lease.id,
+                    check="policy.engine",
+                    task=step.target.qualified,
+                    source="policy",
+                )
+            )
             return None
 
     def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation:
-        return self.fail(PolicyDenied(
-            reason, lease_id=step.lease.id, check=check, task=step.target.qualified,
-            source="budget",
-        ))
+        return self.fail(
+            PolicyDenied(
+                reason,
+                lease_id=step.lease.id,
+                check=check,
+                task=step.target.qualified,
+                source="budget",
+            )
+        )
 
     async def _authorize(self, step: Step, missing_scopes: frozenset[str]) -> tuple[int, int]:
         """Decide, record, wait for an approval if needed; (decision, approval) indexes."""
@@ -379,36 +430,56 @@ class Run:
         if missing_scopes:
             missing = sorted(missing_scopes)
             effect, rule = "deny", f"scope.{missing[0]}"
-            reason = (f"lease {step.lease.id} lacks scope(s) {missing} that "
-                      f"{step.target.qualified} requires")
+            reason = (
+                f"lease {step.lease.id} lacks scope(s) {missing} that "
+                f"{step.target.qualified} requires"
+            )
         else:
             try:
                 decision = self._decide(self.gov.policy, step)
             except GovernanceViolation:
                 raise
             except Exception as exc:  # a policy engine fault must never fall through to allow
-                raise self.fail(GovernanceUnavailable(
-                    f"the policy engine failed while deciding {step.target.qualified}: "
-                    f"{type(exc).__name__}: {exc}",
-                    lease_id=step.lease.id, check="policy.engine", task=step.target.qualified,
-                    source="policy",
-                )) from exc
+                raise self.fail(
+                    GovernanceUnavailable(
+                        f"the policy engine failed while deciding {step.target.qualified}: "
+                        f"{type(exc).__name__}: {exc}",
+                        lease_id=step.lease.id,
+                        check="policy.engine",
+                        task=step.target.qualified,
+                        source="policy",
+                    )
+                ) from exc
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
         step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
-        parent_span.event("tenure.decision", {"target": step.target.qualified, "effect": effect,
-                                              "rule": rule})
-        index = self.record("decision", {
-            "step": step.id, "lease": step.lease.id, "action": step.action,
-            "target": step.target.name, "caller": step.caller or "", "effect": effect,
-            "rule": rule, "reason": reason, "args": args_digest,
-        }, parent_span, flush=effect != "allow")
+        parent_span.event(
+            "tenure.decision", {"target": step.target.qualified, "effect": effect, "rule": rule}
+        )
+        index = self.record(
+            "decision",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "caller": step.caller or "",
+                "effect": effect,
+                "rule": rule,
+                "reason": reason,
+                "args": args_digest,
+            },
+            parent_span,
+            flush=effect != "allow",
+        )
         if effect == "deny":
             raise PolicyDenied(
                 f"{step.target.qualified} denied for principal {self.principal!r}: {reason}",
-                run_id=self.id, lease_id=step.lease.id,
+                run_id=self.id,
+                lease_id=step.lease.id,
                 check=rule if missing_scopes else f"rule:{rule}",
-                task=step.target.qualified, source="policy",
+                task=step.target.qualified,
+                source="policy",
             )
         if effect == "require_approval":
             approvals: Approvals = self.engine.approvals
@@ -421,34 +492,60 @@ class Run:
             return index, granted
         return index, -1
 
-    def _recheck_after_reload(self, step: Step, args_digest: str,
-                              parent_span: SpanHandle) -> None:
+    def _recheck_after_reload(self, step: Step, args_digest: str, parent_span: SpanHandle) -> None:
         decision = self._redecide(self.gov.policy, step)
         if decision is None:
-            raise self.stop or PolicyDenied("the policy could not be re-decided",
-                                            check="policy.engine", source="policy")
+            raise self.stop or PolicyDenied(
+                "the policy could not be re-decided", check="policy.engine", source="policy"
+            )
         if decision.effect != "deny":
             return
-        self.record("decision", {
-            "step": step.id, "lease": step.lease.id, "action": step.action,
-            "target": step.target.name, "caller": step.caller or "", "effect": "deny",
-            "rule": decision.rule_id, "reason": decision.reason, "args": args_digest,
-        }, parent_span)
+        self.record(
+            "decision",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "caller": step.caller or "",
+                "effect": "deny",
+                "rule": decision.rule_id,
+                "reason": decision.reason,
+                "args": args_digest,
+            },
+            parent_span,
+        )
         raise PolicyDenied(
             f"{step.target.qualified} denied for principal {self.principal!r} by the policy "
             f"reloaded while it waited for approval: {decision.reason}",
-            run_id=self.id, lease_id=step.lease.id, check=f"rule:{decision.rule_id}",
-            task=step.target.qualified, source="policy",
+            run_id=self.id,
+            lease_id=step.lease.id,
+            check=f"rule:{decision.rule_id}",
+            task=step.target.qualified,
+            source="policy",
         )
 
     # -- steps ----------------------------------------------------------------------------
 
-    def _new_step(self, action: str, target: Agent | Tool, parent: Step | None,
-                  lease: LeaseState, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Step:
+    def _new_step(
+        self,
+        action: str,
+        target: Agent | Tool,
+        parent: Step | None,
+        lease: LeaseState,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Step:
         return Step(
-            id=str(next(self._ids)), action=action, target=target, parent=parent, lease=lease,
+            id=str(next(self._ids)),
+            action=action,
+            target=target,
+            parent=parent,
+            lease=lease,
             depth=parent.depth + (1 if action == "invoke_agent" else 0) if parent else 0,
-            args=args, kwargs=kwargs, span=parent.span if parent else self.span,
+            args=args,
+            kwargs=kwargs,
+            span=parent.span if parent else self.span,
             caller=parent.target.name if parent is not None else None,
         )
 
@@ -463,21 +560,40 @@ class Run:
             self.tracker.leave()
 
     def _start_record(self, step: Step, decision: int, approval: int) -> None:
-        self.record("step.start", {
-            "step": step.id, "lease": step.lease.id, "action": step.action,
-            "target": step.target.name, "decision": decision, "approval": approval,
-            "parent": step.parent.id if step.parent is not None else "", "depth": step.depth,
-            "args": step.args_digest,
-        }, step.span)
+        self.record(
+            "step.start",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "decision": decision,
+                "approval": approval,
+                "parent": step.parent.id if step.parent is not None else "",
+                "depth": step.depth,
+                "args": step.args_digest,
+            },
+            step.span,
+        )
 
     def _end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
         if error is None:
-            fields = {"step": step.id, "status": "ok", "result": value_digest(result),
-                      "error": "", "message": ""}
+            fields = {
+                "step": step.id,
+                "status": "ok",
+                "result": value_digest(result),
+                "error": "",
+                "message": "",
+            }
         else:
             status = "stopped" if self.stop is not None or self.cancelled_reason else "error"
-            fields = {"step": step.id, "status": status, "result": "",
-                      "error": type(error).__name__, "message": str(error)[:500]}
+            fields = {
+                "step": step.id,
+                "status": status,
+                "result": "",
+                "error": type(error).__name__,
+                "message": str(error)[:500],
+            }
         step.span.end(self.stop if error is not None and self.stop is not None else error)
         if error is None:
             self.record("step.end", fields, step.span, flush=False)
@@ -486,8 +602,14 @@ class Run:
             # stop itself was flushed when it was recorded, and close flushes the rest.
             self._record_quietly("step.end", fields, step.span, flush=False)
 
-    async def invoke_agent(self, parent: Step | None, agent: Agent, args: tuple[Any, ...],
-                           kwargs: dict[str, Any], scopes: frozenset[str] | None = None) -> Any:
+    async def invoke_agent(
+        self,
+        parent: Step | None,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scopes: frozenset[str] | None = None,
+    ) -> Any:
         """Run ``agent`` as a governed child of ``parent`` (or as the root when ``None``)."""
         from ..agents._context import Context
 
@@ -502,23 +624,36 @@ class Run:
             if scopes is not None:
                 widened = scopes - holder.lease.scope_set
                 if widened:
-                    raise self.fail(PolicyDenied(
-                        f"delegation to {agent.qualified} asks for scope(s) {sorted(widened)} "
-                        f"that the delegating lease does not hold",
-                        lease_id=holder.id, check="lease.narrowing", task=agent.qualified,
-                        source="delegate",
-                    ))
+                    raise self.fail(
+                        PolicyDenied(
+                            f"delegation to {agent.qualified} asks for scope(s) {sorted(widened)} "
+                            f"that the delegating lease does not hold",
+                            lease_id=holder.id,
+                            check="lease.narrowing",
+                            task=agent.qualified,
+                            source="delegate",
+                        )
+                    )
                 granted &= scopes
-        step = self._new_step("invoke_agent", agent, parent,
-                              holder if holder is not None else self._placeholder_lease(),
-                              args, kwargs)
+        step = self._new_step(
+            "invoke_agent",
+            agent,
+            parent,
+            holder if holder is not None else self._placeholder_lease(),
+            args,
+            kwargs,
+        )
         decision, approval = await self._authorize(step, frozenset())
         # The step's lease: issued only once the step is allowed.
         lease = self._issue_lease(step, holder, granted)
         self._enter(step)
         try:
             step.span = engine.lineage.start_agent(
-                step.span, agent.name, run_id=self.id, step_id=step.id, lease_id=lease.id,
+                step.span,
+                agent.name,
+                run_id=self.id,
+                step_id=step.id,
+                lease_id=lease.id,
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
@@ -528,8 +663,11 @@ class Run:
             gate = Gate(self, lease, agent.qualified)
             ctx = Context._create(self, step)
             try:
-                body = (agent.func(ctx, *args, **kwargs) if agent.isolation == "none"
-                        else engine.isolation.run_agent(self, step, agent, args, kwargs))
+                body = (
+                    agent.func(ctx, *args, **kwargs)
+                    if agent.isolation == "none"
+                    else engine.isolation.run_agent(self, step, agent, args, kwargs)
+                )
                 result = await Governed(body, gate)
             except BaseException as exc:
                 self._end_record(step, exc)
@@ -545,34 +683,55 @@ class Run:
         placeholder: LeaseState = _NO_LEASE
         return placeholder
 
-    def _issue_lease(self, step: Step, holder: LeaseState | None,
-                     granted: frozenset[str]) -> LeaseState:
+    def _issue_lease(
+        self, step: Step, holder: LeaseState | None, granted: frozenset[str]
+    ) -> LeaseState:
         engine = self.engine
         authority = engine.authority
         now_us = self.lease_clock_us()
         expires = now_us + int(engine.config.lease_seconds * 1e6)
         if holder is None:
             lease = authority.issue_root(
-                run_id=self.id, principal=self.principal, subject=step.target.qualified,
-                scopes=granted, expires_us=expires, hard_deadline_us=self.hard_deadline_us,
-                policy=self.gov.policy.digest, attestation=self.attestation,
-                epoch=self.gov.epoch, now_us=now_us,
+                run_id=self.id,
+                principal=self.principal,
+                subject=step.target.qualified,
+                scopes=granted,
+                expires_us=expires,
+                hard_deadline_us=self.hard_deadline_us,
+                policy=self.gov.policy.digest,
+                attestation=self.attestation,
+                epoch=self.gov.epoch,
+                now_us=now_us,
             )
         else:
-            lease = authority.issue_child(holder.lease, subject=step.target.qualified,
-                                          scopes=granted, expires_us=expires, now_us=now_us)
+            lease = authority.issue_child(
+                holder.lease,
+                subject=step.target.qualified,
+                scopes=granted,
+                expires_us=expires,
+                now_us=now_us,
+            )
         state = LeaseState(lease, holder, self.hard_deadline, now_us)
         self.leases[lease.id] = state
         step.lease = state
         c = lease.claims
-        self.record("lease.issued", {
-            "lease": c.lid, "parent": c.parent_lid or "", "subject": c.sub,
-            "scopes": list(c.scopes), "exp": c.exp, "envelope": lease.envelope,
-        }, flush=False)
+        self.record(
+            "lease.issued",
+            {
+                "lease": c.lid,
+                "parent": c.parent_lid or "",
+                "subject": c.sub,
+                "scopes": list(c.scopes),
+                "exp": c.exp,
+                "envelope": lease.envelope,
+            },
+            flush=False,
+        )
         return state
 
-    async def call_tool(self, caller: Step, tool: Tool, args: tuple[Any, ...],
-                        kwargs: dict[str, Any]) -> Any:
+    async def call_tool(
+        self, caller: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
         self.ensure_live(caller)
         step = self._new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
@@ -585,8 +744,12 @@ class Run:
         self._enter(step)
         try:
             step.span = self.engine.lineage.start_tool(
-                caller.span, tool.name, run_id=self.id, call_id=step.id,
-                lease_id=caller.lease.id, principal=self.principal,
+                caller.span,
+                tool.name,
+                run_id=self.id,
+                call_id=step.id,
+                lease_id=caller.lease.id,
+                principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
             self._start_record(step, decision, approval)
@@ -617,8 +780,11 @@ class Run:
         """Count usage; exceeding the token or cost budget stops the run."""
         self.ensure_live(step)
         over = self.tracker.record_usage(tokens, cost)
-        self._record_quietly("usage", {"step": step.id, "tokens": tokens,
-                                       "cost_micros": round(cost * 1e6)}, step.span)
+        self._record_quietly(
+            "usage",
+            {"step": step.id, "tokens": tokens, "cost_micros": round(cost * 1e6)},
+            step.span,
+        )
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
 
@@ -653,11 +819,15 @@ class Run:
             if decision is None:
                 return
             if not _stands(decision, step):
-                self.fail(PolicyDenied(
-                    f"renewal refused: {decision.reason}", lease_id=state.id,
-                    check=f"rule:{decision.rule_id}", task=step.target.qualified,
-                    source="watchdog",
-                ))
+                self.fail(
+                    PolicyDenied(
+                        f"renewal refused: {decision.reason}",
+                        lease_id=state.id,
+                        check=f"rule:{decision.rule_id}",
+                        task=step.target.qualified,
+                        source="watchdog",
+                    )
+                )
                 return
         engine = self.engine
         now_us = self.lease_clock_us()
@@ -667,7 +837,9 @@ class Run:
                 expires_us=now_us + int(engine.config.lease_seconds * 1e6),
                 hard_deadline_us=self.hard_deadline_us,
                 parent=state.parent.lease if state.parent is not None else None,
-                policy=self.gov.policy.digest, epoch=self.gov.epoch, now_us=now_us,
+                policy=self.gov.policy.digest,
+                epoch=self.gov.epoch,
+                now_us=now_us,
             )
         except GovernanceViolation as exc:
             exc.run_id = self.id
@@ -677,8 +849,11 @@ class Run:
         span = step.span if step is not None else self.span
         span.event("tenure.lease.renewed", {"lease": state.id, "gen": lease.claims.gen})
         try:
-            self.record("lease.renewed", {"lease": state.id, "exp": lease.claims.exp,
-                                          "envelope": lease.envelope}, span)
+            self.record(
+                "lease.renewed",
+                {"lease": state.id, "exp": lease.claims.exp, "envelope": lease.envelope},
+                span,
+            )
         except GovernanceViolation:
             return
 
@@ -689,20 +864,22 @@ class Run:
             state = self.leases.get(lid)
             if state is not None:
                 state.revoked = True
-        self._record_quietly("lease.revoked", {"lease": lease_id, "reason": reason, "by": by,
-                                               "cascade": cascade})
+        self._record_quietly(
+            "lease.revoked", {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
+        )
         self.span.event("tenure.lease.revoked", {"lease": lease_id, "reason": reason})
         state = self.leases.get(lease_id)
         task = state.lease.claims.sub if state is not None else None
-        self.fail(LeaseRevoked(f"revoked: {reason}", lease_id=lease_id, check="lease.revoked",
-                               task=task, source=by))
+        self.fail(
+            LeaseRevoked(
+                f"revoked: {reason}", lease_id=lease_id, check="lease.revoked", task=task, source=by
+            )
+        )
 
 
 def _stands(decision: Decision, step: Step) -> bool:
     """Whether a live step may go on: allowed, or approval required and already granted."""
-    return decision.effect == "allow" or (
-        decision.effect == "require_approval" and step.approved
-    )
+    return decision.effect == "allow" or (decision.effect == "require_approval" and step.approved)
 
 
 class _NoLease:

@@ -47,8 +47,14 @@ _VERSION = "0.1.0"
 class _Engine:
     """Internals shared by the runtime, its runs and its watchdog."""
 
-    def __init__(self, config: RuntimeConfig, key: SigningKey, policy: PolicySet,
-                 lineage: Lineage, attestor: Attestor) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        key: SigningKey,
+        policy: PolicySet,
+        lineage: Lineage,
+        attestor: Attestor,
+    ) -> None:
         self.config = config
         self.key = key
         self.gov = GovState(policy)
@@ -135,8 +141,7 @@ class Runtime:
         **overrides: Any,
     ) -> None:
         base = config or RuntimeConfig()
-        self.config = base.model_validate({**base.model_dump(), **overrides}) if overrides \
-            else base
+        self.config = base.model_validate({**base.model_dump(), **overrides}) if overrides else base
         self.evidence_dir = Path(evidence_dir)
         self._policies = policies
         self._key_arg = key
@@ -157,8 +162,10 @@ class Runtime:
         if self._engine is not None:
             raise RuntimeError("this Runtime is already running")
         policy = _load_policies(self._policies)
-        key = self._key_arg if isinstance(self._key_arg, SigningKey) else load_signing_key(
-            Path(self._key_arg) if self._key_arg is not None else None
+        key = (
+            self._key_arg
+            if isinstance(self._key_arg, SigningKey)
+            else load_signing_key(Path(self._key_arg) if self._key_arg is not None else None)
         )
         attestor = Attestor(key)
         await anyio.to_thread.run_sync(attestor.environment)
@@ -177,7 +184,9 @@ class Runtime:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
         engine, tg = self._require(), self._tg
@@ -207,11 +216,20 @@ class Runtime:
 
     # -- runs -----------------------------------------------------------------------------
 
-    async def run(self, agent: Agent, /, *args: Any, principal: str,
-                  scopes: Iterable[str] = (), ttl: float = 60.0, **kwargs: Any) -> Any:
+    async def run(
+        self,
+        agent: Agent,
+        /,
+        *args: Any,
+        principal: str,
+        scopes: Iterable[str] = (),
+        ttl: float = 60.0,
+        **kwargs: Any,
+    ) -> Any:
         """Run ``agent`` to completion; its result, or the violation that stopped it."""
-        handle = await self.start(agent, *args, principal=principal, scopes=scopes, ttl=ttl,
-                                  **kwargs)
+        handle = await self.start(
+            agent, *args, principal=principal, scopes=scopes, ttl=ttl, **kwargs
+        )
         try:
             return await handle.result()
         except anyio.get_cancelled_exc_class():
@@ -220,8 +238,16 @@ class Runtime:
                 await handle._run.done.wait()
             raise
 
-    async def start(self, agent: Agent, /, *args: Any, principal: str,
-                    scopes: Iterable[str] = (), ttl: float = 60.0, **kwargs: Any) -> RunHandle:
+    async def start(
+        self,
+        agent: Agent,
+        /,
+        *args: Any,
+        principal: str,
+        scopes: Iterable[str] = (),
+        ttl: float = 60.0,
+        **kwargs: Any,
+    ) -> RunHandle:
         """Start ``agent`` as a new run and return its handle at once."""
         engine = self._require()
         if not isinstance(agent, Agent):
@@ -236,24 +262,36 @@ class Runtime:
         run_id = "run_" + secrets.token_hex(8)
         policy = engine.gov.policy
         code = _code_items(engine)
-        manifest = engine.attestor.manifest(code, policy.digest, self._policy_files,
-                                            self.config.public())
+        manifest = engine.attestor.manifest(
+            code, policy.digest, self._policy_files, self.config.public()
+        )
         envelope, att_digest = engine.attestor.statement(run_id, manifest)
         run_dir = self.evidence_dir / run_id
         ledger = Ledger.create(
-            run_dir, run_id, engine.key,
-            LedgerConfig(checkpoint_every=self.config.checkpoint_every,
-                         checkpoint_interval=self.config.checkpoint_interval,
-                         fsync=self.config.fsync),
+            run_dir,
+            run_id,
+            engine.key,
+            LedgerConfig(
+                checkpoint_every=self.config.checkpoint_every,
+                checkpoint_interval=self.config.checkpoint_interval,
+                fsync=self.config.fsync,
+            ),
             self.evidence_dir / ".witness",
         )
         engine.attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
-        span = engine.lineage.start_run(run_id, agent.name, principal, policy.digest,
-                                        att_digest)
+        span = engine.lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
         run = Run(
-            engine, run_id=run_id, agent=agent, args=args, kwargs=kwargs, principal=principal,
-            scopes=frozenset(scopes), ttl=ttl, ledger=ledger,
-            tracker=BudgetTracker(policy.budgets, policy.rate_limits), span=span,
+            engine,
+            run_id=run_id,
+            agent=agent,
+            args=args,
+            kwargs=kwargs,
+            principal=principal,
+            scopes=frozenset(scopes),
+            ttl=ttl,
+            ledger=ledger,
+            tracker=BudgetTracker(policy.budgets, policy.rate_limits),
+            span=span,
             attestation=att_digest,
         )
         run.code = code
@@ -261,14 +299,24 @@ class Runtime:
         # wall-clock jump mid-run then shifts no timestamp against the leases it is
         # checked against.
         ledger.clock = run.lease_clock_us
-        run.record("run.start", {
-            "run": run_id, "principal": principal, "scopes": sorted(run.scopes),
-            "ttl_ms": int(ttl * 1000), "deadline": run.hard_deadline_us, "agent": agent.name,
-            "args": value_digest([args, kwargs]), "policy": policy.digest,
-            "attestation": att_digest, "key": engine.key.key_id,
-            "pubkey": b64e(engine.key.public_raw), "runtime": _VERSION,
-            "config": self.config.public(),
-        })
+        run.record(
+            "run.start",
+            {
+                "run": run_id,
+                "principal": principal,
+                "scopes": sorted(run.scopes),
+                "ttl_ms": int(ttl * 1000),
+                "deadline": run.hard_deadline_us,
+                "agent": agent.name,
+                "args": value_digest([args, kwargs]),
+                "policy": policy.digest,
+                "attestation": att_digest,
+                "key": engine.key.key_id,
+                "pubkey": b64e(engine.key.public_raw),
+                "runtime": _VERSION,
+                "config": self.config.public(),
+            },
+        )
         run.record("attestation", {"envelope": envelope}, flush=False)
         engine.runs[run_id] = run
         assert self._tg is not None
@@ -289,8 +337,12 @@ class Runtime:
             _classify(run, exc)
         finally:
             run.tg = None
-            if run.stop is None and run.error is None and run.scope is not None \
-                    and run.scope.cancelled_caught:
+            if (
+                run.stop is None
+                and run.error is None
+                and run.scope is not None
+                and run.scope.cancelled_caught
+            ):
                 _classify(run, anyio.get_cancelled_exc_class()())
             _finish(run)
             engine.runs.pop(run.id, None)
@@ -308,8 +360,7 @@ class Runtime:
             if root is not None:
                 run.revoke_lease(root.id, reason, "revoke")
             else:  # revoked before its root lease was issued (e.g. waiting for approval)
-                run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked",
-                                      source="revoke"))
+                run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source="revoke"))
             return
         for run in engine.runs.values():
             if run_or_lease_id in run.leases:
@@ -332,10 +383,13 @@ class Runtime:
         except (PolicyError, OSError) as exc:
             if not self.config.keep_last_good_policy:
                 for run in list(engine.runs.values()):
-                    run.fail(GovernanceUnavailable(
-                        f"policy reload refused: {exc}", check="policy.reload",
-                        source="policy-reload",
-                    ))
+                    run.fail(
+                        GovernanceUnavailable(
+                            f"policy reload refused: {exc}",
+                            check="policy.reload",
+                            source="policy-reload",
+                        )
+                    )
             raise
         engine.attestor.baseline_policy(policy.digest, policy.sources)
         engine.gov.policy = policy
@@ -344,10 +398,12 @@ class Runtime:
             self._policy_files = tuple(policy.sources)
             self.policy_source = Path(path_or_policyset)
         for run in list(engine.runs.values()):
-            run.span.event("tenure.policy.reloaded", {"policy": policy.digest,
-                                                       "epoch": engine.gov.epoch})
-            run._record_quietly("policy.reloaded", {"policy": policy.digest,
-                                                    "epoch": engine.gov.epoch})
+            run.span.event(
+                "tenure.policy.reloaded", {"policy": policy.digest, "epoch": engine.gov.epoch}
+            )
+            run._record_quietly(
+                "policy.reloaded", {"policy": policy.digest, "epoch": engine.gov.epoch}
+            )
             run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()
         engine.wake_watchdog()
@@ -401,8 +457,9 @@ def _classify(run: Run, exc: BaseException) -> None:
     if isinstance(exc, BaseExceptionGroup):
         leaves = list(_leaves(exc))
         violation = next((e for e in leaves if isinstance(e, GovernanceViolation)), None)
-        other = next((e for e in leaves if not isinstance(
-            e, anyio.get_cancelled_exc_class())), None)
+        other = next(
+            (e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())), None
+        )
         exc = violation or other or leaves[0]
     if run.stop is not None:
         return
@@ -433,17 +490,37 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]
 def _finish(run: Run) -> None:
     """Record how the run ended and close its evidence (checkpoint, fsync)."""
     if run.stop is not None:
-        fields = {"status": "violation", "error": type(run.stop).__name__,
-                  "check": run.stop.check, "reason": run.stop.reason, "result": ""}
+        fields = {
+            "status": "violation",
+            "error": type(run.stop).__name__,
+            "check": run.stop.check,
+            "reason": run.stop.reason,
+            "result": "",
+        }
     elif run.cancelled_reason is not None:
-        fields = {"status": "cancelled", "error": "", "check": "",
-                  "reason": run.cancelled_reason, "result": ""}
+        fields = {
+            "status": "cancelled",
+            "error": "",
+            "check": "",
+            "reason": run.cancelled_reason,
+            "result": "",
+        }
     elif run.error is not None:
-        fields = {"status": "error", "error": type(run.error).__name__, "check": "",
-                  "reason": str(run.error)[:500], "result": ""}
+        fields = {
+            "status": "error",
+            "error": type(run.error).__name__,
+            "check": "",
+            "reason": str(run.error)[:500],
+            "result": "",
+        }
     else:
-        fields = {"status": "ok", "error": "", "check": "", "reason": "",
-                  "result": value_digest(run.result)}
+        fields = {
+            "status": "ok",
+            "error": "",
+            "check": "",
+            "reason": "",
+            "result": value_digest(run.result),
+        }
     run.span.end(run.stop or run.error)
     run._record_quietly("run.end", fields)
     try:
@@ -452,4 +529,3 @@ def _finish(run: Run) -> None:
         if run.stop is None and run.error is None:
             exc.run_id = run.id
             run.stop = exc
-

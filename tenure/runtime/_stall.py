@@ -85,7 +85,9 @@ class StallDetector:
             exc = GovernanceUnavailable(
                 f"the event loop was blocked for more than {self._bound:g}s by synchronous "
                 f"code; governance could not run (blocking frame: {_last_line(where)})",
-                run_id=run.id, check="loop.stall", source="stall-detector",
+                run_id=run.id,
+                check="loop.stall",
+                source="stall-detector",
             )
             run.stop = run.stop or exc  # read by gates without the loop's help
         start = self._beat

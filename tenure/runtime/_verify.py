@@ -309,8 +309,9 @@ class _Verifier:
         payload = self._attestation_payload(rec.get("envelope"), "attestation", n)
         got = digest(payload)
         if got != self.attestation:
-            raise _Fail(n, "attestation", f"envelope digest {got} is not run.start's "
-                                          f"{self.attestation}")
+            raise _Fail(
+                n, "attestation", f"envelope digest {got} is not run.start's {self.attestation}"
+            )
         self.attestation_in_ledger = True
 
     def _check_attestation(self) -> None:
@@ -319,8 +320,7 @@ class _Verifier:
         if not path.is_file():
             if self.attestation_in_ledger:
                 self.rep.warnings.append(
-                    f"{ATTESTATION_NAME} is missing; the ledger's copy of the attestation "
-                    "verified"
+                    f"{ATTESTATION_NAME} is missing; the ledger's copy of the attestation verified"
                 )
             elif want:
                 raise _Fail(

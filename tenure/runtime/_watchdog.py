@@ -108,10 +108,13 @@ class Watchdog:
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
             self._engine.gov.watchdog_deadline = float("-inf")
             for run in list(self._engine.runs.values()):
-                run.fail(GovernanceUnavailable(
-                    f"the watchdog crashed: {type(exc).__name__}: {exc}",
-                    check="watchdog.crashed", source="watchdog",
-                ))
+                run.fail(
+                    GovernanceUnavailable(
+                        f"the watchdog crashed: {type(exc).__name__}: {exc}",
+                        check="watchdog.crashed",
+                        source="watchdog",
+                    )
+                )
             if not isinstance(exc, Exception):
                 raise
 
@@ -144,20 +147,30 @@ class Watchdog:
             return
         problem: tuple[type[GovernanceViolation], str] | None = None
         if st is None:
-            problem = (GovernanceUnavailable, (
-                f"{path}: the signing key file is missing or cannot be stat'ed: leases "
-                "are not renewed under a key the runtime can no longer vouch for"))
+            problem = (
+                GovernanceUnavailable,
+                (
+                    f"{path}: the signing key file is missing or cannot be stat'ed: leases "
+                    "are not renewed under a key the runtime can no longer vouch for"
+                ),
+            )
         else:
             try:
                 key = load_signing_key(path, create=False)
             except GovernanceUnavailable as exc:
-                problem = (GovernanceUnavailable,
-                           f"the signing key file changed and no longer loads: {exc.reason}")
+                problem = (
+                    GovernanceUnavailable,
+                    f"the signing key file changed and no longer loads: {exc.reason}",
+                )
             else:
                 if key.key_id != engine.key.key_id:
-                    problem = (SignatureInvalid, (
-                        f"{path} now holds key {key.key_id}, not the key {engine.key.key_id} "
-                        "this runtime signs with: restart the runtime to rotate keys"))
+                    problem = (
+                        SignatureInvalid,
+                        (
+                            f"{path} now holds key {key.key_id}, not the key {engine.key.key_id} "
+                            "this runtime signs with: restart the runtime to rotate keys"
+                        ),
+                    )
                 else:
                     self._key_stat = st  # same key, file touched or rewritten
         if problem is not None:

@@ -157,10 +157,12 @@ def _success(result: Any) -> bytes:
     try:
         return _dumps((True, result))
     except Exception as exc:  # an unpicklable result
-        return _failure(TypeError(
-            f"the result of type {type(result).__qualname__} cannot cross the process "
-            f"boundary ({type(exc).__name__}: {exc})"
-        ))
+        return _failure(
+            TypeError(
+                f"the result of type {type(result).__qualname__} cannot cross the process "
+                f"boundary ({type(exc).__name__}: {exc})"
+            )
+        )
 
 
 def _failure(exc: BaseException) -> bytes:
@@ -171,10 +173,18 @@ def _failure(exc: BaseException) -> bytes:
     try:
         return _dumps((False, (exc, text)))
     except Exception as err:  # an unpicklable exception: send its description
-        return _dumps((False, (RuntimeError(
-            f"{type(exc).__qualname__}: {exc} (the exception itself cannot be pickled: "
-            f"{type(err).__name__}: {err})"
-        ), text)))
+        return _dumps(
+            (
+                False,
+                (
+                    RuntimeError(
+                        f"{type(exc).__qualname__}: {exc} (the exception itself cannot be pickled: "
+                        f"{type(err).__name__}: {err})"
+                    ),
+                    text,
+                ),
+            )
+        )
 
 
 def main() -> None:

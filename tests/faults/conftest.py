@@ -165,8 +165,9 @@ def records(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line]
 
 
-def assert_stopped(error: BaseException, cls: type[GovernanceViolation], check: str,
-                   wf: Workflow) -> None:
+def assert_stopped(
+    error: BaseException, cls: type[GovernanceViolation], check: str, wf: Workflow
+) -> None:
     """The run stopped with ``cls``/``check`` and no tool ran after the fault or the stop."""
     assert type(error) is cls, f"expected {cls.__name__}, got {type(error).__name__}: {error}"
     assert isinstance(error, GovernanceViolation)
@@ -176,8 +177,14 @@ def assert_stopped(error: BaseException, cls: type[GovernanceViolation], check: 
     assert wf.after_stop == [], f"tool bodies ran after the stop: {wf.after_stop}"
 
 
-def assert_evidence(run_dir: Path, key: SigningKey, *, check: str | None,
-                    status: str = "violation", error: str | None = None) -> VerifyReport:
+def assert_evidence(
+    run_dir: Path,
+    key: SigningKey,
+    *,
+    check: str | None,
+    status: str = "violation",
+    error: str | None = None,
+) -> VerifyReport:
     """The ledger records the stop (violation with ``check`` and ``run.end``) and verifies."""
     recs = records(run_dir)
     ends = [r for r in recs if r["kind"] == "run.end"]

@@ -12,17 +12,18 @@ from tenure.policies import PolicySet
 
 from .conftest import ALLOW_ALL_TOML, SCOPES, Workflow, assert_evidence, records, runtime
 
-APPROVE_TRANSFERS = ALLOW_ALL_TOML + """
+APPROVE_TRANSFERS = (
+    ALLOW_ALL_TOML
+    + """
 [[rules]]
 id = "transfers-need-a-person"
 effect = "require_approval"
 targets = ["transfer"]
 """
+)
 
 
-async def test_unanswered_approval_times_out_as_a_denial(
-    wf: Workflow, evidence: Path
-) -> None:
+async def test_unanswered_approval_times_out_as_a_denial(wf: Workflow, evidence: Path) -> None:
     """approval_timeout: nobody answered, the step never ran, approval.denied recorded."""
     wf.after_tool = wf.transfer
     key = SigningKey.generate()
@@ -74,7 +75,7 @@ async def test_cancelling_the_caller_of_rt_run_stops_and_records_the_run(
 
 
 async def test_agent_swallowing_the_callers_cancellation_cannot_start_a_tool(
-    evidence: Path
+    evidence: Path,
 ) -> None:
     """After the caller went away no new step starts, even from uncooperative code."""
     ran: list[str] = []

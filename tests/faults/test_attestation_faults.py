@@ -13,14 +13,14 @@ from tenure import AttestationMismatch, SigningKey
 
 from .conftest import Workflow, assert_evidence, assert_stopped, runtime
 
-PLUGIN = '''
+PLUGIN = """
 from tenure import Context, agent
 
 
 @agent(scopes={"act"})
 async def plugin(ctx: Context, x: int) -> int:
     return x + 1
-'''
+"""
 
 
 def _import(path: Path) -> ModuleType:

@@ -62,9 +62,13 @@ def _provider(exporter: SpanExporter) -> TracerProvider:
     return provider
 
 
-async def _complete(wf: Workflow, rt_kw: dict[str, object], evidence: Path,
-                    before_go: Callable[[], Awaitable[None]] | None = None,
-                    after_result: Callable[[], None] | None = None) -> None:
+async def _complete(
+    wf: Workflow,
+    rt_kw: dict[str, object],
+    evidence: Path,
+    before_go: Callable[[], Awaitable[None]] | None = None,
+    after_result: Callable[[], None] | None = None,
+) -> None:
     key = SigningKey.generate()
     async with runtime(evidence, key=key, **rt_kw) as rt:
         handle = await wf.start(rt)
@@ -108,8 +112,7 @@ async def test_hanging_exporter_does_not_block_the_run(wf: Workflow, evidence: P
         exporter.release.set()  # (a still-hung exporter costs the runtime's exit <= 2 s)
 
     try:
-        await _complete(wf, {"tracer_provider": provider}, evidence, hung,
-                        still_hung_then_release)
+        await _complete(wf, {"tracer_provider": provider}, evidence, hung, still_hung_then_release)
     finally:
         exporter.release.set()
         provider.shutdown()
@@ -134,7 +137,10 @@ class RaisingProcessor(SpanProcessor):
 
 @pytest.mark.parametrize("hook", ["on_start", "on_end"])
 async def test_raising_span_processor_does_not_fail_the_run(
-    hook: str, wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch,
+    hook: str,
+    wf: Workflow,
+    evidence: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A processor that raises while a span starts or ends: logged, the run ends ok."""

@@ -78,8 +78,9 @@ async def test_watched_policy_file_replaced_or_deleted_stops_the_run(
     here) but after the watched reload, so the stop is reported as ``policy.reload``.
     """
     key = SigningKey.generate()
-    async with runtime(evidence, key=key, policies=policy_file, watch_policies=True,
-                       attest_interval=0.01) as rt:
+    async with runtime(
+        evidence, key=key, policies=policy_file, watch_policies=True, attest_interval=0.01
+    ) as rt:
         handle = await wf.start(rt)
         _break(policy_file, fault)
         with pytest.raises(GovernanceUnavailable) as info:
@@ -95,8 +96,9 @@ async def test_watched_policy_file_edited_validly_is_reloaded_and_the_run_goes_o
 ) -> None:
     """A valid edit is a reload (new epoch, live steps re-decided), not an attestation stop."""
     key = SigningKey.generate()
-    async with runtime(evidence, key=key, policies=policy_file, watch_policies=True,
-                       attest_interval=0.01) as rt:
+    async with runtime(
+        evidence, key=key, policies=policy_file, watch_policies=True, attest_interval=0.01
+    ) as rt:
         assert rt._engine is not None
         handle = await wf.start(rt)
         epoch = rt._engine.gov.epoch
@@ -151,8 +153,14 @@ async def test_watched_file_garbage_with_keep_last_good_is_still_an_attestation_
 ) -> None:
     """keep_last_good keeps the set in force, but an overwritten attested file stops runs."""
     key = SigningKey.generate()
-    async with runtime(evidence, key=key, policies=policy_file, watch_policies=True,
-                       keep_last_good_policy=True, attest_interval=0.01) as rt:
+    async with runtime(
+        evidence,
+        key=key,
+        policies=policy_file,
+        watch_policies=True,
+        keep_last_good_policy=True,
+        attest_interval=0.01,
+    ) as rt:
         handle = await wf.start(rt)
         _break(policy_file, "garbage")
         with pytest.raises(AttestationMismatch) as info:
