@@ -204,7 +204,6 @@ class Run:
         self.validated_epoch = self.gov.epoch
         self.leases: dict[str, LeaseState] = {}
         self.steps: dict[str, Step] = {}
-        self.uncooperative: list[str] = []
         self.scope: anyio.CancelScope | None = None
         self.tg: TaskGroup | None = None
         self.done = anyio.Event()
@@ -361,7 +360,6 @@ class Run:
 
     def note_uncooperative(self, gate: Gate, how: str) -> None:
         """Record that a task kept going after its stop (it will not be resumed)."""
-        self.uncooperative.append(gate.task)
         self._record_quietly(
             "violation",
             {
