@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tenure.runtime._canonical import b64d, b64e, check_record_domain, record_bytes
-from tenure.runtime._run import value_digest
+from tenure.runtime._state import value_digest
 
 _SAFE = 2**53 - 1
 _scalars = st.one_of(

@@ -18,7 +18,8 @@ from ._decorators import Agent, Tool
 
 if TYPE_CHECKING:
     from ..runtime._lease import Lease
-    from ..runtime._run import Run, Step
+    from ..runtime._run import Run
+    from ..runtime._state import Step
 
 __all__ = ["Context", "Parallel", "ParallelTask"]
 

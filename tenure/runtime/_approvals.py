@@ -23,7 +23,8 @@ from ._lease import wall_us
 
 if TYPE_CHECKING:
     from ._keys import SigningKey
-    from ._run import Run, Step
+    from ._run import Run
+    from ._state import Step
 
 __all__ = ["APPROVAL_PAYLOAD_TYPE", "ApprovalRequest", "Approvals"]
 

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import GovernanceViolation
 
 if TYPE_CHECKING:
-    from ._run import LeaseState, Run
+    from ._run import Run
+    from ._state import LeaseState
 
 __all__ = ["Gate", "Governed"]
 

@@ -49,7 +49,8 @@ from ._worker import RemoteTraceback, WorkerContext, resolve
 
 if TYPE_CHECKING:
     from ..agents._decorators import Agent, Tool
-    from ._run import Run, Step
+    from ._run import Run
+    from ._state import Step
 
 __all__ = ["Isolation", "WorkerPool", "call_in_worker"]
 

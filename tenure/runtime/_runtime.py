@@ -35,8 +35,9 @@ from ._keys import SigningKey, load_signing_key
 from ._lease import LeaseAuthority
 from ._ledger import Ledger, LedgerConfig
 from ._lineage import Lineage
-from ._run import GovState, Run, value_digest
+from ._run import Run
 from ._stall import StallDetector
+from ._state import GovState, value_digest
 from ._watchdog import Watchdog
 
 __all__ = ["RunHandle", "Runtime"]
