@@ -173,6 +173,11 @@ class Run:
             self.scope.cancel()
         self.engine.wake_watchdog()
 
+    def _stopped(self) -> GovernanceViolation:
+        """The stop that a failing helper (``_redecide``) has just set."""
+        assert self.stop is not None
+        return self.stop
+
     def cancel(self, reason: str) -> None:
         """Stop the run because its caller went away (not a governance violation)."""
         if self.stop is None and self.cancelled_reason is None:
@@ -291,14 +296,19 @@ class Run:
         args = step.bound_args() if policy.uses_args else None
         return policy.decide(self.principal, step.action, step.target.name, step.caller, args)
 
-    def _redecide(self, policy: PolicySet, step: Step) -> Decision | None:
-        """Re-decide a live step (reload, renewal); a policy engine fault stops the run."""
+    def _redecide(
+        self, policy: PolicySet, step: Step, doing: str = "re-deciding live step"
+    ) -> Decision | None:
+        """Decide ``step``; a policy engine fault stops the run (``None`` is returned then).
+
+        Never falls through to allow, and never raises: the watchdog calls it too.
+        """
         try:
             return self._decide(policy, step)
-        except Exception as exc:  # never fall through to allow, never crash the watchdog
+        except Exception as exc:
             self.fail(
                 GovernanceUnavailable(
-                    f"the policy engine failed while re-deciding live step {step.id} "
+                    f"the policy engine failed while {doing} {step.id} "
                     f"({step.target.qualified}): {type(exc).__name__}: {exc}",
                     lease_id=step.lease.id,
                     check="policy.engine",
@@ -307,6 +317,26 @@ class Run:
                 )
             )
             return None
+
+    def _record_decision(
+        self, step: Step, effect: str, rule: str, reason: str, span: SpanHandle, *, flush: bool
+    ) -> int:
+        return self.record(
+            "decision",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "caller": step.caller or "",
+                "effect": effect,
+                "rule": rule,
+                "reason": reason,
+                "args": step.args_digest,
+            },
+            span,
+            flush=flush,
+        )
 
     def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation:
         return self.fail(
@@ -324,7 +354,7 @@ class Run:
         over = self.tracker.on_step(step.action, step.target.name, step.depth)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
-        args_digest = step.args_digest = value_digest([step.args, step.kwargs])
+        step.args_digest = value_digest([step.args, step.kwargs])
         if missing_scopes:
             missing = sorted(missing_scopes)
             effect, rule = "deny", f"scope.{missing[0]}"
@@ -333,42 +363,17 @@ class Run:
                 f"{step.target.qualified} requires"
             )
         else:
-            try:
-                decision = self._decide(self.gov.policy, step)
-            except GovernanceViolation:
-                raise
-            except Exception as exc:  # a policy engine fault must never fall through to allow
-                raise self.fail(
-                    GovernanceUnavailable(
-                        f"the policy engine failed while deciding {step.target.qualified}: "
-                        f"{type(exc).__name__}: {exc}",
-                        lease_id=step.lease.id,
-                        check="policy.engine",
-                        task=step.target.qualified,
-                        source="policy",
-                    )
-                ) from exc
+            decision = self._redecide(self.gov.policy, step, "deciding step")
+            if decision is None:
+                raise self._stopped()
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
         step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
         parent_span.event(
             "tenure.decision", {"target": step.target.qualified, "effect": effect, "rule": rule}
         )
-        index = self.record(
-            "decision",
-            {
-                "step": step.id,
-                "lease": step.lease.id,
-                "action": step.action,
-                "target": step.target.name,
-                "caller": step.caller or "",
-                "effect": effect,
-                "rule": rule,
-                "reason": reason,
-                "args": args_digest,
-            },
-            parent_span,
-            flush=effect != "allow",
+        index = self._record_decision(
+            step, effect, rule, reason, parent_span, flush=effect != "allow"
         )
         if effect == "deny":
             raise PolicyDenied(
@@ -386,32 +391,18 @@ class Run:
             step.approved = True
             if self.gov.epoch != epoch:
                 # A reload during the wait: the grant answered the old policy's question.
-                self._recheck_after_reload(step, args_digest, parent_span)
+                self._recheck_after_reload(step, parent_span)
             return index, granted
         return index, -1
 
-    def _recheck_after_reload(self, step: Step, args_digest: str, parent_span: SpanHandle) -> None:
+    def _recheck_after_reload(self, step: Step, parent_span: SpanHandle) -> None:
         decision = self._redecide(self.gov.policy, step)
         if decision is None:
-            raise self.stop or PolicyDenied(
-                "the policy could not be re-decided", check="policy.engine", source="policy"
-            )
+            raise self._stopped()
         if decision.effect != "deny":
             return
-        self.record(
-            "decision",
-            {
-                "step": step.id,
-                "lease": step.lease.id,
-                "action": step.action,
-                "target": step.target.name,
-                "caller": step.caller or "",
-                "effect": "deny",
-                "rule": decision.rule_id,
-                "reason": decision.reason,
-                "args": args_digest,
-            },
-            parent_span,
+        self._record_decision(
+            step, "deny", decision.rule_id, decision.reason, parent_span, flush=True
         )
         raise PolicyDenied(
             f"{step.target.qualified} denied for principal {self.principal!r} by the policy "
