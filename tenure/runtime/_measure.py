@@ -52,7 +52,8 @@ SourceKind = Literal["file", "inspect", "bytecode", "builtin"]
 _Stat = tuple[int, int, int, int]  # mtime_ns, ctime_ns, size, inode
 
 
-def _stat(path: str) -> _Stat | None:
+def _stat(path: str | Path) -> _Stat | None:
+    """(mtime_ns, ctime_ns, size, inode), or ``None`` if the file cannot be stat'ed."""
     try:
         st = os.stat(path)
     except OSError:

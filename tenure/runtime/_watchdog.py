@@ -28,7 +28,6 @@ Invariant: if the watchdog itself fails, every live run stops with
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from time import monotonic
@@ -38,6 +37,7 @@ import anyio
 
 from ._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
 from ._keys import load_signing_key
+from ._measure import _Stat, _stat
 
 if TYPE_CHECKING:
     from ._run import Run
@@ -45,18 +45,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Watchdog"]
 
-_Stat = tuple[int, int, int, int] | None
 
-
-def _stat(path: Path) -> _Stat:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_ctime_ns, st.st_size, st.st_ino)
-
-
-def _stats(paths: Iterable[Path]) -> tuple[_Stat, ...]:
+def _stats(paths: Iterable[Path]) -> tuple[_Stat | None, ...]:
     return tuple(_stat(p) for p in paths)
 
 
@@ -81,7 +71,7 @@ class Watchdog:
         files = tuple(self._runtime._policy_files)
         return (source, *(f for f in files if f != source))
 
-    def _policy_stats(self) -> tuple[_Stat, ...]:
+    def _policy_stats(self) -> tuple[_Stat | None, ...]:
         return _stats(self._policy_paths()) if self._engine.config.watch_policies else ()
 
     def wake(self) -> None:
