@@ -143,6 +143,8 @@ class Runtime:
     ) -> None:
         base = config or RuntimeConfig()
         self.config = base.model_validate({**base.model_dump(), **overrides}) if overrides else base
+        # What every run attests and records; the config is frozen, so computed once.
+        self._config_record = self.config.public()
         self.evidence_dir = Path(evidence_dir)
         self._policies = policies
         self._key_arg = key
@@ -264,7 +266,7 @@ class Runtime:
         policy = engine.gov.policy
         code = _code_items(engine)
         manifest = engine.attestor.manifest(
-            code, policy.digest, self._policy_files, self.config.public()
+            code, policy.digest, self._policy_files, self._config_record
         )
         envelope, att_digest = engine.attestor.statement(run_id, manifest)
         run_dir = self.evidence_dir / run_id
@@ -315,7 +317,7 @@ class Runtime:
                 "key": engine.key.key_id,
                 "pubkey": b64e(engine.key.public_raw),
                 "runtime": _VERSION,
-                "config": self.config.public(),
+                "config": self._config_record,
             },
         )
         run.record("attestation", {"envelope": envelope}, flush=False)
