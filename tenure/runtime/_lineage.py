@@ -35,14 +35,16 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import (
     NonRecordingSpan,
     Span,
@@ -113,6 +115,8 @@ EXPORT_QUEUE_MAX_SPANS: Final = 2048
 EXPORT_BATCH_MAX_SPANS: Final = 512
 EXPORT_SCHEDULE_DELAY_MS: Final = 500
 EXPORT_REQUEST_TIMEOUT_S: Final = 5.0
+# Time given to an interrupted exporter and processor to stop once the flush used the budget.
+SHUTDOWN_GRACE_S: Final = 0.1
 STATUS_DESCRIPTION_MAX_CHARS: Final = 512
 OTLP_TRACES_PATH: Final = "/v1/traces"
 
@@ -130,6 +134,37 @@ _EMPTY_TRACESTATE: Final = TraceState()
 
 
 _warned: list[bool] = []
+
+
+class _InterruptibleExporter(SpanExporter):
+    """Wraps the exporter of a provider we own so that shutdown can cut a retry short.
+
+    The SDK's batch processor joins its worker (up to 30 s) *before* it shuts the exporter
+    down, and the OTLP exporter keeps retrying an unreachable collector until its deadline;
+    a bounded shutdown would otherwise leave that thread retrying after the runtime is gone.
+    Shutting the wrapped exporter down first wakes the retry loop; a second shutdown, from
+    the processor, is a no-op instead of the SDK's "already shutdown" warning.
+    """
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self._stopped = False
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        if self._stopped:
+            return SpanExportResult.FAILURE
+        return self._inner.export(spans)
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self._inner.force_flush(timeout_millis)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self._inner.shutdown()
 
 
 def _lineage_fault(what: str) -> None:
@@ -288,6 +323,7 @@ class Lineage:
         self._provider: TracerProvider | None = tracer_provider
         self._tracer: Tracer | None = None
         self._closed = False
+        self._interruptible: _InterruptibleExporter | None = None
         self.exporter: SpanExporter | None = None
         if tracer_provider is None:
             exporter = exporter if exporter is not None else self._otlp_from_config(otlp_endpoint)
@@ -296,9 +332,10 @@ class Lineage:
                 provider = SDKTracerProvider(
                     resource=Resource.create({"service.name": name}), shutdown_on_exit=False
                 )
+                self._interruptible = _InterruptibleExporter(exporter)
                 provider.add_span_processor(
                     BatchSpanProcessor(
-                        exporter,
+                        self._interruptible,
                         max_queue_size=EXPORT_QUEUE_MAX_SPANS,
                         schedule_delay_millis=EXPORT_SCHEDULE_DELAY_MS,
                         max_export_batch_size=EXPORT_BATCH_MAX_SPANS,
@@ -472,10 +509,19 @@ class Lineage:
         if self._closed:
             return
         self._closed = True
-        if self._owned is not None:
+        if self._owned is not None and self._interruptible is not None:
             atexit.unregister(self.shutdown)
             owned = self._owned
-            self._run_bounded(owned.shutdown, timeout_s)
+            deadline = time.monotonic() + timeout_s
+            millis = max(0, int(timeout_s * 1000))
+            self._run_bounded(lambda: owned.force_flush(millis), timeout_s)
+            # Whatever the flush left (a collector that is down or hanging) is dropped now,
+            # rather than retried on a thread that outlives the runtime.
+            grace_s = SHUTDOWN_GRACE_S
+            self._run_bounded(
+                self._interruptible.shutdown, max(grace_s, deadline - time.monotonic())
+            )
+            self._run_bounded(owned.shutdown, max(grace_s, deadline - time.monotonic()))
         elif self._provider is not None:
             flush = getattr(self._provider, "force_flush", None)
             if callable(flush):

@@ -121,8 +121,14 @@ async def test_hanging_exporter_does_not_block_the_run(wf: Workflow, evidence: P
 async def test_unreachable_otlp_endpoint_does_not_block_the_run(
     wf: Workflow, evidence: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Runtime(otlp_endpoint=<nothing listening>): the run completes normally."""
+    """Runtime(otlp_endpoint=<nothing listening>): the run completes normally, and the
+    runtime's exit leaves no export thread retrying the dead collector behind it."""
+    before = set(threading.enumerate())
     await _complete(wf, {"otlp_endpoint": "http://127.0.0.1:9"}, evidence)
+    left = [t for t in threading.enumerate() if t not in before and t.name.startswith("Otel")]
+    for thread in left:
+        thread.join(0.5)
+    assert [t.name for t in left if t.is_alive()] == []
 
 
 class RaisingProcessor(SpanProcessor):
