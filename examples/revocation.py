@@ -77,12 +77,13 @@ def explain(run_dir: Path) -> None:
         f"{len(revoke['cascade']) - 1} descendant lease(s); reason: {revoke['reason']}"
     )
     for r in records:
-        if r["kind"] == "step.end" and r["status"] == "stopped":
-            after_ms = (r["t"] - revoke["t"]) / 1000
-            print(
-                f"  stopped  {names[r['step']]:<12} step {r['step']:<3} "
-                f"{after_ms:6.2f} ms after the revocation  ({r['error']})"
-            )
+        if r["kind"] == "steps.stopped":  # every step the stop unwound, with its end time
+            for step, ended in zip(r["steps"], r["ended"], strict=True):
+                after_ms = (ended - revoke["t"]) / 1000
+                print(
+                    f"  stopped  {names[step]:<12} step {step:<3} "
+                    f"{after_ms:6.2f} ms after the revocation  ({r['error']})"
+                )
     violation = next(r for r in records if r["kind"] == "violation")
     print(
         f"why: {violation['error']} check={violation['check']} source={violation['source']}: "

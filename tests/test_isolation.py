@@ -40,6 +40,13 @@ def _records(run_dir: Path, kind: str) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
+def _end_statuses(run_dir: Path, step: str) -> list[str]:
+    """How ``step`` ended, from its ``step.end`` and any ``steps.stopped`` naming it."""
+    ends = [e["status"] for e in _records(run_dir, "step.end") if e["step"] == step]
+    stops = _records(run_dir, "steps.stopped")
+    return ends + ["stopped" for r in stops for s in r["steps"] if s == step]
+
+
 def _gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -105,8 +112,7 @@ async def test_process_tool_that_cannot_cooperate_is_killed_on_revocation(
     killed = _records(run_dir, "isolation.killed")
     assert [(k["pid"], k["step"]) for k in killed] == [(pid, "2")]
     assert "LeaseRevoked" in killed[0]["reason"] and "kill switch" in killed[0]["reason"]
-    ends = [e for e in _records(run_dir, "step.end") if e["step"] == "2"]
-    assert [e["status"] for e in ends] == ["stopped"]
+    assert _end_statuses(run_dir, "2") == ["stopped"]
     assert verify_run(run_dir, key.public_key).ok
 
 
@@ -318,9 +324,7 @@ async def test_thread_tool_late_result_is_discarded_and_recorded_as_abandoned(
     abandoned = _records(handle.evidence_path, "step.abandoned")
     assert [a["step"] for a in abandoned] == ["2"]
     assert "LeaseRevoked" in abandoned[0]["reason"]
-    assert [
-        e["status"] for e in _records(handle.evidence_path, "step.end") if e["step"] == "2"
-    ] == ["stopped"]
+    assert _end_statuses(handle.evidence_path, "2") == ["stopped"]
     assert verify_run(handle.evidence_path, key.public_key).ok
 
 

@@ -220,10 +220,9 @@ async def test_reload_that_denies_a_running_tool_stops_it_before_its_next_await(
     assert tool_went_on is False
     assert (info.value.check, info.value.task) == ("rule:stop-slow-tool", "tool:slow_tool")
     recs = _verified(handle, key)
-    [end] = [
-        r for r in recs if r["kind"] == "step.end" and r["status"] != "ok" and r["step"] == "2"
-    ]
-    assert end["status"] == "stopped"
+    assert not [r for r in recs if r["kind"] == "step.end" and r["step"] == "2"]
+    [stopped] = [r for r in recs if r["kind"] == "steps.stopped" and "2" in r["steps"]]
+    assert stopped["error"] == "PolicyDenied"
 
 
 async def test_reload_that_still_allows_everything_lets_the_run_finish(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import anyio
@@ -72,6 +73,15 @@ async def test_revoking_a_run_of_100_parallel_agents_stops_every_agent(
     assert "kill switch" in str(info.value)
     kinds = _ledger_kinds(handle.evidence_path)
     assert "lease.revoked" in kinds and "violation" in kinds and kinds[-2] == "run.end"
+    # Every one of the 101 live agent steps is recorded as stopped, once, after the revocation.
+    lines = (handle.evidence_path / "ledger.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    revoked_at = next(r["t"] for r in recs if r["kind"] == "lease.revoked")
+    [stopped] = [r for r in recs if r["kind"] == "steps.stopped"]
+    started = {r["step"] for r in recs if r["kind"] == "step.start"}
+    assert sorted(stopped["steps"]) == sorted(started) and len(started) == 101
+    assert stopped["error"] == "LeaseRevoked" and min(stopped["ended"]) >= revoked_at
+    assert not [r for r in recs if r["kind"] == "step.end"]
 
 
 async def test_revoke_is_synchronous_no_task_resumes_after_it_returns(

@@ -208,8 +208,14 @@ def revoked_ledger() -> Ledger:
         task="agent:writer",
         source="revoke",
     )
-    led.end("s2", status="stopped", error="LeaseRevoked", message="operator pulled access")
-    led.end("s1", status="stopped", error="LeaseRevoked", message="operator pulled access")
+    # As the runtime writes them: the steps the stop unwound, in one record with end times.
+    led.add(
+        "steps.stopped",
+        error="LeaseRevoked",
+        message="operator pulled access",
+        steps=["s2", "s1"],
+        ended=[led.t + 40, led.t + 70],
+    )
     led.run_end("violation", "LeaseRevoked", "lease.revoked", "operator pulled access")
     return led
 
@@ -263,6 +269,29 @@ def test_revoked_run_says_where_and_why_it_stopped() -> None:
     assert "⚠ lease L2 revoked by ops: operator pulled access (+1 cascaded)" in text
     assert "Ended: violation — LeaseRevoked check=lease.revoked: operator pulled access" in text
     assert "Stopped at: run:run-1 › agent:planner › agent:writer" in text
+
+
+def test_steps_stopped_record_ends_each_step_at_its_own_time() -> None:
+    led = revoked_ledger()
+    stopped = next(r for r in led.records if r["kind"] == "steps.stopped")
+    tr = build_trace(led.records)
+    planner = tr.root.children[0]
+    writer = planner.children[0]
+    assert (writer.status, writer.error, writer.message) == (
+        "stopped",
+        "LeaseRevoked",
+        "operator pulled access",
+    )
+    assert (writer.end_us, planner.end_us) == tuple(stopped["ended"])
+    assert planner.status == "stopped" and tr.warnings == []
+
+
+def test_malformed_steps_stopped_record_is_a_warning_not_a_crash() -> None:
+    led = revoked_ledger()
+    stopped = next(r for r in led.records if r["kind"] == "steps.stopped")
+    stopped["ended"] = stopped["ended"][:1]
+    tr = build_trace(led.records)
+    assert any("malformed steps.stopped" in w for w in tr.warnings)
 
 
 def test_terminal_rendering_shows_names_status_duration_and_rules() -> None:

@@ -246,11 +246,12 @@ class Narrator:
                 if rec.get("kind") == "step.start":
                     self.step_names[(label, str(rec.get("step")))] = str(rec.get("target"))
                     continue
-                if rec.get("kind") == "step.end" and rec.get("status") == "stopped":
-                    name = self.step_names.get((label, str(rec.get("step"))), "?")
-                    self._print(
-                        label, name, Text(f"■ stopped ({rec.get('error', '')})", style="red")
-                    )
+                if rec.get("kind") == "steps.stopped":
+                    for step in rec.get("steps") or ():
+                        name = self.step_names.get((label, str(step)), "?")
+                        self._print(
+                            label, name, Text(f"■ stopped ({rec.get('error', '')})", style="red")
+                        )
                     continue
                 body_who = _describe(rec)
                 if body_who is not None:

@@ -110,6 +110,9 @@ class Run:
         self.result: Any = None
         self.error: BaseException | None = None
         self.code: Sequence[CodeItem] = ()
+        # Steps unwound by the run's stop, by (error, message): recorded together in one
+        # ``steps.stopped`` record per group when the run ends (see _end_record).
+        self._unwound: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
         self._stop_applied = False
         self._ids = itertools.count(1)
 
@@ -467,6 +470,7 @@ class Run:
 
     def _end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
         if error is None:
+            step.span.end(None)
             fields = {
                 "step": step.id,
                 "status": "ok",
@@ -474,22 +478,35 @@ class Run:
                 "error": "",
                 "message": "",
             }
-        else:
-            status = "stopped" if self.stop is not None or self.cancelled_reason else "error"
-            fields = {
-                "step": step.id,
-                "status": status,
-                "result": "",
-                "error": type(error).__name__,
-                "message": str(error)[:500],
-            }
-        step.span.end(self.stop if error is not None and self.stop is not None else error)
-        if error is None:
             self.record("step.end", fields, step.span, flush=False)
-        else:
-            # Buffered: thousands of tasks unwinding at once share a few writes; the
-            # stop itself was flushed when it was recorded, and close flushes the rest.
-            self._record_quietly("step.end", fields, step.span, flush=False)
+            return
+        step.span.end(self.stop if self.stop is not None else error)
+        key = (type(error).__name__, str(error)[:500])
+        if self.stop is not None or self.cancelled_reason:
+            # Thousands of tasks unwinding at once each note only their id and end time; one
+            # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
+            ids, ended = self._unwound.setdefault(key, ([], []))
+            ids.append(step.id)
+            ended.append(self.lease_clock_us())
+            return
+        fields = {
+            "step": step.id,
+            "status": "error",
+            "result": "",
+            "error": key[0],
+            "message": key[1],
+        }
+        self._record_quietly("step.end", fields, step.span, flush=False)
+
+    def record_stopped(self) -> None:
+        """Write the ``steps.stopped`` records of the steps the stop unwound (at run end)."""
+        for (error, message), (ids, ended) in self._unwound.items():
+            self._record_quietly(
+                "steps.stopped",
+                {"error": error, "message": message, "steps": ids, "ended": ended},
+                flush=False,
+            )
+        self._unwound.clear()
 
     async def invoke_agent(
         self,

@@ -525,6 +525,7 @@ def _finish(run: Run) -> None:
             "result": value_digest(run.result),
         }
     run.span.end(run.stop or run.error)
+    run.record_stopped()
     run._record_quietly("run.end", fields)
     try:
         run.ledger.close()

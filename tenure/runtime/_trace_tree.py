@@ -231,14 +231,36 @@ class _Builder:
         self.open.append(node)
 
     def _on_step_end(self, rec: dict[str, Any]) -> None:
-        node = self.steps.get(_s(rec, "step"))
-        if node is None or not node.started:
-            self.warnings.append(f"record {rec.get('i')}: step.end for unknown step")
+        self._end_step(
+            rec.get("i"),
+            _s(rec, "step"),
+            rec["t"],
+            _s(rec, "status") or "ok",
+            _s(rec, "error"),
+            _s(rec, "message"),
+        )
+
+    def _on_steps_stopped(self, rec: dict[str, Any]) -> None:
+        steps, ended = rec.get("steps"), rec.get("ended")
+        if not isinstance(steps, list) or not isinstance(ended, list) or len(steps) != len(ended):
+            self.warnings.append(f"record {rec.get('i')}: malformed steps.stopped")
             return
-        node.end_us = rec["t"]
-        node.status = _s(rec, "status") or "ok"
-        node.error = _s(rec, "error")
-        node.message = _s(rec, "message")
+        for step, t in zip(steps, ended, strict=True):
+            self._end_step(
+                rec.get("i"), str(step), t, "stopped", _s(rec, "error"), _s(rec, "message")
+            )
+
+    def _end_step(
+        self, i: object, step: str, t: object, status: str, error: str, message: str
+    ) -> None:
+        node = self.steps.get(step)
+        if node is None or not node.started:
+            self.warnings.append(f"record {i}: end of unknown step {step!r}")
+            return
+        node.end_us = t if isinstance(t, int) else None
+        node.status = status
+        node.error = error
+        node.message = message
         if node in self.open:
             self.open.remove(node)
 
