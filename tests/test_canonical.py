@@ -10,7 +10,13 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tenure.runtime._canonical import b64d, b64e, check_record_domain, record_bytes
+from tenure.runtime._canonical import (
+    b64d,
+    b64e,
+    canonical_fast,
+    check_record_domain,
+    record_bytes,
+)
 from tenure.runtime._state import value_digest
 
 _SAFE = 2**53 - 1
@@ -48,10 +54,30 @@ def test_record_bytes_equal_rfc8785_and_json_dumps_on_the_ledger_domain(
     """The fast encoder, the stdlib form and the RFC 8785 reference agree byte for byte."""
     check_record_domain(rec)
     fast = record_bytes(rec)
-    assert fast == rfc8785.dumps(rec)
+    assert fast == rfc8785.dumps(rec) == canonical_fast(rec)
     assert fast == json.dumps(
         rec, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1.5, "b": [1e21, -0.0]},  # floats: RFC 8785 number serialization
+        {"big": 2**53 + 1},  # outside I-JSON: refused, not rounded
+        {"é": "ü", "\u20ac": 1},  # non-ASCII keys sort by UTF-16 code units
+        {"s": "\u2028\ud7ff", "n": None},
+    ],
+)
+def test_canonical_fast_is_rfc8785_outside_the_ledger_domain_too(value: Any) -> None:
+    """Leases use canonical_fast: it never writes bytes rfc8785 would not write."""
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as exc:
+        with pytest.raises(type(exc)):
+            canonical_fast(value)
+    else:
+        assert canonical_fast(value) == expected
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._canonical import canonical, record_bytes
+from ._canonical import canonical, canonical_fast, record_bytes
 from ._dsse import Envelope
 from ._keys import SigningKey
 from ._measure import (
@@ -61,7 +61,6 @@ from ._statement import (
     PREDICATE_TYPE,
     STATEMENT_TYPE,
     SUBJECT_NAME,
-    _fast_canonical,
     sign_statement,
     verify_attestation,
     write_envelope,
@@ -215,7 +214,7 @@ class Attestor:
             if cached is not None and v == cached[0]:
                 parts.append(b'"%s":%s' % (k.encode(), cached[1]))
             else:
-                parts.append(_fast_canonical({k: v})[1:-1])
+                parts.append(canonical_fast({k: v})[1:-1])
         return b"{" + b",".join(parts) + b"}"
 
     def statement(self, run_id: str, manifest: Mapping[str, Any]) -> tuple[Envelope, str]:
@@ -229,7 +228,7 @@ class Attestor:
         return sign_statement(self._key, run_id, self._manifest_bytes(manifest))
 
     def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
-        """Write ``run_dir/attestation.intoto.json`` atomically (tmp, rename).
+        """Create ``run_dir/attestation.intoto.json`` (exclusive create in a fresh run dir).
 
         With ``durable`` the file and the directory are fsynced too; the runtime skips that
         under group commit because the ledger carries the same envelope.

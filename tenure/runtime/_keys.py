@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -60,6 +60,17 @@ class SigningKey:
     private_key: Ed25519PrivateKey
     key_id: str
     path: Path | None = None
+    # Derived once: every run writes the public key into its directory and its records.
+    _public: Ed25519PublicKey = field(init=False, repr=False, compare=False)
+    _public_raw: bytes = field(init=False, repr=False, compare=False)
+    _public_pem: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        public = self.private_key.public_key()
+        raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        object.__setattr__(self, "_public", public)
+        object.__setattr__(self, "_public_raw", raw)
+        object.__setattr__(self, "_public_pem", public_key_pem(public))
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -70,14 +81,17 @@ class SigningKey:
     @property
     def public_key(self) -> Ed25519PublicKey:
         """The verifying half."""
-        return self.private_key.public_key()
+        return self._public
 
     @property
     def public_raw(self) -> bytes:
         """The 32 raw public key bytes."""
-        return self.public_key.public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        return self._public_raw
+
+    @property
+    def public_pem(self) -> bytes:
+        """The SubjectPublicKeyInfo PEM form of the public key."""
+        return self._public_pem
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte Ed25519 signature over ``message``."""

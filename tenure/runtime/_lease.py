@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .._util import NoPublicConstructor
-from ._canonical import canonical, digest
+from ._canonical import canonical_fast, digest
 from ._dsse import sign_envelope, verify_envelope
 from ._errors import LeaseExpired, PolicyDenied, SignatureInvalid
 from ._keys import SigningKey
@@ -137,7 +137,7 @@ class LeaseAuthority:
         self._key = key
 
     def _sign(self, claims: LeaseClaims) -> Lease:
-        payload = canonical(claims.model_dump(mode="json"))
+        payload = canonical_fast(claims.model_dump(mode="json"))
         envelope = sign_envelope(self._key, LEASE_PAYLOAD_TYPE, payload)
         return Lease._create(claims, payload, envelope)
 

@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 from ._canonical import record_bytes
 from ._errors import GovernanceUnavailable
-from ._keys import PUBLIC_KEY_NAME, SigningKey, public_key_pem
+from ._keys import PUBLIC_KEY_NAME, SigningKey
 from ._merkle import CompactTree
 from ._note import origin_for, sign_checkpoint
 
@@ -257,7 +257,7 @@ class Ledger:
         ledger = cls(run_dir, run_id, key, config, witness_dir, fd, ops)
         try:
             # A fresh run directory: a plain exclusive create is enough (no temp + rename).
-            ledger._write_new(run_dir / PUBLIC_KEY_NAME, public_key_pem(key.public_key))
+            ledger._write_new(run_dir / PUBLIC_KEY_NAME, key.public_pem)
             if ledger._fsync_record:
                 ops.fsync(fd)
                 ops.fsync_dir(run_dir)
@@ -498,6 +498,11 @@ class Ledger:
         finally:
             self._in_checkpoint = False
             self._release()
+
+    def abort(self, check: str, reason: str) -> None:
+        """Give the ledger up without writing to it again (its run never starts)."""
+        self._fail(check, reason)
+        self._release()
 
     def _release(self) -> None:
         if self._closed:

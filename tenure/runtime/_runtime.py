@@ -281,7 +281,14 @@ class Runtime:
             ),
             self.evidence_dir / ".witness",
         )
-        engine.attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
+        try:
+            engine.attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
+        except OSError as exc:
+            reason = f"cannot write the attestation in {run_dir}: {exc.strerror or exc}"
+            ledger.abort("attestation.write", reason)
+            raise GovernanceUnavailable(
+                reason, run_id=run_id, check="attestation.write", source="attestation"
+            ) from exc
         span = engine.lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
         run = Run(
             engine,

@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._canonical import canonical, check_record_domain, record_bytes, sha256_hex
+from ._canonical import canonical, canonical_fast, sha256_hex
 from ._dsse import Envelope, sign_envelope, verify_envelope
 from ._keys import SigningKey
 
@@ -46,22 +46,13 @@ SUBJECT_NAME = "tenure-run-environment"
 ATTESTATION_FILE = "attestation.intoto.json"
 
 
-def _fast_canonical(obj: Any) -> bytes:
-    """RFC 8785 bytes of ``obj``: ``json.dumps`` on the domain where it is identical."""
-    try:
-        check_record_domain(obj)
-        return record_bytes(obj)
-    except (ValueError, UnicodeEncodeError):
-        return canonical(obj)
-
-
 def sign_statement(key: SigningKey, run_id: str, mbytes: bytes) -> tuple[Envelope, str]:
     """Sign the Statement for ``mbytes`` (the RFC 8785 bytes of the run's manifest).
 
     Returns the DSSE envelope and ``"sha256:<hex>"`` of its payload.
     """
     issued = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    predicate_rest = _fast_canonical(
+    predicate_rest = canonical_fast(
         {
             "attester": {"keyid": key.key_id},
             "issuedAt": issued,
@@ -90,18 +81,24 @@ def sign_statement(key: SigningKey, run_id: str, mbytes: bytes) -> tuple[Envelop
 
 
 def write_envelope(run_dir: Path, envelope: Envelope, *, durable: bool) -> Path:
-    """Write ``run_dir/attestation.intoto.json`` atomically; with ``durable``, fsync it."""
+    """Create ``run_dir/attestation.intoto.json``; with ``durable``, fsync it and the folder.
+
+    The run directory is fresh and this file is written once, before any step runs, so an
+    exclusive create is enough (no temp file + rename); a crash before the ledger's first
+    fsync loses it together with the ledger's ``attestation`` record that holds the same
+    envelope.
+    """
     target = run_dir / ATTESTATION_FILE
-    tmp = run_dir / f".{ATTESTATION_FILE}.{os.getpid()}.tmp"
     data = json.dumps(envelope, sort_keys=True, indent=2).encode("utf-8") + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
         if durable:
             os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, target)
     if durable:
         dfd = os.open(run_dir, os.O_RDONLY)
         try:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from tenure import AttestationMismatch, SigningKey
+from tenure import AttestationMismatch, GovernanceUnavailable, SigningKey
+from tenure.runtime import _statement
 
-from .conftest import Workflow, assert_evidence, assert_stopped, runtime
+from .conftest import Workflow, assert_evidence, assert_stopped, records, runtime
 
 PLUGIN = """
 from tenure import Context, agent
@@ -21,6 +24,10 @@ from tenure import Context, agent
 async def plugin(ctx: Context, x: int) -> int:
     return x + 1
 """
+
+
+def _run_dirs(evidence: Path) -> list[Path]:
+    return [d for d in evidence.iterdir() if d.name.startswith("run_")]
 
 
 def _import(path: Path) -> ModuleType:
@@ -59,3 +66,26 @@ async def test_agent_module_rewritten_mid_run_stops_it(
     assert_stopped(info.value, AttestationMismatch, "attestation.code", wf)
     assert str(path) in str(info.value)
     assert_evidence(handle.evidence_path, key, check="attestation.code")
+
+
+async def test_attestation_that_cannot_be_written_refuses_the_run_before_any_step(
+    wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full while writing the attestation: ``start`` raises, nothing runs, no fd leaks."""
+    real_open = _statement.os.open
+
+    def full(path: Any, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith(_statement.ATTESTATION_FILE):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(_statement.os, "open", full)
+    async with runtime(evidence) as rt:
+        with pytest.raises(GovernanceUnavailable) as info:
+            await wf.start(rt)
+        assert rt._engine is not None and rt._engine.runs == {}
+    assert info.value.check == "attestation.write"
+    assert "No space left on device" in str(info.value)
+    assert wf.effects == [] and wf.run is None
+    [run_dir] = _run_dirs(evidence)
+    assert records(run_dir) == []  # nothing recorded, nothing ran
