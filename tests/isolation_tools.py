@@ -7,6 +7,8 @@ worker pool hands the parent's ``sys.path`` to every worker.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -39,6 +41,24 @@ def spin_then_write(marker: str, out: str, delay: float) -> str:
     while time.monotonic() < end:
         n += 1
     Path(out).write_text(f"written after {n} spins")
+    return "done"
+
+
+_LATE_WRITER = (
+    "import pathlib, sys, time; time.sleep(float(sys.argv[2])); "
+    "pathlib.Path(sys.argv[1]).write_text('written by the grandchild')"
+)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def spawn_then_wait(marker: str, child_marker: str, out: str, delay: float) -> str:
+    """Start a child process that writes ``out`` after ``delay`` s, announce it, wait for it."""
+    child = subprocess.Popen([sys.executable, "-c", _LATE_WRITER, out, str(delay)])
+    tmp = child_marker + ".tmp"
+    Path(tmp).write_text(str(child.pid))
+    os.replace(tmp, child_marker)
+    _started(marker)
+    child.wait()
     return "done"
 
 

@@ -55,6 +55,15 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie that nobody reaps (an orphan in a container without an init)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return _gone(pid)
+    return state in ("Z", "X")
+
+
 def _pid_in(marker: Path) -> int | None:
     return int(marker.read_text()) if marker.exists() else None
 
@@ -114,6 +123,22 @@ async def test_process_tool_that_cannot_cooperate_is_killed_on_revocation(
     assert "LeaseRevoked" in killed[0]["reason"] and "kill switch" in killed[0]["reason"]
     assert _end_statuses(run_dir, "2") == ["stopped"]
     assert verify_run(run_dir, key.public_key).ok
+
+
+async def test_processes_a_killed_tool_spawned_are_killed_with_it(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, tmp_path: Path
+) -> None:
+    """The kill takes the worker's whole process group: a grandchild's late write never lands."""
+    marker, child_marker = tmp_path / "started", tmp_path / "child"
+    out, delay = tmp_path / "written-by-grandchild.txt", 0.6
+    async with _runtime(allow_all, evidence, key) as rt:
+        args = (str(marker), str(child_marker), str(out), delay)
+        _, pid, _ = await _revoke_while_running(rt, T.spawn_then_wait, *args, marker=marker)
+        child = _pid_in(child_marker)
+        assert child is not None
+        await _until(lambda: _gone(pid) and _dead(child), 5)
+        await anyio.sleep(delay + 0.6)  # longer than the grandchild would have needed
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("tool_name", ["sleep_then_write", "spin_then_write"])

@@ -86,6 +86,9 @@ class _Worker:
                 [sys.executable, "-c", _WORKER_CMD, str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                # Its own process group, so that a stop kills whatever the tool spawned too
+                # (a shell, a subprocess) and not only the worker.
+                start_new_session=True,
             )
         except BaseException:
             ours.close()
@@ -130,8 +133,15 @@ class _Worker:
         return not self.conn.closed and self.proc.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL and reap (bounded; a slow death is reaped by a daemon thread)."""
+        """SIGKILL the worker's process group and reap the worker (bounded).
+
+        The group is the worker and every process it started that did not leave the group
+        (``setsid``/``setpgid``); the worker, not yet reaped, keeps the group id from being
+        reused. A slow death is reaped by a daemon thread.
+        """
         if self.proc.returncode is None:
+            with contextlib.suppress(OSError):
+                os.killpg(self.pid, signal.SIGKILL)
             with contextlib.suppress(OSError):
                 self.proc.kill()
         self.reap()

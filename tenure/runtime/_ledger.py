@@ -172,7 +172,6 @@ class Ledger:
         "_pending",
         "_prev",
         "_tree",
-        "_witness_ready",
         "clock",
         "config",
         "path",
@@ -214,7 +213,6 @@ class Ledger:
         self._cp_size = 0
         self._cp_time = time.monotonic()
         self._last_kind = ""
-        self._witness_ready = False
         #: source of each record's ``t`` (µs since the epoch); a run sets its own clock
         self.clock: Callable[[], int] = _wall_us
 
@@ -439,10 +437,11 @@ class Ledger:
         if self.witness_dir is not None:
             wpath = witness_path(self.witness_dir, self.run_id)
             try:
-                if not self._witness_ready:
+                try:
+                    self._write_atomic(wpath, data)
+                except FileNotFoundError:  # the first run under this evidence_dir
                     self.witness_dir.mkdir(parents=True, exist_ok=True)
-                    self._witness_ready = True
-                self._write_atomic(wpath, data)
+                    self._write_atomic(wpath, data)
             except OSError as exc:
                 raise self._io_failed("ledger.witness", wpath, exc) from exc
 
