@@ -316,3 +316,66 @@ def test_write_is_atomic_and_round_trips(
     loaded = json.loads(path.read_text())
     assert loaded == envelope
     verify_attestation(loaded, key.public_key)
+
+
+# --- sign_run: the per-run path, reusing an unchanged manifest ------------------------------
+
+_CFG = {"fsync": "checkpoint", "checkpoint_every": 1000, "isolation": False}
+
+
+def _manifest_of(envelope: dict[str, Any], key: SigningKey) -> dict[str, Any]:
+    statement = verify_attestation(envelope, key.public_key)
+    manifest: dict[str, Any] = statement["predicate"]["manifest"]
+    return manifest
+
+
+def test_sign_run_is_manifest_plus_statement_for_each_run(
+    key: SigningKey, policy_file: Path
+) -> None:
+    """Two runs with unchanged inputs: each gets its own verified statement over the same
+    manifest, byte for byte what manifest() + statement() build."""
+    att = Attestor(key)
+    digest = "sha256:" + "ab" * 32
+    env1, d1 = att.sign_run("run-1", _code(), digest, [policy_file], _CFG)
+    env2, d2 = att.sign_run("run-2", _code(), digest, [policy_file], _CFG)
+    p1 = json.loads(_payload(env1))
+    p2 = json.loads(_payload(env2))
+    assert (p1["predicate"]["runId"], p2["predicate"]["runId"]) == ("run-1", "run-2")
+    assert d1 != d2 and p1["predicate"]["nonce"] != p2["predicate"]["nonce"]
+    reference = Attestor(key).manifest(_code(), digest, [policy_file], _CFG)
+    assert _manifest_of(env1, key) == _manifest_of(env2, key) == reference
+    assert p1["subject"] == p2["subject"]
+    assert (
+        p1["subject"][0]["digest"]["sha256"] == hashlib.sha256(rfc8785.dumps(reference)).hexdigest()
+    )
+
+
+def test_sign_run_sees_a_policy_file_rewritten_between_runs(
+    key: SigningKey, policy_file: Path
+) -> None:
+    """The cached manifest is never reused for changed file contents."""
+    att = Attestor(key)
+    digest = "sha256:" + "ab" * 32
+    env1, _ = att.sign_run("run-1", _code(), digest, [policy_file], _CFG)
+    policy_file.write_text('version = 1\ndefault = "deny"\n# edited\n')
+    env2, _ = att.sign_run("run-2", _code(), digest, [policy_file], _CFG)
+    files1 = _manifest_of(env1, key)["policy"]["files"]
+    files2 = _manifest_of(env2, key)["policy"]["files"]
+    assert files2 == [
+        {
+            "path": str(policy_file),
+            "sha256": hashlib.sha256(policy_file.read_bytes()).hexdigest(),
+        }
+    ]
+    assert files1 != files2
+
+
+def test_sign_run_sees_new_code_and_a_new_policy_digest(key: SigningKey, policy_file: Path) -> None:
+    att = Attestor(key)
+    a = "sha256:" + "ab" * 32
+    b = "sha256:" + "cd" * 32
+    att.sign_run("run-1", _code(), a, [policy_file], _CFG)
+    env2, _ = att.sign_run("run-2", _code()[:1], a, [policy_file], _CFG)
+    env3, _ = att.sign_run("run-3", _code()[:1], b, [policy_file], _CFG)
+    assert [c["name"] for c in _manifest_of(env2, key)["code"]] == ["agent:planner"]
+    assert _manifest_of(env3, key)["policy"]["digest"] == b

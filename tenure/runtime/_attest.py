@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._canonical import canonical, canonical_fast, record_bytes
+from ._canonical import canonical, canonical_fast, record_bytes, sha256_hex
 from ._dsse import Envelope
 from ._keys import SigningKey
 from ._measure import (
@@ -119,6 +119,8 @@ class Attestor:
         # policy digest -> {path: sha256} of the files it was loaded from
         self._policy_baselines: dict[str, dict[str, str]] = {}
         self._last_code: tuple[CodeItem, ...] = ()
+        # (inputs, manifest bytes, their hex SHA-256) of the last run's manifest
+        self._run_manifest: tuple[tuple[Any, ...], bytes, str] | None = None
         self._version = _tenure_version()
 
     @property
@@ -226,6 +228,34 @@ class Attestor:
         if not isinstance(run_id, str) or not run_id:
             raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
         return sign_statement(self._key, run_id, self._manifest_bytes(manifest))
+
+    def sign_run(
+        self,
+        run_id: str,
+        code: Sequence[CodeItem],
+        policy_digest: str,
+        policy_files: Sequence[Path],
+        config: Mapping[str, str | int | bool],
+    ) -> tuple[Envelope, str]:
+        """:meth:`manifest` + :meth:`statement` for a new run, reusing the last manifest's
+        bytes while its inputs are unchanged.
+
+        The policy files are hashed for every run (a file swapped between runs changes the
+        manifest); only the assembly and canonicalization of an identical manifest are
+        skipped, and the statement (run id, time, nonce) is signed afresh each time.
+        """
+        files = tuple(sorted((str(p), _hash_file(str(p))) for p in policy_files))
+        key = (tuple(code), policy_digest, files, tuple(config.items()))
+        if self._run_manifest is None or self._run_manifest[0] != key:
+            manifest = self.manifest(code, policy_digest, policy_files, config)
+            # Keyed by the file hashes the manifest itself holds (a file rewritten between
+            # the two reads must not pair one content's key with the other's bytes).
+            hashed = tuple(sorted((f["path"], f["sha256"]) for f in manifest["policy"]["files"]))
+            key = (key[0], policy_digest, hashed, key[3])
+            mbytes = self._manifest_bytes(manifest)
+            self._run_manifest = (key, mbytes, sha256_hex(mbytes))
+        _, mbytes, mdigest = self._run_manifest
+        return sign_statement(self._key, run_id, mbytes, mdigest)
 
     def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
         """Create ``run_dir/attestation.intoto.json`` (exclusive create in a fresh run dir).

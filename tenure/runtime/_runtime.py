@@ -265,10 +265,9 @@ class Runtime:
         run_id = "run_" + secrets.token_hex(8)
         policy = engine.gov.policy
         code = _code_items(engine)
-        manifest = engine.attestor.manifest(
-            code, policy.digest, self._policy_files, self._config_record
+        envelope, att_digest = engine.attestor.sign_run(
+            run_id, code, policy.digest, self._policy_files, self._config_record
         )
-        envelope, att_digest = engine.attestor.statement(run_id, manifest)
         run_dir = self.evidence_dir / run_id
         ledger = Ledger.create(
             run_dir,

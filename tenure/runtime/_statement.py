@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ._canonical import canonical, canonical_fast, sha256_hex
@@ -44,12 +45,16 @@ PREDICATE_TYPE = "https://tenure.dev/attestation/run-environment/v1"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 SUBJECT_NAME = "tenure-run-environment"
 ATTESTATION_FILE = "attestation.intoto.json"
+_PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS  # the envelope is ASCII (base64, ids)
 
 
-def sign_statement(key: SigningKey, run_id: str, mbytes: bytes) -> tuple[Envelope, str]:
+def sign_statement(
+    key: SigningKey, run_id: str, mbytes: bytes, mdigest: str | None = None
+) -> tuple[Envelope, str]:
     """Sign the Statement for ``mbytes`` (the RFC 8785 bytes of the run's manifest).
 
-    Returns the DSSE envelope and ``"sha256:<hex>"`` of its payload.
+    ``mdigest`` is the hex SHA-256 of ``mbytes`` when the caller already has it. Returns
+    the DSSE envelope and ``"sha256:<hex>"`` of its payload.
     """
     issued = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     predicate_rest = canonical_fast(
@@ -71,7 +76,7 @@ def sign_statement(key: SigningKey, run_id: str, mbytes: bytes) -> tuple[Envelop
         + b',"predicateType":"'
         + PREDICATE_TYPE.encode()
         + b'","subject":[{"digest":{"sha256":"'
-        + sha256_hex(mbytes).encode()
+        + (mdigest if mdigest is not None else sha256_hex(mbytes)).encode()
         + b'"},"name":"'
         + SUBJECT_NAME.encode()
         + b'"}]}'
@@ -89,7 +94,7 @@ def write_envelope(run_dir: Path, envelope: Envelope, *, durable: bool) -> Path:
     envelope.
     """
     target = run_dir / ATTESTATION_FILE
-    data = json.dumps(envelope, sort_keys=True, indent=2).encode("utf-8") + b"\n"
+    data = orjson.dumps(envelope, option=_PRETTY) + b"\n"
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
