@@ -378,3 +378,40 @@ async def test_delegated_lease_is_the_intersection_of_parent_and_agent_scopes(
     assert seen == [frozenset({"read"})]
     assert info.value.check == "scope.pay"
     assert tool_ran is False
+
+
+async def test_the_stop_raised_by_many_tasks_does_not_keep_all_their_frames(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    """Every stopped task raises the run's one stop instance; its traceback must not chain
+    the frames of all of them (200 tasks used to leave a 2,000-entry traceback holding every
+    task's frames and locals alive for as long as the caller kept the exception)."""
+    started = 0
+    all_started = anyio.Event()
+
+    @agent(scopes={"work"})
+    async def sleeper(ctx: Context) -> None:
+        nonlocal started
+        started += 1
+        if started == 200:
+            all_started.set()
+        await anyio.sleep(3600)
+
+    @agent(scopes={"work"})
+    async def boss(ctx: Context) -> None:
+        async with ctx.parallel() as p:
+            for _ in range(200):
+                p.start(sleeper)
+
+    async with _runtime(allow_all, evidence) as rt:
+        handle = await rt.start(boss, principal="alice", scopes={"work"}, ttl=30)
+        await all_started.wait()
+        rt.revoke(handle.run_id, reason="kill switch")
+        with pytest.raises(LeaseRevoked) as info:
+            await handle.result()
+    depth = 0
+    tb = info.value.__traceback__
+    while tb is not None:
+        depth += 1
+        tb = tb.tb_next
+    assert depth < 20

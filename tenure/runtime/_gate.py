@@ -116,17 +116,19 @@ class Governed:
             violation = run.failed_check(gate)
         stopped = self._stopped
         if violation is not None:
+            # The run's one stop instance, thrown into every task: its traceback is cleared
+            # each time so it does not collect the frames of all of them (Run.stop_error).
             if stopped is not None:
                 self._abandon(stopped)
-                raise stopped
+                raise stopped.with_traceback(None)
             self._stopped = stopped = violation
-            error = violation
+            error = violation.with_traceback(None)
         try:
             return self._coro.send(value) if error is None else self._coro.throw(error)
         except StopIteration as done:
             if stopped is not None:
                 run.note_uncooperative(gate, "returned after the stop")
-                raise stopped from None
+                raise stopped.with_traceback(None) from None
             self._result = done.value
             return _DONE
 

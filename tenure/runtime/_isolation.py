@@ -357,7 +357,7 @@ class Isolation:
                 {"step": step.id, "reason": "late result discarded: " + _stop_reason(run)},
                 step.span,
             )
-            raise run.stop
+            raise run.stop_error()
         if not ok:
             raise value
         return value

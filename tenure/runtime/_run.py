@@ -137,7 +137,7 @@ class Run:
         except GovernanceUnavailable as exc:
             exc.run_id = exc.run_id or self.id
             self.fail(exc)
-            raise self.stop or exc from None
+            raise (self.stop_error() if self.stop is not None else exc) from None
 
     def _record_quietly(
         self,
@@ -162,7 +162,17 @@ class Run:
                 exc.run_id = self.id
             self.stop = exc
         self.apply_stop()
-        return self.stop
+        return self.stop_error()
+
+    def stop_error(self) -> GovernanceViolation:
+        """The run's stop, ready to raise again.
+
+        Every task of a stopped run raises the same instance; each raise would prepend its
+        frames to the instance's traceback, so that after 10,000 tasks it would hold (and
+        keep alive) all their frames. Clearing it first keeps one task's worth.
+        """
+        assert self.stop is not None
+        return self.stop.with_traceback(None)
 
     def apply_stop(self) -> None:
         """Record the stop, cancel the run scope and wake the watchdog (runs once)."""
@@ -178,8 +188,7 @@ class Run:
 
     def _stopped(self) -> GovernanceViolation:
         """The stop that a failing helper (``_redecide``) has just set."""
-        assert self.stop is not None
-        return self.stop
+        return self.stop_error()
 
     def cancel(self, reason: str) -> None:
         """Stop the run because its caller went away (not a governance violation)."""
@@ -283,7 +292,7 @@ class Run:
     def ensure_live(self, caller: Step | None) -> None:
         """Raise the stop (or the caller's failed check) before a new step starts."""
         if self.stop is not None:
-            raise self.stop
+            raise self.stop_error()
         if self.cancelled_reason is not None:
             # The caller went away: no new step starts, even if an agent swallowed the
             # cancellation and tries to go on.
@@ -670,7 +679,7 @@ class Run:
             if self.stop is not None:
                 # A result that arrives after the stop is discarded, not returned.
                 self._end_record(step, self.stop)
-                raise self.stop
+                raise self.stop_error()
             self._end_record(step, None, result)
             return result
         finally:

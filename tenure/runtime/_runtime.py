@@ -106,7 +106,7 @@ class RunHandle(metaclass=NoPublicConstructor):
         await self._run.done.wait()
         run = self._run
         if run.stop is not None:
-            raise run.stop
+            raise run.stop_error()
         if run.error is not None:
             raise run.error
         return run.result
