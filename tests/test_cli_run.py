@@ -15,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tenure.runtime._cli import app
+from tenure.runtime._keys import generate_key_files, load_public_key
+from tenure.runtime._verify import verify_run
 
 USER_FILE = """
 from tenure import Context, agent, tool
@@ -228,3 +230,29 @@ def test_example_file_runs_through_tenure_run(tmp_path: Path) -> None:
     code, out, err = _run(tmp_path, f"{example}:summarizer", "3", "--principal", "alice")
     assert (code, err) == (0, "")
     assert 'result: ["summary of chunk 0", "summary of chunk 1", "summary of chunk 2"]' in out
+
+
+def test_key_option_signs_with_that_key_and_the_evidence_verifies_under_it(
+    tmp_path: Path, user_file: Path
+) -> None:
+    generate_key_files(tmp_path / "keys")
+    private = tmp_path / "keys" / "tenure.key"
+    code, out, err = _run(
+        tmp_path, f"{user_file}:greet", "bob", "--principal", "alice", "--key", str(private)
+    )
+    assert (code, err) == (0, "")
+    [run_dir] = list((tmp_path / "runs").glob("run_*"))
+    public = tmp_path / "keys" / "tenure.pub"
+    assert f"tenure verify {run_dir} --key {public}" in out
+    assert verify_run(run_dir, load_public_key(public)).ok
+
+
+def test_missing_key_file_exits_1_naming_the_file(tmp_path: Path, user_file: Path) -> None:
+    missing = tmp_path / "nope.key"
+    code, out, err = _run(
+        tmp_path, f"{user_file}:greet", "bob", "--principal", "alice", "--key", str(missing)
+    )
+    assert code == 1 and out == ""
+    assert err == f"error: GovernanceUnavailable (check=key.load): {missing}: " + (
+        "signing key file is missing\n"
+    )

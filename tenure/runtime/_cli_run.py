@@ -157,10 +157,13 @@ async def _execute(
     scopes: list[str],
     ttl: float,
     otlp: str | None,
+    key: Path | None,
 ) -> int:
     from ._runtime import Runtime
 
-    async with Runtime(policies=policy, evidence_dir=evidence_dir, otlp_endpoint=otlp) as rt:
+    async with Runtime(
+        policies=policy, evidence_dir=evidence_dir, key=key, otlp_endpoint=otlp
+    ) as rt:
         handle = await rt.start(
             agent_obj, *args, principal=principal, scopes=set(scopes), ttl=ttl, **kwargs
         )
@@ -178,10 +181,13 @@ async def _execute(
             return EXIT_FAILED
     typer.echo(f"result: {_show(result)}")
     typer.echo(f"evidence: {handle.evidence_path}")
-    typer.echo(
-        f"verify with: tenure verify {handle.evidence_path} "
-        f"--key {default_key_dir() / PUBLIC_KEY_NAME}"
-    )
+    if key is None:
+        public = str(default_key_dir() / PUBLIC_KEY_NAME)
+    elif key.with_name(PUBLIC_KEY_NAME).is_file():  # the layout `tenure keys generate` writes
+        public = str(key.with_name(PUBLIC_KEY_NAME))
+    else:
+        public = f"<the public key of {key}>"
+    typer.echo(f"verify with: tenure verify {handle.evidence_path} --key {public}")
     return EXIT_OK
 
 
@@ -219,6 +225,15 @@ def run_command(
         str | None,
         typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
     ] = None,
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            metavar="PRIVATE_KEY",
+            help="Ed25519 private key file (PEM) to sign with "
+            "(default: the per-user key, or $TENURE_KEY_DIR/tenure.key)",
+        ),
+    ] = None,
 ) -> None:
     """Run an @agent from a file under governance; prints its result and evidence dir."""
     if not principal:
@@ -241,6 +256,7 @@ def run_command(
                 scopes=list(scope or []),
                 ttl=ttl,
                 otlp=otlp,
+                key=key,
             )
         )
     except GovernanceViolation as exc:  # before the run started (e.g. the signing key)
