@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import isolation_tools as T
 import pytest
+from rich.console import Console
 
 from tenure import (
     Context,
@@ -28,6 +29,7 @@ from tenure import (
     tool,
 )
 from tenure.policies import PolicySet
+from tenure.runtime._trace_view import load_trace, print_trace
 from tenure.runtime._verify import verify_run
 
 
@@ -139,6 +141,82 @@ async def test_processes_a_killed_tool_spawned_are_killed_with_it(
         await _until(lambda: _gone(pid) and _dead(child), 5)
         await anyio.sleep(delay + 0.6)  # longer than the grandchild would have needed
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "blocking"),
+    [("sleep_then_write", "time.sleep(delay)"), ("spin_then_write", "while time.monotonic()")],
+)
+async def test_process_tool_running_past_the_worker_stall_bound_is_killed_with_its_frame(
+    allow_all: PolicySet,
+    evidence: Path,
+    key: SigningKey,
+    tmp_path: Path,
+    tool_name: str,
+    blocking: str,
+) -> None:
+    """worker_stall_bound: the worker's stack is recorded (the line it was blocked on), the
+    worker is killed, the run stops with isolation.stall, and the late write never lands."""
+    marker, out = tmp_path / "started", tmp_path / "after-the-stall.txt"
+    tool_fn = getattr(T, tool_name)
+    async with Runtime(
+        policies=allow_all, evidence_dir=evidence, key=key, worker_stall_bound=0.5
+    ) as rt:
+        handle = await rt.start(
+            call_once, tool_fn, str(marker), str(out), 30, principal="alice", scopes={"fs:write"}
+        )
+        pid = await _wait_for_pid(marker)
+        with anyio.fail_after(10), pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+        await _wait_gone(pid)
+    stop = info.value
+    assert (stop.check, stop.task) == ("isolation.stall", f"tool:{tool_name}")
+    assert "worker_stall_bound (0.5s)" in stop.reason and "isolation_tools.py" in stop.reason
+    [stall] = _records(handle.evidence_path, "isolation.stall")
+    assert (stall["step"], stall["pid"], stall["duration_ms"]) == ("2", pid, 500)
+    assert f"line {_line_of(tool_name, blocking)} in {tool_name}" in stall["frame"]
+    killed = _records(handle.evidence_path, "isolation.killed")
+    assert [(k["pid"], k["reason"]) for k in killed] == [(pid, "stall: running for more than 0.5s")]
+    assert not out.exists()
+    assert verify_run(handle.evidence_path, key.public_key).ok
+    assert f'stalled 500 ms in File "{T.__file__}"' in _trace_text(handle.evidence_path)
+
+
+def _trace_text(run_dir: Path) -> str:
+    console = Console(record=True, width=300, color_system=None)
+    print_trace(load_trace(run_dir), console)
+    return console.export_text()
+
+
+def _line_of(function: str, code: str) -> int:
+    """The line number of the first line in ``function`` that starts with ``code``."""
+    lines = Path(T.__file__).read_text().splitlines()
+    start = next(n for n, text in enumerate(lines, 1) if text.startswith(f"def {function}("))
+    return next(n for n, text in enumerate(lines, 1) if n > start and text.strip().startswith(code))
+
+
+async def test_tool_timeout_shorter_than_the_stall_bound_stays_a_timeout(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, tmp_path: Path
+) -> None:
+    """A per-tool timeout below worker_stall_bound keeps its meaning: TimeoutError, run goes on."""
+    marker = tmp_path / "started"
+
+    @agent
+    async def impatient(ctx: Context) -> str:
+        try:
+            await ctx.call(T.sleep_past_timeout, str(marker))
+        except TimeoutError as exc:
+            return str(exc)
+        return "finished"
+
+    async with Runtime(
+        policies=allow_all, evidence_dir=evidence, key=key, worker_stall_bound=30
+    ) as rt:
+        handle = await rt.start(impatient, principal="alice", ttl=60)
+        with anyio.fail_after(20):
+            message = await handle.result()
+    assert "timeout of 0.3s" in message
+    assert _records(handle.evidence_path, "isolation.stall") == []
 
 
 @pytest.mark.parametrize("tool_name", ["sleep_then_write", "spin_then_write"])

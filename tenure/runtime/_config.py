@@ -29,6 +29,12 @@ class RuntimeConfig(BaseModel):
     stall_bound: float = Field(
         1.0, gt=0, description="event loop blocked longer than this while work is live = breach"
     )
+    worker_stall_bound: float | None = Field(
+        None,
+        gt=0,
+        description="a process-isolated call running longer than this is a stall: its stack "
+        "is recorded, its worker killed and the run stopped (None: no bound)",
+    )
     heartbeat_interval: float = Field(0.05, gt=0, description="event-loop heartbeat period")
     attest_interval: float = Field(1.0, gt=0, description="re-measure code and policy files")
     verify_per_tick: int = Field(
@@ -49,5 +55,8 @@ class RuntimeConfig(BaseModel):
         """The configuration as attested and recorded (floats as strings: no JSON floats)."""
         out: dict[str, str | int | bool] = {}
         for name, value in self.model_dump().items():
-            out[name] = repr(value) if isinstance(value, float) else value
+            if value is None:
+                out[name] = "none"
+            else:
+                out[name] = repr(value) if isinstance(value, float) else value
         return out

@@ -9,6 +9,8 @@
   the run (revocation, expiry, policy denial, fail-closed stop), on the caller's
   cancellation or on the tool's ``timeout`` the worker is SIGKILLed and reaped and the kill
   is recorded (``isolation.killed``), so the body's side effects end with its authority.
+  A call running past ``worker_stall_bound`` is a stall: the worker's stack is recorded
+  (``isolation.stall``) before the kill, and the run stops.
 
 Invariants:
 
@@ -33,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -44,7 +47,7 @@ import anyio
 import anyio.to_thread
 
 from ._config import RuntimeConfig
-from ._errors import GovernanceUnavailable
+from ._errors import GovernanceUnavailable, GovernanceViolation
 from ._worker import RemoteTraceback, WorkerContext, resolve
 
 if TYPE_CHECKING:
@@ -75,11 +78,13 @@ _WORKER_CMD = "from tenure.runtime._worker import main; main()"
 class _Worker:
     """One worker process and the parent's end of its socket pair."""
 
-    __slots__ = ("conn", "idle_since", "pid", "proc")
+    __slots__ = ("conn", "idle_since", "pid", "proc", "stack_file")
 
     def __init__(self) -> None:
         if sys.platform == "win32":
             raise RuntimeError("isolation='process' needs a POSIX system (Linux or macOS)")
+        fd, self.stack_file = tempfile.mkstemp(prefix="tenure-worker-", suffix=".stack")
+        os.close(fd)
         ours, theirs = socket.socketpair()
         try:
             proc = subprocess.Popen(
@@ -92,6 +97,7 @@ class _Worker:
             )
         except BaseException:
             ours.close()
+            _unlink(self.stack_file)
             raise
         finally:
             theirs.close()  # else the parent never sees end-of-file when the worker dies
@@ -99,7 +105,30 @@ class _Worker:
         self.conn = Connection(ours.detach())
         self.pid: int = proc.pid
         self.idle_since = 0.0
-        self.conn.send_bytes(pickle.dumps(("init", list(sys.path)), _PROTOCOL))
+        self.conn.send_bytes(pickle.dumps(("init", list(sys.path), self.stack_file), _PROTOCOL))
+
+    async def dump_stack(self, wait: float) -> str:
+        """The worker's current Python stack (SIGUSR1 -> faulthandler); ``""`` if none came.
+
+        Waits at most ``wait`` seconds for the dump to appear and stop growing.
+        """
+        try:
+            os.kill(self.pid, signal.SIGUSR1)
+        except OSError:
+            return ""
+        deadline = monotonic() + wait
+        size = -1
+        while monotonic() < deadline:
+            # Another process writes the file: there is no event to wait on, so poll.
+            await anyio.sleep(0.01)
+            try:
+                now = os.stat(self.stack_file).st_size
+            except OSError:
+                return ""
+            if now > 0 and now == size:
+                break
+            size = now
+        return _read_text(self.stack_file)
 
     async def recv(self) -> Any:
         """The next message from the worker (the loop stays free while it works)."""
@@ -150,6 +179,7 @@ class _Worker:
         """Close the channel and wait for the process to be gone (bounded)."""
         with contextlib.suppress(OSError):
             self.conn.close()
+        _unlink(self.stack_file)
         try:
             self.proc.wait(_REAP_SECONDS)
         except subprocess.TimeoutExpired:
@@ -274,6 +304,8 @@ class WorkerPool:
                 worker.proc.wait(1.0)
             except subprocess.TimeoutExpired:
                 worker.kill()
+            else:
+                worker.reap()
 
 
 class Isolation:
@@ -364,6 +396,42 @@ class Isolation:
 
     # -- process --------------------------------------------------------------------------
 
+    def _kill_and_record(self, run: Run, step: Step, worker: _Worker, reason: str) -> None:
+        self.pool.discard(worker, kill=True)
+        run._record_quietly(
+            "isolation.killed", {"step": step.id, "pid": worker.pid, "reason": reason}, step.span
+        )
+
+    async def _stalled(
+        self, run: Run, step: Step, target: Tool | Agent, worker: _Worker, stall: float
+    ) -> GovernanceViolation:
+        """A call ran past ``worker_stall_bound``: take its stack, kill it, stop the run."""
+        try:
+            stack = await worker.dump_stack(_STACK_WAIT_S)
+        finally:
+            self._kill_and_record(run, step, worker, f"stall: running for more than {stall:g}s")
+        frame = _innermost(stack)
+        run._record_quietly(
+            "isolation.stall",
+            {
+                "step": step.id,
+                "pid": worker.pid,
+                "duration_ms": int(stall * 1000),
+                "frame": stack[-2000:] or "unknown",
+            },
+            step.span,
+        )
+        return run.fail(
+            GovernanceUnavailable(
+                f"{target.qualified} ran for more than worker_stall_bound ({stall:g}s) in its "
+                f"worker process (pid {worker.pid}), which was killed; it was in {frame}",
+                lease_id=step.lease.id,
+                check="isolation.stall",
+                task=target.qualified,
+                source="isolation",
+            )
+        )
+
     async def _in_process(
         self,
         run: Run,
@@ -398,9 +466,22 @@ class Isolation:
                     source="isolation",
                 )
             ) from None
+        stall = self._config.worker_stall_bound
+        stalls = stall is not None and (limit is None or stall < limit)
         try:
-            with _deadline(limit):
+            with _deadline(stall if stalls else limit):
                 ok, value = await worker.call(payload)
+        except TimeoutError:
+            if not stalls or run.stop is not None:
+                self._kill_and_record(run, step, worker, _why(run, TimeoutError(), limit))
+                if run.stop is not None:
+                    raise
+                raise TimeoutError(
+                    f"{target.qualified} did not finish within its timeout of {limit:g}s; "
+                    f"its worker process (pid {worker.pid}) was killed"
+                ) from None
+            assert stall is not None
+            raise await self._stalled(run, step, target, worker, stall) from None
         except _Crashed:
             pool.discard(worker, kill=True)  # already gone: this reaps it
             raise run.fail(
@@ -415,25 +496,41 @@ class Isolation:
                 )
             ) from None
         except BaseException as exc:
-            # The stop (thrown in by the gate), a cancellation or the timeout: kill first,
-            # with no await in between, then record.
-            pool.discard(worker, kill=True)
-            run._record_quietly(
-                "isolation.killed",
-                {"step": step.id, "pid": worker.pid, "reason": _why(run, exc, limit)},
-                step.span,
-            )
-            if isinstance(exc, TimeoutError) and run.stop is None:
-                raise TimeoutError(
-                    f"{target.qualified} did not finish within its timeout of {limit:g}s; "
-                    f"its worker process (pid {worker.pid}) was killed"
-                ) from None
+            # The stop (thrown in by the gate) or a cancellation: kill first, with no await
+            # in between, then record.
+            self._kill_and_record(run, step, worker, _why(run, exc, limit))
             raise
         pool.release(worker)
         if not ok:
             error, text = value
             raise error from RemoteTraceback(f'\n"""\n{text}"""') if text else None
         return value
+
+
+_STACK_WAIT_S = 0.5  # how long a stalled worker gets to write its stack before the kill
+
+
+def _innermost(stack: str) -> str:
+    """``File "...", line N in name`` of the innermost frame of a faulthandler dump."""
+    for line in stack.splitlines():
+        line = line.strip()
+        if line.startswith("File "):
+            return line
+    return "an unknown frame (the worker wrote no stack)"
+
+
+def _read_text(path: str) -> str:
+    # A small local file the worker has finished writing: reading it does not block.
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _deadline(timeout: float | None) -> contextlib.AbstractContextManager[Any]:

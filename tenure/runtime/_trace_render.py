@@ -275,6 +275,11 @@ def _event_text(ev: dict[str, Any]) -> Text | None:
         )
     if kind == "stall":
         return Text(f"⚠ event loop stalled {ev['duration_ms']} ms in {ev['frame']}", style="yellow")
+    if kind == "isolation.stall":
+        return Text(
+            f"⚠ isolated process {ev['pid']} stalled {ev['duration_ms']} ms in {ev['frame']}",
+            style="yellow",
+        )
     if kind == "isolation.killed":
         return Text(f"✖ isolated process {ev['pid']} killed: {ev['reason']}", style="red")
     if kind == "approval.requested":

@@ -360,6 +360,16 @@ class _Builder:
         node = self.steps.get(_s(rec, "step")) or self.run
         self._event(node, rec, pid=_s(rec, "pid"), reason=_s(rec, "reason"))
 
+    def _on_isolation_stall(self, rec: dict[str, Any]) -> None:
+        node = self.steps.get(_s(rec, "step")) or self.run
+        raw = rec.get("frame")
+        lines = raw.splitlines() if isinstance(raw, str) else []
+        # The innermost frame of the worker's stack dump (cleaned for the terminal).
+        frame = next((_clean(ln.strip()) for ln in lines if ln.strip().startswith("File ")), "")
+        self._event(
+            node, rec, pid=_s(rec, "pid"), duration_ms=_s(rec, "duration_ms"), frame=frame or "?"
+        )
+
     def _on_run_end(self, rec: dict[str, Any]) -> None:
         self.run.end_us = rec["t"]
         status = _s(rec, "status") or "ok"

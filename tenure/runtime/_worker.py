@@ -6,7 +6,7 @@ unlike ``multiprocessing``'s spawn, the user's ``__main__`` script is not re-exe
 one end of a socket pair as its only channel. Protocol, every message a pickled tuple sent
 with ``multiprocessing.connection.Connection.send_bytes``:
 
-- parent -> worker, once at start: ``("init", sys_path)``;
+- parent -> worker, once at start: ``("init", sys_path, stack_file)``;
 - worker -> parent, once at start: ``("ready", pid)``;
 - parent -> worker: ``(module, qualname, file, args, kwargs)``;
 - worker -> parent: ``(True, result)`` or ``(False, (exception, traceback_text))``.
@@ -22,11 +22,15 @@ Invariants:
   parent's kill or by end-of-file on their pipe.
 - Results and exceptions that cannot be pickled come back as a ``TypeError`` /
   ``RuntimeError`` naming the type, never as a hang.
+- SIGUSR1 makes the worker write its Python stack into ``stack_file`` (``faulthandler``:
+  C-level, so it works while the body is stuck in ``time.sleep`` or a C extension). The
+  parent asks for it before killing a call that stalled, so the evidence names the frame.
 """
 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import importlib
 import importlib.util
 import os
@@ -198,11 +202,15 @@ def main() -> None:
 def serve(conn: Connection) -> None:
     """Set up from the init message, announce readiness, serve calls until end-of-file."""
     try:
-        tag, sys_path = pickle.loads(conn.recv_bytes())
+        tag, sys_path, stack_file = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
         return
     if tag != "init":
         raise SystemExit(f"tenure worker: unexpected first message {tag!r}")
+    if stack_file:
+        # Kept open for the life of the worker: faulthandler writes to the descriptor.
+        fd = os.open(stack_file, os.O_WRONLY | os.O_TRUNC)
+        faulthandler.register(signal.SIGUSR1, file=fd, all_threads=False, chain=False)
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
