@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
@@ -90,8 +91,12 @@ def _raw(public_key: Ed25519PublicKey) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+_BAD_NAME = re.compile(r"[\s+]")
+_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f]")  # every C0 control but \n, and DEL
+
+
 def _check_name(name: str) -> None:
-    if not name or any(c.isspace() for c in name) or "+" in name:
+    if not name or _BAD_NAME.search(name):
         raise NoteError(f"key name {name!r}: must be non-empty without spaces or '+'")
 
 
@@ -111,9 +116,9 @@ def verifier_key(name: str, public_key: Ed25519PublicKey) -> str:
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise NoteError("note text must end with a newline")
-    for c in text:
-        if c != "\n" and (ord(c) < 0x20 or ord(c) == 0x7F):
-            raise NoteError(f"note text contains control character U+{ord(c):04X}")
+    bad = _CONTROL.search(text)
+    if bad is not None:
+        raise NoteError(f"note text contains control character U+{ord(bad.group()):04X}")
 
 
 def sign_note(text: str, name: str, key: SigningKey | Ed25519PrivateKey) -> str:
