@@ -145,3 +145,22 @@ def test_format_checkpoint_refuses_bad_input() -> None:
         format_checkpoint("o", 1, b"short")
     with pytest.raises(ValueError):
         format_checkpoint("o\nx", 1, bytes(32))
+
+
+@pytest.mark.parametrize("name", ["", "with space", "tab\tname", "plus+name", "nbsp\u00a0name"])
+def test_signing_refuses_a_key_name_with_spaces_or_plus(name: str) -> None:
+    with pytest.raises(NoteError, match="key name"):
+        sign_note("text\n", name, SigningKey.generate())
+
+
+@pytest.mark.parametrize(
+    ("text", "code"), [("a\x00\n", "0000"), ("a\tb\n", "0009"), ("\x7f\n", "007F")]
+)
+def test_signing_refuses_note_text_with_control_characters(text: str, code: str) -> None:
+    with pytest.raises(NoteError, match=f"control character U\\+{code}"):
+        sign_note(text, "tenure.local/r1", SigningKey.generate())
+
+
+def test_signing_accepts_printable_unicode_text_over_several_lines() -> None:
+    note = sign_note("tenure.local/r1\n3\nröot ✓\n", "tenure.local/r1", SigningKey.generate())
+    assert note.startswith("tenure.local/r1\n3\nröot ✓\n\n— tenure.local/r1 ")
