@@ -10,6 +10,7 @@ import typer
 
 from ..policies._check import register as _register_policy
 from ._cli_keys import register as _register_keys
+from ._cli_revoke import register as _register_revoke
 from ._cli_run import register as _register_run
 from ._cli_trace import register as _register_trace
 from ._cli_verify import register as _register_verify
@@ -30,6 +31,7 @@ for _register in (
     _register_policy,
     _register_keys,
     _register_run,
+    _register_revoke,
 ):
     _register(app)
 

@@ -45,6 +45,11 @@ class RuntimeConfig(BaseModel):
         False, description="on an invalid reload keep the previous set instead of stopping"
     )
     watch_policies: bool = Field(False, description="reload policy files when they change")
+    revocation_requests: bool = Field(
+        True,
+        description="apply revocation requests other processes drop in "
+        "<evidence_dir>/.revocations (tenure revoke)",
+    )
     checkpoint_every: int = Field(1000, ge=1, description="records between signed checkpoints")
     checkpoint_interval: float = Field(1.0, gt=0, description="seconds between checkpoints")
     fsync: Literal["record", "checkpoint", "never"] = Field(

@@ -35,6 +35,7 @@ from ._keys import SigningKey, load_signing_key
 from ._lease import LeaseAuthority
 from ._ledger import Ledger, LedgerConfig
 from ._lineage import Lineage
+from ._revocations import REVOCATIONS_DIR, FolderRevocations, RevocationRequest, RevocationSource
 from ._run import Run
 from ._stall import StallDetector
 from ._state import GovState, value_digest
@@ -64,6 +65,7 @@ class _Engine:
         self.attestor = attestor
         self.approvals = Approvals(key, config.approval_timeout)
         self.isolation = Isolation(config)
+        self.revocations: RevocationSource | None = None
         self.runs: dict[str, Run] = {}
         self.watchdog: Watchdog | None = None
         self.code_cache: weakref.WeakKeyDictionary[Agent | Tool, CodeItem] = (
@@ -174,6 +176,8 @@ class Runtime:
         await anyio.to_thread.run_sync(attestor.environment)
         lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
         engine = _Engine(self.config, key, policy, lineage, attestor)
+        if self.config.revocation_requests:
+            engine.revocations = FolderRevocations(self.evidence_dir / REVOCATIONS_DIR)
         self._policy_files = tuple(policy.sources)
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -362,20 +366,40 @@ class Runtime:
 
     def revoke(self, run_or_lease_id: str, reason: str = "revoked") -> None:
         """Revoke a run (its root lease) or one lease; takes effect before this returns."""
+        if not self._revoke(run_or_lease_id, reason, "revoke"):
+            raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
+
+    def _revoke(self, target: str, reason: str, by: str) -> bool:
+        """Revoke ``target`` if a live run or lease of this runtime has that id."""
         engine = self._require()
-        run = engine.runs.get(run_or_lease_id)
+        run = engine.runs.get(target)
         if run is not None:
             root = next(iter(run.leases.values()), None)
             if root is not None:
-                run.revoke_lease(root.id, reason, "revoke")
+                run.revoke_lease(root.id, reason, by)
             else:  # revoked before its root lease was issued (e.g. waiting for approval)
-                run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source="revoke"))
-            return
+                run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by))
+            return True
         for run in engine.runs.values():
-            if run_or_lease_id in run.leases:
-                run.revoke_lease(run_or_lease_id, reason, "revoke")
-                return
-        raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
+            if target in run.leases:
+                run.revoke_lease(target, reason, by)
+                return True
+        return False
+
+    def apply_request(self, request: RevocationRequest) -> bool:
+        """Apply a revocation request made outside this process (see ``_revocations``).
+
+        Returns whether this runtime held the target (then the request is spent).
+        """
+        engine = self._require()
+        run = engine.runs.get(request.target) or next(
+            (r for r in engine.runs.values() if request.target in r.leases), None
+        )
+        if run is None:
+            return False
+        if run.stop is not None:  # already stopping: do not record a second revocation
+            return True
+        return self._revoke(request.target, request.reason, f"request:{request.by}")
 
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.

@@ -21,6 +21,11 @@ inode) the signing key file, when the key was loaded from one, and — with
   before the attestation re-measure of the same pass, so a watched file's change is
   reported as a reload (or a refused reload), not as an ``AttestationMismatch``.
 
+It also applies revocation requests that other processes dropped in
+``<evidence_dir>/.revocations`` (``tenure revoke``; see ``_revocations``): a live run or
+lease named by one is revoked as by :meth:`Runtime.revoke`; a request folder that exists
+but cannot be read stops every live run (check ``revocation.source``).
+
 Invariant: if the watchdog itself fails, every live run stops with
 :class:`GovernanceUnavailable` — a dead watchdog never means "no more checks".
 """
@@ -28,6 +33,7 @@ Invariant: if the watchdog itself fails, every live run stops with
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from time import monotonic
@@ -44,6 +50,8 @@ if TYPE_CHECKING:
     from ._runtime import Runtime, _Engine
 
 __all__ = ["Watchdog"]
+
+_log = logging.getLogger("tenure.watchdog")
 
 
 def _stats(paths: Iterable[Path]) -> tuple[_Stat | None, ...]:
@@ -113,6 +121,7 @@ class Watchdog:
         self.passes += 1
         engine = self._engine
         self.check_key()
+        self.check_requests()
         if engine.config.watch_policies:
             self.check_policies()
         now = monotonic()
@@ -126,6 +135,32 @@ class Watchdog:
             if attest_due and run.stop is None:
                 self._runtime.check_attestation()
                 attest_due = False
+
+    def check_requests(self) -> None:
+        """Apply revocation requests made by other processes (``tenure revoke``)."""
+        engine = self._engine
+        source = engine.revocations
+        if source is None or not engine.runs:
+            return
+        try:
+            requests = source.poll()
+        except OSError as exc:
+            # A kill request may be sitting where it cannot be read: fail closed.
+            for run in list(engine.runs.values()):
+                run.fail(
+                    GovernanceUnavailable(
+                        f"cannot read revocation requests: {exc}",
+                        check="revocation.source",
+                        source="watchdog",
+                    )
+                )
+            return
+        for request in requests:
+            if self._runtime.apply_request(request):
+                try:
+                    source.done(request)
+                except OSError as exc:  # applied and recorded; only the cleanup failed
+                    _log.warning("revocation request %s applied, not removed: %s", request, exc)
 
     def check_key(self) -> None:
         """Stop every live run if the key file changed to something other than the key."""
