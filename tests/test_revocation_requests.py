@@ -25,9 +25,9 @@ from tenure import (
 )
 from tenure.agents import Agent
 from tenure.policies import PolicySet
-from tenure.runtime import _revocations
+from tenure.runtime import FolderRevocations, RevocationRequest, _revocations
 from tenure.runtime._cli import app
-from tenure.runtime._revocations import FolderRevocations, write_request
+from tenure.runtime._revocations import write_request
 from tenure.runtime._verify import verify_run
 
 WORKERS = 5
@@ -190,6 +190,37 @@ async def test_requests_are_ignored_when_turned_off(allow_all: PolicySet, eviden
         assert watchdog is not None
         watchdog.check_requests()
         assert crew.handle._run.stop is None
+
+
+class QueueSource:
+    """A RevocationSource that is not a folder: what a shared backend plugs in as."""
+
+    def __init__(self) -> None:
+        self.queue: list[RevocationRequest] = []
+        self.applied: list[RevocationRequest] = []
+
+    def poll(self) -> list[RevocationRequest]:
+        return list(self.queue)
+
+    def done(self, request: RevocationRequest) -> None:
+        self.queue.remove(request)
+        self.applied.append(request)
+
+
+async def test_a_custom_revocation_source_replaces_the_folder(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    source = QueueSource()
+    async with _live(allow_all, evidence, revocation_source=source) as (rt, crew):
+        assert crew.handle is not None
+        request = RevocationRequest(crew.handle.run_id, "shared backend says stop", "ops", "q1")
+        source.queue.append(request)
+        write_request(evidence / ".revocations", "run_ignored", "the folder is not read", "x")
+        rt._require().wake_watchdog()
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked) as info:
+            await crew.handle.result()
+    assert info.value.source == "request:ops" and source.applied == [request]
+    assert _requests(evidence) == ["run_ignored.revoke.json"]
 
 
 # --- the folder source -------------------------------------------------------------------

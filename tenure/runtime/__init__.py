@@ -13,17 +13,21 @@ from ._errors import (
 )
 from ._keys import SigningKey
 from ._lease import Lease
+from ._revocations import FolderRevocations, RevocationRequest, RevocationSource
 from ._runtime import RunHandle, Runtime
 
 __all__ = [
     "ApprovalRequest",
     "AttestationMismatch",
+    "FolderRevocations",
     "GovernanceUnavailable",
     "GovernanceViolation",
     "Lease",
     "LeaseExpired",
     "LeaseRevoked",
     "PolicyDenied",
+    "RevocationRequest",
+    "RevocationSource",
     "RunHandle",
     "Runtime",
     "RuntimeConfig",

@@ -130,6 +130,9 @@ class Runtime:
         tracer_provider: your OpenTelemetry provider (else one from the ``OTEL_*``
             variables or ``otlp_endpoint``; none configured = no exporter, no traffic).
         config: a :class:`RuntimeConfig`; keyword overrides of its fields are accepted too.
+        revocation_source: where revocation requests from other processes come from
+            (a :class:`RevocationSource`); default: the ``.revocations`` folder under
+            ``evidence_dir``, read while ``revocation_requests`` is on.
     """
 
     def __init__(
@@ -141,6 +144,7 @@ class Runtime:
         tracer_provider: TracerProvider | None = None,
         otlp_endpoint: str | None = None,
         config: RuntimeConfig | None = None,
+        revocation_source: RevocationSource | None = None,
         **overrides: Any,
     ) -> None:
         base = config or RuntimeConfig()
@@ -152,6 +156,7 @@ class Runtime:
         self._key_arg = key
         self._tracer_provider = tracer_provider
         self._otlp_endpoint = otlp_endpoint
+        self._revocation_source = revocation_source
         self._engine: _Engine | None = None
         self._tg: TaskGroup | None = None
         self._stall: StallDetector | None = None
@@ -177,7 +182,9 @@ class Runtime:
         lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
         engine = _Engine(self.config, key, policy, lineage, attestor)
         if self.config.revocation_requests:
-            engine.revocations = FolderRevocations(self.evidence_dir / REVOCATIONS_DIR)
+            engine.revocations = self._revocation_source or FolderRevocations(
+                self.evidence_dir / REVOCATIONS_DIR
+            )
         self._policy_files = tuple(policy.sources)
         tg = anyio.create_task_group()
         await tg.__aenter__()
