@@ -63,6 +63,16 @@ def test_revocation_stops_every_parallel_agent_and_says_when_and_why(tmp_path: P
     assert "verified (run status violation)" in out
 
 
+def test_kill_switch_example_stops_the_run_from_another_process(tmp_path: Path) -> None:
+    proc = _run("kill_switch.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "revocation requested: " in out
+    assert "run stopped fail closed: LeaseRevoked (lease.revoked) by request:oncall" in out
+    assert "lease.revoked by 'request:oncall', reason 'incident 42: data leaving the region'" in out
+    assert "verified (run status violation)" in out
+
+
 def test_approval_example_grants_one_payment_and_denies_the_other(tmp_path: Path) -> None:
     proc = _run("approval.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
