@@ -93,6 +93,16 @@ async def call_once(ctx: Context, target: Any, *args: Any) -> Any:
     return await ctx.call(target, *args)
 
 
+@agent
+async def impatient_process(ctx: Context, marker: str) -> str:
+    """Call a process tool that outlives its own timeout; return the TimeoutError's text."""
+    try:
+        await ctx.call(T.sleep_past_timeout, marker)
+    except TimeoutError as exc:
+        return str(exc)
+    return "finished"
+
+
 async def _revoke_while_running(
     rt: Runtime, target: Any, *args: Any, marker: Path
 ) -> tuple[Path, int, LeaseRevoked]:
@@ -205,18 +215,10 @@ async def test_tool_timeout_shorter_than_the_stall_bound_stays_a_timeout(
     """A per-tool timeout below worker_stall_bound keeps its meaning: TimeoutError, run goes on."""
     marker = tmp_path / "started"
 
-    @agent
-    async def impatient(ctx: Context) -> str:
-        try:
-            await ctx.call(T.sleep_past_timeout, str(marker))
-        except TimeoutError as exc:
-            return str(exc)
-        return "finished"
-
     async with Runtime(
         policies=allow_all, evidence_dir=evidence, key=key, worker_stall_bound=30
     ) as rt:
-        handle = await rt.start(impatient, principal="alice", ttl=60)
+        handle = await rt.start(impatient_process, str(marker), principal="alice", ttl=60)
         with anyio.fail_after(20):
             message = await handle.result()
     assert "timeout of 0.3s" in message
@@ -387,16 +389,8 @@ async def test_process_tool_timeout_kills_the_worker_and_the_agent_gets_timeout_
     """``timeout=`` bounds one call: worker killed and recorded; the run itself goes on."""
     marker = tmp_path / "started"
 
-    @agent
-    async def impatient(ctx: Context) -> str:
-        try:
-            await ctx.call(T.sleep_past_timeout, str(marker))
-        except TimeoutError as exc:
-            return str(exc)
-        return "finished"
-
     async with _runtime(allow_all, evidence, key) as rt:
-        handle = await rt.start(impatient, principal="alice", ttl=60)
+        handle = await rt.start(impatient_process, str(marker), principal="alice", ttl=60)
         with anyio.fail_after(20):
             message = await handle.result()
     pid = await _wait_for_pid(marker)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import secrets
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -71,6 +71,11 @@ class _Engine:
         self.code_cache: weakref.WeakKeyDictionary[Agent | Tool, CodeItem] = (
             weakref.WeakKeyDictionary()
         )
+
+    def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
+        """Stop every live run, each with its own ``violation()`` (an error names its run)."""
+        for run in list(self.runs.values()):
+            run.fail(violation())
 
     def wake_watchdog(self) -> None:
         if self.watchdog is not None:
@@ -422,14 +427,12 @@ class Runtime:
             policy = _load_policies(path_or_policyset)
         except (PolicyError, OSError) as exc:
             if not self.config.keep_last_good_policy:
-                for run in list(engine.runs.values()):
-                    run.fail(
-                        GovernanceUnavailable(
-                            f"policy reload refused: {exc}",
-                            check="policy.reload",
-                            source="policy-reload",
-                        )
+                reason = f"policy reload refused: {exc}"
+                engine.stop_all(
+                    lambda: GovernanceUnavailable(
+                        reason, check="policy.reload", source="policy-reload"
                     )
+                )
             raise
         engine.attestor.baseline_policy(policy.digest, policy.sources)
         engine.gov.policy = policy

@@ -105,14 +105,10 @@ class Watchdog:
             raise
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
             self._engine.gov.watchdog_deadline = float("-inf")
-            for run in list(self._engine.runs.values()):
-                run.fail(
-                    GovernanceUnavailable(
-                        f"the watchdog crashed: {type(exc).__name__}: {exc}",
-                        check="watchdog.crashed",
-                        source="watchdog",
-                    )
-                )
+            reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
+            self._engine.stop_all(
+                lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")
+            )
             if not isinstance(exc, Exception):
                 raise
 
@@ -146,14 +142,10 @@ class Watchdog:
             requests = source.poll()
         except OSError as exc:
             # A kill request may be sitting where it cannot be read: fail closed.
-            for run in list(engine.runs.values()):
-                run.fail(
-                    GovernanceUnavailable(
-                        f"cannot read revocation requests: {exc}",
-                        check="revocation.source",
-                        source="watchdog",
-                    )
-                )
+            reason = f"cannot read revocation requests: {exc}"
+            engine.stop_all(
+                lambda: GovernanceUnavailable(reason, check="revocation.source", source="watchdog")
+            )
             return
         for request in requests:
             if self._runtime.apply_request(request):
@@ -200,8 +192,7 @@ class Watchdog:
                     self._key_stat = st  # same key, file touched or rewritten
         if problem is not None:
             cls, reason = problem
-            for run in list(engine.runs.values()):
-                run.fail(cls(reason, check="key.renewal", source="watchdog"))
+            engine.stop_all(lambda: cls(reason, check="key.renewal", source="watchdog"))
 
     def check_policies(self) -> None:
         """Reload the watched policy path if its files changed (stat only when unchanged)."""
