@@ -188,10 +188,7 @@ class Parallel(metaclass=NoPublicConstructor):
     def _fail(self) -> None:
         if not self._failed:
             self._failed = True
-            run = self._run
-            # A stopping run already cancelled its scope, which holds this group: a second
-            # cancellation here would make anyio walk every branch again on every loop turn.
-            if self._tg is not None and run.stop is None and run.cancelled_reason is None:
+            if self._tg is not None:
                 self._tg.cancel_scope.cancel()
 
     @property

@@ -205,14 +205,34 @@ def _check_rules(f: LoadedFile) -> None:
             )
 
 
+def _merge_limits(
+    f: LoadedFile,
+    section: str,
+    values: dict[str, Any],
+    merged: dict[str, Any],
+    origin: dict[tuple[str, str], tuple[str, int | None]],
+) -> None:
+    """Add ``f``'s ``[section]`` to ``merged``; the same key with another value is an error."""
+    for key, value in values.items():
+        line = f.line(section, key)
+        if key in merged and merged[key] != value:
+            p, ln = origin[(section, key)]
+            raise PolicyError(
+                f.path,
+                line,
+                f"{section}.{key} = {value!r} conflicts with {merged[key]!r} at {p}:{ln}",
+            )
+        merged.setdefault(key, value)
+        origin.setdefault((section, key), (f.path, line))
+
+
 def merge(files: list[LoadedFile]) -> Merged:
     """Merge validated files in order; duplicate ids and conflicting limits are errors."""
     rules: list[Rule] = []
     origins: dict[str, tuple[str, int | None]] = {}
     budgets: dict[str, Any] = {}
-    budget_origin: dict[str, tuple[str, int | None]] = {}
-    rates: dict[str, str] = {}
-    rate_origin: dict[str, tuple[str, int | None]] = {}
+    rates: dict[str, Any] = {}
+    limit_origin: dict[tuple[str, str], tuple[str, int | None]] = {}
     for f in files:
         for i, rule in enumerate(f.doc.rules):
             line = f.line("rules", i, "id")
@@ -225,28 +245,10 @@ def merge(files: list[LoadedFile]) -> Merged:
                 )
             origins[rule.id] = (f.path, line)
             rules.append(rule)
-        for key, value in f.doc.budgets.model_dump(exclude_none=True).items():
-            line = f.line("budgets", key)
-            if key in budgets and budgets[key] != value:
-                p, ln = budget_origin[key]
-                raise PolicyError(
-                    f.path,
-                    line,
-                    f"budgets.{key} = {value!r} conflicts with {budgets[key]!r} at {p}:{ln}",
-                )
-            budgets.setdefault(key, value)
-            budget_origin.setdefault(key, (f.path, line))
-        for key, rate in f.doc.rate_limits.items():
-            line = f.line("rate_limits", key)
-            if key in rates and rates[key] != rate:
-                p, ln = rate_origin[key]
-                raise PolicyError(
-                    f.path,
-                    line,
-                    f"rate_limits.{key} = {rate!r} conflicts with {rates[key]!r} at {p}:{ln}",
-                )
-            rates.setdefault(key, rate)
-            rate_origin.setdefault(key, (f.path, line))
+        _merge_limits(
+            f, "budgets", f.doc.budgets.model_dump(exclude_none=True), budgets, limit_origin
+        )
+        _merge_limits(f, "rate_limits", f.doc.rate_limits, rates, limit_origin)
     return Merged(
         files=tuple(files),
         rules=tuple(rules),

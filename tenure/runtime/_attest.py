@@ -168,6 +168,17 @@ class Attestor:
         config: Mapping[str, str | int | bool],
     ) -> dict[str, Any]:
         """The manifest of one run (environment + code + policy + runtime configuration)."""
+        hashed = [(str(p), _hash_file(str(p))) for p in policy_files]
+        return self._manifest(code, policy_digest, hashed, config)
+
+    def _manifest(
+        self,
+        code: Sequence[CodeItem],
+        policy_digest: str,
+        policy_files: Sequence[tuple[str, str]],
+        config: Mapping[str, str | int | bool],
+    ) -> dict[str, Any]:
+        """:meth:`manifest` with the policy files already hashed (``(path, sha256)``)."""
         for item in code:
             if not isinstance(item, CodeItem):
                 raise TypeError(f"manifest code must be CodeItem, got {type(item).__name__}")
@@ -184,7 +195,7 @@ class Attestor:
             cfg[k] = v
         env = self.environment()
         files = sorted(
-            ({"path": str(p), "sha256": _hash_file(str(p))} for p in policy_files),
+            ({"path": path, "sha256": sha} for path, sha in policy_files),
             key=lambda f: f["path"],
         )
         code_t = tuple(code)
@@ -247,12 +258,7 @@ class Attestor:
         files = tuple(sorted((str(p), _hash_file(str(p))) for p in policy_files))
         key = (tuple(code), policy_digest, files, tuple(config.items()))
         if self._run_manifest is None or self._run_manifest[0] != key:
-            manifest = self.manifest(code, policy_digest, policy_files, config)
-            # Keyed by the file hashes the manifest itself holds (a file rewritten between
-            # the two reads must not pair one content's key with the other's bytes).
-            hashed = tuple(sorted((f["path"], f["sha256"]) for f in manifest["policy"]["files"]))
-            key = (key[0], policy_digest, hashed, key[3])
-            mbytes = self._manifest_bytes(manifest)
+            mbytes = self._manifest_bytes(self._manifest(code, policy_digest, files, config))
             self._run_manifest = (key, mbytes, sha256_hex(mbytes))
         _, mbytes, mdigest = self._run_manifest
         return sign_statement(self._key, run_id, mbytes, mdigest)

@@ -191,6 +191,18 @@ async def _execute(
     return EXIT_OK
 
 
+# Options `tenure run` and `tenure demo` share.
+EvidenceDirOption = Annotated[Path, typer.Option("--evidence-dir", help="where run evidence goes")]
+PolicyOption = Annotated[
+    Path | None,
+    typer.Option("--policy", help="policy file or folder (default: the packaged default policy)"),
+]
+OtlpOption = Annotated[
+    str | None,
+    typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
+]
+
+
 def run_command(
     target: Annotated[
         str, typer.Argument(metavar="FILE:AGENT", help="a Python file and the @agent in it")
@@ -209,22 +221,12 @@ def run_command(
         list[str] | None,
         typer.Option("--scope", "-s", help="a scope granted to the run (repeat for several)"),
     ] = None,
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy", help="policy file or folder (default: the packaged default policy)"
-        ),
-    ] = None,
-    evidence_dir: Annotated[
-        Path, typer.Option("--evidence-dir", help="where run evidence goes")
-    ] = Path("runs"),
+    policy: PolicyOption = None,
+    evidence_dir: EvidenceDirOption = Path("runs"),
     ttl: Annotated[
         float, typer.Option("--ttl", min=0.001, help="seconds the principal authorizes the run")
     ] = 60.0,
-    otlp: Annotated[
-        str | None,
-        typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
-    ] = None,
+    otlp: OtlpOption = None,
     key: Annotated[
         Path | None,
         typer.Option(
@@ -265,19 +267,9 @@ def run_command(
 
 
 def demo_command(
-    evidence_dir: Annotated[
-        Path, typer.Option("--evidence-dir", help="where run evidence goes")
-    ] = Path("runs"),
-    policy: Annotated[
-        Path | None,
-        typer.Option(
-            "--policy", help="policy file or folder (default: the packaged default policy)"
-        ),
-    ] = None,
-    otlp: Annotated[
-        str | None,
-        typer.Option("--otlp", metavar="ENDPOINT", help="export lineage to an OTLP/HTTP endpoint"),
-    ] = None,
+    evidence_dir: EvidenceDirOption = Path("runs"),
+    policy: PolicyOption = None,
+    otlp: OtlpOption = None,
 ) -> None:
     """The flagship demo: a governed research team, a denial, an approval, a revocation."""
     from ._demo import run_demo

@@ -44,7 +44,7 @@ from ..agents import Context, agent, tool
 from ..policies import PolicySet
 from ._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ._keys import PUBLIC_KEY_NAME, default_key_dir, load_public_key, load_signing_key
-from ._runtime import Runtime
+from ._runtime import RunHandle, Runtime
 from ._trace_view import LedgerReadError, load_trace, print_trace
 from ._verify import verify_run
 
@@ -348,22 +348,28 @@ async def _approver(rt: Runtime, narrator: Narrator) -> None:
         await anyio.sleep(0.01)
 
 
-async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> None:
+async def _start_watched(
+    rt: Runtime, narrator: Narrator, out: DemoOutcome, label: str, note: str, *args: Any
+) -> RunHandle:
+    """Start the demo workflow as run ``label``; the narrator follows its ledger and says
+    ``note`` (formatted with the ``run_id``)."""
     handle = await rt.start(
         planner,
         "governed execution",
+        *args,
         principal="alice",
         scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
         ttl=30,
     )
-    narrator.watch(handle.run_id, "research", handle.evidence_path / "ledger.jsonl")
-    out.runs.append(("research", handle.run_id, handle.evidence_path))
-    narrator.say(
-        "demo",
-        f"run 1 started: {handle.run_id} (principal alice)",
-        run_id=handle.run_id,
-        style="bold",
-    )
+    narrator.watch(handle.run_id, label, handle.evidence_path / "ledger.jsonl")
+    out.runs.append((label, handle.run_id, handle.evidence_path))
+    narrator.say("demo", note.format(run_id=handle.run_id), run_id=handle.run_id, style="bold")
+    return handle
+
+
+async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> None:
+    note = "run 1 started: {run_id} (principal alice)"
+    handle = await _start_watched(rt, narrator, out, "research", note)
     try:
         with anyio.fail_after(20):
             result = await handle.result()
@@ -384,22 +390,8 @@ async def _research_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> No
 
 
 async def _revoked_run(rt: Runtime, narrator: Narrator, out: DemoOutcome) -> None:
-    handle = await rt.start(
-        planner,
-        "governed execution",
-        200,
-        principal="alice",
-        scopes={"web:read", "docs:write", "docs:read", "exec", "payments"},
-        ttl=30,
-    )
-    narrator.watch(handle.run_id, "revoked", handle.evidence_path / "ledger.jsonl")
-    out.runs.append(("revoked", handle.run_id, handle.evidence_path))
-    narrator.say(
-        "demo",
-        f"run 2 started: {handle.run_id} (the same workflow, 200 pages per researcher)",
-        run_id=handle.run_id,
-        style="bold",
-    )
+    note = "run 2 started: {run_id} (the same workflow, 200 pages per researcher)"
+    handle = await _start_watched(rt, narrator, out, "revoked", note, 200)
     with anyio.fail_after(20):  # set once every researcher searched, or at the run's end
         await narrator.underway[handle.run_id].wait()
     if handle.run_id in narrator.ended:

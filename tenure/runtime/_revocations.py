@@ -29,10 +29,11 @@ import contextlib
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from ._ledger import valid_run_id
 
 __all__ = [
     "REQUEST_SUFFIX",
@@ -45,7 +46,6 @@ __all__ = [
 
 REVOCATIONS_DIR = ".revocations"
 REQUEST_SUFFIX = ".revoke.json"
-_TARGET = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _MAX_TEXT = 500
 
 _log = logging.getLogger("tenure.revocations")
@@ -74,15 +74,8 @@ class RevocationSource(Protocol):
 
 
 def _valid_target(target: object) -> bool:
-    return (
-        isinstance(target, str)
-        and _TARGET.fullmatch(target) is not None
-        and target
-        not in {
-            ".",
-            "..",
-        }
-    )
+    # Run and lease ids share the run-id alphabet (lease ids are hex).
+    return isinstance(target, str) and valid_run_id(target)
 
 
 def write_request(folder: Path, target: str, reason: str, by: str) -> Path:

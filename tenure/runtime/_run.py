@@ -186,10 +186,6 @@ class Run:
             self.scope.cancel()
         self.engine.wake_watchdog()
 
-    def _stopped(self) -> GovernanceViolation:
-        """The stop that a failing helper (``_redecide``) has just set."""
-        return self.stop_error()
-
     def cancel(self, reason: str) -> None:
         """Stop the run because its caller went away (not a governance violation)."""
         if self.stop is None and self.cancelled_reason is None:
@@ -377,7 +373,7 @@ class Run:
         else:
             decision = self._redecide(self.gov.policy, step, "deciding step")
             if decision is None:
-                raise self._stopped()
+                raise self.stop_error()
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
         step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
@@ -410,7 +406,7 @@ class Run:
     def _recheck_after_reload(self, step: Step, parent_span: SpanHandle) -> None:
         decision = self._redecide(self.gov.policy, step)
         if decision is None:
-            raise self._stopped()
+            raise self.stop_error()
         if decision.effect != "deny":
             return
         self._record_decision(

@@ -381,37 +381,37 @@ class Runtime:
         if not self._revoke(run_or_lease_id, reason, "revoke"):
             raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
 
+    def _holder(self, target: str) -> Run | None:
+        """The live run whose id, or one of whose leases' ids, is ``target``."""
+        engine = self._require()
+        return engine.runs.get(target) or next(
+            (run for run in engine.runs.values() if target in run.leases), None
+        )
+
     def _revoke(self, target: str, reason: str, by: str) -> bool:
         """Revoke ``target`` if a live run or lease of this runtime has that id."""
-        engine = self._require()
-        run = engine.runs.get(target)
-        if run is not None:
-            root = next(iter(run.leases.values()), None)
-            if root is not None:
-                run.revoke_lease(root.id, reason, by)
-            else:  # revoked before its root lease was issued (e.g. waiting for approval)
-                run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by))
-            return True
-        for run in engine.runs.values():
-            if target in run.leases:
-                run.revoke_lease(target, reason, by)
-                return True
-        return False
+        run = self._holder(target)
+        if run is None:
+            return False
+        if target != run.id:
+            run.revoke_lease(target, reason, by)
+        elif run.leases:
+            run.revoke_lease(next(iter(run.leases)), reason, by)
+        else:  # revoked before its root lease was issued (e.g. waiting for approval)
+            run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by))
+        return True
 
     def apply_request(self, request: RevocationRequest) -> bool:
         """Apply a revocation request made outside this process (see ``_revocations``).
 
         Returns whether this runtime held the target (then the request is spent).
         """
-        engine = self._require()
-        run = engine.runs.get(request.target) or next(
-            (r for r in engine.runs.values() if request.target in r.leases), None
-        )
+        run = self._holder(request.target)
         if run is None:
             return False
-        if run.stop is not None:  # already stopping: do not record a second revocation
-            return True
-        return self._revoke(request.target, request.reason, f"request:{request.by}")
+        if run.stop is None:  # a run already stopping does not record a second revocation
+            self._revoke(request.target, request.reason, f"request:{request.by}")
+        return True
 
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.
