@@ -9,13 +9,12 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
+from _exporters import HangingExporter, RaisingExporter
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
 )
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -439,33 +438,6 @@ def test_noop_span_records_nothing_and_parents_nothing(
 # --- best-effort export -------------------------------------------------------------------
 
 
-class FailingExporter(SpanExporter):
-    def __init__(self) -> None:
-        self.calls = 0
-        self.called = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.calls += 1
-        self.called.set()
-        raise ConnectionError("collector down")
-
-
-class HangingExporter(SpanExporter):
-    """export() blocks until released (a collector that accepts and never answers)."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.entered.set()
-        self.release.wait(30)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self.release.wait(30)
-
-
 def in_thread(fn: object) -> threading.Thread:
     assert callable(fn)
     t = threading.Thread(target=fn, daemon=True)
@@ -481,7 +453,7 @@ def end_many(lin: Lineage, n: int) -> None:
 
 
 def test_failing_exporter_breaks_neither_end_nor_shutdown() -> None:
-    exporter = FailingExporter()
+    exporter = RaisingExporter()
     lin = Lineage(exporter=exporter)
     end_many(lin, 600)  # more than one batch: wakes the export thread
     assert exporter.called.wait(10)
@@ -492,7 +464,7 @@ def test_failing_exporter_breaks_neither_end_nor_shutdown() -> None:
 
 
 def test_hanging_exporter_blocks_neither_end_nor_shutdown() -> None:
-    exporter = HangingExporter()
+    exporter = HangingExporter(hang_on_shutdown=True)
     lin = Lineage(exporter=exporter)
     try:
         end_many(lin, L.EXPORT_BATCH_MAX_SPANS)

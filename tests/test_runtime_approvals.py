@@ -122,6 +122,14 @@ async def _start(rt: Runtime, bank: _Bank, amount: int = 50) -> RunHandle:
     return await rt.start(_clerk(bank), amount, principal="alice")
 
 
+def _signed_statement(rec: dict[str, Any], key: SigningKey) -> dict[str, Any]:
+    """The approval statement a ledger record carries, after checking its signature."""
+    statement: dict[str, Any] = json.loads(
+        verify_envelope(rec["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
+    )
+    return statement
+
+
 async def test_approved_step_runs_after_a_signed_recorded_grant(
     evidence: Path, key: SigningKey
 ) -> None:
@@ -156,9 +164,7 @@ async def test_approved_step_runs_after_a_signed_recorded_grant(
     assert grant["request"] == request.id and grant["approver"] == "carol"
     assert start["approval"] == grant["i"] and start["decision"] == dec["i"]
     assert dec["i"] < req["i"] < grant["i"] < start["i"]
-    statement = json.loads(
-        verify_envelope(grant["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
-    )
+    statement = _signed_statement(grant, key)
     assert (
         statement["request"],
         statement["decision"],
@@ -185,9 +191,7 @@ async def test_denied_approval_refuses_the_step_and_the_tool_never_runs(
     recs = _records(handle.evidence_path)
     [denied] = [r for r in recs if r["kind"] == "approval.denied"]
     assert (denied["approver"], denied["reason"]) == ("carol", "not this week")
-    statement = json.loads(
-        verify_envelope(denied["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
-    )
+    statement = _signed_statement(denied, key)
     assert statement["decision"] == "denied"
     assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "pay"]
     assert verify_run(handle.evidence_path, key.public_key).ok

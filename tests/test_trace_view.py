@@ -82,18 +82,7 @@ class Ledger:
         rule: str = "allow-all",
         dt: int = 100,
     ) -> None:
-        d = self.add(
-            "decision",
-            step=step,
-            lease=lease,
-            action=action,
-            target=target,
-            caller=caller,
-            effect="allow",
-            rule=rule,
-            reason="",
-            args="sha256:x",
-        )
+        d = self.decision(step, target, lease=lease, action=action, caller=caller, rule=rule)
         self.add(
             "step.start",
             dt=dt,
@@ -107,6 +96,47 @@ class Ledger:
             parent=parent,
             depth=0,
             args="sha256:x",
+        )
+
+    def decision(
+        self,
+        step: str,
+        target: str,
+        *,
+        effect: str = "allow",
+        rule: str = "allow-all",
+        reason: str = "",
+        lease: str = "L1",
+        action: str = "invoke_agent",
+        caller: str = "",
+        span: str = "",
+        args: str = "sha256:x",
+    ) -> int:
+        return self.add(
+            "decision",
+            span=span,
+            step=step,
+            lease=lease,
+            action=action,
+            target=target,
+            caller=caller,
+            effect=effect,
+            rule=rule,
+            reason=reason,
+            args=args,
+        )
+
+    def violation(
+        self, error: str, check: str, reason: str, *, lease: str = "", task: str = "", source: str
+    ) -> int:
+        return self.add(
+            "violation",
+            error=error,
+            check=check,
+            reason=reason,
+            lease=lease,
+            task=task,
+            source=source,
         )
 
     def end(
@@ -168,12 +198,10 @@ def ok_ledger() -> Ledger:
     led.step("s1", "planner", rule="alice-plans")
     led.step("s2", "search", parent="s1", action="execute_tool", caller="planner", rule="search-ok")
     led.end("s2", dt=2500)
-    led.add(
-        "decision",
-        step="s3",
-        lease="L1",
+    led.decision(
+        "s3",
+        "pay",
         action="execute_tool",
-        target="pay",
         caller="planner",
         effect="deny",
         rule="no-payments",
@@ -199,11 +227,10 @@ def revoked_ledger() -> Ledger:
     led.step("s3", "fmt", parent="s2", lease="L2", action="execute_tool", caller="writer")
     led.end("s3")
     led.add("lease.revoked", lease="L2", reason="operator pulled access", by="ops", cascade=["L2a"])
-    led.add(
-        "violation",
-        error="LeaseRevoked",
-        check="lease.revoked",
-        reason="operator pulled access",
+    led.violation(
+        "LeaseRevoked",
+        "lease.revoked",
+        "operator pulled access",
         lease="L2",
         task="agent:writer",
         source="revoke",
@@ -311,26 +338,23 @@ def test_denied_step_lands_under_the_span_its_decision_was_recorded_on() -> None
     led.step("s1", "planner")
     led.step("s2", "writer", parent="s1", lease="L2", caller="planner")
     led.step("s3", "writer", parent="s1", lease="L3", caller="planner")
-    led.add(
-        "decision",
+    led.decision(
+        "s4",
+        "rm",
         span=sid("s2"),
-        step="s4",
         lease="",
         action="execute_tool",
-        target="rm",
         caller="writer",
         effect="deny",
         rule="no-rm",
         reason="no",
         args="sha256:q",
     )
-    led.add(
-        "decision",
-        span="",
-        step="s5",
+    led.decision(
+        "s5",
+        "rm",
         lease="",
         action="execute_tool",
-        target="rm",
         caller="writer",
         effect="deny",
         rule="no-rm",
@@ -349,25 +373,9 @@ def test_violation_without_task_match_falls_back_to_lease_then_run() -> None:
     led = Ledger()
     led.start()
     led.step("s1", "planner", lease="L1")
-    led.add(
-        "violation",
-        error="LeaseExpired",
-        check="lease.expiry",
-        reason="expired",
-        lease="L1",
-        task="",
-        source="watchdog",
-    )
+    led.violation("LeaseExpired", "lease.expiry", "expired", lease="L1", source="watchdog")
     led.add("stall", duration_ms=1200, frame="agents.py:10 in planner")
-    led.add(
-        "violation",
-        error="GovernanceUnavailable",
-        check="watchdog",
-        reason="late",
-        lease="",
-        task="",
-        source="watchdog",
-    )
+    led.violation("GovernanceUnavailable", "watchdog", "late", source="watchdog")
     led.end("s1", status="stopped", error="LeaseExpired", message="expired")
     led.run_end("violation", "LeaseExpired", "lease.expiry", "expired")
     tr = build_trace(led.records)
@@ -382,16 +390,13 @@ def test_approvals_attach_to_their_step() -> None:
     led = Ledger()
     led.start()
     led.step("s1", "planner")
-    d = led.add(
-        "decision",
-        step="s2",
-        lease="L1",
+    d = led.decision(
+        "s2",
+        "pay",
         action="execute_tool",
-        target="pay",
         caller="planner",
         effect="require_approval",
         rule="big-payments",
-        reason="",
         args="sha256:z",
     )
     led.add(
@@ -420,16 +425,13 @@ def test_approvals_attach_to_their_step() -> None:
         args="sha256:z",
     )
     led.end("s2")
-    led.add(
-        "decision",
-        step="s3",
-        lease="L1",
+    led.decision(
+        "s3",
+        "pay",
         action="execute_tool",
-        target="pay",
         caller="planner",
         effect="require_approval",
         rule="big-payments",
-        reason="",
         args="sha256:z",
     )
     led.add("approval.denied", request="q2", step="s3", approver="carol", reason="no", envelope={})
@@ -635,13 +637,11 @@ def test_policy_denial_stops_at_the_refused_step() -> None:
     led = Ledger()
     led.start()
     led.step("s1", "planner")
-    led.add(
-        "decision",
+    led.decision(
+        "s2",
+        "pay",
         span=sid("s1"),
-        step="s2",
-        lease="L1",
         action="execute_tool",
-        target="pay",
         caller="planner",
         effect="deny",
         rule="default-deny",
@@ -649,11 +649,10 @@ def test_policy_denial_stops_at_the_refused_step() -> None:
         args="sha256:q",
     )
     led.end("s1", status="error", error="PolicyDenied", message="tool:pay denied")
-    led.add(
-        "violation",
-        error="PolicyDenied",
-        check="rule:default-deny",
-        reason="tool:pay denied",
+    led.violation(
+        "PolicyDenied",
+        "rule:default-deny",
+        "tool:pay denied",
         lease="L1",
         task="tool:pay",
         source="policy",

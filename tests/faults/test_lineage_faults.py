@@ -8,52 +8,22 @@ crashes a run; the ledger, not the trace, is the record of truth and is never be
 from __future__ import annotations
 
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
 import pytest
+from _exporters import HangingExporter, RaisingExporter
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SpanExporter,
-    SpanExportResult,
 )
 
 from tenure import SigningKey
 
 from .conftest import Workflow, assert_evidence, runtime
-
-
-class RaisingExporter(SpanExporter):
-    """Every export raises."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.calls += 1
-        raise ConnectionError("injected exporter fault")
-
-    def shutdown(self) -> None:
-        pass
-
-
-class HangingExporter(SpanExporter):
-    """Every export blocks until released (a collector that accepts and never answers)."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.entered.set()
-        self.release.wait(30)
-        return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        self.release.set()
 
 
 def _provider(exporter: SpanExporter) -> TracerProvider:
