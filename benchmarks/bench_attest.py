@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tenure.runtime import _attest
-from tenure.runtime._attest import Attestor, CodeItem, policy_files_digest
-from tenure.runtime._canonical import canonical
-from tenure.runtime._keys import SigningKey
+from tenure.crypto._canonical import canonical
+from tenure.crypto._keys import SigningKey
+from tenure.evidence import _attest
+from tenure.evidence._attest import Attestor, CodeItem, policy_files_digest
 
 N_ITEMS = 20
 

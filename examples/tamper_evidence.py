@@ -28,10 +28,10 @@ from pathlib import Path
 import anyio
 
 from tenure import Context, PolicyDenied, Runtime, agent, tool
+from tenure.crypto._canonical import record_bytes
+from tenure.crypto._keys import default_key_dir, load_public_key
+from tenure.evidence._verify import VerifyReport, verify_run
 from tenure.policies import PolicySet
-from tenure.runtime._canonical import record_bytes
-from tenure.runtime._keys import default_key_dir, load_public_key
-from tenure.runtime._verify import VerifyReport, verify_run
 
 POLICY = """
 version = 1

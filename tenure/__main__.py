@@ -1,5 +1,5 @@
 """``python -m tenure``: the same command line as the ``tenure`` console script."""
 
-from .runtime._cli import main
+from .cli import main
 
 main()

@@ -17,9 +17,9 @@ from .._util import NoPublicConstructor
 from ._decorators import Agent, Tool
 
 if TYPE_CHECKING:
-    from ..runtime._lease import Lease
-    from ..runtime._run import Run
-    from ..runtime._state import Step
+    from ..runtime.kernel._lease import Lease
+    from ..runtime.kernel._run import Run
+    from ..runtime.kernel._state import Step
 
 __all__ = ["Context", "Parallel", "ParallelTask"]
 
@@ -169,7 +169,7 @@ class Parallel(metaclass=NoPublicConstructor):
             self._done.set()
 
     async def _drive(self, task: ParallelTask, fn: Any, args: tuple[Any, ...]) -> None:
-        from ..runtime._gate import Gate, Governed
+        from ..runtime.kernel._gate import Gate, Governed
 
         step = self._step
         try:

@@ -29,8 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from tenure.runtime._canonical import canonical, digest
-
+from ..crypto._canonical import canonical, digest
 from ._loader import Merged, load_path, load_text, merge
 from ._model import Budgets, Decision, PolicyError, Rule, kind_of, parse_rate
 

@@ -1,8 +1,6 @@
 """The engine: governed tasks, leases, watchdog, evidence, lineage and the CLI."""
 
-from ._approvals import ApprovalRequest
-from ._config import RuntimeConfig
-from ._errors import (
+from .._errors import (
     AttestationMismatch,
     GovernanceUnavailable,
     GovernanceViolation,
@@ -11,10 +9,12 @@ from ._errors import (
     PolicyDenied,
     SignatureInvalid,
 )
-from ._keys import SigningKey
-from ._lease import Lease
-from ._revocations import FolderRevocations, RevocationRequest, RevocationSource
+from ..crypto._keys import SigningKey
+from ._config import RuntimeConfig
 from ._runtime import RunHandle, Runtime
+from .kernel._lease import Lease
+from .services._approvals import ApprovalRequest
+from .services._revocations import FolderRevocations, RevocationRequest, RevocationSource
 
 __all__ = [
     "ApprovalRequest",

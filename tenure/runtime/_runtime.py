@@ -22,24 +22,29 @@ import anyio
 from anyio.abc import TaskGroup
 from opentelemetry.trace import TracerProvider
 
+from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
 from .._util import NoPublicConstructor
 from ..agents._decorators import Agent, Tool, registered
+from ..crypto._canonical import b64e
+from ..crypto._keys import SigningKey, load_signing_key
+from ..evidence._attest import Attestor, CodeItem
+from ..evidence._ledger import Ledger, LedgerConfig
+from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
-from ._approvals import ApprovalRequest, Approvals
-from ._attest import Attestor, CodeItem
-from ._canonical import b64e
 from ._config import RuntimeConfig
-from ._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
-from ._isolation import Isolation
-from ._keys import SigningKey, load_signing_key
-from ._lease import LeaseAuthority
-from ._ledger import Ledger, LedgerConfig
-from ._lineage import Lineage
-from ._revocations import REVOCATIONS_DIR, FolderRevocations, RevocationRequest, RevocationSource
-from ._run import Run
-from ._stall import StallDetector
-from ._state import GovState, value_digest
-from ._watchdog import Watchdog
+from .isolation._runner import Isolation
+from .kernel._lease import LeaseAuthority
+from .kernel._run import Run
+from .kernel._state import GovState, value_digest
+from .services._approvals import ApprovalRequest, Approvals
+from .services._revocations import (
+    REVOCATIONS_DIR,
+    FolderRevocations,
+    RevocationRequest,
+    RevocationSource,
+)
+from .services._stall import StallDetector
+from .services._watchdog import Watchdog
 
 __all__ = ["RunHandle", "Runtime"]
 

@@ -25,10 +25,10 @@ import pytest
 
 from tenure import Context, GovernanceViolation, Runtime, SigningKey, agent, tool
 from tenure.agents._decorators import Agent, Tool
-from tenure.runtime._ledger import FileOps
-from tenure.runtime._run import Run
+from tenure.evidence._ledger import FileOps
+from tenure.evidence._verify import VerifyReport, verify_run
 from tenure.runtime._runtime import RunHandle
-from tenure.runtime._verify import VerifyReport, verify_run
+from tenure.runtime.kernel._run import Run
 
 ALLOW_ALL_TOML = """
 version = 1

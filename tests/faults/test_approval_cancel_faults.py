@@ -9,8 +9,14 @@ import pytest
 
 from tenure import Context, PolicyDenied, SigningKey, agent, tool
 from tenure.policies import PolicySet
-
-from .conftest import ALLOW_ALL_TOML, SCOPES, Workflow, assert_evidence, records, runtime
+from tests.faults.conftest import (
+    ALLOW_ALL_TOML,
+    SCOPES,
+    Workflow,
+    assert_evidence,
+    records,
+    runtime,
+)
 
 APPROVE_TRANSFERS = (
     ALLOW_ALL_TOML

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 
 from tenure import AttestationMismatch, GovernanceUnavailable, SigningKey
-from tenure.runtime import _statement
-
-from .conftest import Workflow, assert_evidence, assert_stopped, records, runtime
+from tenure.evidence import _statement
+from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, records, runtime
 
 PLUGIN = """
 from tenure import Context, agent

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 
 from tenure import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
-from tenure.runtime._keys import PRIVATE_KEY_NAME, generate_key_files
-
-from .conftest import Workflow, assert_evidence, assert_stopped, runtime
+from tenure.crypto._keys import PRIVATE_KEY_NAME, generate_key_files
+from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, runtime
 
 
 def _break(path: Path, fault: str) -> None:

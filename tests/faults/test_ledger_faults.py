@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 
 from tenure import GovernanceUnavailable, SigningKey
-
-from .conftest import (
+from tests.faults.conftest import (
     FaultyOps,
     Workflow,
     assert_durable_prefix_verifies,

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import anyio
 import pytest
-from _exporters import HangingExporter, RaisingExporter
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -22,8 +21,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 from tenure import SigningKey
-
-from .conftest import Workflow, assert_evidence, runtime
+from tests.faults.conftest import Workflow, assert_evidence, runtime
+from tests.support.exporters import HangingExporter, RaisingExporter
 
 
 def _provider(exporter: SpanExporter) -> TracerProvider:

@@ -8,8 +8,7 @@ import pytest
 
 from tenure import AttestationMismatch, GovernanceUnavailable, SigningKey
 from tenure.policies import PolicyError, PolicySet
-
-from .conftest import (
+from tests.faults.conftest import (
     ALLOW_ALL_TOML,
     Workflow,
     assert_evidence,

@@ -8,9 +8,8 @@ import anyio
 import pytest
 
 from tenure import GovernanceUnavailable, SigningKey
-from tenure.runtime import _watchdog
-
-from .conftest import Workflow, assert_evidence, assert_stopped, runtime
+from tenure.runtime.services import _watchdog
+from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, runtime
 
 
 async def test_watchdog_crash_stops_the_run(

@@ -1,0 +1,61 @@
+"""``tenure keys generate``: create the runtime's Ed25519 signing key pair.
+
+Invariants: an existing private key is never overwritten without ``--force`` (exit code 1,
+one line naming the file); the private key is written with mode 0600 by
+:func:`tenure.crypto._keys.generate_key_files`; on success the key id and both paths are
+printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..crypto._keys import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, default_key_dir, generate_key_files
+
+__all__ = ["register"]
+
+keys_app = typer.Typer(
+    name="keys",
+    help="Manage the Ed25519 key that signs leases, checkpoints and attestations.",
+    no_args_is_help=True,
+)
+
+
+@keys_app.command("generate")
+def generate(
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Directory for tenure.key / tenure.pub (default: $TENURE_KEY_DIR or the "
+            "per-user data directory).",
+            file_okay=False,
+        ),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing key pair.")] = False,
+) -> None:
+    """Create a new signing key pair and print its key id and file paths."""
+    target = directory if directory is not None else default_key_dir()
+    private_path = target / PRIVATE_KEY_NAME
+    if private_path.exists() and not force:
+        typer.echo(
+            f"error: {private_path} already exists; refusing to overwrite it (use --force)",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    try:
+        key = generate_key_files(target, overwrite=force)
+    except OSError as exc:
+        typer.echo(f"error: cannot write the key pair to {target}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"key id:      {key.key_id}")
+    typer.echo(f"private key: {private_path}")
+    typer.echo(f"public key:  {target / PUBLIC_KEY_NAME}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``keys`` command group to the root ``tenure`` app."""
+    app.add_typer(keys_app, name="keys")

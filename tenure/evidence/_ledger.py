@@ -1,0 +1,522 @@
+"""The evidence ledger writer: hash-chained JSON lines, a Merkle tree, signed checkpoints.
+
+Layout of a run directory (see ``notes/CONTRACT.md``): ``ledger.jsonl`` (one
+``record_bytes`` record per ``\\n``-terminated line), ``checkpoint`` (the latest C2SP
+signed checkpoint, origin ``tenure.local/<run_id>``), ``tenure.pub`` (the public key), and
+outside it ``<witness_dir>/<run_id>.checkpoint`` (a copy of the latest checkpoint).
+
+Invariants, each with its own ``raise``:
+
+- Append only: a record's ``i`` is its line number, ``prev`` the hex leaf hash of record
+  ``i-1`` (64 zeros for ``i=0``); the Merkle tree (RFC 9162, :class:`CompactTree`, O(log n)
+  memory) covers every line. Nothing is kept per record: memory stays flat.
+- ``append(..., flush=True)`` returns only once the line (and any earlier buffered lines)
+  was handed to the OS with ``os.write``; with ``fsync="record"`` it is also on disk.
+- A checkpoint never covers a record the OS has not received, and with any fsync policy
+  but ``"never"`` the ledger is fsynced before a checkpoint file naming it is published.
+  Checkpoint files are replaced atomically (temp, rename): the run directory first, then
+  the witness copy, so a crash can leave the witness behind, never ahead.
+- Group commit: with ``fsync="checkpoint"`` (the default) the only fsync is the ledger
+  file's, once per checkpoint (a trivial run pays exactly one, at close); directory
+  entries and checkpoint files are left to the filesystem's journal, and a checkpoint file
+  lost in a crash only weakens rollback detection, never hides tampering.
+  ``fsync="record"`` fsyncs every record, every checkpoint file and every directory.
+- Any ``OSError`` on the ledger, checkpoint or witness files raises
+  :class:`GovernanceUnavailable` (check ``ledger.append`` / ``ledger.fsync`` /
+  ``ledger.checkpoint`` / ``ledger.witness``) and leaves the ledger *failed*: every later
+  call raises the same error. A failed fsync is never retried (fsyncgate: the kernel may
+  have dropped the dirty pages and a second fsync would falsely succeed).
+- :meth:`Ledger.close` leaves the ``checkpoint`` file covering every record (``run.end``
+  included): it appends a final ``checkpoint`` record for size ``n`` and then writes the
+  file for size ``n + 1``.
+
+All file I/O goes through a :class:`FileOps` object so tests can inject ENOSPC / EIO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from hashlib import sha256
+from pathlib import Path
+from typing import Any, Literal
+
+from .._errors import GovernanceUnavailable
+from ..crypto._canonical import record_bytes
+from ..crypto._keys import PUBLIC_KEY_NAME, SigningKey
+from ._merkle import CompactTree
+from ._note import origin_for, sign_checkpoint
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "LEDGER_NAME",
+    "ZERO_HASH",
+    "FileOps",
+    "Ledger",
+    "LedgerConfig",
+    "valid_run_id",
+    "witness_path",
+]
+
+LEDGER_NAME = "ledger.jsonl"
+CHECKPOINT_NAME = "checkpoint"
+ZERO_HASH = "0" * 64
+_RESERVED = frozenset({"i", "t", "kind", "prev", "trace", "span"})
+_RUN_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+FsyncPolicy = Literal["record", "checkpoint", "never"]
+
+
+def _wall_us() -> int:
+    return time.time_ns() // 1000
+
+
+def valid_run_id(run_id: str) -> bool:
+    """A run id usable as a directory name and a note key name: ``[A-Za-z0-9._-]{1,128}``."""
+    return 0 < len(run_id) <= 128 and set(run_id) <= _RUN_ID_OK and run_id not in {".", ".."}
+
+
+def witness_path(witness_dir: Path, run_id: str) -> Path:
+    """Where the witness copy of ``run_id``'s latest checkpoint lives."""
+    return witness_dir / f"{run_id}.checkpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerConfig:
+    """How often to checkpoint and when to fsync.
+
+    Attributes:
+        checkpoint_every: sign a checkpoint after this many records (>= 1).
+        checkpoint_interval: ... or when this many seconds passed since the last one
+            (checked on append; ``0`` disables the time trigger).
+        fsync: ``"record"`` fsyncs after every write, ``"checkpoint"`` before each
+            checkpoint and at close, ``"never"`` leaves durability to the OS (a crash may
+            then lose records a checkpoint covers, which verifies as truncation).
+    """
+
+    checkpoint_every: int = 1000
+    checkpoint_interval: float = 1.0
+    fsync: FsyncPolicy = "checkpoint"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {self.checkpoint_every!r}")
+        if self.checkpoint_interval < 0:
+            raise ValueError(
+                f"checkpoint_interval must be >= 0 seconds, got {self.checkpoint_interval!r}"
+            )
+        if self.fsync not in ("record", "checkpoint", "never"):
+            raise ValueError(f"fsync must be 'record', 'checkpoint' or 'never', got {self.fsync!r}")
+
+
+class FileOps:
+    """The ledger's only door to the file system (replace in tests to inject faults)."""
+
+    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
+        """``os.open``."""
+        return os.open(path, flags, mode)
+
+    def write(self, fd: int, data: bytes) -> int:
+        """``os.write``."""
+        return os.write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        """``os.fsync``."""
+        os.fsync(fd)
+
+    def close(self, fd: int) -> None:
+        """``os.close``."""
+        os.close(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        """``os.replace`` (atomic rename)."""
+        os.replace(src, dst)
+
+    def fsync_dir(self, path: Path) -> None:
+        """Make a directory's entries durable."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            self.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _describe(exc: OSError) -> str:
+    code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else "?"
+    return f"{code}: {exc.strerror or exc}"
+
+
+class Ledger:
+    """An open, append-only evidence ledger of one run (create with :meth:`create`)."""
+
+    __slots__ = (
+        "_closed",
+        "_cp_size",
+        "_cp_time",
+        "_dirty",
+        "_every",
+        "_failure",
+        "_fd",
+        "_fsync_checkpoint",
+        "_fsync_record",
+        "_in_checkpoint",
+        "_interval",
+        "_key",
+        "_last_kind",
+        "_ops",
+        "_origin",
+        "_pending",
+        "_prev",
+        "_tree",
+        "clock",
+        "config",
+        "path",
+        "run_dir",
+        "run_id",
+        "witness_dir",
+    )
+
+    def __init__(
+        self,
+        run_dir: Path,
+        run_id: str,
+        key: SigningKey,
+        config: LedgerConfig,
+        witness_dir: Path | None,
+        fd: int,
+        ops: FileOps,
+    ) -> None:
+        self.run_dir = run_dir
+        self.run_id = run_id
+        self.path = run_dir / LEDGER_NAME
+        self.config = config
+        self.witness_dir = witness_dir
+        self._key = key
+        self._fd = fd
+        self._ops = ops
+        self._origin = origin_for(run_id)
+        self._tree = CompactTree()
+        self._prev = ZERO_HASH
+        self._pending: list[bytes] = []
+        self._dirty = False  # written but not fsynced
+        self._failure: tuple[str, str] | None = None
+        self._closed = False
+        self._in_checkpoint = False
+        self._every = config.checkpoint_every
+        self._interval = config.checkpoint_interval
+        self._fsync_record = config.fsync == "record"
+        self._fsync_checkpoint = config.fsync != "never"
+        self._cp_size = 0
+        self._cp_time = time.monotonic()
+        self._last_kind = ""
+        #: source of each record's ``t`` (µs since the epoch); a run sets its own clock
+        self.clock: Callable[[], int] = _wall_us
+
+    # ------------------------------------------------------------------ creation
+    @classmethod
+    def create(
+        cls,
+        run_dir: Path,
+        run_id: str,
+        key: SigningKey,
+        config: LedgerConfig | None = None,
+        witness_dir: Path | None = None,
+        *,
+        file_ops: FileOps | None = None,
+    ) -> Ledger:
+        """Create ``run_dir`` with a fresh ``ledger.jsonl`` and ``tenure.pub``.
+
+        Raises ``ValueError`` for a run id that cannot be a directory and key name,
+        ``FileExistsError`` if ``run_dir`` already holds a ledger, and
+        :class:`GovernanceUnavailable` (check ``ledger.create``) on any other OS error.
+        """
+        if not valid_run_id(run_id):
+            raise ValueError(f"run_id {run_id!r}: expected 1-128 characters of [A-Za-z0-9._-]")
+        ops = file_ops if file_ops is not None else FileOps()
+        config = config if config is not None else LedgerConfig()
+        run_dir = Path(run_dir)
+        path = run_dir / LEDGER_NAME
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = ops.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            raise FileExistsError(f"{path}: the run directory already holds a ledger") from None
+        except OSError as exc:
+            raise GovernanceUnavailable(
+                f"cannot create {path}: {_describe(exc)}",
+                run_id=run_id,
+                check="ledger.create",
+                source="ledger",
+            ) from exc
+        ledger = cls(run_dir, run_id, key, config, witness_dir, fd, ops)
+        try:
+            # A fresh run directory: a plain exclusive create is enough (no temp + rename).
+            ledger._write_new(run_dir / PUBLIC_KEY_NAME, key.public_pem)
+            if ledger._fsync_record:
+                ops.fsync(fd)
+                ops.fsync_dir(run_dir)
+                ops.fsync_dir(run_dir.parent)
+        except OSError as exc:
+            ledger._fail("ledger.create", f"cannot initialise {run_dir}: {_describe(exc)}")
+            ledger._release()
+            raise ledger._error() from exc
+        return ledger
+
+    # ------------------------------------------------------------------ state
+    @property
+    def size(self) -> int:
+        """Number of records appended (including buffered ones)."""
+        return self._tree.size
+
+    @property
+    def root(self) -> bytes:
+        """The RFC 9162 root over all records appended so far."""
+        return self._tree.root()
+
+    @property
+    def failed(self) -> bool:
+        """True once an I/O error happened: every later append raises."""
+        return self._failure is not None
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def _fail(self, check: str, reason: str) -> None:
+        if self._failure is None:
+            self._failure = (check, reason)
+
+    def _error(self) -> GovernanceUnavailable:
+        assert self._failure is not None
+        check, reason = self._failure
+        return GovernanceUnavailable(
+            f"evidence ledger unavailable: {reason}",
+            run_id=self.run_id,
+            check=check,
+            source="ledger",
+        )
+
+    def _io_failed(self, check: str, what: Path, exc: OSError) -> GovernanceUnavailable:
+        self._fail(check, f"{what}: {_describe(exc)}")
+        self._pending.clear()
+        return self._error()
+
+    # ------------------------------------------------------------------ appending
+    def append(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        *,
+        trace: str = "",
+        span: str = "",
+        flush: bool = True,
+    ) -> int:
+        """Append one record and return its index.
+
+        Raises :class:`GovernanceUnavailable` if the ledger failed (now or earlier),
+        ``RuntimeError`` after :meth:`close`, ``ValueError`` if ``fields`` names a
+        common field (``i``, ``t``, ``kind``, ``prev``, ``trace``, ``span``).
+        """
+        if self._failure is not None:
+            raise self._error()
+        if self._closed:
+            raise RuntimeError(f"ledger {self.path} is closed")
+        if not _RESERVED.isdisjoint(fields):
+            raise ValueError(
+                f"fields may not set common record fields: {sorted(_RESERVED & set(fields))}"
+            )
+        tree = self._tree
+        i = tree._size
+        rec = {
+            "i": i,
+            "t": self.clock(),
+            "kind": kind,
+            "prev": self._prev,
+            "trace": trace,
+            "span": span,
+        }
+        rec.update(fields)
+        line = record_bytes(rec)
+        h = sha256(b"\x00" + line).digest()
+        tree.append(h)
+        self._prev = h.hex()
+        self._last_kind = kind
+        self._pending.append(line + b"\n")
+        if flush or self._fsync_record:
+            self._flush()
+            if self._fsync_record:
+                self._sync()
+        if not self._in_checkpoint and (
+            i + 1 - self._cp_size >= self._every
+            or (self._interval and time.monotonic() - self._cp_time >= self._interval)
+        ):
+            self.checkpoint()
+        return i
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        pending.clear()
+        view = memoryview(data)
+        try:
+            while view:
+                written = self._ops.write(self._fd, view)  # type: ignore[arg-type]
+                if written <= 0:
+                    raise OSError(errno.EIO, "write returned 0 bytes")
+                view = view[written:]
+        except OSError as exc:
+            raise self._io_failed("ledger.append", self.path, exc) from exc
+        self._dirty = True
+
+    def _sync(self) -> None:
+        if not self._dirty:
+            return
+        try:
+            self._ops.fsync(self._fd)
+        except OSError as exc:
+            raise self._io_failed("ledger.fsync", self.path, exc) from exc
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Hand every buffered record to the OS (and fsync with ``fsync="record"``)."""
+        if self._failure is not None:
+            raise self._error()
+        self._flush()
+        if self._fsync_record:
+            self._sync()
+
+    # ------------------------------------------------------------------ checkpoints
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            written = self._ops.write(fd, view)  # type: ignore[arg-type]
+            if written <= 0:
+                raise OSError(errno.EIO, "write returned 0 bytes")
+            view = view[written:]
+
+    def _write_new(self, path: Path, data: bytes) -> None:
+        """Create ``path`` (which must not exist) with ``data``. Raises OSError."""
+        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            self._write_all(fd, data)
+            if self._fsync_record:
+                self._ops.fsync(fd)
+        finally:
+            self._ops.close(fd)
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        """temp file -> write -> rename (with fsyncs under ``fsync="record"``)."""
+        ops = self._ops
+        tmp = path.with_name(f".{path.name}.tmp")
+        fd = ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            self._write_all(fd, data)
+            if self._fsync_record:
+                ops.fsync(fd)
+        finally:
+            ops.close(fd)
+        ops.replace(tmp, path)
+        if self._fsync_record:
+            ops.fsync_dir(path.parent)
+
+    def _publish(self, note: str) -> None:
+        """Write the run directory's checkpoint file, then the witness copy."""
+        data = note.encode("utf-8")
+        target = self.run_dir / CHECKPOINT_NAME
+        try:
+            self._write_atomic(target, data)
+        except OSError as exc:
+            raise self._io_failed("ledger.checkpoint", target, exc) from exc
+        if self.witness_dir is not None:
+            wpath = witness_path(self.witness_dir, self.run_id)
+            try:
+                try:
+                    self._write_atomic(wpath, data)
+                except FileNotFoundError:  # the first run under this evidence_dir
+                    self.witness_dir.mkdir(parents=True, exist_ok=True)
+                    self._write_atomic(wpath, data)
+            except OSError as exc:
+                raise self._io_failed("ledger.witness", wpath, exc) from exc
+
+    def _durable(self) -> None:
+        self._flush()
+        if self._fsync_checkpoint:
+            self._sync()
+
+    def checkpoint(self) -> None:
+        """Sign the current tree, publish it, and append it as a ``checkpoint`` record."""
+        if self._failure is not None:
+            raise self._error()
+        if self._closed:
+            raise RuntimeError(f"ledger {self.path} is closed")
+        self._in_checkpoint = True
+        try:
+            self._durable()
+            size = self._tree.size
+            root = self._tree.root()
+            note = sign_checkpoint(self._origin, size, root, self._key)
+            self._publish(note)
+            self._cp_size = size
+            self._cp_time = time.monotonic()
+            self.append("checkpoint", {"size": size, "root": root.hex(), "note": note})
+        finally:
+            self._in_checkpoint = False
+
+    def close(self) -> None:
+        """Final checkpoint covering every record, fsync, close. Idempotent.
+
+        After an I/O failure it only releases the file (nothing more is written).
+        """
+        if self._closed:
+            return
+        if self._failure is not None:
+            self._release()
+            return
+        try:
+            self._in_checkpoint = True
+            if self._tree.size:
+                if self._last_kind != "checkpoint":
+                    size = self._tree.size
+                    root = self._tree.root()
+                    note = sign_checkpoint(self._origin, size, root, self._key)
+                    self.append(
+                        "checkpoint", {"size": size, "root": root.hex(), "note": note}, flush=False
+                    )
+                self._durable()
+                note = sign_checkpoint(self._origin, self._tree.size, self._tree.root(), self._key)
+                self._publish(note)
+            else:
+                self._durable()
+        finally:
+            self._in_checkpoint = False
+            self._release()
+
+    def abort(self, check: str, reason: str) -> None:
+        """Give the ledger up without writing to it again (its run never starts)."""
+        self._fail(check, reason)
+        self._release()
+
+    def _release(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pending.clear()
+        with contextlib.suppress(OSError):
+            self._ops.close(self._fd)
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "failed" if self.failed else "closed" if self._closed else "open"
+        return f"<Ledger {self.path} size={self.size} {state}>"

@@ -1,0 +1,141 @@
+"""The data a run is made of: governance state, live leases, steps, value digests.
+
+Invariants:
+
+- A :class:`LeaseState` deadline is a ``time.monotonic`` deadline, converted once when a
+  lease generation is adopted and never later than the run's hard deadline: a wall-clock
+  jump cannot move it.
+- A :class:`Step` binds its arguments by parameter name only when a policy needs them.
+- :func:`value_digest` is deterministic for any value: JSON with sorted keys where it can
+  be, the ``repr`` otherwise; raw content never reaches the evidence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ...agents._decorators import Agent, Tool
+from ...crypto._canonical import digest
+from ...lineage._spans import SpanHandle
+from ._lease import Lease, wall_us
+
+if TYPE_CHECKING:
+    from ...policies import PolicySet
+
+__all__ = ["NO_LEASE", "GovState", "LeaseState", "Step", "value_digest"]
+
+_INF = float("inf")
+
+
+class GovState:
+    """Runtime-wide governance state that every gate reads (one object, few fields)."""
+
+    __slots__ = ("epoch", "policy", "watchdog_deadline")
+
+    def __init__(self, policy: PolicySet) -> None:
+        self.epoch = 0
+        self.policy = policy
+        self.watchdog_deadline = _INF
+
+
+class LeaseState:
+    """The live, mutable view of one lease: current generation and monotonic deadline."""
+
+    __slots__ = ("active", "deadline", "lease", "parent", "revoked", "step")
+
+    def __init__(
+        self,
+        lease: Lease,
+        parent: LeaseState | None,
+        hard_deadline: float,
+        now_us: int | None = None,
+    ) -> None:
+        self.lease = lease
+        self.parent = parent
+        self.revoked = False
+        self.active = True
+        self.step: Step | None = None
+        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
+
+    def adopt(self, lease: Lease, hard_deadline: float, now_us: int | None = None) -> None:
+        """Switch to a renewed generation."""
+        self.lease = lease
+        self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
+
+    @property
+    def id(self) -> str:
+        """The lease id."""
+        return self.lease.claims.lid
+
+
+def _mono_deadline(exp_us: int, hard_deadline: float, now_us: int | None = None) -> float:
+    # Convert once at adoption: later wall-clock jumps cannot move a monotonic deadline.
+    # ``now_us`` must be on the lease's own clock (a run's lease_clock_us).
+    now = wall_us() if now_us is None else now_us
+    return min(monotonic() + (exp_us - now) / 1e6, hard_deadline)
+
+
+@dataclass(slots=True)
+class Step:
+    """One governed agent invocation or tool call."""
+
+    id: str
+    action: str
+    target: Agent | Tool
+    parent: Step | None
+    lease: LeaseState
+    depth: int
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    span: SpanHandle
+    caller: str | None = None
+    bound: dict[str, Any] | None = field(default=None)
+    approved: bool = False  # a person granted its require_approval decision
+    args_digest: str = ""
+    rule: str = ""
+
+    def bound_args(self) -> dict[str, Any]:
+        """Arguments by parameter name (bound lazily: only policies with conditions need it)."""
+        if self.bound is None:
+            self.bound = self.target.bind(self.args, self.kwargs)
+        return self.bound
+
+
+def _json_default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(repr(v) for v in value)
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    return {"repr": repr(value)}
+
+
+_VALUE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def value_digest(value: Any) -> str:
+    """SHA-256 of a value's canonical JSON form (non-JSON values by their ``repr``)."""
+    try:
+        data = orjson.dumps(value, default=_json_default, option=_VALUE_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: e.g. an int beyond 64 bits, a cycle
+        data = repr(value).encode("utf-8", "surrogatepass")
+    return digest(data)
+
+
+class _NoLease:
+    """Stand-in lease holder for the root step's decision (taken before any lease exists)."""
+
+    __slots__ = ()
+    id = ""
+    revoked = False
+    deadline = _INF
+
+
+#: The root step is decided before its lease exists; its decision names no lease.
+NO_LEASE: Any = _NoLease()

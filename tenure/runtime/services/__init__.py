@@ -1,0 +1,1 @@
+"""Services around the kernel: the watchdog, the stall detector, approvals and revocations."""

@@ -1,0 +1,170 @@
+"""Human approvals for steps whose policy decision is ``require_approval``.
+
+The waiting step holds no side effects: its decision is recorded, its body has not started
+and no lease has been issued for it. An approval is a signed statement (DSSE,
+``application/vnd.tenure.approval.v1+json``) recorded in the ledger *before* the step is
+released; a denial or an unanswered request (after ``approval_timeout``) refuses the step
+with :class:`~tenure.PolicyDenied`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from ..._errors import PolicyDenied
+from ...crypto._canonical import canonical
+from ...crypto._dsse import sign_envelope
+from ..kernel._lease import wall_us
+
+if TYPE_CHECKING:
+    from ...crypto._keys import SigningKey
+    from ..kernel._run import Run
+    from ..kernel._state import Step
+
+__all__ = ["APPROVAL_PAYLOAD_TYPE", "ApprovalRequest", "Approvals"]
+
+APPROVAL_PAYLOAD_TYPE = "application/vnd.tenure.approval.v1+json"
+
+
+class ApprovalRequest(BaseModel):
+    """A step waiting for a person's decision (read-only; created by the runtime)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    run_id: str
+    principal: str
+    action: str
+    target: str
+    rule_id: str
+    step: str
+    requested_at_us: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    request: ApprovalRequest
+    run: Run
+    step: Step
+    event: anyio.Event = field(default_factory=anyio.Event)
+    granted_index: int | None = None
+    denied: str | None = None
+
+
+class Approvals:
+    """The runtime's table of pending approval requests."""
+
+    def __init__(self, key: SigningKey, timeout: float) -> None:
+        self._key = key
+        self._timeout = timeout
+        self._pending: dict[str, _Pending] = {}
+
+    def pending(self) -> list[ApprovalRequest]:
+        """Requests still waiting, oldest first."""
+        return [p.request for p in self._pending.values()]
+
+    async def wait(self, run: Run, step: Step, rule: str) -> int:
+        """Block ``step`` until approved (returns the grant's ledger index) or refuse it."""
+        request = ApprovalRequest(
+            id="apr_" + secrets.token_hex(8),
+            run_id=run.id,
+            principal=run.principal,
+            action=step.action,
+            target=step.target.name,
+            rule_id=rule,
+            step=step.id,
+            requested_at_us=wall_us(),
+        )
+        pending = _Pending(request, run, step)
+        parent_span = step.parent.span if step.parent is not None else run.span
+        run.record(
+            "approval.requested",
+            {
+                "request": request.id,
+                "step": step.id,
+                "rule": rule,
+                "action": step.action,
+                "target": step.target.name,
+                "principal": run.principal,
+            },
+            parent_span,
+        )
+        parent_span.event("tenure.approval", {"request": request.id, "state": "requested"})
+        self._pending[request.id] = pending
+        try:
+            with anyio.move_on_after(self._timeout):
+                await pending.event.wait()
+        finally:
+            self._pending.pop(request.id, None)
+        if pending.granted_index is not None:
+            return pending.granted_index
+        reason = pending.denied
+        if reason is None:
+            reason = f"no approver answered within {self._timeout:g}s"
+            self._record_answer(pending, "approval.denied", "timeout", reason)
+            check = "approval.timeout"
+        else:
+            check = "approval.denied"
+        raise PolicyDenied(
+            f"{step.target.qualified} was not approved: {reason}",
+            run_id=run.id,
+            lease_id=step.lease.id,
+            check=check,
+            task=step.target.qualified,
+            source="approval",
+        )
+
+    def approve(self, request_id: str, approver: str) -> None:
+        """Grant a pending request: signed, recorded, then the step is released."""
+        pending = self._take(request_id)
+        pending.granted_index = self._record_answer(pending, "approval.granted", approver, "")
+        pending.event.set()
+
+    def deny(self, request_id: str, approver: str, reason: str) -> None:
+        """Refuse a pending request; the step raises :class:`PolicyDenied`."""
+        pending = self._take(request_id)
+        self._record_answer(pending, "approval.denied", approver, reason)
+        pending.denied = f"denied by {approver}: {reason}"
+        pending.event.set()
+
+    def _take(self, request_id: str) -> _Pending:
+        pending = self._pending.get(request_id)
+        if pending is None or pending.event.is_set():
+            raise KeyError(f"no pending approval request {request_id!r}")
+        return pending
+
+    def _record_answer(self, pending: _Pending, kind: str, approver: str, reason: str) -> int:
+        req = pending.request
+        statement = {
+            "request": req.id,
+            "run": req.run_id,
+            "step": req.step,
+            "target": req.target,
+            "decision": "granted" if kind == "approval.granted" else "denied",
+            "approver": approver,
+            "reason": reason,
+            "at": wall_us(),
+        }
+        envelope = sign_envelope(self._key, APPROVAL_PAYLOAD_TYPE, canonical(statement))
+        step = pending.step
+        span = step.parent.span if step.parent is not None else pending.run.span
+        span.event(
+            "tenure.approval",
+            {"request": req.id, "state": statement["decision"], "approver": approver},
+        )
+        return pending.run.record(
+            kind,
+            {
+                "request": req.id,
+                "step": req.step,
+                "approver": approver,
+                "reason": reason,
+                "envelope": envelope,
+            },
+            span,
+        )

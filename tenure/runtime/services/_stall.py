@@ -1,0 +1,107 @@
+"""The stall detector: notices an event loop blocked by synchronous code.
+
+A heartbeat task stamps the loop's last turn every ``heartbeat_interval``. A daemon thread
+wakes at the same period; if governed tasks are live and the loop has not turned for longer
+than ``stall_bound``, it captures the loop thread's current frame (the blocking code), sets
+every live run's stop flag from the thread — gates read it at the next resumption, so the
+blocked task is not resumed past its current synchronous stretch — and schedules the full
+stop (evidence record, scope cancellation) for when the loop turns again.
+
+Cooperative code cannot be interrupted while it blocks; process isolation is the real stop
+for such code (see ``@tool(isolation="process")``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import traceback
+from time import monotonic
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.lowlevel import current_token
+
+from ..._errors import GovernanceUnavailable
+from .._config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from .._runtime import _Engine
+    from ..kernel._run import Run
+
+__all__ = ["StallDetector"]
+
+
+class StallDetector:
+    """See the module docstring."""
+
+    def __init__(self, engine: _Engine, config: RuntimeConfig) -> None:
+        self._engine = engine
+        self._bound = config.stall_bound
+        self._interval = config.heartbeat_interval
+        self._beat = monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop_thread = threading.get_ident()
+        self._token = current_token()
+        self.breaches = 0
+
+    async def heartbeat(self) -> None:
+        """Loop task: stamp every turn of the loop (runs until the runtime closes)."""
+        while True:
+            self._beat = monotonic()
+            await anyio.sleep(self._interval)
+
+    def start(self) -> None:
+        """Start the watcher thread."""
+        self._thread = threading.Thread(target=self._watch, name="tenure-stall", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the watcher thread (bounded wait)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def _watch(self) -> None:
+        breached_at: float | None = None
+        while not self._stop.wait(self._interval):
+            gap = monotonic() - self._beat
+            if gap <= self._bound:
+                breached_at = None
+                continue
+            if breached_at == self._beat or self._engine.live_task_count() == 0:
+                continue
+            breached_at = self._beat
+            self._breach(gap)
+
+    def _breach(self, gap: float) -> None:
+        self.breaches += 1
+        frame = sys._current_frames().get(self._loop_thread)
+        where = "".join(traceback.format_stack(frame, limit=3)).strip() if frame else "unknown"
+        runs = [r for r in list(self._engine.runs.values()) if r.steps and r.stop is None]
+        for run in runs:
+            exc = GovernanceUnavailable(
+                f"the event loop was blocked for more than {self._bound:g}s by synchronous "
+                f"code; governance could not run (blocking frame: {_last_line(where)})",
+                run_id=run.id,
+                check="loop.stall",
+                source="stall-detector",
+            )
+            run.stop = run.stop or exc  # read by gates without the loop's help
+        start = self._beat
+        # If the loop is closing, the stop flags set above already hold.
+        with contextlib.suppress(RuntimeError):
+            anyio.from_thread.run_sync(self._apply, runs, start, where, token=self._token)
+
+    def _apply(self, runs: list[Run], start: float, where: str) -> None:
+        duration_ms = int((monotonic() - start) * 1000)
+        for run in runs:
+            run._record_quietly("stall", {"duration_ms": duration_ms, "frame": where[-2000:]})
+            run.apply_stop()
+
+
+def _last_line(where: str) -> str:
+    lines = [ln.strip() for ln in where.splitlines() if ln.strip()]
+    return " | ".join(lines[-2:]) if lines else "unknown"

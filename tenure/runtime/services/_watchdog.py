@@ -1,0 +1,234 @@
+"""The watchdog: one coroutine per runtime, woken by events and by a timer.
+
+Each pass it beats its heartbeat (gates refuse to resume work once the heartbeat is older
+than ``watchdog_liveness``), and for every live run: checks the wall-time budget,
+re-decides live steps after a policy epoch change, renews leases that are still allowed,
+re-verifies a bounded number of lease signatures round-robin (so every live lease is
+re-verified within a few passes without paying a signature per await), and re-measures
+the attested code and policy files every ``attest_interval``.
+
+Before any renewal in a pass it also stats (cheaply: ``mtime_ns``, ``ctime_ns``, size,
+inode) the signing key file, when the key was loaded from one, and — with
+``watch_policies`` — the watched policy path and files:
+
+- a key file that went missing, became unreadable or corrupt stops every live run with
+  :class:`GovernanceUnavailable` (check ``key.renewal``); one that now holds a *different*
+  valid key stops them with :class:`SignatureInvalid` (check ``key.renewal``): leases are
+  never renewed under a key the runtime can no longer vouch for;
+- a changed policy file is reloaded through :meth:`Runtime.reload_policies`; one that no
+  longer loads (garbage, deleted) stops every live run with ``GovernanceUnavailable``
+  (check ``policy.reload``) unless ``keep_last_good_policy``. The watched reload runs
+  before the attestation re-measure of the same pass, so a watched file's change is
+  reported as a reload (or a refused reload), not as an ``AttestationMismatch``.
+
+It also applies revocation requests that other processes dropped in
+``<evidence_dir>/.revocations`` (``tenure revoke``; see ``_revocations``): a live run or
+lease named by one is revoked as by :meth:`Runtime.revoke`; a request folder that exists
+but cannot be read stops every live run (check ``revocation.source``).
+
+Invariant: if the watchdog itself fails, every live run stops with
+:class:`GovernanceUnavailable` — a dead watchdog never means "no more checks".
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from time import monotonic
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ..._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
+from ...crypto._keys import load_signing_key
+from ...evidence._measure import _Stat, _stat
+
+if TYPE_CHECKING:
+    from .._runtime import Runtime, _Engine
+    from ..kernel._run import Run
+
+__all__ = ["Watchdog"]
+
+_log = logging.getLogger("tenure.watchdog")
+
+
+def _stats(paths: Iterable[Path]) -> tuple[_Stat | None, ...]:
+    return tuple(_stat(p) for p in paths)
+
+
+class Watchdog:
+    """See the module docstring."""
+
+    def __init__(self, engine: _Engine, runtime: Runtime) -> None:
+        self._engine = engine
+        self._runtime = runtime
+        self._wake = anyio.Event()
+        self._last_attest = monotonic()
+        self._verify_cursor = itertools.count()
+        self.passes = 0
+        self._key_path = engine.key.path
+        self._key_stat = _stat(self._key_path) if self._key_path is not None else None
+        self._policy_stat = self._policy_stats()
+
+    def _policy_paths(self) -> tuple[Path, ...]:
+        source = self._runtime.policy_source
+        if source is None:
+            return ()
+        files = tuple(self._runtime._policy_files)
+        return (source, *(f for f in files if f != source))
+
+    def _policy_stats(self) -> tuple[_Stat | None, ...]:
+        return _stats(self._policy_paths()) if self._engine.config.watch_policies else ()
+
+    def wake(self) -> None:
+        """Ask for a pass as soon as the loop turns (revocation, reload, attestation)."""
+        self._wake.set()
+
+    def beat(self) -> None:
+        """Refresh the heartbeat that every gate checks."""
+        self._engine.gov.watchdog_deadline = monotonic() + self._engine.config.watchdog_liveness
+
+    async def run(self) -> None:
+        """The watchdog task body (never returns while the runtime is open)."""
+        cancelled = anyio.get_cancelled_exc_class()
+        try:
+            self.beat()
+            while True:
+                with anyio.move_on_after(self._engine.config.watchdog_interval):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                self.beat()
+                self.tick()
+        except cancelled:
+            raise
+        except BaseException as exc:  # any crash: fail closed, never keep running unwatched
+            self._engine.gov.watchdog_deadline = float("-inf")
+            reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
+            self._engine.stop_all(
+                lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")
+            )
+            if not isinstance(exc, Exception):
+                raise
+
+    def tick(self) -> None:
+        """One pass over every live run."""
+        self.passes += 1
+        engine = self._engine
+        self.check_key()
+        self.check_requests()
+        if engine.config.watch_policies:
+            self.check_policies()
+        now = monotonic()
+        attest_due = now - self._last_attest >= engine.config.attest_interval
+        if attest_due:
+            self._last_attest = now
+        for run in list(engine.runs.values()):
+            run.watchdog_pass(now)
+            if run.stop is None:
+                self._reverify(run)
+            if attest_due and run.stop is None:
+                self._runtime.check_attestation()
+                attest_due = False
+
+    def check_requests(self) -> None:
+        """Apply revocation requests made by other processes (``tenure revoke``)."""
+        engine = self._engine
+        source = engine.revocations
+        if source is None or not engine.runs:
+            return
+        try:
+            requests = source.poll()
+        except OSError as exc:
+            # A kill request may be sitting where it cannot be read: fail closed.
+            reason = f"cannot read revocation requests: {exc}"
+            engine.stop_all(
+                lambda: GovernanceUnavailable(reason, check="revocation.source", source="watchdog")
+            )
+            return
+        for request in requests:
+            if self._runtime.apply_request(request):
+                try:
+                    source.done(request)
+                except OSError as exc:  # applied and recorded; only the cleanup failed
+                    _log.warning("revocation request %s applied, not removed: %s", request, exc)
+
+    def check_key(self) -> None:
+        """Stop every live run if the key file changed to something other than the key."""
+        path, engine = self._key_path, self._engine
+        if path is None or not engine.runs:
+            return
+        st = _stat(path)
+        if st is not None and st == self._key_stat:
+            return
+        problem: tuple[type[GovernanceViolation], str] | None = None
+        if st is None:
+            problem = (
+                GovernanceUnavailable,
+                (
+                    f"{path}: the signing key file is missing or cannot be stat'ed: leases "
+                    "are not renewed under a key the runtime can no longer vouch for"
+                ),
+            )
+        else:
+            try:
+                key = load_signing_key(path, create=False)
+            except GovernanceUnavailable as exc:
+                problem = (
+                    GovernanceUnavailable,
+                    f"the signing key file changed and no longer loads: {exc.reason}",
+                )
+            else:
+                if key.key_id != engine.key.key_id:
+                    problem = (
+                        SignatureInvalid,
+                        (
+                            f"{path} now holds key {key.key_id}, not the key {engine.key.key_id} "
+                            "this runtime signs with: restart the runtime to rotate keys"
+                        ),
+                    )
+                else:
+                    self._key_stat = st  # same key, file touched or rewritten
+        if problem is not None:
+            cls, reason = problem
+            engine.stop_all(lambda: cls(reason, check="key.renewal", source="watchdog"))
+
+    def check_policies(self) -> None:
+        """Reload the watched policy path if its files changed (stat only when unchanged)."""
+        current = self._policy_stats()
+        if current == self._policy_stat:
+            return
+        source = self._runtime.policy_source
+        assert source is not None
+        from ...policies import PolicyError
+
+        try:
+            self._runtime.reload_policies(source)
+        except (PolicyError, OSError):
+            # reload_policies stopped every live run (or kept the last good set). Unless the
+            # last good set is kept, the broken state is retried each pass, so a run started
+            # while the watched policy does not load is stopped at the next pass too.
+            if not self._engine.config.keep_last_good_policy:
+                return
+        self._policy_stat = self._policy_stats()
+
+    def _reverify(self, run: Run) -> None:
+        leases = [s for s in run.leases.values() if s.active and not s.revoked]
+        if not leases:
+            return
+        budget = self._engine.config.verify_per_tick
+        start = next(self._verify_cursor) * budget
+        authority = self._engine.authority
+        for k in range(min(budget, len(leases))):
+            state = leases[(start + k) % len(leases)]
+            parent = state.parent.lease if state.parent is not None else None
+            try:
+                authority.verify(state.lease.envelope, parent=parent)
+            except SignatureInvalid as exc:
+                exc.run_id, exc.lease_id = run.id, state.id
+                run.fail(exc)
+                return
+            except GovernanceViolation as exc:
+                run.fail(exc)
+                return

@@ -1,0 +1,144 @@
+"""Module-level tools for the isolation tests (a worker process imports them by name).
+
+``tests/`` is on ``sys.path`` under pytest (rootdir conftest, prepend import mode) and the
+worker pool hands the parent's ``sys.path`` to every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from tenure import agent, tool
+from tenure.runtime.isolation._worker import WorkerContext
+
+
+def _started(marker: str) -> None:
+    tmp = marker + ".tmp"
+    Path(tmp).write_text(str(os.getpid()))
+    os.replace(tmp, marker)  # the test sees the pid whole or not at all
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def sleep_then_write(marker: str, out: str, delay: float) -> str:
+    """Announce the pid, block in ``time.sleep(delay)``, then write ``out``."""
+    _started(marker)
+    time.sleep(delay)
+    Path(out).write_text("written after the delay")
+    return "done"
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def spin_then_write(marker: str, out: str, delay: float) -> str:
+    """Announce the pid, spin in pure Python for ``delay`` seconds, then write ``out``."""
+    _started(marker)
+    end = time.monotonic() + delay
+    n = 0
+    while time.monotonic() < end:
+        n += 1
+    Path(out).write_text(f"written after {n} spins")
+    return "done"
+
+
+_LATE_WRITER = (
+    "import pathlib, sys, time; time.sleep(float(sys.argv[2])); "
+    "pathlib.Path(sys.argv[1]).write_text('written by the grandchild')"
+)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def spawn_then_wait(marker: str, child_marker: str, out: str, delay: float) -> str:
+    """Start a child process that writes ``out`` after ``delay`` s, announce it, wait for it."""
+    child = subprocess.Popen([sys.executable, "-c", _LATE_WRITER, out, str(delay)])
+    tmp = child_marker + ".tmp"
+    Path(tmp).write_text(str(child.pid))
+    os.replace(tmp, child_marker)
+    _started(marker)
+    child.wait()
+    return "done"
+
+
+@tool(isolation="process")
+def spin_forever(marker: str) -> None:
+    """Announce the pid, then ``while True`` in pure Python."""
+    _started(marker)
+    n = 0
+    while True:
+        n += 1
+
+
+@tool(isolation="process")
+def worker_pid() -> int:
+    """The pid of the process running this tool."""
+    return os.getpid()
+
+
+@tool(isolation="process")
+def exit_hard(code: int) -> None:
+    """Leave the worker without any cleanup (a crash)."""
+    os._exit(code)
+
+
+@tool(isolation="process")
+def fail(message: str) -> None:
+    """Raise inside the worker."""
+    raise ValueError(message)
+
+
+@tool(isolation="process")
+def echo(value: object) -> object:
+    """Return the argument (it crossed the boundary twice)."""
+    return value
+
+
+@tool(isolation="process", timeout=0.3)
+def sleep_past_timeout(marker: str) -> None:
+    """Block longer than the tool's own timeout."""
+    _started(marker)
+    time.sleep(30)
+
+
+@tool(isolation="thread")
+def wait_then_return(ready: threading.Event, go: threading.Event, returned: list[str]) -> str:
+    """A thread tool: signal, block until ``go``, then return a value (late, after a stop)."""
+    ready.set()
+    go.wait(10)
+    returned.append("late")
+    return "late result"
+
+
+@tool(isolation="thread", timeout=0.2)
+def thread_past_timeout(go: threading.Event) -> str:
+    """A thread tool blocked past its timeout."""
+    go.wait(10)
+    return "late"
+
+
+@agent(isolation="process")
+def crunch(ctx: WorkerContext, n: int) -> dict[str, object]:
+    """A sync agent body run in a worker: only read-only facts of its step are available."""
+    try:
+        ctx.call(worker_pid)
+    except RuntimeError as exc:
+        refused = str(exc)
+    else:
+        refused = ""
+    return {"pid": os.getpid(), "run": ctx.run_id, "sum": sum(range(n)), "refused": refused}
+
+
+@agent(isolation="process")
+def stuck_agent(ctx: WorkerContext, marker: str) -> None:
+    """A sync agent body that never returns."""
+    _started(marker)
+    time.sleep(30)
+
+
+@tool(isolation="process")
+def pid_after(delay: float) -> int:
+    """Sleep ``delay`` seconds, then return the worker's pid."""
+    time.sleep(delay)
+    return os.getpid()
