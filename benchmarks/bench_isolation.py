@@ -121,8 +121,7 @@ async def _call_costs(folder: Path, n: int) -> dict[str, float]:
             await rt.run(caller, target, 50, principal="bench")  # warm-up
             times = await rt.run(caller, target, n, principal="bench")
             out[f"governed call, isolation {label} (µs median)"] = _med_us(times)
-        assert rt._engine is not None
-        pool = rt._engine.isolation.pool
+        pool = rt._isolation.pool
         raw = []
         payload_args = (in_process.func.__module__, in_process.func.__qualname__, __file__)
         for i in range(n):

@@ -8,18 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
 
 from .._util import NoPublicConstructor
 from ._decorators import Agent, Tool
-
-if TYPE_CHECKING:
-    from ..runtime.kernel._lease import Lease
-    from ..runtime.kernel._run import Run
-    from ..runtime.kernel._state import Step
+from ._ports import LeaseView, StepPort
 
 __all__ = ["Context", "Parallel", "ParallelTask"]
 
@@ -30,37 +26,36 @@ class Context(metaclass=NoPublicConstructor):
     The runtime creates one per agent step; it has no public constructor.
     """
 
-    __slots__ = ("_run", "_step")
+    __slots__ = ("_port",)
 
-    def __init__(self, run: Run, step: Step) -> None:
-        self._run = run
-        self._step = step
+    def __init__(self, port: StepPort) -> None:
+        self._port = port
 
     @property
     def run_id(self) -> str:
         """The id of the run this agent belongs to."""
-        return self._run.id
+        return self._port.run_id
 
     @property
     def principal(self) -> str:
         """Who authorized the run."""
-        return self._run.principal
+        return self._port.principal
 
     @property
-    def lease(self) -> Lease:
+    def lease(self) -> LeaseView:
         """This agent's current (signed, verified) lease."""
-        return self._step.lease.lease
+        return self._port.lease
 
     @property
     def trace_carrier(self) -> dict[str, str]:
         """W3C trace-context headers for this agent's own outgoing calls."""
-        return self._run.engine.lineage.carrier(self._step.span)
+        return self._port.trace_carrier()
 
     async def call(self, tool: Tool, /, *args: Any, **kwargs: Any) -> Any:
         """Call ``tool`` under this agent's lease: decided, recorded, then run."""
         if not isinstance(tool, Tool):
             raise TypeError(f"ctx.call expects a @tool, got {tool!r}")
-        return await self._run.call_tool(self._step, tool, args, kwargs)
+        return await self._port.call_tool(tool, args, kwargs)
 
     async def delegate(
         self, agent: Agent, /, *args: Any, scopes: Iterable[str] | None = None, **kwargs: Any
@@ -69,17 +64,17 @@ class Context(metaclass=NoPublicConstructor):
         if not isinstance(agent, Agent):
             raise TypeError(f"ctx.delegate expects an @agent, got {agent!r}")
         wanted = None if scopes is None else frozenset(scopes)
-        return await self._run.invoke_agent(self._step, agent, args, kwargs, wanted)
+        return await self._port.invoke_agent(agent, args, kwargs, wanted)
 
     def parallel(self) -> Parallel:
         """Fan out: ``async with ctx.parallel() as p: p.start(...)``; ``p.results`` after."""
-        return Parallel._create(self._run, self._step)
+        return Parallel._create(self._port)
 
     def record_usage(self, tokens: int = 0, cost: float = 0.0) -> None:
         """Count model usage against the run's token and cost budgets."""
         if tokens < 0 or cost < 0:
             raise ValueError(f"usage must be non-negative (tokens={tokens}, cost={cost})")
-        self._run.record_usage(self._step, tokens, cost)
+        self._port.record_usage(tokens, cost)
 
 
 _PENDING: Final = object()
@@ -121,13 +116,12 @@ class Parallel(metaclass=NoPublicConstructor):
     branches and does not wait.
     """
 
-    __slots__ = ("_closed", "_done", "_failed", "_pending", "_run", "_step", "_tasks", "_tg")
+    __slots__ = ("_closed", "_done", "_failed", "_pending", "_port", "_tasks", "_tg")
 
-    def __init__(self, run: Run, step: Step) -> None:
-        self._run = run
-        self._step = step
+    def __init__(self, port: StepPort) -> None:
+        self._port = port
         self._tasks: list[ParallelTask] = []
-        self._pending: list[tuple[ParallelTask, Any, tuple[Any, ...]]] = []
+        self._pending: list[_Branch] = []
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self._done = anyio.Event()
@@ -135,23 +129,19 @@ class Parallel(metaclass=NoPublicConstructor):
 
     def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
         """Start a branch calling ``target`` (tool) or delegating to it (agent)."""
-        run, step = self._run, self._step
         if self._closed.is_set():
             raise RuntimeError("p.start after the parallel block was left")
-        if isinstance(target, Tool):
-            call: Any = (run.call_tool, (step, target, args, kwargs))
-        elif isinstance(target, Agent):
-            call = (run.invoke_agent, (step, target, args, kwargs, None))
-        else:
+        if not isinstance(target, Agent | Tool):
             raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
         task = ParallelTask._create(target)
         self._tasks.append(task)
+        branch = (task, args, kwargs)
         if self._tg is not None:
-            self._tg.start_soon(self._drive, task, *call)
+            self._tg.start_soon(self._drive, *branch)
         else:
             if not self._pending:
-                run.spawn(self._host)
-            self._pending.append((task, *call))
+                self._port.spawn(self._host)
+            self._pending.append(branch)
         return task
 
     async def _host(self) -> None:
@@ -160,24 +150,21 @@ class Parallel(metaclass=NoPublicConstructor):
                 if self._failed:
                     tg.cancel_scope.cancel()
                 self._tg = tg
-                for task, fn, args in self._pending:
-                    tg.start_soon(self._drive, task, fn, args)
+                for branch in self._pending:
+                    tg.start_soon(self._drive, *branch)
                 self._pending.clear()
                 await self._closed.wait()
         finally:
             self._tg = None
             self._done.set()
 
-    async def _drive(self, task: ParallelTask, fn: Any, args: tuple[Any, ...]) -> None:
-        from ..runtime.kernel._gate import Gate, Governed
-
-        step = self._step
+    async def _drive(
+        self, task: ParallelTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
         try:
             # Created here, not in start(): a branch cancelled before it runs leaves no
             # never-awaited coroutine behind.
-            task._value = await Governed(
-                fn(*args), Gate(self._run, step.lease, step.target.qualified)
-            )
+            task._value = await self._port.branch(task.target, args, kwargs)
         except anyio.get_cancelled_exc_class():
             task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
             raise
@@ -211,13 +198,16 @@ class Parallel(metaclass=NoPublicConstructor):
             return
         if self._tasks:
             await self._done.wait()
-        stop = self._run.stop
+        stop = self._port.stopped()
         if stop is not None:
             raise stop
         errors = [t._error for t in self._tasks if t._error is not None]
         real = [e for e in errors if not isinstance(e, _Cancelled)]
         if real or errors:
             raise (real or errors)[0]
+
+
+_Branch = tuple[ParallelTask, tuple[Any, ...], dict[str, Any]]
 
 
 class _Cancelled(Exception):

@@ -44,9 +44,10 @@ from .._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ..agents import Context, agent, tool
 from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir, load_public_key, load_signing_key
 from ..evidence._verify import verify_run
-from ..lineage._view import LedgerReadError, load_trace, print_trace
+from ..lineage import LedgerReadError, load_trace
 from ..policies import PolicySet
 from ..runtime._runtime import RunHandle, Runtime
+from ._tree import print_trace
 
 __all__ = ["CORPUS", "DemoOutcome", "Narrator", "planner", "run_demo"]
 

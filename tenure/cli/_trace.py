@@ -13,8 +13,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..lineage._view import LedgerReadError, load_trace, print_trace, to_jaeger
-from ..lineage._view import trace_to_dict as _to_dict
+from ..lineage import LedgerReadError, load_trace, to_jaeger
+from ..lineage import trace_to_dict as _to_dict
+from ._tree import print_trace
 
 __all__ = ["register", "trace_command"]
 

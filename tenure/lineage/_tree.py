@@ -26,7 +26,10 @@ __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
 _MAX_TEXT = 300
 _KIND_OF_ACTION = {"invoke_agent": "agent", "execute_tool": "tool"}
-_BAD_STATUS = {"error", "stopped", "abandoned", "unfinished", "denied", "approval denied"}
+#: Node statuses that mean the step did not end well (rendered as failures).
+BAD_STATUSES = frozenset(
+    {"error", "stopped", "abandoned", "unfinished", "denied", "approval denied"}
+)
 
 
 def _clean(value: object) -> str:
@@ -382,7 +385,7 @@ class _Builder:
     def _stop_info(self) -> None:
         where = self.first_violation
         if where is None and self.trace.status != "ok":
-            bad = [n for n in self.run.walk() if n.status in _BAD_STATUS and n is not self.run]
+            bad = [n for n in self.run.walk() if n.status in BAD_STATUSES and n is not self.run]
             if bad:
                 where = min(bad, key=lambda n: (n.end_us or 0, -len(self._path(n))))
                 where.stopped_here = True

@@ -1,9 +1,9 @@
 """The lineage of a run rebuilt from its evidence ledger alone (``tenure trace RUN_DIR``).
 
 This module reads ``ledger.jsonl`` (:func:`read_ledger`, :func:`load_trace`) and is the entry
-point of the trace view: it re-exports the tree (:mod:`._trace_tree`: :class:`TraceNode`,
-:class:`RunTrace`, :func:`build_trace`) and its renderings (:mod:`._trace_render`: rich tree,
-JSON tree, Jaeger-UI JSON), so callers import everything from here.
+point of the trace view: it re-exports the tree (:mod:`._tree`: :class:`TraceNode`,
+:class:`RunTrace`, :func:`build_trace`) and its data renderings (:mod:`._render`: JSON tree,
+Jaeger-UI JSON), so callers import everything from here.
 
 Invariants:
 
@@ -21,8 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._render import print_trace as print_trace
-from ._render import render_tree, to_jaeger, trace_to_dict
+from ._render import to_jaeger, trace_to_dict
 from ._tree import RunTrace, TraceNode, build_trace
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "build_trace",
     "load_trace",
     "read_ledger",
-    "render_tree",
     "to_jaeger",
     "trace_to_dict",
 ]

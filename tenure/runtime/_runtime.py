@@ -24,6 +24,7 @@ from opentelemetry.trace import TracerProvider
 
 from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
 from .._util import NoPublicConstructor
+from .._version import __version__
 from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
 from ..crypto._keys import SigningKey, load_signing_key
@@ -33,6 +34,7 @@ from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
 from .isolation._runner import Isolation
+from .kernel._control import RunServices
 from .kernel._lease import LeaseAuthority
 from .kernel._run import Run
 from .kernel._state import GovState, value_digest
@@ -47,47 +49,6 @@ from .services._stall import StallDetector
 from .services._watchdog import Watchdog
 
 __all__ = ["RunHandle", "Runtime"]
-
-_VERSION = "0.1.0"
-
-
-class _Engine:
-    """Internals shared by the runtime, its runs and its watchdog."""
-
-    def __init__(
-        self,
-        config: RuntimeConfig,
-        key: SigningKey,
-        policy: PolicySet,
-        lineage: Lineage,
-        attestor: Attestor,
-    ) -> None:
-        self.config = config
-        self.key = key
-        self.gov = GovState(policy)
-        self.authority = LeaseAuthority(key, "tenure:" + secrets.token_hex(8))
-        self.lineage = lineage
-        self.attestor = attestor
-        self.approvals = Approvals(key, config.approval_timeout)
-        self.isolation = Isolation(config)
-        self.revocations: RevocationSource | None = None
-        self.runs: dict[str, Run] = {}
-        self.watchdog: Watchdog | None = None
-        self.code_cache: weakref.WeakKeyDictionary[Agent | Tool, CodeItem] = (
-            weakref.WeakKeyDictionary()
-        )
-
-    def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
-        """Stop every live run, each with its own ``violation()`` (an error names its run)."""
-        for run in list(self.runs.values()):
-            run.fail(violation())
-
-    def wake_watchdog(self) -> None:
-        if self.watchdog is not None:
-            self.watchdog.wake()
-
-    def live_task_count(self) -> int:
-        return sum(len(run.steps) for run in self.runs.values())
 
 
 class RunHandle(metaclass=NoPublicConstructor):
@@ -167,9 +128,15 @@ class Runtime:
         self._tracer_provider = tracer_provider
         self._otlp_endpoint = otlp_endpoint
         self._revocation_source = revocation_source
-        self._engine: _Engine | None = None
+        # Set while the runtime is open (``async with``); ``_require`` guards their use.
+        self._services: RunServices | None = None
         self._tg: TaskGroup | None = None
         self._stall: StallDetector | None = None
+        self._watchdog: Watchdog | None = None
+        self._runs: dict[str, Run] = {}
+        self._code_cache: weakref.WeakKeyDictionary[Agent | Tool, CodeItem] = (
+            weakref.WeakKeyDictionary()
+        )
         self._policy_files: tuple[Path, ...] = ()
         # The policy path (file or folder) that ``watch_policies`` watches and reloads.
         self.policy_source: Path | None = (
@@ -179,7 +146,7 @@ class Runtime:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> Runtime:
-        if self._engine is not None:
+        if self._services is not None:
             raise RuntimeError("this Runtime is already running")
         policy = _load_policies(self._policies)
         key = (
@@ -189,20 +156,42 @@ class Runtime:
         )
         attestor = Attestor(key)
         await anyio.to_thread.run_sync(attestor.environment)
-        lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
-        engine = _Engine(self.config, key, policy, lineage, attestor)
+        self._key = key
+        self._attestor = attestor
+        self._gov = GovState(policy)
+        self._authority = LeaseAuthority(key, "tenure:" + secrets.token_hex(8))
+        self._lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
+        self._approvals = Approvals(key, self.config.approval_timeout)
+        self._isolation = Isolation(self.config)
+        self._revocations: RevocationSource | None = None
         if self.config.revocation_requests:
-            engine.revocations = self._revocation_source or FolderRevocations(
+            self._revocations = self._revocation_source or FolderRevocations(
                 self.evidence_dir / REVOCATIONS_DIR
             )
         self._policy_files = tuple(policy.sources)
+        watchdog = Watchdog(
+            self,
+            config=self.config,
+            gov=self._gov,
+            key=key,
+            authority=self._authority,
+            revocations=self._revocations,
+        )
+        self._services = RunServices(
+            config=self.config,
+            gov=self._gov,
+            authority=self._authority,
+            lineage=self._lineage,
+            approvals=self._approvals,
+            isolation=self._isolation,
+            wake_watchdog=watchdog.wake,
+        )
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
-        self._engine = engine
-        engine.watchdog = Watchdog(engine, self)
-        tg.start_soon(engine.watchdog.run)
-        self._stall = StallDetector(engine, self.config)
+        self._watchdog = watchdog
+        tg.start_soon(watchdog.run)
+        self._stall = StallDetector(self.config, self.live_runs)
         tg.start_soon(self._stall.heartbeat)
         self._stall.start()
         return self
@@ -213,12 +202,13 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        engine, tg = self._require(), self._tg
+        self._require()
+        tg = self._tg
         assert tg is not None
-        for run in list(engine.runs.values()):
+        for run in list(self._runs.values()):
             run.cancel("the runtime was closed while the run was live")
         with anyio.CancelScope(shield=True):
-            for run in list(engine.runs.values()):
+            for run in list(self._runs.values()):
                 with anyio.move_on_after(5):
                     await run.done.wait()
         tg.cancel_scope.cancel()
@@ -227,16 +217,35 @@ class Runtime:
         finally:
             if self._stall is not None:
                 self._stall.stop()
-            engine.isolation.close()
-            engine.lineage.shutdown()
-            self._engine = None
+            self._isolation.close()
+            self._lineage.shutdown()
+            self._services = None
+            self._watchdog = None
             self._tg = None
         return None
 
-    def _require(self) -> _Engine:
-        if self._engine is None:
+    def _require(self) -> RunServices:
+        if self._services is None:
             raise RuntimeError("use `async with Runtime(...) as rt:` before starting runs")
-        return self._engine
+        return self._services
+
+    # -- what the watchdog and the stall detector may ask (their host Protocols) -----------
+
+    def live_runs(self) -> list[Run]:
+        """The runs that are live now."""
+        return list(self._runs.values())
+
+    def watched_policy_paths(self) -> tuple[Path, ...]:
+        """The policy path ``watch_policies`` watches, then each file it loaded."""
+        source = self.policy_source
+        if source is None:
+            return ()
+        return (source, *(f for f in self._policy_files if f != source))
+
+    def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
+        """Stop every live run, each with its own ``violation()`` (an error names its run)."""
+        for run in list(self._runs.values()):
+            run.fail(violation())
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -273,7 +282,7 @@ class Runtime:
         **kwargs: Any,
     ) -> RunHandle:
         """Start ``agent`` as a new run and return its handle at once."""
-        engine = self._require()
+        services = self._require()
         if not isinstance(agent, Agent):
             raise TypeError(f"Runtime.start expects an @agent, got {agent!r}")
         if not isinstance(principal, str) or not principal:
@@ -284,16 +293,16 @@ class Runtime:
             raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
         agent.bind(args, kwargs)  # a wrong call is the caller's mistake: TypeError here
         run_id = "run_" + secrets.token_hex(8)
-        policy = engine.gov.policy
-        code = _code_items(engine)
-        envelope, att_digest = engine.attestor.sign_run(
+        policy = self._gov.policy
+        code = self._code_items()
+        envelope, att_digest = self._attestor.sign_run(
             run_id, code, policy.digest, self._policy_files, self._config_record
         )
         run_dir = self.evidence_dir / run_id
         ledger = Ledger.create(
             run_dir,
             run_id,
-            engine.key,
+            self._key,
             LedgerConfig(
                 checkpoint_every=self.config.checkpoint_every,
                 checkpoint_interval=self.config.checkpoint_interval,
@@ -302,16 +311,16 @@ class Runtime:
             self.evidence_dir / ".witness",
         )
         try:
-            engine.attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
+            self._attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
         except OSError as exc:
             reason = f"cannot write the attestation in {run_dir}: {exc.strerror or exc}"
             ledger.abort("attestation.write", reason)
             raise GovernanceUnavailable(
                 reason, run_id=run_id, check="attestation.write", source="attestation"
             ) from exc
-        span = engine.lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
+        span = self._lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
         run = Run(
-            engine,
+            services,
             run_id=run_id,
             agent=agent,
             args=args,
@@ -323,12 +332,8 @@ class Runtime:
             tracker=BudgetTracker(policy.budgets, policy.rate_limits),
             span=span,
             attestation=att_digest,
+            code=code,
         )
-        run.code = code
-        # Record times on the run's clock too (start wall time + monotonic elapsed): a
-        # wall-clock jump mid-run then shifts no timestamp against the leases it is
-        # checked against.
-        ledger.clock = run.lease_clock_us
         run.record(
             "run.start",
             {
@@ -341,43 +346,21 @@ class Runtime:
                 "args": value_digest([args, kwargs]),
                 "policy": policy.digest,
                 "attestation": att_digest,
-                "key": engine.key.key_id,
-                "pubkey": b64e(engine.key.public_raw),
-                "runtime": _VERSION,
+                "key": self._key.key_id,
+                "pubkey": b64e(self._key.public_raw),
+                "runtime": __version__,
                 "config": self._config_record,
             },
         )
         run.record("attestation", {"envelope": envelope}, flush=False)
-        engine.runs[run_id] = run
+        self._runs[run_id] = run
         assert self._tg is not None
-        self._tg.start_soon(self._drive, run)
+        self._tg.start_soon(run.drive, self._forget)
         return RunHandle._create(run)
 
-    async def _drive(self, run: Run) -> None:
-        engine = self._require()
-        try:
-            with anyio.CancelScope(deadline=run.hard_deadline) as scope:
-                run.scope = scope
-                if run.stop is not None:
-                    scope.cancel()
-                async with anyio.create_task_group() as tg:
-                    run.tg = tg
-                    run.result = await run.invoke_agent(None, run.agent, run.args, run.kwargs)
-        except BaseException as exc:  # classified below; the run's outcome, not a crash
-            _classify(run, exc)
-        finally:
-            run.tg = None
-            if (
-                run.stop is None
-                and run.error is None
-                and run.scope is not None
-                and run.scope.cancelled_caught
-            ):
-                _classify(run, anyio.get_cancelled_exc_class()())
-            _finish(run)
-            engine.runs.pop(run.id, None)
-            engine.authority.forget_run(run.leases)
-            run.done.set()
+    def _forget(self, run: Run) -> None:
+        self._runs.pop(run.id, None)
+        self._authority.forget_run(run.leases)
 
     # -- governance controls --------------------------------------------------------------
 
@@ -388,9 +371,9 @@ class Runtime:
 
     def _holder(self, target: str) -> Run | None:
         """The live run whose id, or one of whose leases' ids, is ``target``."""
-        engine = self._require()
-        return engine.runs.get(target) or next(
-            (run for run in engine.runs.values() if target in run.leases), None
+        self._require()
+        return self._runs.get(target) or next(
+            (run for run in self._runs.values() if target in run.leases), None
         )
 
     def _revoke(self, target: str, reason: str, by: str) -> bool:
@@ -427,52 +410,67 @@ class Runtime:
         but are held to the new set's budgets from now on (rate-limit windows are kept as
         they were at the run's start).
         """
-        engine = self._require()
+        services = self._require()
         try:
             policy = _load_policies(path_or_policyset)
         except (PolicyError, OSError) as exc:
             if not self.config.keep_last_good_policy:
                 reason = f"policy reload refused: {exc}"
-                engine.stop_all(
+                self.stop_all(
                     lambda: GovernanceUnavailable(
                         reason, check="policy.reload", source="policy-reload"
                     )
                 )
             raise
-        engine.attestor.baseline_policy(policy.digest, policy.sources)
-        engine.gov.policy = policy
-        engine.gov.epoch += 1
+        self._attestor.baseline_policy(policy.digest, policy.sources)
+        gov = self._gov
+        gov.policy = policy
+        gov.epoch += 1
         if not isinstance(path_or_policyset, PolicySet):
             self._policy_files = tuple(policy.sources)
             self.policy_source = Path(path_or_policyset)
-        for run in list(engine.runs.values()):
-            run.span.event(
-                "tenure.policy.reloaded", {"policy": policy.digest, "epoch": engine.gov.epoch}
-            )
-            run._record_quietly(
-                "policy.reloaded", {"policy": policy.digest, "epoch": engine.gov.epoch}
-            )
+        for run in list(self._runs.values()):
+            run.span.event("tenure.policy.reloaded", {"policy": policy.digest, "epoch": gov.epoch})
+            run.try_record("policy.reloaded", {"policy": policy.digest, "epoch": gov.epoch})
             run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()
-        engine.wake_watchdog()
+        services.wake_watchdog()
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         """Steps waiting for a person (oldest first)."""
-        return self._require().approvals.pending()
+        self._require()
+        return self._approvals.pending()
 
     def approve(self, request_id: str, *, approver: str) -> None:
         """Approve a pending request (signed and recorded before the step resumes)."""
-        self._require().approvals.approve(request_id, approver)
+        self._require()
+        self._approvals.approve(request_id, approver)
 
     def deny(self, request_id: str, *, approver: str, reason: str = "denied") -> None:
         """Deny a pending request: the waiting step raises :class:`PolicyDenied`."""
-        self._require().approvals.deny(request_id, approver, reason)
+        self._require()
+        self._approvals.deny(request_id, approver, reason)
 
     def check_attestation(self) -> None:
         """Re-measure code and policy files now; a change stops every live run."""
-        engine = self._require()
-        for run in list(engine.runs.values()):
-            _remeasure(engine, run, self._policy_files)
+        self._require()
+        for run in list(self._runs.values()):
+            change = self._attestor.remeasure(
+                run.code, self._policy_files, None, self._gov.policy.digest
+            )
+            if change is not None:
+                run.fail(change.to_error(run_id=run.id))
+
+    def _code_items(self) -> Sequence[CodeItem]:
+        """Code items of every registered agent and tool (hashed once per runtime each)."""
+        items = []
+        for obj in registered():
+            item = self._code_cache.get(obj)
+            if item is None:
+                item = CodeItem.of(obj.kind, obj.name, obj.func)
+                self._code_cache[obj] = item
+            items.append(item)
+        return items
 
 
 def _load_policies(source: str | Path | PolicySet | None) -> PolicySet:
@@ -481,100 +479,3 @@ def _load_policies(source: str | Path | PolicySet | None) -> PolicySet:
     if isinstance(source, PolicySet):
         return source
     return PolicySet.load(Path(source))
-
-
-def _code_items(engine: _Engine) -> Sequence[CodeItem]:
-    """Code items of every registered agent and tool (hashed once per runtime each)."""
-    items = []
-    for obj in registered():
-        item = engine.code_cache.get(obj)
-        if item is None:
-            item = CodeItem.of(obj.kind, obj.name, obj.func)
-            engine.code_cache[obj] = item
-        items.append(item)
-    return items
-
-
-def _remeasure(engine: _Engine, run: Run, policy_files: Sequence[Path]) -> None:
-    change = engine.attestor.remeasure(run.code, policy_files, None, engine.gov.policy.digest)
-    if change is not None:
-        run.fail(change.to_error(run_id=run.id))
-
-
-def _classify(run: Run, exc: BaseException) -> None:
-    if isinstance(exc, BaseExceptionGroup):
-        leaves = list(_leaves(exc))
-        violation = next((e for e in leaves if isinstance(e, GovernanceViolation)), None)
-        other = next(
-            (e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())), None
-        )
-        exc = violation or other or leaves[0]
-    if run.stop is not None:
-        return
-    if isinstance(exc, GovernanceViolation):
-        if exc.run_id is None:
-            exc.run_id = run.id
-        if exc.source in ("policy", "approval"):
-            run.stop = exc  # a refused root step: recorded already, nothing to cancel
-            return
-        run.fail(exc)
-        return
-    if isinstance(exc, anyio.get_cancelled_exc_class()):
-        if run.cancelled_reason is None and run.stop is None:
-            run.cancelled_reason = "cancelled"
-        run.error = exc
-        return
-    run.error = exc
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
-    for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e
-
-
-def _finish(run: Run) -> None:
-    """Record how the run ended and close its evidence (checkpoint, fsync)."""
-    if run.stop is not None:
-        fields = {
-            "status": "violation",
-            "error": type(run.stop).__name__,
-            "check": run.stop.check,
-            "reason": run.stop.reason,
-            "result": "",
-        }
-    elif run.cancelled_reason is not None:
-        fields = {
-            "status": "cancelled",
-            "error": "",
-            "check": "",
-            "reason": run.cancelled_reason,
-            "result": "",
-        }
-    elif run.error is not None:
-        fields = {
-            "status": "error",
-            "error": type(run.error).__name__,
-            "check": "",
-            "reason": str(run.error)[:500],
-            "result": "",
-        }
-    else:
-        fields = {
-            "status": "ok",
-            "error": "",
-            "check": "",
-            "reason": "",
-            "result": value_digest(run.result),
-        }
-    run.span.end(run.stop or run.error)
-    run.record_stopped()
-    run._record_quietly("run.end", fields)
-    try:
-        run.ledger.close()
-    except GovernanceViolation as exc:
-        if run.stop is None and run.error is None:
-            exc.run_id = run.id
-            run.stop = exc

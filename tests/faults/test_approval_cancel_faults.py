@@ -59,8 +59,6 @@ async def test_cancelling_the_caller_of_rt_run_stops_and_records_the_run(
     key = SigningKey.generate()
     caller = anyio.CancelScope()
     async with runtime(evidence, key=key) as rt:
-        assert rt._engine is not None
-        engine = rt._engine
 
         async def call() -> None:
             with caller:
@@ -69,10 +67,10 @@ async def test_cancelling_the_caller_of_rt_run_stops_and_records_the_run(
         async with anyio.create_task_group() as tg:
             tg.start_soon(call)
             await wf.ready.wait()
-            wf.run = next(iter(engine.runs.values()))
+            wf.run = next(iter(rt._runs.values()))
             caller.cancel()
             wf.go.set()
-        assert engine.runs == {}  # rt.run returned only after the run had ended
+        assert rt._runs == {}  # rt.run returned only after the run had ended
     assert caller.cancelled_caught
     assert wf.run is not None and wf.run.cancelled_reason == "cancelled by its caller"
     assert wf.after == [] and wf.after_stop == []

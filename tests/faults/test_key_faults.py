@@ -81,13 +81,13 @@ async def test_key_file_rewritten_with_the_same_key_does_not_stop_the_run(
     path = tmp_path / "keys" / PRIVATE_KEY_NAME
     key = generate_key_files(path.parent)
     async with runtime(evidence, key=path, lease_seconds=0.3, renew_fraction=0.5) as rt:
-        assert rt._engine is not None and rt._engine.watchdog is not None
+        assert rt._watchdog is not None
         handle = await wf.start(rt)
         data = path.read_bytes()
         path.unlink()
         path.write_bytes(data)  # new inode, same key
-        passes = rt._engine.watchdog.passes
-        while rt._engine.watchdog.passes < passes + 2:
+        passes = rt._watchdog.passes
+        while rt._watchdog.passes < passes + 2:
             await wf.run_turn()
         wf.go.set()
         result = await handle.result()

@@ -61,7 +61,7 @@ async def test_policy_engine_raising_during_a_renewal_stops_the_run_not_the_watc
         monkeypatch.setattr(PolicySet, "decide", _broken_decide)
         with pytest.raises(GovernanceUnavailable) as info:
             await handle.result()
-        assert rt._engine is not None and rt._engine.gov.watchdog_deadline != float("-inf")
+        assert rt._gov.watchdog_deadline != float("-inf")
     assert_stopped(info.value, GovernanceUnavailable, "policy.engine", wf)
     assert "re-deciding live step" in str(info.value)
     assert_evidence(handle.evidence_path, key, check="policy.engine")
@@ -98,11 +98,10 @@ async def test_watched_policy_file_edited_validly_is_reloaded_and_the_run_goes_o
     async with runtime(
         evidence, key=key, policies=policy_file, watch_policies=True, attest_interval=0.01
     ) as rt:
-        assert rt._engine is not None
         handle = await wf.start(rt)
-        epoch = rt._engine.gov.epoch
+        epoch = rt._gov.epoch
         _break(policy_file, "valid-edit")
-        while rt._engine.gov.epoch == epoch:  # the watchdog notices within a pass or two
+        while rt._gov.epoch == epoch:  # the watchdog notices within a pass or two
             await wf.run_turn()
         rt.check_attestation()  # the reloaded file is the attested input now
         wf.go.set()

@@ -13,13 +13,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from tenure.cli._trace import register
-from tenure.lineage._view import (
+from tenure.cli._tree import print_trace
+from tenure.lineage import (
     LedgerReadError,
     RunTrace,
     TraceNode,
     build_trace,
     load_trace,
-    print_trace,
     to_jaeger,
     trace_to_dict,
 )

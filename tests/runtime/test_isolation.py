@@ -27,8 +27,9 @@ from tenure import (
     agent,
     tool,
 )
+from tenure.cli._tree import print_trace
 from tenure.evidence._verify import verify_run
-from tenure.lineage._view import load_trace, print_trace
+from tenure.lineage import load_trace
 from tenure.policies import PolicySet
 from tests.runtime import isolation_tools as T
 
@@ -280,7 +281,7 @@ async def test_worker_is_reused_across_calls(
 
     async with _runtime(allow_all, evidence, key) as rt:
         first, second = await rt.run(twice, principal="alice", ttl=60)
-        assert rt._engine is not None and rt._engine.isolation.pool.started == 1
+        assert rt._isolation.pool.started == 1
     assert first == second != os.getpid()
 
 
@@ -297,10 +298,9 @@ async def test_parallel_calls_beyond_the_pool_size_wait_for_a_free_worker(
         return list(p.results)
 
     async with _runtime(allow_all, evidence, key) as rt:
-        assert rt._engine is not None
-        rt._engine.isolation._max_workers = 2
+        rt._isolation._max_workers = 2
         pids = await rt.run(fan, principal="alice", ttl=60)
-        assert rt._engine.isolation.pool.started == 2
+        assert rt._isolation.pool.started == 2
     assert len(pids) == 5 and len(set(pids)) == 2
 
 
@@ -342,7 +342,7 @@ async def test_unpicklable_arguments_are_refused_before_any_worker_runs(
 
     async with _runtime(allow_all, evidence, key) as rt:
         message = await rt.run(send_lock, principal="alice", ttl=60)
-        assert rt._engine is not None and rt._engine.isolation.pool.started == 0
+        assert rt._isolation.pool.started == 0
     assert "cannot cross the process boundary" in message
 
 

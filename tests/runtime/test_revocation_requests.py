@@ -101,7 +101,7 @@ async def test_tenure_revoke_in_another_process_stops_the_run_and_records_who_as
         await _revoke_from_another_process(crew.handle.run_id, evidence)
         with anyio.fail_after(10), pytest.raises(LeaseRevoked) as info:
             await crew.handle.result()
-        key = rt._require().key
+        key = rt._key
     stop = info.value
     assert (stop.check, stop.source) == ("lease.revoked", "request:oncall")
     assert "incident 42: data leaving the region" in str(stop)
@@ -156,7 +156,7 @@ async def test_request_for_an_id_this_runtime_does_not_hold_is_left_alone(
     async with _live(allow_all, evidence) as (rt, crew):
         assert crew.handle is not None
         write_request(evidence / ".revocations", "run_elsewhere", "not ours", "oncall")
-        watchdog = rt._require().watchdog
+        watchdog = rt._watchdog
         assert watchdog is not None
         watchdog.check_requests()
         watchdog.check_requests()
@@ -173,7 +173,7 @@ async def test_unreadable_request_folder_stops_every_run_fail_closed(
     async with _live(allow_all, evidence) as (rt, crew):
         assert crew.handle is not None
         monkeypatch.setattr(_revocations.os, "scandir", denied)
-        watchdog = rt._require().watchdog
+        watchdog = rt._watchdog
         assert watchdog is not None
         watchdog.check_requests()
         with anyio.fail_after(10), pytest.raises(GovernanceUnavailable) as info:
@@ -187,7 +187,7 @@ async def test_requests_are_ignored_when_turned_off(allow_all: PolicySet, eviden
     async with _live(allow_all, evidence, revocation_requests=False) as (rt, crew):
         assert crew.handle is not None
         write_request(evidence / ".revocations", crew.handle.run_id, "ignored", "oncall")
-        watchdog = rt._require().watchdog
+        watchdog = rt._watchdog
         assert watchdog is not None
         watchdog.check_requests()
         assert crew.handle._run.stop is None

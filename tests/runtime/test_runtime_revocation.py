@@ -292,7 +292,7 @@ async def test_starved_watchdog_heartbeat_stops_work_at_the_next_await(
             await anyio.sleep(0.001)
 
     async def frozen(self: _watchdog.Watchdog) -> None:
-        self._engine.gov.watchdog_deadline = 0.0  # one beat, long ago; then silence
+        self._gov.watchdog_deadline = 0.0  # one beat, long ago; then silence
         await anyio.sleep_forever()
 
     monkeypatch.setattr(_watchdog.Watchdog, "run", frozen)

@@ -52,7 +52,7 @@ from ._worker import RemoteTraceback, WorkerContext, resolve
 
 if TYPE_CHECKING:
     from ...agents._decorators import Agent, Tool
-    from ..kernel._run import Run
+    from ..kernel._control import RunControl
     from ..kernel._state import Step
 
 __all__ = ["Isolation", "WorkerPool", "call_in_worker"]
@@ -330,7 +330,7 @@ class Isolation:
             self._pool = None
 
     async def call(
-        self, run: Run, step: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, run: RunControl, step: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         """Run the body of ``tool``; raise the run's stop if it arrives meanwhile."""
         if tool.isolation == "none":
@@ -341,7 +341,12 @@ class Isolation:
         return await self._in_process(run, step, tool, args, kwargs, limit)
 
     async def run_agent(
-        self, run: Run, step: Step, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        run: RunControl,
+        step: Step,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         """Run a synchronous agent body (thread or process) with a :class:`WorkerContext`."""
         lease = step.lease
@@ -354,7 +359,7 @@ class Isolation:
 
     async def _in_thread(
         self,
-        run: Run,
+        run: RunControl,
         step: Step,
         func: Callable[..., Any],
         args: tuple[Any, ...],
@@ -373,7 +378,7 @@ class Isolation:
         except BaseException as exc:
             # Stopped, cancelled or timed out while the thread runs: it is abandoned (it
             # cannot be stopped); whatever it returns later goes nowhere.
-            run._record_quietly(
+            run.try_record(
                 "step.abandoned", {"step": step.id, "reason": _why(run, exc, limit)}, step.span
             )
             if isinstance(exc, TimeoutError) and run.stop is None:
@@ -384,7 +389,7 @@ class Isolation:
             raise
         if run.stop is not None:
             # The result arrived after the stop: discarded, never returned to the agent.
-            run._record_quietly(
+            run.try_record(
                 "step.abandoned",
                 {"step": step.id, "reason": "late result discarded: " + _stop_reason(run)},
                 step.span,
@@ -396,14 +401,14 @@ class Isolation:
 
     # -- process --------------------------------------------------------------------------
 
-    def _kill_and_record(self, run: Run, step: Step, worker: _Worker, reason: str) -> None:
+    def _kill_and_record(self, run: RunControl, step: Step, worker: _Worker, reason: str) -> None:
         self.pool.discard(worker, kill=True)
-        run._record_quietly(
+        run.try_record(
             "isolation.killed", {"step": step.id, "pid": worker.pid, "reason": reason}, step.span
         )
 
     async def _stalled(
-        self, run: Run, step: Step, target: Tool | Agent, worker: _Worker, stall: float
+        self, run: RunControl, step: Step, target: Tool | Agent, worker: _Worker, stall: float
     ) -> GovernanceViolation:
         """A call ran past ``worker_stall_bound``: take its stack, kill it, stop the run."""
         try:
@@ -411,7 +416,7 @@ class Isolation:
         finally:
             self._kill_and_record(run, step, worker, f"stall: running for more than {stall:g}s")
         frame = _innermost(stack)
-        run._record_quietly(
+        run.try_record(
             "isolation.stall",
             {
                 "step": step.id,
@@ -434,7 +439,7 @@ class Isolation:
 
     async def _in_process(
         self,
-        run: Run,
+        run: RunControl,
         step: Step,
         target: Tool | Agent,
         args: tuple[Any, ...],
@@ -537,14 +542,14 @@ def _deadline(timeout: float | None) -> contextlib.AbstractContextManager[Any]:
     return anyio.fail_after(timeout) if timeout is not None else contextlib.nullcontext()
 
 
-def _stop_reason(run: Run) -> str:
+def _stop_reason(run: RunControl) -> str:
     stop = run.stop
     if stop is None:
         return run.cancelled_reason or "cancelled"
     return f"{type(stop).__name__} ({stop.check}): {stop.reason}"
 
 
-def _why(run: Run, exc: BaseException, timeout: float | None) -> str:
+def _why(run: RunControl, exc: BaseException, timeout: float | None) -> str:
     if run.stop is not None or run.cancelled_reason is not None:
         return _stop_reason(run)
     if isinstance(exc, TimeoutError) and timeout is not None:

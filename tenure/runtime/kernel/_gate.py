@@ -28,17 +28,38 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Coroutine, Generator
 from time import monotonic
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._errors import GovernanceViolation
 
 if TYPE_CHECKING:
-    from ._run import Run
-    from ._state import LeaseState
+    from ._state import GovState, LeaseState
 
-__all__ = ["Gate", "Governed"]
+__all__ = ["Gate", "GateHost", "Governed"]
 
 _DONE: Any = object()
+
+
+class GateHost(Protocol):
+    """What a gate reads of its run on every resumption, and asks on the slow path."""
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The run's stop, if it stopped (set synchronously by whoever stops it)."""
+        ...
+
+    @property
+    def gov(self) -> GovState:
+        """The runtime's governance state (epoch, watchdog heartbeat)."""
+        ...
+
+    def failed_check(self, gate: Gate) -> GovernanceViolation | None:
+        """Find what failed (stopping the run), or revalidate the gate's epoch."""
+        ...
+
+    def note_uncooperative(self, gate: Gate, how: str) -> None:
+        """Record that a task kept going after its stop."""
+        ...
 
 
 class Gate:
@@ -46,7 +67,7 @@ class Gate:
 
     __slots__ = ("epoch", "gov", "lease", "run", "task")
 
-    def __init__(self, run: Run, lease: LeaseState, task: str) -> None:
+    def __init__(self, run: GateHost, lease: LeaseState, task: str) -> None:
         self.run = run
         self.gov = run.gov
         self.lease = lease

@@ -23,7 +23,7 @@ from ..kernel._lease import wall_us
 
 if TYPE_CHECKING:
     from ...crypto._keys import SigningKey
-    from ..kernel._run import Run
+    from ..kernel._control import RunControl
     from ..kernel._state import Step
 
 __all__ = ["APPROVAL_PAYLOAD_TYPE", "ApprovalRequest", "Approvals"]
@@ -49,7 +49,7 @@ class ApprovalRequest(BaseModel):
 @dataclass(slots=True)
 class _Pending:
     request: ApprovalRequest
-    run: Run
+    run: RunControl
     step: Step
     event: anyio.Event = field(default_factory=anyio.Event)
     granted_index: int | None = None
@@ -68,7 +68,7 @@ class Approvals:
         """Requests still waiting, oldest first."""
         return [p.request for p in self._pending.values()]
 
-    async def wait(self, run: Run, step: Step, rule: str) -> int:
+    async def wait(self, run: RunControl, step: Step, rule: str) -> int:
         """Block ``step`` until approved (returns the grant's ledger index) or refuse it."""
         request = ApprovalRequest(
             id="apr_" + secrets.token_hex(8),

@@ -17,27 +17,57 @@ import contextlib
 import sys
 import threading
 import traceback
+from collections.abc import Callable, Sequence
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import anyio
 from anyio.lowlevel import current_token
 
-from ..._errors import GovernanceUnavailable
+from ..._errors import GovernanceUnavailable, GovernanceViolation
 from .._config import RuntimeConfig
 
-if TYPE_CHECKING:
-    from .._runtime import _Engine
-    from ..kernel._run import Run
+__all__ = ["Breachable", "StallDetector"]
 
-__all__ = ["StallDetector"]
+
+class Breachable(Protocol):
+    """A run as the stall detector sees it."""
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        ...
+
+    @property
+    def busy(self) -> bool:
+        """Whether governed steps are live."""
+        ...
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The run's stop, if it stopped."""
+        ...
+
+    def breach(self, exc: GovernanceViolation) -> None:
+        """Set the stop flag from this (non-loop) thread."""
+        ...
+
+    def try_record(self, kind: str, fields: dict[str, Any]) -> None:
+        """Append a record on a stopping path."""
+        ...
+
+    def apply_stop(self) -> None:
+        """Record the stop and cancel the run (on the loop)."""
+        ...
 
 
 class StallDetector:
     """See the module docstring."""
 
-    def __init__(self, engine: _Engine, config: RuntimeConfig) -> None:
-        self._engine = engine
+    def __init__(
+        self, config: RuntimeConfig, live_runs: Callable[[], Sequence[Breachable]]
+    ) -> None:
+        self._live_runs = live_runs
         self._bound = config.stall_bound
         self._interval = config.heartbeat_interval
         self._beat = monotonic()
@@ -71,7 +101,7 @@ class StallDetector:
             if gap <= self._bound:
                 breached_at = None
                 continue
-            if breached_at == self._beat or self._engine.live_task_count() == 0:
+            if breached_at == self._beat or not any(r.busy for r in self._live_runs()):
                 continue
             breached_at = self._beat
             self._breach(gap)
@@ -80,7 +110,7 @@ class StallDetector:
         self.breaches += 1
         frame = sys._current_frames().get(self._loop_thread)
         where = "".join(traceback.format_stack(frame, limit=3)).strip() if frame else "unknown"
-        runs = [r for r in list(self._engine.runs.values()) if r.steps and r.stop is None]
+        runs = [r for r in self._live_runs() if r.busy and r.stop is None]
         for run in runs:
             exc = GovernanceUnavailable(
                 f"the event loop was blocked for more than {self._bound:g}s by synchronous "
@@ -89,16 +119,16 @@ class StallDetector:
                 check="loop.stall",
                 source="stall-detector",
             )
-            run.stop = run.stop or exc  # read by gates without the loop's help
+            run.breach(exc)  # read by gates without the loop's help
         start = self._beat
         # If the loop is closing, the stop flags set above already hold.
         with contextlib.suppress(RuntimeError):
             anyio.from_thread.run_sync(self._apply, runs, start, where, token=self._token)
 
-    def _apply(self, runs: list[Run], start: float, where: str) -> None:
+    def _apply(self, runs: list[Breachable], start: float, where: str) -> None:
         duration_ms = int((monotonic() - start) * 1000)
         for run in runs:
-            run._record_quietly("stall", {"duration_ms": duration_ms, "frame": where[-2000:]})
+            run.try_record("stall", {"duration_ms": duration_ms, "frame": where[-2000:]})
             run.apply_stop()
 
 

@@ -34,22 +34,25 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from time import monotonic
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
-from ...crypto._keys import load_signing_key
+from ...crypto._keys import SigningKey, load_signing_key
 from ...evidence._measure import _Stat, _stat
+from ...policies import PolicyError
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime, _Engine
-    from ..kernel._run import Run
+    from .._config import RuntimeConfig
+    from ..kernel._lease import LeaseAuthority
+    from ..kernel._state import GovState, LeaseState
+    from ._revocations import RevocationRequest, RevocationSource
 
-__all__ = ["Watchdog"]
+__all__ = ["Watchdog", "WatchdogHost", "WatchedRun"]
 
 _log = logging.getLogger("tenure.watchdog")
 
@@ -58,29 +61,95 @@ def _stats(paths: Iterable[Path]) -> tuple[_Stat | None, ...]:
     return tuple(_stat(p) for p in paths)
 
 
+class WatchedRun(Protocol):
+    """A live run as the watchdog sees it."""
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        ...
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The run's stop, if it stopped."""
+        ...
+
+    @property
+    def leases(self) -> Mapping[str, LeaseState]:
+        """The run's live leases."""
+        ...
+
+    def watchdog_pass(self, now: float) -> None:
+        """Renew what is still allowed; check ttl and the wall-time budget."""
+        ...
+
+    def fail(self, exc: GovernanceViolation) -> GovernanceViolation:
+        """Stop the run fail closed."""
+        ...
+
+
+class WatchdogHost(Protocol):
+    """What the watchdog may ask of the runtime it guards."""
+
+    @property
+    def policy_source(self) -> Path | None:
+        """The watched policy path, if policies came from one."""
+        ...
+
+    def live_runs(self) -> Sequence[WatchedRun]:
+        """The runs that are live now."""
+        ...
+
+    def watched_policy_paths(self) -> tuple[Path, ...]:
+        """The policy path and every file it loaded."""
+        ...
+
+    def reload_policies(self, path: Path) -> None:
+        """Reload the policy set (raises ``PolicyError`` / ``OSError``)."""
+        ...
+
+    def apply_request(self, request: RevocationRequest) -> bool:
+        """Apply a revocation request; whether this runtime held its target."""
+        ...
+
+    def check_attestation(self) -> None:
+        """Re-measure code and policy files; a change stops every live run."""
+        ...
+
+    def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
+        """Stop every live run with its own ``violation()``."""
+        ...
+
+
 class Watchdog:
     """See the module docstring."""
 
-    def __init__(self, engine: _Engine, runtime: Runtime) -> None:
-        self._engine = engine
-        self._runtime = runtime
+    def __init__(
+        self,
+        host: WatchdogHost,
+        *,
+        config: RuntimeConfig,
+        gov: GovState,
+        key: SigningKey,
+        authority: LeaseAuthority,
+        revocations: RevocationSource | None,
+    ) -> None:
+        self._host = host
+        self._config = config
+        self._gov = gov
+        self._key = key
+        self._authority = authority
+        self._revocations = revocations
         self._wake = anyio.Event()
         self._last_attest = monotonic()
         self._verify_cursor = itertools.count()
         self.passes = 0
-        self._key_path = engine.key.path
+        self._key_path = key.path
         self._key_stat = _stat(self._key_path) if self._key_path is not None else None
         self._policy_stat = self._policy_stats()
 
-    def _policy_paths(self) -> tuple[Path, ...]:
-        source = self._runtime.policy_source
-        if source is None:
-            return ()
-        files = tuple(self._runtime._policy_files)
-        return (source, *(f for f in files if f != source))
-
     def _policy_stats(self) -> tuple[_Stat | None, ...]:
-        return _stats(self._policy_paths()) if self._engine.config.watch_policies else ()
+        return _stats(self._host.watched_policy_paths()) if self._config.watch_policies else ()
 
     def wake(self) -> None:
         """Ask for a pass as soon as the loop turns (revocation, reload, attestation)."""
@@ -88,7 +157,7 @@ class Watchdog:
 
     def beat(self) -> None:
         """Refresh the heartbeat that every gate checks."""
-        self._engine.gov.watchdog_deadline = monotonic() + self._engine.config.watchdog_liveness
+        self._gov.watchdog_deadline = monotonic() + self._config.watchdog_liveness
 
     async def run(self) -> None:
         """The watchdog task body (never returns while the runtime is open)."""
@@ -96,7 +165,7 @@ class Watchdog:
         try:
             self.beat()
             while True:
-                with anyio.move_on_after(self._engine.config.watchdog_interval):
+                with anyio.move_on_after(self._config.watchdog_interval):
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 self.beat()
@@ -104,9 +173,9 @@ class Watchdog:
         except cancelled:
             raise
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
-            self._engine.gov.watchdog_deadline = float("-inf")
+            self._gov.watchdog_deadline = float("-inf")
             reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
-            self._engine.stop_all(
+            self._host.stop_all(
                 lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")
             )
             if not isinstance(exc, Exception):
@@ -115,40 +184,38 @@ class Watchdog:
     def tick(self) -> None:
         """One pass over every live run."""
         self.passes += 1
-        engine = self._engine
         self.check_key()
         self.check_requests()
-        if engine.config.watch_policies:
+        if self._config.watch_policies:
             self.check_policies()
         now = monotonic()
-        attest_due = now - self._last_attest >= engine.config.attest_interval
+        attest_due = now - self._last_attest >= self._config.attest_interval
         if attest_due:
             self._last_attest = now
-        for run in list(engine.runs.values()):
+        for run in self._host.live_runs():
             run.watchdog_pass(now)
             if run.stop is None:
                 self._reverify(run)
             if attest_due and run.stop is None:
-                self._runtime.check_attestation()
+                self._host.check_attestation()
                 attest_due = False
 
     def check_requests(self) -> None:
         """Apply revocation requests made by other processes (``tenure revoke``)."""
-        engine = self._engine
-        source = engine.revocations
-        if source is None or not engine.runs:
+        source = self._revocations
+        if source is None or not self._host.live_runs():
             return
         try:
             requests = source.poll()
         except OSError as exc:
             # A kill request may be sitting where it cannot be read: fail closed.
             reason = f"cannot read revocation requests: {exc}"
-            engine.stop_all(
+            self._host.stop_all(
                 lambda: GovernanceUnavailable(reason, check="revocation.source", source="watchdog")
             )
             return
         for request in requests:
-            if self._runtime.apply_request(request):
+            if self._host.apply_request(request):
                 try:
                     source.done(request)
                 except OSError as exc:  # applied and recorded; only the cleanup failed
@@ -156,8 +223,8 @@ class Watchdog:
 
     def check_key(self) -> None:
         """Stop every live run if the key file changed to something other than the key."""
-        path, engine = self._key_path, self._engine
-        if path is None or not engine.runs:
+        path = self._key_path
+        if path is None or not self._host.live_runs():
             return
         st = _stat(path)
         if st is not None and st == self._key_stat:
@@ -180,11 +247,11 @@ class Watchdog:
                     f"the signing key file changed and no longer loads: {exc.reason}",
                 )
             else:
-                if key.key_id != engine.key.key_id:
+                if key.key_id != self._key.key_id:
                     problem = (
                         SignatureInvalid,
                         (
-                            f"{path} now holds key {key.key_id}, not the key {engine.key.key_id} "
+                            f"{path} now holds key {key.key_id}, not the key {self._key.key_id} "
                             "this runtime signs with: restart the runtime to rotate keys"
                         ),
                     )
@@ -192,34 +259,32 @@ class Watchdog:
                     self._key_stat = st  # same key, file touched or rewritten
         if problem is not None:
             cls, reason = problem
-            engine.stop_all(lambda: cls(reason, check="key.renewal", source="watchdog"))
+            self._host.stop_all(lambda: cls(reason, check="key.renewal", source="watchdog"))
 
     def check_policies(self) -> None:
         """Reload the watched policy path if its files changed (stat only when unchanged)."""
         current = self._policy_stats()
         if current == self._policy_stat:
             return
-        source = self._runtime.policy_source
+        source = self._host.policy_source
         assert source is not None
-        from ...policies import PolicyError
-
         try:
-            self._runtime.reload_policies(source)
+            self._host.reload_policies(source)
         except (PolicyError, OSError):
             # reload_policies stopped every live run (or kept the last good set). Unless the
             # last good set is kept, the broken state is retried each pass, so a run started
             # while the watched policy does not load is stopped at the next pass too.
-            if not self._engine.config.keep_last_good_policy:
+            if not self._config.keep_last_good_policy:
                 return
         self._policy_stat = self._policy_stats()
 
-    def _reverify(self, run: Run) -> None:
+    def _reverify(self, run: WatchedRun) -> None:
         leases = [s for s in run.leases.values() if s.active and not s.revoked]
         if not leases:
             return
-        budget = self._engine.config.verify_per_tick
+        budget = self._config.verify_per_tick
         start = next(self._verify_cursor) * budget
-        authority = self._engine.authority
+        authority = self._authority
         for k in range(min(budget, len(leases))):
             state = leases[(start + k) % len(leases)]
             parent = state.parent.lease if state.parent is not None else None

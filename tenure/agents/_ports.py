@@ -1,0 +1,90 @@
+"""What a :class:`~tenure.Context` may ask of the run it belongs to.
+
+``agents/`` never imports the engine (not even for type checking): the runtime hands each
+agent step an object satisfying :class:`StepPort`, and everything an agent can do goes
+through it. The port is bound to one agent step, so it never has to be told which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ._decorators import Agent, Tool
+
+__all__ = ["LeaseView", "StepPort"]
+
+
+class LeaseView(Protocol):
+    """The read-only face of a signed, verified lease."""
+
+    @property
+    def id(self) -> str:
+        """The lease id (stable across renewals; also its revocation id)."""
+        ...
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes the lease grants."""
+        ...
+
+    @property
+    def expires_at_us(self) -> int:
+        """Wall-clock expiry, microseconds since the epoch."""
+        ...
+
+
+class StepPort(Protocol):
+    """One agent step's access to its run's governance."""
+
+    @property
+    def run_id(self) -> str:
+        """The run id."""
+        ...
+
+    @property
+    def principal(self) -> str:
+        """Who authorized the run."""
+        ...
+
+    @property
+    def lease(self) -> LeaseView:
+        """The step's current lease."""
+        ...
+
+    def trace_carrier(self) -> dict[str, str]:
+        """W3C trace-context headers naming the step's span."""
+        ...
+
+    async def call_tool(self, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A governed tool call under the step's lease."""
+        ...
+
+    async def invoke_agent(
+        self,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scopes: frozenset[str] | None,
+    ) -> Any:
+        """A governed child agent under a narrowed lease."""
+        ...
+
+    def branch(
+        self, target: Agent | Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """A fan-out branch calling ``target``, gated like any task of the run."""
+        ...
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run ``fn()`` as a task of the run (inside the run's cancel scope)."""
+        ...
+
+    def stopped(self) -> BaseException | None:
+        """The run's stop, ready to raise, or ``None`` while it runs."""
+        ...
+
+    def record_usage(self, tokens: int, cost: float) -> None:
+        """Count model usage against the run's budgets."""
+        ...

@@ -1,0 +1,133 @@
+"""What the services around the kernel may ask of a run, and what a run asks of them.
+
+The kernel never imports a service, and no service imports :mod:`._run`: each side sees
+the other only through the Protocols below, so the import graph has no circle (type-only
+imports included).
+
+- :class:`RunControl` is all a service (approvals, isolation) may do to a run: read who it
+  is, append evidence, and stop it.
+- :class:`Approver` and :class:`Isolator` are the two services a governed step calls into;
+  :class:`RunServices` bundles the collaborators every run of one runtime shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ..._errors import GovernanceViolation
+    from ...agents import Agent, Tool
+    from ...lineage._spans import Lineage, SpanHandle
+    from .._config import RuntimeConfig
+    from ._lease import LeaseAuthority
+    from ._state import GovState, Step
+
+__all__ = ["Approver", "Isolator", "RunControl", "RunServices"]
+
+
+class RunControl(Protocol):
+    """A run as a service sees it: identity, evidence, and the fail-closed stop."""
+
+    @property
+    def id(self) -> str:
+        """The run id."""
+        ...
+
+    @property
+    def principal(self) -> str:
+        """Who authorized the run."""
+        ...
+
+    @property
+    def span(self) -> SpanHandle:
+        """The run's root span."""
+        ...
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The violation that stopped the run, if it stopped."""
+        ...
+
+    @property
+    def cancelled_reason(self) -> str | None:
+        """Why the run was cancelled by its caller, if it was."""
+        ...
+
+    def record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> int:
+        """Append a record; a failed append stops the run and raises the stop."""
+        ...
+
+    def try_record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Append a record on a path that is already stopping (a failure is the stop)."""
+        ...
+
+    def fail(self, exc: GovernanceViolation) -> GovernanceViolation:
+        """Stop the run with ``exc`` (the first stop wins); returns the stop to raise."""
+        ...
+
+    def stop_error(self) -> GovernanceViolation:
+        """The run's stop, ready to raise again."""
+        ...
+
+
+class Approver(Protocol):
+    """Holds a step whose decision is ``require_approval`` until a person answers."""
+
+    async def wait(self, run: RunControl, step: Step, rule: str) -> int:
+        """The ledger index of the grant; raises ``PolicyDenied`` when refused."""
+        ...
+
+
+class Isolator(Protocol):
+    """Runs synchronous bodies inline, in a thread or in a worker process."""
+
+    async def call(
+        self,
+        run: RunControl,
+        step: Step,
+        tool: Tool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The result of a synchronous tool body."""
+        ...
+
+    async def run_agent(
+        self,
+        run: RunControl,
+        step: Step,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """The result of a synchronous (isolated) agent body."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunServices:
+    """The collaborators every run of one runtime shares (one object, set at start)."""
+
+    config: RuntimeConfig
+    gov: GovState
+    authority: LeaseAuthority
+    lineage: Lineage
+    approvals: Approver
+    isolation: Isolator
+    wake_watchdog: Callable[[], None]

@@ -1,0 +1,373 @@
+"""A run's state, its evidence, and the fail-closed stop.
+
+Invariants:
+
+- The first stop wins: :meth:`RunState.fail` records the violation, cancels the run's
+  cancel scope (level-triggered, so sleeping tasks wake at once) and every later gate check
+  sees it synchronously. ``handle.result()`` raises that first violation.
+- A record that cannot be written stops the run (``GovernanceUnavailable``) before the step
+  it would have recorded starts.
+- Run state is assigned only by the run itself: services stop it through :meth:`fail` or
+  :meth:`breach`, never by writing its fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..._errors import (
+    GovernanceUnavailable,
+    GovernanceViolation,
+    LeaseExpired,
+    LeaseRevoked,
+    PolicyDenied,
+)
+from ...agents import Agent
+from ._lease import wall_us
+from ._state import LeaseState, Step, value_digest
+
+if TYPE_CHECKING:
+    from ...evidence._attest import CodeItem
+    from ...evidence._ledger import Ledger
+    from ...lineage._spans import SpanHandle
+    from ...policies import BudgetTracker, Decision, PolicySet
+    from ._control import RunServices
+    from ._gate import Gate
+
+__all__ = ["RunState", "stands"]
+
+
+class RunState:
+    """State and control of one run: evidence, stop, and the per-resumption checks."""
+
+    def __init__(
+        self,
+        services: RunServices,
+        *,
+        run_id: str,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        principal: str,
+        scopes: frozenset[str],
+        ttl: float,
+        ledger: Ledger,
+        tracker: BudgetTracker,
+        span: SpanHandle,
+        attestation: str,
+        code: Sequence[CodeItem],
+    ) -> None:
+        self.services = services
+        self.gov = services.gov
+        self.id = run_id
+        self.agent = agent
+        self.args = args
+        self.kwargs = kwargs
+        self.principal = principal
+        self.scopes = scopes
+        self.ttl = ttl
+        # The run's lease clock: the wall time at start, advanced by the monotonic clock.
+        # Every lease time of the run (iat, exp, the hard deadline) is on this one base, so a
+        # wall-clock jump mid-run neither expires a renewal early nor extends the ttl.
+        self._mono0 = monotonic()
+        self._wall0_us = wall_us()
+        self.hard_deadline = self._mono0 + ttl
+        self.hard_deadline_us = self._wall0_us + int(ttl * 1e6)
+        self.ledger = ledger
+        # Record times on the run's clock too: a wall-clock jump mid-run then shifts no
+        # timestamp against the leases it is checked against.
+        ledger.clock = self.lease_clock_us
+        self.tracker = tracker
+        self.span = span
+        self.attestation = attestation
+        self.code = code
+        self.stop: GovernanceViolation | None = None
+        self.cancelled_reason: str | None = None
+        self.validated_epoch = self.gov.epoch
+        self.leases: dict[str, LeaseState] = {}
+        self.steps: dict[str, Step] = {}
+        self.scope: anyio.CancelScope | None = None
+        self.tg: TaskGroup | None = None
+        self.done = anyio.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._stop_applied = False
+        # Steps unwound by the run's stop, by (error, message): recorded together in one
+        # ``steps.stopped`` record per group when the run ends (see end_record).
+        self._unwound: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
+
+    def lease_clock_us(self) -> int:
+        """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
+        return self._wall0_us + int((monotonic() - self._mono0) * 1e6)
+
+    @property
+    def busy(self) -> bool:
+        """Whether governed steps are live (what the stall detector watches)."""
+        return bool(self.steps)
+
+    # -- evidence -------------------------------------------------------------------------
+
+    def record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> int:
+        """Append a ledger record; a failed append stops the run and raises."""
+        s = span or self.span
+        try:
+            return self.ledger.append(kind, fields, trace=s.trace_id, span=s.span_id, flush=flush)
+        except GovernanceUnavailable as exc:
+            exc.run_id = exc.run_id or self.id
+            self.fail(exc)
+            raise (self.stop_error() if self.stop is not None else exc) from None
+
+    def try_record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Append a record on a path that is already stopping: the stop is the outcome."""
+        if self.ledger.failed:
+            return
+        with contextlib.suppress(GovernanceViolation):
+            self.record(kind, fields, span, flush=flush)
+
+    # -- stopping -------------------------------------------------------------------------
+
+    def fail(self, exc: GovernanceViolation) -> GovernanceViolation:
+        """Stop the run fail closed with ``exc`` (the first stop wins) and return the stop."""
+        if self.stop is None:
+            if exc.run_id is None:
+                exc.run_id = self.id
+            self.stop = exc
+        self.apply_stop()
+        return self.stop_error()
+
+    def breach(self, exc: GovernanceViolation) -> None:
+        """Set the stop flag from another thread (the loop is blocked); see ``apply_stop``.
+
+        Gates read the flag at the next resumption without the loop's help; the record
+        and the scope cancellation follow in :meth:`apply_stop` once the loop turns.
+        """
+        if self.stop is None:
+            if exc.run_id is None:
+                exc.run_id = self.id
+            self.stop = exc
+
+    def stop_error(self) -> GovernanceViolation:
+        """The run's stop, ready to raise again.
+
+        Every task of a stopped run raises the same instance; each raise would prepend its
+        frames to the instance's traceback, so that after 10,000 tasks it would hold (and
+        keep alive) all their frames. Clearing it first keeps one task's worth.
+        """
+        assert self.stop is not None
+        return self.stop.with_traceback(None)
+
+    def apply_stop(self) -> None:
+        """Record the stop, cancel the run scope and wake the watchdog (runs once)."""
+        if self._stop_applied or self.stop is None:
+            return
+        self._stop_applied = True
+        stop = self.stop
+        self.span.event("tenure.violation", stop.to_record())
+        self.try_record("violation", stop.to_record())
+        if self.scope is not None:
+            self.scope.cancel()
+        self.services.wake_watchdog()
+
+    def end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
+        if error is None:
+            step.span.end(None)
+            fields = {
+                "step": step.id,
+                "status": "ok",
+                "result": value_digest(result),
+                "error": "",
+                "message": "",
+            }
+            self.record("step.end", fields, step.span, flush=False)
+            return
+        step.span.end(self.stop if self.stop is not None else error)
+        key = (type(error).__name__, str(error)[:500])
+        if self.stop is not None or self.cancelled_reason:
+            # Thousands of tasks unwinding at once each note only their id and end time; one
+            # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
+            ids, ended = self._unwound.setdefault(key, ([], []))
+            ids.append(step.id)
+            ended.append(self.lease_clock_us())
+            return
+        fields = {
+            "step": step.id,
+            "status": "error",
+            "result": "",
+            "error": key[0],
+            "message": key[1],
+        }
+        self.try_record("step.end", fields, step.span, flush=False)
+
+    def record_stopped(self) -> None:
+        """Write the ``steps.stopped`` records of the steps the stop unwound (at run end)."""
+        for (error, message), (ids, ended) in self._unwound.items():
+            self.try_record(
+                "steps.stopped",
+                {"error": error, "message": message, "steps": ids, "ended": ended},
+                flush=False,
+            )
+        self._unwound.clear()
+
+    def cancel(self, reason: str) -> None:
+        """Stop the run because its caller went away (not a governance violation)."""
+        if self.stop is None and self.cancelled_reason is None:
+            self.cancelled_reason = reason
+            if self.scope is not None:
+                self.scope.cancel()
+
+    # -- the per-resumption checks --------------------------------------------------------
+
+    def failed_check(self, gate: Gate) -> GovernanceViolation | None:
+        """Slow path of the check in :class:`Governed`: find what failed, or revalidate."""
+        violation = self.check_lease(gate.lease, gate.task)
+        if violation is None:
+            gate.epoch = self.gov.epoch
+        return violation
+
+    def check_lease(self, lease: LeaseState, task: str) -> GovernanceViolation | None:
+        """Every per-resumption condition for ``lease``; stops the run on the first failure."""
+        if self.stop is not None:
+            return self.stop
+        if lease.revoked:
+            return self.fail(
+                LeaseRevoked(
+                    "the lease was revoked",
+                    lease_id=lease.id,
+                    check="lease.revoked",
+                    task=task,
+                    source="gate",
+                )
+            )
+        now = monotonic()
+        if now >= lease.deadline:
+            return self.fail(self._expired(lease, task, now))
+        if now >= self.gov.watchdog_deadline:
+            return self.fail(
+                GovernanceUnavailable(
+                    "the watchdog heartbeat is late: governance cannot be vouched for",
+                    lease_id=lease.id,
+                    check="watchdog.heartbeat",
+                    task=task,
+                    source="gate",
+                )
+            )
+        if self.validated_epoch != self.gov.epoch:
+            self.revalidate()
+        return self.stop
+
+    def _expired(self, lease: LeaseState, task: str, now: float) -> LeaseExpired:
+        if now >= self.hard_deadline:
+            return LeaseExpired(
+                f"the run's ttl of {self.ttl:g}s is exhausted",
+                lease_id=lease.id,
+                check="run.ttl",
+                task=task,
+                source="gate",
+            )
+        return LeaseExpired(
+            "the lease expired before it was renewed",
+            lease_id=lease.id,
+            check="lease.expiry",
+            task=task,
+            source="gate",
+        )
+
+    # -- decisions ------------------------------------------------------------------------
+
+    def revalidate(self) -> None:
+        """Re-decide every live step under the current policy set (after an epoch bump)."""
+        if self.validated_epoch == self.gov.epoch or self.stop is not None:
+            return
+        policy = self.gov.policy
+        for step in list(self.steps.values()):
+            decision = self.redecide(policy, step)
+            if decision is None:
+                return
+            if not stands(decision, step):
+                self.fail(
+                    PolicyDenied(
+                        f"policy {policy.digest[:19]} no longer allows live step {step.id} "
+                        f"({step.target.qualified}): {decision.reason}",
+                        lease_id=step.lease.id,
+                        check=f"rule:{decision.rule_id}",
+                        task=step.target.qualified,
+                        source="policy-reload",
+                    )
+                )
+                return
+        self.validated_epoch = self.gov.epoch
+
+    def redecide(
+        self, policy: PolicySet, step: Step, doing: str = "re-deciding live step"
+    ) -> Decision | None:
+        """Decide ``step``; a policy engine fault stops the run (``None`` is returned then).
+
+        Never falls through to allow, and never raises: the watchdog calls it too.
+        """
+        try:
+            args = step.bound_args() if policy.uses_args else None
+            return policy.decide(self.principal, step.action, step.target.name, step.caller, args)
+        except Exception as exc:
+            self.fail(
+                GovernanceUnavailable(
+                    f"the policy engine failed while {doing} {step.id} "
+                    f"({step.target.qualified}): {type(exc).__name__}: {exc}",
+                    lease_id=step.lease.id,
+                    check="policy.engine",
+                    task=step.target.qualified,
+                    source="policy",
+                )
+            )
+            return None
+
+    def note_uncooperative(self, gate: Gate, how: str) -> None:
+        """Record that a task kept going after its stop (it will not be resumed)."""
+        self.try_record(
+            "violation",
+            {
+                "error": "Uncooperative",
+                "check": "task.uncooperative",
+                "reason": f"{gate.task} {how}; it was not resumed",
+                "lease": gate.lease.id,
+                "task": gate.task,
+                "source": "gate",
+            },
+        )
+
+    def ensure_live(self, caller: Step | None) -> None:
+        """Raise the stop (or the caller's failed check) before a new step starts."""
+        if self.stop is not None:
+            raise self.stop_error()
+        if self.cancelled_reason is not None:
+            # The caller went away: no new step starts, even if an agent swallowed the
+            # cancellation and tries to go on.
+            raise anyio.get_cancelled_exc_class()(f"run {self.id}: {self.cancelled_reason}")
+        if caller is not None:
+            violation = self.check_lease(caller.lease, caller.target.qualified)
+            if violation is not None:
+                raise violation
+
+
+def stands(decision: Decision, step: Step) -> bool:
+    """Whether a live step may go on: allowed, or approval required and already granted."""
+    return decision.effect == "allow" or (decision.effect == "require_approval" and step.approved)

@@ -1,0 +1,434 @@
+"""The governed step: how every agent invocation and tool call of a run is let through.
+
+Every agent invocation and tool call goes through :meth:`GovernedSteps.invoke_agent` or
+:meth:`GovernedSteps.call_tool`, which do, in this order and nothing else first:
+
+1. refuse at once if the run is stopped or the caller's lease no longer holds;
+2. check scopes, budgets and rate limits, and ask the policy for a decision;
+3. record the decision (and the approval, if one was needed) in the ledger;
+4. issue the child lease (agents), record the step start and flush it to the OS;
+5. only then run the body, under a :class:`~tenure.runtime.kernel._gate.Governed` wrapper;
+6. record how the step ended (result digest or error).
+
+A denial of a *new* step (policy rule, missing scope, refused approval) refuses that step
+with :class:`PolicyDenied` and is recorded; a broken *condition of running work* (lease
+revoked or expired, budget exceeded, policy reload denying a live step, attestation change,
+watchdog or ledger failure) stops the whole run.
+
+An agent body reaches its run only through the :class:`_AgentPort` it is given (the
+``StepPort`` that :class:`~tenure.Context` is written against).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+from ..._errors import GovernanceViolation, PolicyDenied
+from ...agents import Agent, Context, Tool
+from ...lineage._spans import SpanHandle
+from ._gate import Gate, Governed
+from ._lease import Lease
+from ._runstate import RunState
+from ._state import NO_LEASE, LeaseState, Step, value_digest
+
+__all__ = ["GovernedSteps"]
+
+_YIELD_EVERY = 64  # governed steps between forced turns of the event loop
+
+
+class GovernedSteps(RunState):
+    """The step layer of a run (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ids = itertools.count(1)
+
+    def _record_decision(
+        self, step: Step, effect: str, rule: str, reason: str, span: SpanHandle, *, flush: bool
+    ) -> int:
+        return self.record(
+            "decision",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "caller": step.caller or "",
+                "effect": effect,
+                "rule": rule,
+                "reason": reason,
+                "args": step.args_digest,
+            },
+            span,
+            flush=flush,
+        )
+
+    def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation:
+        return self.fail(
+            PolicyDenied(
+                reason,
+                lease_id=step.lease.id,
+                check=check,
+                task=step.target.qualified,
+                source="budget",
+            )
+        )
+
+    async def _authorize(self, step: Step, missing_scopes: frozenset[str]) -> tuple[int, int]:
+        """Decide, record, wait for an approval if needed; (decision, approval) indexes."""
+        over = self.tracker.on_step(step.action, step.target.name, step.depth)
+        if over is not None:
+            raise self._over_budget(over[0], over[1], step)
+        step.args_digest = value_digest([step.args, step.kwargs])
+        if missing_scopes:
+            missing = sorted(missing_scopes)
+            effect, rule = "deny", f"scope.{missing[0]}"
+            reason = (
+                f"lease {step.lease.id} lacks scope(s) {missing} that "
+                f"{step.target.qualified} requires"
+            )
+        else:
+            decision = self.redecide(self.gov.policy, step, "deciding step")
+            if decision is None:
+                raise self.stop_error()
+            effect, rule, reason = decision.effect, decision.rule_id, decision.reason
+        step.rule = rule
+        parent_span = step.parent.span if step.parent is not None else self.span
+        parent_span.event(
+            "tenure.decision", {"target": step.target.qualified, "effect": effect, "rule": rule}
+        )
+        index = self._record_decision(
+            step, effect, rule, reason, parent_span, flush=effect != "allow"
+        )
+        if effect == "deny":
+            raise PolicyDenied(
+                f"{step.target.qualified} denied for principal {self.principal!r}: {reason}",
+                run_id=self.id,
+                lease_id=step.lease.id,
+                check=rule if missing_scopes else f"rule:{rule}",
+                task=step.target.qualified,
+                source="policy",
+            )
+        if effect == "require_approval":
+            epoch = self.gov.epoch
+            granted = await self.services.approvals.wait(self, step, rule)
+            step.approved = True
+            if self.gov.epoch != epoch:
+                # A reload during the wait: the grant answered the old policy's question.
+                self._recheck_after_reload(step, parent_span)
+            return index, granted
+        return index, -1
+
+    def _recheck_after_reload(self, step: Step, parent_span: SpanHandle) -> None:
+        decision = self.redecide(self.gov.policy, step)
+        if decision is None:
+            raise self.stop_error()
+        if decision.effect != "deny":
+            return
+        self._record_decision(
+            step, "deny", decision.rule_id, decision.reason, parent_span, flush=True
+        )
+        raise PolicyDenied(
+            f"{step.target.qualified} denied for principal {self.principal!r} by the policy "
+            f"reloaded while it waited for approval: {decision.reason}",
+            run_id=self.id,
+            lease_id=step.lease.id,
+            check=f"rule:{decision.rule_id}",
+            task=step.target.qualified,
+            source="policy",
+        )
+
+    def _new_step(
+        self,
+        action: str,
+        target: Agent | Tool,
+        parent: Step | None,
+        lease: LeaseState,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Step:
+        return Step(
+            id=str(next(self._ids)),
+            action=action,
+            target=target,
+            parent=parent,
+            lease=lease,
+            depth=parent.depth + (1 if action == "invoke_agent" else 0) if parent else 0,
+            args=args,
+            kwargs=kwargs,
+            span=parent.span if parent else self.span,
+            caller=parent.target.name if parent is not None else None,
+        )
+
+    def _enter(self, step: Step) -> None:
+        over = self.tracker.enter()
+        if over is not None:
+            raise self._over_budget(over[0], over[1], step)
+        self.steps[step.id] = step
+
+    def _leave(self, step: Step) -> None:
+        if self.steps.pop(step.id, None) is not None:
+            self.tracker.leave()
+
+    def _start_record(self, step: Step, decision: int, approval: int) -> None:
+        self.record(
+            "step.start",
+            {
+                "step": step.id,
+                "lease": step.lease.id,
+                "action": step.action,
+                "target": step.target.name,
+                "decision": decision,
+                "approval": approval,
+                "parent": step.parent.id if step.parent is not None else "",
+                "depth": step.depth,
+                "args": step.args_digest,
+            },
+            step.span,
+        )
+
+    async def invoke_agent(
+        self,
+        parent: Step | None,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scopes: frozenset[str] | None = None,
+    ) -> Any:
+        """Run ``agent`` as a governed child of ``parent`` (or as the root when ``None``)."""
+        self.ensure_live(parent)
+        services = self.services
+        if parent is None:
+            granted = self.scopes
+            holder = None
+        else:
+            holder = parent.lease
+            granted = holder.lease.scope_set & agent.scopes
+            if scopes is not None:
+                widened = scopes - holder.lease.scope_set
+                if widened:
+                    raise self.fail(
+                        PolicyDenied(
+                            f"delegation to {agent.qualified} asks for scope(s) {sorted(widened)} "
+                            f"that the delegating lease does not hold",
+                            lease_id=holder.id,
+                            check="lease.narrowing",
+                            task=agent.qualified,
+                            source="delegate",
+                        )
+                    )
+                granted &= scopes
+        step = self._new_step(
+            "invoke_agent",
+            agent,
+            parent,
+            holder if holder is not None else self._placeholder_lease(),
+            args,
+            kwargs,
+        )
+        decision, approval = await self._authorize(step, frozenset())
+        # The step's lease: issued only once the step is allowed.
+        lease = self._issue_lease(step, holder, granted)
+        self._enter(step)
+        try:
+            step.span = services.lineage.start_agent(
+                step.span,
+                agent.name,
+                run_id=self.id,
+                step_id=step.id,
+                lease_id=lease.id,
+                principal=self.principal,
+            )
+            step.span.set_decision("approved" if step.approved else "allow", step.rule)
+            step.span.event("tenure.lease.issued", {"lease": lease.id})
+            self._start_record(step, decision, approval)
+            lease.step = step
+            gate = Gate(self, lease, agent.qualified)
+            ctx = Context._create(_AgentPort(self, step))
+            try:
+                body = (
+                    agent.func(ctx, *args, **kwargs)
+                    if agent.isolation == "none"
+                    else services.isolation.run_agent(self, step, agent, args, kwargs)
+                )
+                result = await Governed(body, gate)
+            except BaseException as exc:
+                self.end_record(step, exc)
+                raise
+            self.end_record(step, None, result)
+            return result
+        finally:
+            lease.active = False
+            self._leave(step)
+
+    def _placeholder_lease(self) -> LeaseState:
+        # The root step is decided before its lease exists; the decision names no lease.
+        placeholder: LeaseState = NO_LEASE
+        return placeholder
+
+    def _issue_lease(
+        self, step: Step, holder: LeaseState | None, granted: frozenset[str]
+    ) -> LeaseState:
+        services = self.services
+        authority = services.authority
+        now_us = self.lease_clock_us()
+        expires = now_us + int(services.config.lease_seconds * 1e6)
+        if holder is None:
+            lease = authority.issue_root(
+                run_id=self.id,
+                principal=self.principal,
+                subject=step.target.qualified,
+                scopes=granted,
+                expires_us=expires,
+                hard_deadline_us=self.hard_deadline_us,
+                policy=self.gov.policy.digest,
+                attestation=self.attestation,
+                epoch=self.gov.epoch,
+                now_us=now_us,
+            )
+        else:
+            lease = authority.issue_child(
+                holder.lease,
+                subject=step.target.qualified,
+                scopes=granted,
+                expires_us=expires,
+                now_us=now_us,
+            )
+        state = LeaseState(lease, holder, self.hard_deadline, now_us)
+        self.leases[lease.id] = state
+        step.lease = state
+        c = lease.claims
+        self.record(
+            "lease.issued",
+            {
+                "lease": c.lid,
+                "parent": c.parent_lid or "",
+                "subject": c.sub,
+                "scopes": list(c.scopes),
+                "exp": c.exp,
+                "envelope": lease.envelope,
+            },
+            flush=False,
+        )
+        return state
+
+    async def call_tool(
+        self, caller: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
+        self.ensure_live(caller)
+        step = self._new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
+        if int(step.id) % _YIELD_EVERY == 0:
+            # Tools that never await would otherwise keep the loop (and so the watchdog and
+            # every other run) waiting for as long as the chain of calls lasts.
+            await anyio.lowlevel.checkpoint()
+        missing = tool.scopes - caller.lease.lease.scope_set
+        decision, approval = await self._authorize(step, missing)
+        self._enter(step)
+        try:
+            step.span = self.services.lineage.start_tool(
+                caller.span,
+                tool.name,
+                run_id=self.id,
+                call_id=step.id,
+                lease_id=caller.lease.id,
+                principal=self.principal,
+            )
+            step.span.set_decision("approved" if step.approved else "allow", step.rule)
+            self._start_record(step, decision, approval)
+            try:
+                if tool.is_async:
+                    result = await tool.func(*args, **kwargs)
+                else:
+                    result = await self.services.isolation.call(self, step, tool, args, kwargs)
+            except BaseException as exc:
+                self.end_record(step, exc)
+                raise
+            if self.stop is not None:
+                # A result that arrives after the stop is discarded, not returned.
+                self.end_record(step, self.stop)
+                raise self.stop_error()
+            self.end_record(step, None, result)
+            return result
+        finally:
+            self._leave(step)
+
+    def spawn(self, fn: Any, *args: Any) -> None:
+        """Start a task in the run's task group (inside the run's cancel scope)."""
+        if self.tg is None:
+            raise RuntimeError(f"run {self.id} is not running")
+        self.tg.start_soon(fn, *args)
+
+    def record_usage(self, step: Step, tokens: int, cost: float) -> None:
+        """Count usage; exceeding the token or cost budget stops the run."""
+        self.ensure_live(step)
+        over = self.tracker.record_usage(tokens, cost)
+        self.try_record(
+            "usage",
+            {"step": step.id, "tokens": tokens, "cost_micros": round(cost * 1e6)},
+            step.span,
+        )
+        if over is not None:
+            raise self._over_budget(over[0], over[1], step)
+
+
+class _AgentPort:
+    """What one agent step's :class:`~tenure.Context` may ask of its run."""
+
+    __slots__ = ("_run", "_step")
+
+    def __init__(self, run: GovernedSteps, step: Step) -> None:
+        self._run = run
+        self._step = step
+
+    @property
+    def run_id(self) -> str:
+        return self._run.id
+
+    @property
+    def principal(self) -> str:
+        return self._run.principal
+
+    @property
+    def lease(self) -> Lease:
+        return self._step.lease.lease
+
+    def trace_carrier(self) -> dict[str, str]:
+        return self._run.services.lineage.carrier(self._step.span)
+
+    async def call_tool(self, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return await self._run.call_tool(self._step, tool, args, kwargs)
+
+    async def invoke_agent(
+        self,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        scopes: frozenset[str] | None,
+    ) -> Any:
+        return await self._run.invoke_agent(self._step, agent, args, kwargs, scopes)
+
+    def branch(
+        self, target: Agent | Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        run, step = self._run, self._step
+        body = (
+            run.call_tool(step, target, args, kwargs)
+            if isinstance(target, Tool)
+            else run.invoke_agent(step, target, args, kwargs, None)
+        )
+        return Governed(body, Gate(run, step.lease, step.target.qualified))
+
+    def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._run.spawn(fn)
+
+    def stopped(self) -> BaseException | None:
+        return self._run.stop_error() if self._run.stop is not None else None
+
+    def record_usage(self, tokens: int, cost: float) -> None:
+        self._run.record_usage(self._step, tokens, cost)
