@@ -13,9 +13,12 @@ Invariants:
   the same (principal, action, target, caller) was seen before and the matching rules have
   no conditions; otherwise a walk over the rules indexed under that action and target.
 * Conditions fail closed: a condition naming an argument the target does not take, a
-  comparison between values of different kinds (``bool`` is not a number), or a conditional
-  rule decided without bound arguments yields a ``deny`` naming the rule and the cause —
-  never a silent non-match.
+  comparison between values of different kinds (``bool`` is not a number; only exact
+  ``int``/``float``/``str``/``bool`` are scalars, so a subclass whose comparisons lie is
+  never compared), a non-finite number (NaN, ±inf), a value longer than a ``matches``
+  condition evaluates, or a conditional rule decided without bound arguments yields a
+  ``deny`` naming the rule and the cause — never a silent non-match.
+* ``matches`` runs on RE2 (:mod:`._regex`): linear in the input, whatever the pattern.
 """
 
 from __future__ import annotations
@@ -30,13 +33,16 @@ from types import MappingProxyType
 from typing import Any
 
 from ..crypto._canonical import canonical, digest
+from ..crypto._snapshot import decision_view
 from ._loader import Merged, load_path, load_text, merge
 from ._model import Budgets, Decision, PolicyError, Rule, kind_of, parse_rate
+from ._regex import Regex, compile_regex
 
 __all__ = ["PolicySet", "default_policy_path"]
 
 _RANK = {"allow": 1, "require_approval": 2, "deny": 3}
 _DENY = 3
+_INF = float("inf")
 _CACHE_MAX = 16384
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "eq": operator.eq,
@@ -151,11 +157,11 @@ class _Compiled:
             for p in (rule.targets or ())
             if p not in (self.targets.exact if self.targets else ())
         )
-        conds: list[tuple[str, str, Any, re.Pattern[str] | None]] = []
+        conds: list[tuple[str, str, Any, Regex | None]] = []
         for key, cond in (rule.when or {}).items():
             name = key[len("args.") :]
             for op, operand in cond.operators():
-                rx = re.compile(operand) if op == "matches" else None
+                rx = compile_regex(operand) if op == "matches" else None
                 conds.append((name, op, operand, rx))
         self.conditions = tuple(conds)
         reason = {
@@ -180,7 +186,7 @@ class _Compiled:
         for name, op, operand, rx in self.conditions:
             if name not in args:
                 return f"condition on args.{name}: target {target} takes no argument {name}"
-            value = args[name]
+            value = decision_view(args[name])
             kind = kind_of(value)
             if op == "matches":
                 expected = "str"
@@ -193,8 +199,19 @@ class _Compiled:
                     f"condition on args.{name}: cannot compare {kind} {_short(value)} "
                     f"with {op} {_short(operand)} ({expected}) for target {target}"
                 )
+            if kind == "number" and not -_INF < value < _INF:
+                # NaN compares false with everything and infinities pass every bound on
+                # one side: neither may decide a condition, whichever way it would go.
+                return (
+                    f"condition on args.{name}: {value!r} is not a finite number, and "
+                    f"non-finite numbers are never compared ({op} {_short(operand)}, "
+                    f"target {target})"
+                )
             if rx is not None:
-                ok = rx.fullmatch(value) is not None
+                matched = rx.fullmatch(value)
+                if isinstance(matched, str):
+                    return f"condition on args.{name}: {matched} (target {target})"
+                ok = matched
             elif op == "in":
                 ok = value in operand
             elif op == "not_in":

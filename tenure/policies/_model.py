@@ -6,7 +6,8 @@ Invariants:
   value of the wrong type (``"5"`` for a number, ``true`` for an integer) or an unknown
   effect/action/operator is a load error, never a rule that silently never matches.
 * Every glob is checked when it is validated (:func:`check_glob`); an unbalanced ``[`` or an
-  empty pattern is refused. Every ``matches`` regex is compiled when it is validated.
+  empty pattern is refused. Every ``matches`` regex is compiled with RE2 when it is
+  validated (:mod:`._regex`): one RE2 refuses (backreferences, lookaround) is a load error.
 * Every number a policy may hold fits RFC 8785 (finite floats, integers within ±(2**53-1)),
   so the canonical digest of a validated set can always be computed.
 * An empty list (``principals = []``) matches nothing and is refused as a likely mistake.
@@ -31,6 +32,8 @@ from pydantic import (
     StrictStr,
     field_validator,
 )
+
+from ._regex import compile_regex
 
 __all__ = [
     "ACTIONS",
@@ -210,14 +213,20 @@ def _homogeneous(values: list[Any]) -> list[Any]:
 
 
 def kind_of(value: object) -> str:
-    """The comparison kind of a value: ``bool``, ``number``, ``str`` or the type name."""
-    if isinstance(value, bool):
+    """The comparison kind of a value: ``bool``, ``number``, ``str`` or the type name.
+
+    Only the exact types count: an ``int`` or ``str`` subclass (whose comparisons may lie) is
+    its own kind, which no condition compares with (runtime arguments reach the engine
+    already converted to exact types, see ``tenure.crypto._snapshot``).
+    """
+    t = type(value)
+    if t is bool:
         return "bool"
-    if isinstance(value, int | float):
+    if t is int or t is float:
         return "number"
-    if isinstance(value, str):
+    if t is str:
         return "str"
-    return type(value).__name__
+    return t.__name__
 
 
 _CLOSED = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
@@ -244,10 +253,7 @@ class Condition(BaseModel):
     @classmethod
     def _regex_compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except (re.error, OverflowError, RecursionError) as exc:
-                raise ValueError(f"bad regex {value!r}: {exc}") from exc
+            compile_regex(value)
         return value
 
     def operators(self) -> list[tuple[str, Any]]:

@@ -75,7 +75,15 @@ STRICT_CASES = [
         "bad_regex",
         H + R + 'when = { "args.x" = { matches = "(" } }\n',
         "p.toml:5: rule 'a': when.\"args.x\".matches: bad regex '(': "
-        "missing ), unterminated subpattern at position 0",
+        "missing ): ( (patterns use RE2 syntax, which has no backreferences or lookaround, "
+        "so that a match can never run away)",
+    ),
+    (
+        "regex_needing_backtracking",
+        H + R + 'when = { "args.x" = { matches = "(a)\\\\1" } }\n',
+        "p.toml:5: rule 'a': when.\"args.x\".matches: bad regex '(a)\\\\1': invalid escape "
+        "sequence: \\1 (patterns use RE2 syntax, which has no backreferences or lookaround, "
+        "so that a match can never run away)",
     ),
     (
         "duplicate_rule_id",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from tenure.evidence._verify import verify_run
 from tenure.policies import PolicySet
 from tenure.runtime import FolderRevocations, RevocationRequest
 from tenure.runtime.services import _revocations
-from tenure.runtime.services._revocations import write_request
+from tenure.runtime.services._revocations import MAX_REQUEST_BYTES, write_request
 
 WORKERS = 5
 
@@ -278,3 +279,68 @@ def test_cli_refuses_an_id_that_is_not_a_run_or_lease_id(tmp_path: Path, target:
 def test_cli_requires_a_reason(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["revoke", "run_a", "--evidence-dir", str(tmp_path)])
     assert res.exit_code == 2 and "--reason is required" in res.stderr
+
+
+# --- hostile files in the request folder ------------------------------------------------
+
+
+def _hostile_folder(folder: Path) -> None:
+    """Every kind of file that used to hang, exhaust or crash the folder reader."""
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "fifo.revoke.json")  # opening it for reading blocked for good
+    (folder / "zero.revoke.json").symlink_to("/dev/zero")  # read until memory ran out
+    (folder / "deep.revoke.json").write_text("[" * 2000 + "]" * 2000)  # was a RecursionError
+    (folder / "huge.revoke.json").write_bytes(b" " * (MAX_REQUEST_BYTES + 1))
+    (folder / "nested.revoke.json").write_text('{"target": {"target": "run_x"}}')
+    (folder / "dir.revoke.json").mkdir()
+    target = folder / "elsewhere.json"
+    target.write_text(json.dumps({"target": "run_x"}))
+    (folder / "link.revoke.json").symlink_to(target)  # a valid request, but through a link
+
+
+def test_hostile_request_files_are_ignored_and_logged_once_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FIFO, symlinks (to /dev/zero, to a valid request), deep or huge JSON, a directory:
+    none is followed or read past its bound, none raises, each is logged once; the real
+    request beside them is still found."""
+    folder = tmp_path / ".revocations"
+    _hostile_folder(folder)
+    write_request(folder, "run_real", "stop it", "oncall")
+    source = FolderRevocations(folder)
+    with caplog.at_level(logging.WARNING, logger="tenure.revocations"):
+        first = source.poll()
+        second = source.poll()
+    assert [r.target for r in first] == [r.target for r in second] == ["run_real"]
+    warned = sorted(r.getMessage() for r in caplog.records)
+    names = ["fifo", "zero", "deep", "huge", "nested", "dir", "link"]
+    assert len(warned) == len(names)
+    for name in names:
+        assert any(f"{name}.revoke.json" in w for w in warned), name
+    assert any("zero.revoke.json" in w and "not a regular file" in w for w in warned)
+    assert any("huge.revoke.json" in w and f"{MAX_REQUEST_BYTES}" in w for w in warned)
+    assert any("deep.revoke.json" in w and "not readable JSON" in w for w in warned)
+
+
+async def test_hostile_request_files_cannot_kill_the_watchdog_or_stop_a_run(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    """The attack: plant hostile files where every runtime looks. The watchdog keeps its
+    passes going, the live run is untouched, and a real request still stops it."""
+    async with _live(allow_all, evidence) as (rt, crew):
+        assert crew.handle is not None
+        _hostile_folder(evidence / ".revocations")
+        watchdog = rt._require().watchdog
+        assert watchdog is not None
+        passes = watchdog.passes
+        with anyio.fail_after(10):
+            while watchdog.passes < passes + 3:
+                rt._require().wake_watchdog()
+                await anyio.sleep(0.01)
+        assert crew.handle._run.stop is None
+        assert rt._require().gov.watchdog_deadline != float("-inf")
+        write_request(evidence / ".revocations", crew.handle.run_id, "real", "oncall")
+        rt._require().wake_watchdog()
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked) as info:
+            await crew.handle.result()
+    assert info.value.source == "request:oncall"

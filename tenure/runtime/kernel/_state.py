@@ -6,8 +6,9 @@ Invariants:
   lease generation is adopted and never later than the run's hard deadline: a wall-clock
   jump cannot move it.
 - A :class:`Step` binds its arguments by parameter name only when a policy needs them.
-- :func:`value_digest` is deterministic for any value: JSON with sorted keys where it can
-  be, the ``repr`` otherwise; raw content never reaches the evidence.
+- :func:`value_digest` (``tenure.crypto._values``) is the one digest of arguments and
+  results: type-tagged, injective over canonical values, never raising; raw content never
+  reaches the evidence.
 """
 
 from __future__ import annotations
@@ -16,10 +17,8 @@ from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ...agents._decorators import Agent, Tool
-from ...crypto._canonical import digest
+from ...crypto._values import value_digest
 from ...lineage._spans import SpanHandle
 from ._lease import Lease, wall_us
 
@@ -103,29 +102,6 @@ class Step:
         if self.bound is None:
             self.bound = self.target.bind(self.args, self.kwargs)
         return self.bound
-
-
-def _json_default(value: Any) -> Any:
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    if isinstance(value, set | frozenset):
-        return sorted(repr(v) for v in value)
-    if isinstance(value, bytes):
-        return {"bytes": value.hex()}
-    return {"repr": repr(value)}
-
-
-_VALUE_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-
-
-def value_digest(value: Any) -> str:
-    """SHA-256 of a value's canonical JSON form (non-JSON values by their ``repr``)."""
-    try:
-        data = orjson.dumps(value, default=_json_default, option=_VALUE_OPTIONS)
-    except TypeError:  # orjson.JSONEncodeError: e.g. an int beyond 64 bits, a cycle
-        data = repr(value).encode("utf-8", "surrogatepass")
-    return digest(data)
 
 
 class _NoLease:

@@ -17,9 +17,17 @@ Invariants:
   do is stop a run (keep the folder writable only by those allowed to stop runs).
 - A request whose target is not live here is left in place (another runtime sharing the
   folder may hold it) and read only once per version of the file.
-- A malformed request (not JSON, no valid ``target``) is logged once, naming the file, and
-  left alone: it cannot say what to stop. A folder that exists but cannot be read is a
-  fault: the caller stops its runs (fail closed), because a kill request may be in it.
+- Only small regular files are read: each is opened with ``O_NOFOLLOW | O_NONBLOCK`` (a
+  symlink is refused without following it, a FIFO does not block the open), checked with
+  ``fstat`` to be a regular file of at most :data:`MAX_REQUEST_BYTES`, and read with that
+  bound; JSON nested more than one level deep is refused before anything recurses. So a
+  FIFO, a symlink to ``/dev/zero``, a huge or a deeply nested file can neither hang the
+  watchdog nor exhaust memory nor crash it.
+- A malformed request (one of the above, not JSON, no valid ``target``) is logged once per
+  version of the file, naming it, and left alone: it cannot say what to stop. Nothing in a
+  request file can raise out of :meth:`FolderRevocations.poll`. A folder that exists but
+  cannot be listed is a fault: the caller stops its runs (fail closed), because a kill
+  request may be in it.
 - An applied request is deleted; the ledger's ``lease.revoked`` record keeps it.
 """
 
@@ -29,13 +37,17 @@ import contextlib
 import json
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Final, Protocol
+
+import orjson
 
 from ...evidence._ledger import valid_run_id
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "REQUEST_SUFFIX",
     "REVOCATIONS_DIR",
     "FolderRevocations",
@@ -46,7 +58,10 @@ __all__ = [
 
 REVOCATIONS_DIR = ".revocations"
 REQUEST_SUFFIX = ".revoke.json"
+#: The largest request file read (a request is three short strings).
+MAX_REQUEST_BYTES: Final = 4096
 _MAX_TEXT = 500
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 _log = logging.getLogger("tenure.revocations")
 
@@ -100,11 +115,15 @@ class FolderRevocations:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        # name -> (mtime_ns, the parsed request or None if malformed): each version once
-        self._read: dict[str, tuple[int, RevocationRequest | None]] = {}
+        # name -> ((mtime_ns, size, inode), the request or None if malformed): each version
+        # of a file is read (and a malformed one logged) once
+        self._read: dict[str, tuple[tuple[int, int, int], RevocationRequest | None]] = {}
 
     def poll(self) -> list[RevocationRequest]:
-        """Every well-formed request in the folder (an absent folder holds none)."""
+        """Every well-formed request in the folder (an absent folder holds none).
+
+        Raises ``OSError`` only when the folder itself cannot be listed.
+        """
         try:
             entries = list(os.scandir(self.folder))
         except FileNotFoundError:
@@ -116,13 +135,25 @@ class FolderRevocations:
             if not name.endswith(REQUEST_SUFFIX) or name.startswith("."):
                 continue
             try:
-                mtime = entry.stat().st_mtime_ns
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # applied by another runtime meanwhile
                 continue
+            except OSError as exc:
+                problem: str | None = f"cannot be stat'ed ({exc.strerror or exc})"
+                mode, version = 0, (0, 0, 0)
+            else:
+                problem, mode = None, st.st_mode
+                version = (st.st_mtime_ns, st.st_size, st.st_ino)
             names.add(name)
             cached = self._read.get(name)
-            if cached is None or cached[0] != mtime:
-                cached = (mtime, self._parse(Path(entry.path)))
+            if cached is None or cached[0] != version:
+                path = Path(entry.path)
+                request = None
+                if problem is None:
+                    request, problem = _read_request(path, mode)
+                if problem is not None:
+                    _log.warning("ignoring revocation request %s: %s", path, problem)
+                cached = (version, request)
                 self._read[name] = cached
             if cached[1] is not None:
                 found.append(cached[1])
@@ -130,33 +161,64 @@ class FolderRevocations:
             del self._read[gone]
         return found
 
-    def _parse(self, path: Path) -> RevocationRequest | None:
-        try:
-            body = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as exc:
-            _log.warning("ignoring revocation request %s: not readable JSON (%s)", path, exc)
-            return None
-        target = body.get("target") if isinstance(body, dict) else None
-        if not _valid_target(target):
-            _log.warning(
-                "ignoring revocation request %s: 'target' must be a run or lease id, got %r",
-                path,
-                target,
-            )
-            return None
-        assert isinstance(target, str) and isinstance(body, dict)
-        reason, by = body.get("reason"), body.get("by")
-        return RevocationRequest(
-            target=target,
-            reason=reason[:_MAX_TEXT] if isinstance(reason, str) and reason else "revoked",
-            by=by[:_MAX_TEXT] if isinstance(by, str) and by else "unknown",
-            key=path.name,
-        )
-
     def done(self, request: RevocationRequest) -> None:
         """Delete the applied request's file (already gone is fine)."""
         with contextlib.suppress(FileNotFoundError):
             (self.folder / request.key).unlink()
         self._read.pop(request.key, None)
+
+
+def _read_request(path: Path, mode: int) -> tuple[RevocationRequest | None, str | None]:
+    """``(request, None)`` or ``(None, why it is ignored)``; never raises."""
+    if not stat.S_ISREG(mode):
+        return None, "not a regular file (symlinks, FIFOs and devices are never opened)"
+    try:
+        data = _read_bounded(path)
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as exc:
+        return None, str(exc)
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return None, f"not readable JSON ({exc})"
+    if not isinstance(body, dict) or any(isinstance(v, dict | list) for v in body.values()):
+        return None, "expected one JSON object of strings (target, reason, by)"
+    target = body.get("target")
+    if not _valid_target(target):
+        return None, f"'target' must be a run or lease id, got {_short(target)}"
+    assert isinstance(target, str)
+    reason, by = body.get("reason"), body.get("by")
+    return (
+        RevocationRequest(
+            target=target,
+            reason=reason[:_MAX_TEXT] if isinstance(reason, str) and reason else "revoked",
+            by=by[:_MAX_TEXT] if isinstance(by, str) and by else "unknown",
+            key=path.name,
+        ),
+        None,
+    )
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; ``ValueError`` if it is not a regular file of at most the bound."""
+    fd = os.open(path, _OPEN_FLAGS)  # a symlink: ELOOP; a FIFO: opens without blocking
+    try:
+        st = os.fstat(fd)  # what was opened, not what the name pointed at before
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError("not a regular file (symlinks, FIFOs and devices are never read)")
+        if st.st_size > MAX_REQUEST_BYTES:
+            raise ValueError(
+                f"{st.st_size} bytes, more than the {MAX_REQUEST_BYTES} a request may hold"
+            )
+        data = os.read(fd, MAX_REQUEST_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_REQUEST_BYTES:  # grew after the fstat
+        raise ValueError(f"more than the {MAX_REQUEST_BYTES} bytes a request may hold")
+    return data
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
