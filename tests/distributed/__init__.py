@@ -1,0 +1,1 @@
+"""Tenure across processes and hosts: the PostgreSQL backend, workers and their faults."""

@@ -1,0 +1,93 @@
+"""PostgreSQL for the distributed tests, started by the suite itself.
+
+- ``pg_template``: one ``initdb`` per session (a stopped data directory, copied per server).
+- ``pg_cluster``: the session's shared server; ``pg_url``: a fresh, empty database on it
+  for one test (dropped afterwards).
+- ``pg_private``: a server of the test's own, for the tests that kill or freeze it.
+
+When PostgreSQL cannot be had the tests that need it are skipped with the reason — unless
+``TENURE_REQUIRE_POSTGRES=1`` (``make test`` sets it after installing the server), where
+a missing server is a failure rather than a quiet skip.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from ._pg import PgServer, PgUnavailable
+
+
+def _unavailable(exc: PgUnavailable) -> None:
+    if os.environ.get("TENURE_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL is required (TENURE_REQUIRE_POSTGRES=1): {exc}")
+    pytest.skip(f"PostgreSQL unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[Path]:
+    """A freshly initdb'd, never started data directory (copied by every server)."""
+    try:
+        server = PgServer.create()
+    except PgUnavailable as exc:
+        _unavailable(exc)
+        raise AssertionError("unreachable") from exc
+    try:
+        yield server.data
+    finally:
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+def _start(template: Path) -> PgServer:
+    try:
+        server = PgServer.create(template)
+        server.start()
+    except PgUnavailable as exc:
+        _unavailable(exc)
+        raise AssertionError("unreachable") from exc
+    return server
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(pg_template: Path) -> Iterator[PgServer]:
+    """The session's shared PostgreSQL server."""
+    server = _start(pg_template)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+async def pg_url(pg_cluster: PgServer) -> AsyncIterator[str]:
+    """A fresh, empty database on the shared server (its URL)."""
+    name = "t_" + secrets.token_hex(6)
+    admin = await asyncpg.connect(pg_cluster.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        admin = await asyncpg.connect(pg_cluster.dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def pg_private(pg_template: Path) -> Iterator[PgServer]:
+    """A server of this test's own (for tests that kill, freeze or restart it)."""
+    server = _start(pg_template)
+    try:
+        yield server
+    finally:
+        server.destroy()
