@@ -247,7 +247,11 @@ class PgServer:
                 lines = (self.data / "postmaster.pid").read_text().splitlines()
             except OSError:
                 lines = []
-            if len(lines) >= 8 and lines[0].strip() == str(proc.pid) and lines[7].strip() == "ready":
+            if (
+                len(lines) >= 8
+                and lines[0].strip() == str(proc.pid)
+                and lines[7].strip() == "ready"
+            ):
                 return True
             time.sleep(0.01)
         proc.kill()

@@ -4,6 +4,8 @@
 - ``pg_cluster``: the session's shared server; ``pg_url``: a fresh, empty database on it
   for one test (dropped afterwards).
 - ``pg_private``: a server of the test's own, for the tests that kill or freeze it.
+- ``pg_backend``: a :class:`PgBackend` on a fresh upgraded database; ``backend``: each
+  backend in turn (in-process, then PostgreSQL), for properties both must keep.
 
 When PostgreSQL cannot be had the tests that need it are skipped with the reason — unless
 ``TENURE_REQUIRE_POSTGRES=1`` (``make test`` sets it after installing the server), where
@@ -20,6 +22,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
+from tenure.runtime.backends import Backend, MemoryBackend
+from tenure.runtime.backends._pg import PgBackend, upgrade
 
 from ._pg import PgServer, PgUnavailable
 
@@ -91,3 +96,23 @@ def pg_private(pg_template: Path) -> Iterator[PgServer]:
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+async def pg_backend(pg_url: str) -> AsyncIterator[PgBackend]:
+    """A PostgreSQL backend on a fresh database with the current schema."""
+    await upgrade(pg_url)
+    backend = await PgBackend.connect(pg_url, op_timeout=10.0)
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+@pytest.fixture(params=["memory", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Each backend in turn: the contract holds for the in-process one and PostgreSQL."""
+    if request.param == "memory":
+        return MemoryBackend()
+    pg: Backend = request.getfixturevalue("pg_backend")
+    return pg

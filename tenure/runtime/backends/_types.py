@@ -1,0 +1,185 @@
+"""The values that cross the backend boundary, declared once for every implementation.
+
+Everything here is plain data (frozen dataclasses of JSON-able fields), so an in-process
+backend and a PostgreSQL one hand the engine exactly the same things.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+__all__ = [
+    "EVENT_KINDS",
+    "TASK_STATES",
+    "ApprovalRecord",
+    "Batch",
+    "ClaimedTask",
+    "Debit",
+    "Decision",
+    "GovEvent",
+    "LostMember",
+    "Member",
+    "RateWindow",
+    "Refusal",
+    "SegmentInfo",
+    "TaskOutcome",
+    "TaskState",
+]
+
+#: What the governance log holds. ``revoke``: a run or lease id taken back (``target``,
+#: ``reason``, ``by``); ``policy.epoch``: a new policy set by ``digest``;
+#: ``approval.decided``: a request's one decision (``request``, ``decision``);
+#: ``worker.lost``: a member whose liveness lapsed (``member``, ``generation``, ``tasks``).
+EVENT_KINDS: Final = frozenset({"revoke", "policy.epoch", "approval.decided", "worker.lost"})
+
+TaskState = Literal["queued", "claimed", "done", "failed", "lost"]
+#: ``lost``: its claimer's liveness lapsed mid-task; side effects unknown, never re-run.
+TASK_STATES: Final = ("queued", "claimed", "done", "failed", "lost")
+
+Decision = Literal["granted", "denied", "timeout"]
+
+
+@dataclass(frozen=True, slots=True)
+class GovEvent:
+    """One entry of the governance log; ``revision`` orders every entry (no gaps)."""
+
+    revision: int
+    kind: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A registered process (runtime or worker) and the fencing token of its writes.
+
+    ``generation`` changes exactly when the backend declared the member lost: a write
+    carrying an older generation is refused.
+    """
+
+    id: str
+    generation: int
+    name: str = ""
+    pool: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LostMember:
+    """A member a reaper found lapsed (``generation`` is the one that lapsed)."""
+
+    id: str
+    generation: int
+    name: str
+    pool: str | None
+    tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a debit was refused: the limit's check name and a message stating it."""
+
+    check: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """A sliding window: at most ``count`` admissions in any ``per`` seconds (server time)."""
+
+    key: str
+    count: int
+    per: float
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """What one step (or one usage report) takes from a run's shared budget.
+
+    ``amounts`` are added to the run's counters (``steps``, ``tool_calls``, ``tokens``,
+    ``cost``); ``limits`` are the policy's limits for those counters. A ``reserve`` debit is
+    all or nothing: refused when any counter would pass its limit or any ``rates`` window
+    is full, and then nothing is taken. A ``record`` debit (usage already spent) is always
+    added and reports the limit it passed.
+    """
+
+    run_id: str
+    amounts: Mapping[str, float]
+    limits: Mapping[str, float] = field(default_factory=dict)
+    rates: tuple[RateWindow, ...] = ()
+    mode: Literal["reserve", "record"] = "reserve"
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRecord:
+    """A request for a person's decision, and (once made) its one decision."""
+
+    id: str
+    run_id: str
+    principal: str
+    action: str
+    target: str
+    rule_id: str
+    step: str
+    args_digest: str
+    requested_at_us: int
+    details: Mapping[str, Any] = field(default_factory=dict)
+    decision: Decision | None = None
+    approver: str = ""
+    reason: str = ""
+    envelope: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedTask:
+    """A delegated task as its claimer receives it."""
+
+    id: str
+    pool: str
+    run_id: str
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcome:
+    """Where a delegated task stands; ``result``/``error`` are set once it finished."""
+
+    id: str
+    state: TaskState
+    claimer: str | None = None
+    result: Any = None
+    error: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """One single-writer evidence segment of a run (one per process part of the run).
+
+    ``parent``/``parent_index`` name the parent segment's record that delegated to this
+    one (empty for the root segment); ``meta`` holds what the segment's writer declares
+    about itself (key id, public key, certificate, lease id).
+    """
+
+    id: str
+    run_id: str
+    member: str
+    parent: str = ""
+    parent_index: int = -1
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Records to append to a segment: lines ``first``, ``first + 1``, ... in order.
+
+    ``checkpoint`` is the segment's latest signed checkpoint note (covering at most these
+    lines) to store with them. ``instead`` is the alternative continuation from the same
+    ``first`` to append when the batch's debit is refused (the record of the refusal), so
+    that the hash chain never holds a step that did not start.
+    """
+
+    segment: str
+    first: int
+    lines: tuple[bytes, ...]
+    checkpoint: str | None = None
+    instead: tuple[bytes, ...] = ()
