@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tenure.crypto import SigningKey
 from tenure.crypto._canonical import canonical
-from tenure.crypto._keys import SigningKey
 from tenure.evidence import _attest
 from tenure.evidence._attest import Attestor, CodeItem, policy_files_digest
 

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tenure.crypto import SigningKey
 from tenure.crypto._canonical import b64e, canonical, digest
 from tenure.crypto._dsse import sign_envelope
-from tenure.crypto._keys import SigningKey
+from tenure.evidence import LEASE_PAYLOAD_TYPE, verify_run
 from tenure.evidence._ledger import Ledger, LedgerConfig
-from tenure.evidence._verify import LEASE_PAYLOAD_TYPE, verify_run
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

@@ -24,8 +24,8 @@ from typing import Any
 import anyio
 
 from tenure import Context, PolicyDenied, Runtime, agent, tool
-from tenure.crypto._keys import default_key_dir, load_public_key
-from tenure.evidence._verify import verify_run
+from tenure.crypto import default_key_dir, load_public_key
+from tenure.evidence import verify_run
 
 CORPUS = (
     "Leases are short-lived signed capabilities; a child lease can only narrow its parent.",

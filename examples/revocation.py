@@ -17,8 +17,8 @@ from pathlib import Path
 import anyio
 
 from tenure import Context, LeaseRevoked, Runtime, agent, tool
-from tenure.crypto._keys import default_key_dir, load_public_key
-from tenure.evidence._verify import verify_run
+from tenure.crypto import default_key_dir, load_public_key
+from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
 POLICY = """

@@ -28,9 +28,9 @@ from pathlib import Path
 import anyio
 
 from tenure import Context, PolicyDenied, Runtime, agent, tool
+from tenure.crypto import default_key_dir, load_public_key
 from tenure.crypto._canonical import record_bytes
-from tenure.crypto._keys import default_key_dir, load_public_key
-from tenure.evidence._verify import VerifyReport, verify_run
+from tenure.evidence import VerifyReport, verify_run
 from tenure.policies import PolicySet
 
 POLICY = """

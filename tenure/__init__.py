@@ -5,6 +5,7 @@ short-lived lease that is re-checked before every resumption; when authority lap
 whole run stops, fail closed, and the stop is recorded in verifiable evidence.
 """
 
+from ._version import __version__ as __version__
 from .agents import Agent, Context, Parallel, ParallelTask, Tool, agent, tool
 from .runtime import (
     ApprovalRequest,
@@ -21,8 +22,6 @@ from .runtime import (
     SignatureInvalid,
     SigningKey,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Agent",

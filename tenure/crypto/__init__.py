@@ -14,6 +14,7 @@ from ._keys import (
     key_id_of,
     load_public_key,
     load_signing_key,
+    public_key_pem,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "key_id_of",
     "load_public_key",
     "load_signing_key",
+    "public_key_pem",
 ]

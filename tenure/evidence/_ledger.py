@@ -1,6 +1,6 @@
 """The evidence ledger writer: hash-chained JSON lines, a Merkle tree, signed checkpoints.
 
-Layout of a run directory (see ``notes/CONTRACT.md``): ``ledger.jsonl`` (one
+Layout of a run directory (declared in :mod:`._format`): ``ledger.jsonl`` (one
 ``record_bytes`` record per ``\\n``-terminated line), ``checkpoint`` (the latest C2SP
 signed checkpoint, origin ``tenure.local/<run_id>``), ``tenure.pub`` (the public key), and
 outside it ``<witness_dir>/<run_id>.checkpoint`` (a copy of the latest checkpoint).
@@ -47,42 +47,28 @@ from typing import Any, Literal
 
 from .._errors import GovernanceUnavailable
 from ..crypto._canonical import record_bytes
-from ..crypto._keys import PUBLIC_KEY_NAME, SigningKey
+from ..crypto._keys import SigningKey
+from ._format import (
+    CHECKPOINT,
+    CHECKPOINT_NAME,
+    LEDGER_NAME,
+    PUBLIC_KEY_NAME,
+    ZERO_HASH,
+    valid_run_id,
+    witness_path,
+)
 from ._merkle import CompactTree
 from ._note import origin_for, sign_checkpoint
 
-__all__ = [
-    "CHECKPOINT_NAME",
-    "LEDGER_NAME",
-    "ZERO_HASH",
-    "FileOps",
-    "Ledger",
-    "LedgerConfig",
-    "valid_run_id",
-    "witness_path",
-]
+__all__ = ["FileOps", "Ledger", "LedgerConfig"]
 
-LEDGER_NAME = "ledger.jsonl"
-CHECKPOINT_NAME = "checkpoint"
-ZERO_HASH = "0" * 64
 _RESERVED = frozenset({"i", "t", "kind", "prev", "trace", "span"})
-_RUN_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 FsyncPolicy = Literal["record", "checkpoint", "never"]
 
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
-
-
-def valid_run_id(run_id: str) -> bool:
-    """A run id usable as a directory name and a note key name: ``[A-Za-z0-9._-]{1,128}``."""
-    return 0 < len(run_id) <= 128 and set(run_id) <= _RUN_ID_OK and run_id not in {".", ".."}
-
-
-def witness_path(witness_dir: Path, run_id: str) -> Path:
-    """Where the witness copy of ``run_id``'s latest checkpoint lives."""
-    return witness_dir / f"{run_id}.checkpoint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,7 +451,7 @@ class Ledger:
             self._publish(note)
             self._cp_size = size
             self._cp_time = time.monotonic()
-            self.append("checkpoint", {"size": size, "root": root.hex(), "note": note})
+            self.append(CHECKPOINT, {"size": size, "root": root.hex(), "note": note})
         finally:
             self._in_checkpoint = False
 
@@ -482,12 +468,12 @@ class Ledger:
         try:
             self._in_checkpoint = True
             if self._tree.size:
-                if self._last_kind != "checkpoint":
+                if self._last_kind != CHECKPOINT:
                     size = self._tree.size
                     root = self._tree.root()
                     note = sign_checkpoint(self._origin, size, root, self._key)
                     self.append(
-                        "checkpoint", {"size": size, "root": root.hex(), "note": note}, flush=False
+                        CHECKPOINT, {"size": size, "root": root.hex(), "note": note}, flush=False
                     )
                 self._durable()
                 note = sign_checkpoint(self._origin, self._tree.size, self._tree.root(), self._key)

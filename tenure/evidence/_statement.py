@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..crypto._canonical import canonical, canonical_fast, sha256_hex
 from ..crypto._dsse import Envelope, sign_envelope, verify_envelope
 from ..crypto._keys import SigningKey
+from ._format import ATTESTATION_NAME, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_TYPE
 
 __all__ = [
     "ATTESTATION_FILE",
@@ -40,11 +41,11 @@ __all__ = [
     "write_envelope",
 ]
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+STATEMENT_TYPE = INTOTO_STATEMENT_TYPE
 PREDICATE_TYPE = "https://tenure.dev/attestation/run-environment/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
+PAYLOAD_TYPE = INTOTO_PAYLOAD_TYPE
 SUBJECT_NAME = "tenure-run-environment"
-ATTESTATION_FILE = "attestation.intoto.json"
+ATTESTATION_FILE = ATTESTATION_NAME
 _PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS  # the envelope is ASCII (base64, ids)
 
 

@@ -29,6 +29,7 @@ from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
+from ..evidence._format import WITNESS_DIR
 from ..evidence._ledger import Ledger, LedgerConfig
 from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
@@ -308,7 +309,7 @@ class Runtime:
                 checkpoint_interval=self.config.checkpoint_interval,
                 fsync=self.config.fsync,
             ),
-            self.evidence_dir / ".witness",
+            self.evidence_dir / WITNESS_DIR,
         )
         try:
             self._attestor.write(run_dir, envelope, durable=self.config.fsync == "record")

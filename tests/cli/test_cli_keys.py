@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from tenure.cli._keys import register
-from tenure.crypto._keys import load_public_key, load_signing_key
+from tenure.crypto import load_public_key, load_signing_key
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tenure.cli import app
-from tenure.crypto._keys import generate_key_files, load_public_key
-from tenure.evidence._verify import verify_run
+from tenure.crypto import generate_key_files, load_public_key
+from tenure.evidence import verify_run
 
 USER_FILE = """
 from tenure import Context, agent, tool

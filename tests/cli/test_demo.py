@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tenure.cli import app
-from tenure.crypto._keys import default_key_dir
-from tenure.evidence._verify import verify_run
+from tenure.crypto import default_key_dir
+from tenure.evidence import verify_run
 from tenure.policies import default_policy_path
 
 
@@ -52,7 +52,7 @@ def test_demo_shows_denial_approval_revocation_and_verifies_both_runs(tmp_path: 
 def test_demo_evidence_verifies_independently_with_the_expected_outcomes(
     tmp_path: Path,
 ) -> None:
-    from tenure.crypto._keys import load_public_key
+    from tenure.crypto import load_public_key
 
     code, out = _demo("--evidence-dir", str(tmp_path / "runs"))
     assert code == 0, out

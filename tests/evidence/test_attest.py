@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import rfc8785
 
+from tenure.crypto import SigningKey
 from tenure.crypto._dsse import pae, sign_envelope
-from tenure.crypto._keys import SigningKey
 from tenure.evidence import _attest
 from tenure.evidence._attest import (
     ATTESTATION_FILE,

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tenure._errors import AttestationMismatch
-from tenure.crypto._keys import SigningKey
+from tenure.crypto import SigningKey
 from tenure.evidence import _attest
 from tenure.evidence._attest import (
     AttestationChange,

@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 
 from tenure._errors import GovernanceUnavailable
+from tenure.crypto import SigningKey, load_public_key
 from tenure.crypto._canonical import b64e, record_bytes
-from tenure.crypto._keys import SigningKey, load_public_key
-from tenure.evidence import _ledger
+from tenure.evidence import _ledger, verify_run
 from tenure.evidence._ledger import FileOps, Ledger, LedgerConfig
 from tenure.evidence._merkle import leaf_hash, root_hash
 from tenure.evidence._note import open_checkpoint, origin_for
-from tenure.evidence._verify import verify_run
 from tests.support.run_builder import RunBuilder, build_run, read_lines, records
 
 NO_TIMER = LedgerConfig(checkpoint_every=1000, checkpoint_interval=0)
@@ -248,7 +247,7 @@ def test_enospc_on_write_fails_closed_and_stays_failed(tmp_path: Path) -> None:
     assert ops.calls["write"] == writes
     # What reached the disk still verifies (no checkpoint yet: an unsigned tail).
     rep = verify_run(led.run_dir, key.public_key)
-    assert rep.ok and rep.records == 3 and rep.run_status == "incomplete"
+    assert rep.verdict == "incomplete" and not rep.failures and rep.records == 3
 
 
 def test_eio_on_fsync_is_never_retried(tmp_path: Path) -> None:
@@ -300,7 +299,8 @@ def test_short_writes_are_completed(tmp_path: Path) -> None:
     for k in range(3):
         led.append("a", {"k": k})
     led.close()
-    assert verify_run(led.run_dir, key.public_key).ok
+    rep = verify_run(led.run_dir, key.public_key)  # no run.end: complete records, no end
+    assert rep.verdict == "incomplete" and not rep.failures and rep.records == 5
 
 
 def test_memory_stays_flat_over_many_records(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import base64
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tenure.crypto._keys import SigningKey
+from tenure.crypto import SigningKey
 from tenure.evidence._note import (
     NoteError,
     format_checkpoint,

@@ -9,9 +9,9 @@ import typer
 from typer.testing import CliRunner
 
 from tenure.cli._verify import register
-from tenure.crypto._keys import SigningKey, public_key_pem
+from tenure.crypto import SigningKey, public_key_pem
+from tenure.evidence import CLOCK_SKEW_US, verify_run
 from tenure.evidence._ledger import LedgerConfig
-from tenure.evidence._verify import CLOCK_SKEW_US, verify_run
 from tests.support.run_builder import (
     RunBuilder,
     build_run,
@@ -39,7 +39,8 @@ def test_trusting_the_run_directory_copy_warns(tmp_path: Path) -> None:
     b = build_run(tmp_path)
     rep = verify_run(b.run_dir)
     assert rep.ok and rep.key_source == "run-directory copy"
-    assert any("trusted only" in w and "--key" in w for w in rep.warnings)
+    assert "key.run_copy" in rep.codes
+    assert any("--key" in w.message for w in rep.warnings)
 
 
 def test_no_key_at_all_fails(tmp_path: Path) -> None:
@@ -53,7 +54,7 @@ def test_a_given_key_that_differs_from_the_copy_is_noted(tmp_path: Path) -> None
     b = build_run(tmp_path)
     (b.run_dir / "tenure.pub").write_bytes(public_key_pem(SigningKey.generate().public_key))
     rep = verify_run(b.run_dir, b.key.public_key)
-    assert rep.ok and any("differs from the given key" in w for w in rep.warnings)
+    assert rep.ok and "key.copy_differs" in rep.codes
 
 
 def test_many_checkpoints_all_verify(tmp_path: Path) -> None:
@@ -73,9 +74,8 @@ def test_crashed_run_verifies_with_an_unsigned_tail_warning(tmp_path: Path) -> N
     b.step()
     b.ledger.flush()  # kill -9 here: no close
     rep = verify_run(b.run_dir, b.key.public_key)
-    assert rep.ok and rep.run_status == "incomplete"
-    assert any("unsigned tail" in w for w in rep.warnings)
-    assert any("no run.end" in w for w in rep.warnings)
+    assert rep.verdict == "incomplete" and not rep.failures and rep.run_status == "incomplete"
+    assert "ledger.unsigned_tail" in rep.codes and "run.no_end" in rep.codes
     assert rep.signed_size == 5 and rep.records == 9
 
 
@@ -84,8 +84,8 @@ def test_crash_before_any_checkpoint_still_verifies_what_is_there(tmp_path: Path
     b.issue("L0")
     b.ledger.flush()
     rep = verify_run(b.run_dir, b.key.public_key)
-    assert rep.ok and rep.signed_size == 0 and rep.records == 2
-    assert any("no checkpoint file" in w for w in rep.warnings)
+    assert rep.verdict == "incomplete" and rep.signed_size == 0 and rep.records == 2
+    assert "checkpoint.file_missing" in rep.codes
 
 
 def test_approved_step_verifies(tmp_path: Path) -> None:

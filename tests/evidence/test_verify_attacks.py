@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from tenure.crypto import SigningKey
 from tenure.crypto._canonical import canonical, record_bytes
 from tenure.crypto._dsse import sign_envelope
-from tenure.crypto._keys import SigningKey
+from tenure.evidence import INTOTO_PAYLOAD_TYPE, VerifyReport, verify_run
 from tenure.evidence._ledger import LedgerConfig
 from tenure.evidence._merkle import leaf_hash
 from tenure.evidence._note import sign_checkpoint
-from tenure.evidence._verify import INTOTO_PAYLOAD_TYPE, VerifyReport, verify_run
 from tests.support.run_builder import (
     RunBuilder,
     build_run,
@@ -148,7 +148,7 @@ def test_whole_run_resigned_with_another_key_fails_under_the_real_key(tmp_path: 
     assert "not the trusted key" in (rep.problem or "")
     copy_rep = verify_run(b.run_dir)  # trusting the copy accepts the forgery, loudly
     assert copy_rep.ok and copy_rep.key_source == "run-directory copy"
-    assert any("trusted only" in w for w in copy_rep.warnings)
+    assert "key.run_copy" in copy_rep.codes
 
 
 def test_checkpoint_record_note_resigned_with_another_key_is_rejected(tmp_path: Path) -> None:
@@ -314,8 +314,9 @@ def test_torn_final_line_at_every_offset_is_never_silently_accepted(tmp_path: Pa
         os.truncate(b.run_dir / "ledger.jsonl", keep + cut)  # a crash cut the last write
         rep = _verify(b)
         assert rep.torn_tail and rep.records == len(original) - 1, cut
-        assert rep.ok  # everything durable before the torn line still verifies
-        assert any("torn tail" in w for w in rep.warnings)
+        # Everything durable before the torn line still verifies, but the run is incomplete.
+        assert rep.verdict == "incomplete" and not rep.failures
+        assert "ledger.torn_tail" in rep.codes
     # The same cut in a closed run is covered by the signed checkpoint: a failure.
     c = _valid(tmp_path / "closed")
     closed = read_lines(c.run_dir)
@@ -381,7 +382,7 @@ def test_rollback_to_an_older_consistent_prefix_is_detected_via_the_witness(tmp_
     # Without the witness the older prefix is internally consistent: only a warning says so.
     shutil.rmtree(tmp_path / ".witness")
     rep = _verify(b)
-    assert rep.ok and any("rollback" in w for w in rep.warnings)
+    assert rep.verdict == "incomplete" and "witness.missing" in rep.codes
 
 
 def test_deleted_checkpoint_file_is_detected_via_the_witness(tmp_path: Path) -> None:

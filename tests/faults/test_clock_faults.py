@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tenure import LeaseExpired, SigningKey
-from tenure.evidence._verify import verify_run
+from tenure.evidence import verify_run
 from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, records, runtime
 
 HOUR_NS = 3600 * 10**9

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tenure import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
-from tenure.crypto._keys import PRIVATE_KEY_NAME, generate_key_files
+from tenure.crypto import PRIVATE_KEY_NAME, generate_key_files
 from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, runtime
 
 

@@ -488,8 +488,8 @@ def test_malformed_middle_record_is_refused_with_file_and_line(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("record", "message"),
     [
-        ('{"i": 0, "kind": "run.start", "t": "soon"}', r":1 field 't': expected integer"),
-        ('{"i": 0, "kind": 7, "t": 1}', r":1 field 'kind': expected a string"),
+        ('{"i": 0, "kind": "run.start", "t": "soon"}', r":1: field 't': expected an integer"),
+        ('{"i": 0, "kind": 7, "t": 1}', r":1: field 'kind': missing or not a string"),
         ("[1, 2]", r":1: expected a JSON object, got list"),
     ],
 )

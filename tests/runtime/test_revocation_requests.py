@@ -26,7 +26,7 @@ from tenure import (
 )
 from tenure.agents import Agent
 from tenure.cli import app
-from tenure.evidence._verify import verify_run
+from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 from tenure.runtime import FolderRevocations, RevocationRequest
 from tenure.runtime.services import _revocations

@@ -27,9 +27,8 @@ from tenure import (
     tool,
 )
 from tenure.crypto._dsse import verify_envelope
-from tenure.evidence._verify import verify_run
+from tenure.evidence import APPROVAL_PAYLOAD_TYPE, verify_run
 from tenure.policies import PolicySet
-from tenure.runtime.services._approvals import APPROVAL_PAYLOAD_TYPE
 
 POLICY = """
 version = 1

@@ -18,7 +18,7 @@ import anyio.lowlevel
 import pytest
 
 from tenure import Context, PolicyDenied, RunHandle, Runtime, SigningKey, agent, tool
-from tenure.evidence._verify import verify_run
+from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
 ALLOW = """

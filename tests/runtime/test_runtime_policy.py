@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tenure import Context, PolicyDenied, Runtime, SigningKey, agent, tool
-from tenure.evidence._verify import verify_run
+from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
 HEAD = 'version = 1\ndefault = "deny"\n'

@@ -26,7 +26,7 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.evidence._verify import verify_run
+from tenure.evidence import verify_run
 from tenure.policies import PolicyError, PolicySet
 
 HEAD = 'version = 1\ndefault = "deny"\n'

@@ -13,16 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenure.crypto import SigningKey
 from tenure.crypto._canonical import b64e, canonical, digest
 from tenure.crypto._dsse import sign_envelope
-from tenure.crypto._keys import SigningKey
-from tenure.evidence._ledger import Ledger, LedgerConfig
-from tenure.evidence._verify import (
+from tenure.evidence import (
     APPROVAL_PAYLOAD_TYPE,
     ATTESTATION_NAME,
     INTOTO_PAYLOAD_TYPE,
     LEASE_PAYLOAD_TYPE,
 )
+from tenure.evidence._ledger import Ledger, LedgerConfig
 
 HOUR_US = 3600 * 1_000_000
 

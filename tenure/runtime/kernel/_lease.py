@@ -34,10 +34,9 @@ from ..._util import NoPublicConstructor
 from ...crypto._canonical import canonical_fast, digest
 from ...crypto._dsse import sign_envelope, verify_envelope
 from ...crypto._keys import SigningKey
+from ...evidence._format import LEASE_PAYLOAD_TYPE
 
-__all__ = ["LEASE_PAYLOAD_TYPE", "Lease", "LeaseAuthority", "LeaseClaims", "wall_us"]
-
-LEASE_PAYLOAD_TYPE = "application/vnd.tenure.lease.v1+json"
+__all__ = ["Lease", "LeaseAuthority", "LeaseClaims", "wall_us"]
 
 
 def wall_us() -> int:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 from ..._errors import PolicyDenied
 from ...crypto._canonical import canonical
 from ...crypto._dsse import sign_envelope
+from ...evidence._format import APPROVAL_PAYLOAD_TYPE
 from ..kernel._lease import wall_us
 
 if TYPE_CHECKING:
@@ -26,9 +27,7 @@ if TYPE_CHECKING:
     from ..kernel._control import RunControl
     from ..kernel._state import Step
 
-__all__ = ["APPROVAL_PAYLOAD_TYPE", "ApprovalRequest", "Approvals"]
-
-APPROVAL_PAYLOAD_TYPE = "application/vnd.tenure.approval.v1+json"
+__all__ = ["ApprovalRequest", "Approvals"]
 
 
 class ApprovalRequest(BaseModel):

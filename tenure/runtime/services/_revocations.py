@@ -44,7 +44,7 @@ from typing import Final, Protocol
 
 import orjson
 
-from ...evidence._ledger import valid_run_id
+from ...evidence._format import REVOCATIONS_DIR, valid_run_id
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -56,7 +56,6 @@ __all__ = [
     "write_request",
 ]
 
-REVOCATIONS_DIR = ".revocations"
 REQUEST_SUFFIX = ".revoke.json"
 #: The largest request file read (a request is three short strings).
 MAX_REQUEST_BYTES: Final = 4096

@@ -1,0 +1,306 @@
+"""The evidence format, declared once: run-directory file names, payload types, record kinds.
+
+Every writer (kernel, services, isolation, ledger, attestation) and every reader (the ledger
+reader, the verifier, the trace view, the report, ``tenure runs``, proofs, export) takes its
+names from here, so the format has one definition a reviewer can read in a sitting.
+
+A run directory ``<evidence_dir>/<run_id>/`` holds:
+
+============================  ============================================================
+``ledger.jsonl``              the records, one RFC 8785 JSON object per ``\\n``-terminated line
+``checkpoint``                the latest C2SP signed checkpoint (origin ``tenure.local/<run_id>``)
+``tenure.pub``                a copy of the signing key's public half (PEM)
+``attestation.intoto.json``   the run's environment attestation (in-toto Statement in DSSE)
+============================  ============================================================
+
+and beside it, in the evidence directory, ``.witness/<run_id>.checkpoint`` (a copy of each
+run's latest checkpoint, kept apart so rollback of a run directory shows) and
+``.revocations/`` (kill-switch requests from other processes). An audit bundle
+(``tenure export``) holds the run directory, its witness copy as ``witness.checkpoint`` and
+a ``manifest.json``.
+
+Every record has the common fields :data:`COMMON_FIELDS` (``i`` its line number, ``t``
+microseconds since the epoch on the run's clock, ``kind``, ``prev`` the hex leaf hash of the
+previous line, ``trace``/``span`` the OpenTelemetry ids of the span it belongs to) and the
+fields its kind declares in :data:`RECORD_FIELDS`. A declared field, when present, must have
+its declared JSON type (:func:`field_problem`); the readers report the file, line and field
+of one that does not. Fields a kind does not declare are ignored by the readers (a newer
+writer may add some), never trusted.
+
+Older ledgers remain readable: fields added since version 0.1.0 are optional here and every
+reader copes with their absence (see ``CHANGELOG.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+from ..crypto._keys import PUBLIC_KEY_NAME
+
+__all__ = [
+    "APPROVAL_DENIED",
+    "APPROVAL_GRANTED",
+    "APPROVAL_PAYLOAD_TYPE",
+    "APPROVAL_REQUESTED",
+    "ATTESTATION",
+    "ATTESTATION_NAME",
+    "BUNDLE_MANIFEST_NAME",
+    "BUNDLE_WITNESS_NAME",
+    "CHECKPOINT",
+    "CHECKPOINT_NAME",
+    "COMMON_FIELDS",
+    "DECISION",
+    "INTOTO_PAYLOAD_TYPE",
+    "INTOTO_STATEMENT_TYPE",
+    "ISOLATION_KILLED",
+    "ISOLATION_STALL",
+    "LEASE_ISSUED",
+    "LEASE_PAYLOAD_TYPE",
+    "LEASE_RENEWED",
+    "LEASE_REVOKED",
+    "LEDGER_NAME",
+    "POLICY_RELOADED",
+    "PUBLIC_KEY_NAME",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "REVOCATIONS_DIR",
+    "RUN_END",
+    "RUN_END_STATUSES",
+    "RUN_START",
+    "STALL",
+    "STEPS_STOPPED",
+    "STEP_ABANDONED",
+    "STEP_END",
+    "STEP_START",
+    "USAGE",
+    "VIOLATION",
+    "WITNESS_DIR",
+    "ZERO_HASH",
+    "field_problem",
+    "valid_run_id",
+    "witness_path",
+]
+
+# --- file names of a run directory and an evidence directory --------------------------------
+
+LEDGER_NAME: Final = "ledger.jsonl"
+CHECKPOINT_NAME: Final = "checkpoint"
+ATTESTATION_NAME: Final = "attestation.intoto.json"
+WITNESS_DIR: Final = ".witness"
+REVOCATIONS_DIR: Final = ".revocations"
+BUNDLE_MANIFEST_NAME: Final = "manifest.json"
+BUNDLE_WITNESS_NAME: Final = "witness.checkpoint"
+
+
+_RUN_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def valid_run_id(run_id: object) -> bool:
+    """A run id usable as a directory name and a note key name: ``[A-Za-z0-9._-]{1,128}``."""
+    return (
+        isinstance(run_id, str)
+        and 0 < len(run_id) <= 128
+        and set(run_id) <= _RUN_ID_OK
+        and run_id not in {".", ".."}
+    )
+
+
+def witness_path(witness_dir: Path, run_id: str) -> Path:
+    """Where the witness copy of ``run_id``'s latest checkpoint lives."""
+    return witness_dir / f"{run_id}.checkpoint"
+
+
+# --- DSSE payload types -------------------------------------------------------------------
+
+LEASE_PAYLOAD_TYPE: Final = "application/vnd.tenure.lease.v1+json"
+APPROVAL_PAYLOAD_TYPE: Final = "application/vnd.tenure.approval.v1+json"
+INTOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
+INTOTO_STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
+
+#: ``prev`` of record 0.
+ZERO_HASH: Final = "0" * 64
+
+# --- record kinds -------------------------------------------------------------------------
+
+RUN_START: Final = "run.start"
+ATTESTATION: Final = "attestation"
+LEASE_ISSUED: Final = "lease.issued"
+LEASE_RENEWED: Final = "lease.renewed"
+LEASE_REVOKED: Final = "lease.revoked"
+DECISION: Final = "decision"
+APPROVAL_REQUESTED: Final = "approval.requested"
+APPROVAL_GRANTED: Final = "approval.granted"
+APPROVAL_DENIED: Final = "approval.denied"
+STEP_START: Final = "step.start"
+STEP_END: Final = "step.end"
+STEPS_STOPPED: Final = "steps.stopped"
+STEP_ABANDONED: Final = "step.abandoned"
+USAGE: Final = "usage"
+VIOLATION: Final = "violation"
+STALL: Final = "stall"
+ISOLATION_KILLED: Final = "isolation.killed"
+ISOLATION_STALL: Final = "isolation.stall"
+POLICY_RELOADED: Final = "policy.reloaded"
+CHECKPOINT: Final = "checkpoint"
+RUN_END: Final = "run.end"
+
+RUN_END_STATUSES: Final = frozenset({"ok", "violation", "error", "cancelled"})
+
+# JSON types a field may have: "str", "int" (never a bool), "list[str]", "list[int]",
+# "object".
+COMMON_FIELDS: Final[Mapping[str, str]] = {
+    "i": "int",
+    "t": "int",
+    "kind": "str",
+    "prev": "str",
+    "trace": "str",
+    "span": "str",
+}
+
+_STEP_FIELDS = {"step": "str", "lease": "str", "action": "str", "target": "str"}
+_STOP_FIELDS = {"error": "str", "check": "str", "reason": "str"}
+
+RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
+    RUN_START: {
+        "run": "str",
+        "principal": "str",
+        "scopes": "list[str]",
+        "ttl_ms": "int",
+        "deadline": "int",
+        "agent": "str",
+        "args": "str",
+        "policy": "str",
+        "attestation": "str",
+        "key": "str",
+        "pubkey": "str",
+        "runtime": "str",
+        "config": "object",
+    },
+    ATTESTATION: {"envelope": "object"},
+    LEASE_ISSUED: {
+        "lease": "str",
+        "parent": "str",
+        "subject": "str",
+        "scopes": "list[str]",
+        "exp": "int",
+        "envelope": "object",
+    },
+    LEASE_RENEWED: {"lease": "str", "exp": "int", "envelope": "object"},
+    LEASE_REVOKED: {"lease": "str", "reason": "str", "by": "str", "cascade": "list[str]"},
+    DECISION: {
+        **_STEP_FIELDS,
+        "caller": "str",
+        "effect": "str",
+        "rule": "str",
+        "reason": "str",
+        "args": "str",
+    },
+    APPROVAL_REQUESTED: {
+        "request": "str",
+        "step": "str",
+        "rule": "str",
+        "action": "str",
+        "target": "str",
+        "principal": "str",
+    },
+    # ``approver_key`` (the approver's key id) is written by runtimes whose approvals are
+    # signed by declared approver keys; older ledgers name only ``approver``.
+    APPROVAL_GRANTED: {
+        "request": "str",
+        "step": "str",
+        "approver": "str",
+        "approver_key": "str",
+        "reason": "str",
+        "envelope": "object",
+    },
+    APPROVAL_DENIED: {
+        "request": "str",
+        "step": "str",
+        "approver": "str",
+        "approver_key": "str",
+        "reason": "str",
+        "envelope": "object",
+    },
+    STEP_START: {
+        **_STEP_FIELDS,
+        "decision": "int",
+        "approval": "int",
+        "parent": "str",
+        "depth": "int",
+        "args": "str",
+    },
+    STEP_END: {"step": "str", "status": "str", "result": "str", "error": "str", "message": "str"},
+    STEPS_STOPPED: {"error": "str", "message": "str", "steps": "list[str]", "ended": "list[int]"},
+    STEP_ABANDONED: {"step": "str", "reason": "str"},
+    USAGE: {"step": "str", "tokens": "int", "cost_micros": "int"},
+    VIOLATION: {**_STOP_FIELDS, "lease": "str", "task": "str", "source": "str"},
+    STALL: {"duration_ms": "int", "frame": "str"},
+    ISOLATION_KILLED: {"step": "str", "pid": "int", "reason": "str"},
+    ISOLATION_STALL: {"step": "str", "pid": "int", "duration_ms": "int", "frame": "str"},
+    POLICY_RELOADED: {"policy": "str", "epoch": "int"},
+    CHECKPOINT: {"size": "int", "root": "str", "note": "str"},
+    RUN_END: {**_STOP_FIELDS, "status": "str", "result": "str"},
+}
+
+#: Fields without which a record of that kind means nothing; every writer since 0.1.0 wrote
+#: them, so their absence is malformed evidence, not an older format.
+REQUIRED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
+    RUN_START: frozenset({"run", "pubkey"}),
+    ATTESTATION: frozenset({"envelope"}),
+    LEASE_ISSUED: frozenset({"lease", "exp", "envelope"}),
+    LEASE_RENEWED: frozenset({"lease", "exp", "envelope"}),
+    LEASE_REVOKED: frozenset({"lease"}),
+    APPROVAL_GRANTED: frozenset({"step", "envelope"}),
+    APPROVAL_DENIED: frozenset({"envelope"}),
+    STEP_START: frozenset({"step", "lease", "action", "target", "decision"}),
+    STEP_END: frozenset({"step"}),
+    STEPS_STOPPED: frozenset({"steps", "ended"}),
+    CHECKPOINT: frozenset({"size", "root", "note"}),
+    RUN_END: frozenset({"status"}),
+}
+
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "list[str]": "a list of strings",
+    "list[int]": "a list of integers",
+    "object": "a JSON object",
+}
+
+
+def _has_type(value: Any, want: str) -> bool:
+    tv = type(value)
+    if want == "str":
+        return tv is str
+    if want == "int":
+        return tv is int
+    if want == "object":
+        return tv is dict
+    if want == "list[str]":
+        return tv is list and all(type(v) is str for v in value)
+    return tv is list and all(type(v) is int for v in value)
+
+
+def field_problem(rec: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(field, what was expected)`` for the first declared field with the wrong type (or a
+    required one missing), or ``None`` when the record matches its kind's declaration.
+
+    ``rec`` must already have a string ``kind``; kinds not declared here have only their
+    common fields checked.
+    """
+    for name, want in COMMON_FIELDS.items():
+        if name in rec and not _has_type(rec[name], want):
+            return name, _EXPECTED[want]
+    kind = rec["kind"]
+    declared = RECORD_FIELDS.get(kind)
+    if declared is None:
+        return None
+    for name in REQUIRED_FIELDS.get(kind, ()):
+        if name not in rec:
+            return name, f"{_EXPECTED[declared[name]]} (required in a {kind} record)"
+    for name, want in declared.items():
+        if name in rec and not _has_type(rec[name], want):
+            return name, _EXPECTED[want]
+    return None

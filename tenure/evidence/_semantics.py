@@ -1,0 +1,465 @@
+"""The verifier's per-record-kind checks: leases, decisions, approvals, steps, checkpoints.
+
+:class:`Semantics` is fed each record (already parsed by the reader and chain-checked by
+:mod:`._verify`) through :attr:`Semantics.handlers`. The rules:
+
+- ``run.start`` first (its ``pubkey`` must be the trusted key); ``deadline`` bounds every
+  lease's ``exp``.
+- each ``lease.issued`` / ``lease.renewed`` envelope verifies (DSSE
+  :data:`~._format.LEASE_PAYLOAD_TYPE`) and its claims match the record (lease id, run,
+  exp); a child's scopes lie within its parent's.
+- every ``step.start`` references an earlier, unused ``decision`` with the same step,
+  lease, action and target and effect ``allow`` (or ``require_approval`` plus an earlier
+  ``approval.granted`` for that step), under a lease issued earlier in this ledger, not
+  revoked (itself or an ancestor) before the step, with ``exp + CLOCK_SKEW_US >= t``.
+- ``attestation`` (the ledger's copy) and ``attestation.intoto.json`` verify (DSSE
+  :data:`~._format.INTOTO_PAYLOAD_TYPE`) and their payload's SHA-256 equals ``run.start``'s
+  ``attestation``.
+
+Every failure raises :class:`Fail` with a stable code (:data:`~._report_model.CODES`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..crypto._canonical import digest
+from ..crypto._dsse import verify_envelope
+from ._format import (
+    APPROVAL_DENIED,
+    APPROVAL_GRANTED,
+    APPROVAL_PAYLOAD_TYPE,
+    ATTESTATION,
+    ATTESTATION_NAME,
+    CHECKPOINT,
+    DECISION,
+    INTOTO_PAYLOAD_TYPE,
+    INTOTO_STATEMENT_TYPE,
+    LEASE_ISSUED,
+    LEASE_PAYLOAD_TYPE,
+    LEASE_RENEWED,
+    LEASE_REVOKED,
+    RUN_END,
+    RUN_END_STATUSES,
+    RUN_START,
+    STEP_START,
+)
+from ._merkle import CompactTree
+from ._note import NoteError, open_checkpoint, origin_for
+from ._reader import LedgerReadError, loads_bounded, read_evidence_file
+from ._report_model import Finding, VerifyReport
+
+__all__ = ["CLOCK_SKEW_US", "Fail", "Semantics", "raw_key"]
+
+#: Tolerance for the lease-expiry check: a step may start up to 2 s after ``exp`` (clocks
+#: of the wall time written in ``t`` and the one the lease was minted with may differ).
+CLOCK_SKEW_US: Final = 2_000_000
+#: The attestation lists every agent's and tool's code digest; generous, still bounded.
+MAX_ATTESTATION_BYTES: Final = 16 << 20
+
+
+class Fail(Exception):
+    """A failed check: code, record index and kind (or file), message."""
+
+    def __init__(self, code: str, index: int | None, kind: str | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.index = index
+        self.kind = kind
+        self.message = message
+
+    def finding(self) -> Finding:
+        """The failure as a report finding."""
+        return Finding(self.code, self.message, self.index, self.kind)
+
+
+def raw_key(key: Ed25519PublicKey) -> bytes:
+    """The 32 raw bytes of an Ed25519 public key."""
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class _Lease:
+    __slots__ = ("exp", "parent", "revoked_at", "scopes")
+
+    def __init__(self, exp: int, parent: str | None, scopes: frozenset[str]) -> None:
+        self.exp = exp
+        self.parent = parent
+        self.scopes = scopes
+        self.revoked_at: int | None = None
+
+
+class Semantics:
+    """Per-kind checks over one ledger, in order; the state they need between records."""
+
+    def __init__(self, rep: VerifyReport, key: Ed25519PublicKey, run_id: str) -> None:
+        self.rep = rep
+        self.key = key
+        self.key_raw = raw_key(key)
+        self.run_id = run_id
+        self.origin = origin_for(run_id)
+        self.deadline: int | None = None
+        self.attestation: str | None = None
+        self.attestation_in_ledger = False
+        self.leases: dict[str, _Lease] = {}
+        self.decisions: dict[int, tuple[Any, Any, Any, Any, str]] = {}
+        self.approvals: dict[int, str] = {}
+        self.run_end: int | None = None
+        self.last_cp_size = 0
+        self.last_cp_root: str | None = None
+        self.tree = CompactTree()
+        self.handlers: dict[str, Callable[[dict[str, Any], int], None]] = {
+            RUN_START: self._run_start,
+            LEASE_ISSUED: self._lease_issued,
+            LEASE_RENEWED: self._lease_renewed,
+            LEASE_REVOKED: self._lease_revoked,
+            DECISION: self._decision,
+            ATTESTATION: self._attestation_record,
+            APPROVAL_GRANTED: self._approval_granted,
+            APPROVAL_DENIED: self._approval_denied,
+            STEP_START: self._step_start,
+            CHECKPOINT: self._checkpoint,
+            RUN_END: self._run_end,
+        }
+
+    # ------------------------------------------------------------ attestation
+    def _attestation_payload(self, env: Any, where: str, n: int | None) -> bytes:
+        try:
+            payload = verify_envelope(env, self.key, INTOTO_PAYLOAD_TYPE)
+            statement = loads_bounded(payload)
+        except ValueError as exc:
+            raise Fail("attestation.envelope", n, where, str(exc)) from exc
+        if not isinstance(statement, dict) or statement.get("_type") != INTOTO_STATEMENT_TYPE:
+            raise Fail(
+                "attestation.envelope",
+                n,
+                where,
+                f"payload is not an in-toto {INTOTO_STATEMENT_TYPE}",
+            )
+        return payload
+
+    def _attestation_record(self, rec: dict[str, Any], n: int) -> None:
+        # The ledger carries the envelope too, so the attestation is as durable as the
+        # records; the standalone file is a convenience copy for in-toto tooling.
+        payload = self._attestation_payload(rec.get("envelope"), ATTESTATION, n)
+        got = digest(payload)
+        if got != self.attestation:
+            raise Fail(
+                "attestation.digest",
+                n,
+                ATTESTATION,
+                f"envelope digest {got} is not run.start's {self.attestation}",
+            )
+        self.attestation_in_ledger = True
+
+    def check_attestation_file(self, run_dir: Path) -> None:
+        """Check ``attestation.intoto.json`` against ``run.start`` (after the scan)."""
+        path = run_dir / ATTESTATION_NAME
+        want = self.attestation
+        try:
+            data = read_evidence_file(path, MAX_ATTESTATION_BYTES)
+        except FileNotFoundError:
+            data = None
+        except (LedgerReadError, OSError) as exc:
+            raise Fail("evidence.unreadable", None, ATTESTATION_NAME, str(exc)) from exc
+        if data is None:
+            if self.attestation_in_ledger:
+                self.rep.warnings.append(
+                    Finding(
+                        "attestation.file_missing",
+                        f"{ATTESTATION_NAME} is missing; the ledger's copy of the attestation "
+                        "verified",
+                    )
+                )
+            elif want:
+                raise Fail(
+                    "attestation.missing",
+                    0,
+                    RUN_START,
+                    f"{ATTESTATION_NAME} is missing; run.start names {want}",
+                )
+            else:
+                self.rep.warnings.append(
+                    Finding("attestation.none", "no attestation: run.start names none")
+                )
+            return
+        try:
+            env = loads_bounded(data)
+        except ValueError as exc:
+            raise Fail("attestation.envelope", None, ATTESTATION_NAME, str(exc)) from exc
+        payload = self._attestation_payload(env, ATTESTATION_NAME, None)
+        got = digest(payload)
+        if not want:
+            self.rep.warnings.append(
+                Finding(
+                    "attestation.none",
+                    f"{ATTESTATION_NAME} is present but run.start names no digest",
+                )
+            )
+        elif got != want:
+            raise Fail(
+                "attestation.digest",
+                0,
+                RUN_START,
+                f"attestation digest mismatch: {ATTESTATION_NAME} has {got}, "
+                f"run.start names {want}",
+            )
+
+    # ------------------------------------------------------------ per-kind checks
+    @staticmethod
+    def _str(rec: dict[str, Any], name: str, n: int) -> str:
+        v = rec.get(name)
+        if type(v) is not str:
+            raise Fail("record.field", n, rec["kind"], f"field {name!r} is missing or not a string")
+        return v
+
+    def _run_start(self, rec: dict[str, Any], n: int) -> None:
+        if n != 0:
+            raise Fail("run.start", n, RUN_START, "run.start may only be the first record")
+        run = self._str(rec, "run", n)
+        if run != self.run_id:
+            raise Fail("run.binding", 0, RUN_START, f"run id {run!r} is not {self.run_id!r}")
+        pub = self._str(rec, "pubkey", n)
+        try:
+            raw = base64.b64decode(pub, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise Fail("record.field", 0, RUN_START, "field 'pubkey' is not base64") from exc
+        if raw != self.key_raw:
+            raise Fail(
+                "key.mismatch",
+                0,
+                RUN_START,
+                f"run.start names public key {pub}, not the trusted key "
+                f"{base64.b64encode(self.key_raw).decode()}",
+            )
+        deadline = rec.get("deadline")
+        self.deadline = deadline if type(deadline) is int else None
+        att = rec.get("attestation")
+        self.attestation = att if isinstance(att, str) and att else None
+
+    def _claims(self, rec: dict[str, Any], n: int) -> dict[str, Any]:
+        kind = rec["kind"]
+        try:
+            payload = verify_envelope(rec.get("envelope"), self.key, LEASE_PAYLOAD_TYPE)
+            claims = loads_bounded(payload)
+        except ValueError as exc:
+            raise Fail("lease.envelope", n, kind, f"lease envelope: {exc}") from exc
+        if not isinstance(claims, dict):
+            raise Fail("lease.envelope", n, kind, "lease envelope payload is not a JSON object")
+        lid = self._str(rec, "lease", n)
+        if claims.get("lid") != lid:
+            raise Fail(
+                "lease.envelope",
+                n,
+                kind,
+                f"lease envelope is for {claims.get('lid')!r}, record names {lid!r}",
+            )
+        if claims.get("run") != self.run_id:
+            raise Fail(
+                "lease.envelope",
+                n,
+                kind,
+                f"lease {lid} is for run {claims.get('run')!r}, not {self.run_id!r}",
+            )
+        exp = claims.get("exp")
+        if type(exp) is not int or exp != rec.get("exp"):
+            raise Fail(
+                "lease.envelope",
+                n,
+                kind,
+                f"lease {lid}: signed exp {exp!r} != recorded exp {rec.get('exp')!r}",
+            )
+        if self.deadline is not None and exp > self.deadline:
+            raise Fail(
+                "lease.deadline",
+                n,
+                kind,
+                f"lease {lid} expires at {exp}, after the run deadline {self.deadline}",
+            )
+        return claims
+
+    def _lease_issued(self, rec: dict[str, Any], n: int) -> None:
+        claims = self._claims(rec, n)
+        lid: str = claims["lid"]
+        if lid in self.leases:
+            raise Fail("lease.duplicate", n, LEASE_ISSUED, f"lease {lid} was already issued")
+        parent = claims["parent_lid"] if "parent_lid" in claims else claims.get("parent")
+        if parent is not None and type(parent) is not str:
+            raise Fail(
+                "lease.parent", n, LEASE_ISSUED, f"lease {lid}: parent {parent!r} is not a lease id"
+            )
+        if (parent or "") != rec.get("parent", parent or ""):
+            raise Fail(
+                "lease.parent",
+                n,
+                LEASE_ISSUED,
+                f"lease {lid}: record parent differs from the signed one",
+            )
+        scopes_v = claims.get("scopes")
+        if not isinstance(scopes_v, list) or not all(type(s) is str for s in scopes_v):
+            raise Fail(
+                "lease.envelope", n, LEASE_ISSUED, f"lease {lid}: scopes must be a list of strings"
+            )
+        scopes = frozenset(scopes_v)
+        if parent:
+            p = self.leases.get(parent)
+            if p is None:
+                raise Fail(
+                    "lease.parent",
+                    n,
+                    LEASE_ISSUED,
+                    f"lease {lid}: parent lease {parent} was never issued",
+                )
+            if not scopes <= p.scopes:
+                raise Fail(
+                    "lease.widens",
+                    n,
+                    LEASE_ISSUED,
+                    f"lease {lid} widens its parent {parent}: {sorted(scopes - p.scopes)}",
+                )
+        self.leases[lid] = _Lease(claims["exp"], parent or None, scopes)
+
+    def _lease_renewed(self, rec: dict[str, Any], n: int) -> None:
+        claims = self._claims(rec, n)
+        lease = self.leases.get(claims["lid"])
+        if lease is None:
+            raise Fail("lease.parent", n, LEASE_RENEWED, f"lease {claims['lid']} was never issued")
+        lease.exp = claims["exp"]
+
+    def _lease_revoked(self, rec: dict[str, Any], n: int) -> None:
+        ids = [self._str(rec, "lease", n), *rec.get("cascade", ())]
+        for lid in ids:
+            lease = self.leases.get(lid)
+            if lease is not None and lease.revoked_at is None:
+                lease.revoked_at = n
+
+    def _decision(self, rec: dict[str, Any], n: int) -> None:
+        effect = rec.get("effect")
+        if effect == "allow" or effect == "require_approval":
+            get = rec.get
+            self.decisions[n] = (get("step"), get("lease"), get("action"), get("target"), effect)
+
+    def _approval_granted(self, rec: dict[str, Any], n: int) -> None:
+        self._approval_denied(rec, n)
+        self.approvals[n] = self._str(rec, "step", n)
+
+    def _approval_denied(self, rec: dict[str, Any], n: int) -> None:
+        try:
+            verify_envelope(rec.get("envelope"), self.key, APPROVAL_PAYLOAD_TYPE)
+        except ValueError as exc:
+            raise Fail("approval.envelope", n, rec["kind"], f"approval envelope: {exc}") from exc
+
+    def _step_start(self, rec: dict[str, Any], n: int) -> None:
+        get = rec.get
+        step, lid, action, target = get("step"), get("lease"), get("action"), get("target")
+        d = get("decision")
+        dec = self.decisions.pop(d, None) if type(d) is int else None
+        if dec is None:
+            raise Fail(
+                "step.decision",
+                n,
+                STEP_START,
+                f"step {step!r} has no allowing decision: record {d!r} is not an earlier, "
+                "unused decision with effect allow or require_approval",
+            )
+        # A tool runs under the lease its decision was taken under; an agent runs under a
+        # new lease whose parent is the delegating lease the decision names ("" = root).
+        lease = self.leases.get(lid) if type(lid) is str else None
+        if action == "invoke_agent":
+            decided_under = (lease.parent or "") if lease is not None else None
+        else:
+            decided_under = lid
+        if dec[:4] != (step, decided_under, action, target):
+            raise Fail(
+                "step.decision",
+                n,
+                STEP_START,
+                f"decision {d} is for step/lease/action/target {list(dec[:4])}, "
+                f"not {[step, decided_under, action, target]}",
+            )
+        if dec[4] == "require_approval":
+            a = get("approval")
+            if type(a) is not int or self.approvals.pop(a, None) != step:
+                raise Fail(
+                    "step.approval",
+                    n,
+                    STEP_START,
+                    f"step {step!r} needed approval (decision {d}) but record {a!r} is not an "
+                    "earlier, unused approval.granted for it",
+                )
+        if lease is None:
+            raise Fail(
+                "step.lease", n, STEP_START, f"lease {lid!r} was never issued in this ledger"
+            )
+        cur: _Lease | None = lease
+        name = lid
+        while cur is not None:
+            if cur.revoked_at is not None:
+                raise Fail(
+                    "step.revoked",
+                    n,
+                    STEP_START,
+                    f"step {step!r} ran under lease {lid} after lease {name} was revoked "
+                    f"(record {cur.revoked_at})",
+                )
+            name = cur.parent
+            cur = self.leases.get(name) if name is not None else None
+        t = rec["t"]
+        if t > lease.exp + CLOCK_SKEW_US:
+            raise Fail(
+                "step.expired",
+                n,
+                STEP_START,
+                f"step {step!r} started at {t} under lease {lid}, which expired at {lease.exp} "
+                f"(tolerance {CLOCK_SKEW_US} µs)",
+            )
+
+    def _checkpoint(self, rec: dict[str, Any], n: int) -> None:
+        if n == 0:
+            raise Fail("run.start", 0, CHECKPOINT, "the first record must be run.start")
+        size = rec["size"]
+        if size != n:
+            raise Fail(
+                "checkpoint.record",
+                n,
+                CHECKPOINT,
+                f"checkpoint size {size} must equal its index {n}",
+            )
+        root = self.tree.root()
+        if rec["root"] != root.hex():
+            raise Fail(
+                "checkpoint.root",
+                n,
+                CHECKPOINT,
+                f"checkpoint root does not match records 0..{n - 1}: a record among "
+                f"{self.last_cp_size}..{n - 1} was altered, inserted or removed",
+            )
+        try:
+            cp = open_checkpoint(rec["note"], self.origin, self.key)
+        except NoteError as exc:
+            raise Fail("checkpoint.signature", n, CHECKPOINT, f"checkpoint note: {exc}") from exc
+        if cp.size != size or cp.root != root:
+            raise Fail(
+                "checkpoint.record",
+                n,
+                CHECKPOINT,
+                "checkpoint note does not sign the recorded size and root",
+            )
+        self.last_cp_size = n
+        self.last_cp_root = root.hex()
+        self.rep.checkpoints += 1
+
+    def _run_end(self, rec: dict[str, Any], n: int) -> None:
+        status = rec["status"]
+        if status not in RUN_END_STATUSES:
+            raise Fail(
+                "run.end", n, RUN_END, f"status {status!r} is not one of {sorted(RUN_END_STATUSES)}"
+            )
+        self.run_end = n
+        self.rep.run_status = status
