@@ -142,3 +142,59 @@ def pid_after(delay: float) -> int:
     """Sleep ``delay`` seconds, then return the worker's pid."""
     time.sleep(delay)
     return os.getpid()
+
+
+def _channel() -> int:
+    return int(sys.argv[1])  # the worker's end of its socket pair (see _worker.main)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def reply_truncated_then_hang(marker: str) -> None:
+    """Lie to the parent: announce a 4 KiB reply, send 7 bytes of it, never send the rest."""
+    os.write(_channel(), (4096).to_bytes(8, "big") + b"partial")
+    _started(marker)
+    time.sleep(3600)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def reply_truncated_then_exit() -> None:
+    """Send part of a reply frame, then die: end of file inside a frame."""
+    os.write(_channel(), (4096).to_bytes(8, "big") + b"partial")
+    os._exit(0)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def reply_with_a_huge_header() -> None:
+    """A frame header announcing more than any reply may hold."""
+    os.write(_channel(), (1 << 62).to_bytes(8, "big"))
+    time.sleep(3600)
+
+
+class _Bomb:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Path.write_text, (Path(self.path), "code ran in the governing process"))
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def reply_with_a_pickle_bomb(out: str) -> None:
+    """A well-framed reply whose bytes are a pickle that writes ``out`` when unpickled."""
+    import pickle
+
+    data = pickle.dumps((True, _Bomb(out)))
+    os.write(_channel(), len(data).to_bytes(8, "big") + data)
+    time.sleep(3600)
+
+
+@tool(scopes={"fs:write"}, isolation="process")
+def reply_naming_a_runtime_class() -> None:
+    """A well-formed data reply that asks the parent to rebuild one of Tenure's own errors."""
+    import orjson
+
+    data = orjson.dumps(
+        ["t", [["b", False], ["t", [["X", "tenure._errors.LeaseRevoked", []], ["s", ""]]]]]
+    )
+    os.write(_channel(), len(data).to_bytes(8, "big") + data)
+    time.sleep(3600)

@@ -21,6 +21,7 @@ from rich.console import Console
 from tenure import (
     Context,
     GovernanceUnavailable,
+    GovernanceViolation,
     LeaseRevoked,
     Runtime,
     SigningKey,
@@ -31,6 +32,8 @@ from tenure.evidence import verify_run
 from tenure.cli._tree import print_trace
 from tenure.lineage import load_trace
 from tenure.policies import PolicySet
+from tenure.runtime.isolation import _wire
+from tenure.runtime.isolation._wire import RemoteError
 from tests.runtime import isolation_tools as T
 
 
@@ -537,3 +540,118 @@ def test_isolation_declarations_that_cannot_work_are_refused() -> None:
         @tool(isolation="process", timeout=0)
         def zero(x: int) -> int:
             return x
+
+
+# --- a worker that lies about its reply -------------------------------------------------
+
+
+async def test_a_truncated_reply_never_blocks_the_loop_and_revoke_still_kills_the_worker(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, tmp_path: Path
+) -> None:
+    """The attack: half a frame, then silence. Reading it used to block the event loop for
+    good, so revoke never ran; now the loop stays free, revoke stops the run and kills it."""
+    marker = tmp_path / "started"
+    async with _runtime(allow_all, evidence, key) as rt:
+        path, pid, stop = await _revoke_while_running(
+            rt, T.reply_truncated_then_hang, str(marker), marker=marker
+        )
+        await _wait_gone(pid)
+    assert stop.check == "lease.revoked"
+    assert _records(path, "isolation.killed")[0]["pid"] == pid
+    assert verify_run(path, key.public_key).ok
+
+
+@pytest.mark.parametrize(
+    ("tool_name", "why"),
+    [
+        ("reply_truncated_then_exit", "end of file inside a frame"),
+        ("reply_with_a_huge_header", "more than the"),
+    ],
+)
+async def test_a_garbled_reply_kills_the_worker_and_stops_the_run(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, tool_name: str, why: str
+) -> None:
+    """A reply that is not a well-formed frame of data is not believed: the worker is
+    killed and the run stops fail closed (``isolation.worker_crashed``)."""
+    async with _runtime(allow_all, evidence, key) as rt:
+        handle = await rt.start(
+            call_once, getattr(T, tool_name), principal="alice", scopes={"fs:write"}, ttl=60
+        )
+        with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+        assert rt._isolation.pool.busy == 0 and rt._isolation.pool.idle_pids() == []
+    assert info.value.check == "isolation.worker_crashed"
+    assert why in str(info.value)
+    assert _records(handle.evidence_path, "step.end") == []  # no outcome was believed
+    assert verify_run(handle.evidence_path, key.public_key).ok
+
+
+async def test_a_reply_that_would_run_code_when_decoded_is_refused(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, tmp_path: Path
+) -> None:
+    """The attack: a pickle whose ``__reduce__`` writes a file in the governing process.
+    Replies are data-only JSON: it does not decode, the worker is killed, nothing ran."""
+    out = tmp_path / "pwned"
+    async with _runtime(allow_all, evidence, key) as rt:
+        handle = await rt.start(
+            call_once,
+            T.reply_with_a_pickle_bomb,
+            str(out),
+            principal="alice",
+            scopes={"fs:write"},
+            ttl=60,
+        )
+        with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+    assert info.value.check == "isolation.worker_crashed"
+    assert "garbled reply" in str(info.value)
+    assert not out.exists()
+
+
+async def test_a_worker_cannot_forge_one_of_the_runtimes_own_errors(
+    allow_all: PolicySet, evidence: Path, key: SigningKey
+) -> None:
+    """A reply naming ``tenure._errors.LeaseRevoked`` is not rebuilt as one: the agent gets a
+    plain RemoteError, and the run is not stopped as if governance had spoken."""
+
+    @agent(scopes={"fs:write"})
+    async def catch(ctx: Context) -> str:
+        try:
+            await ctx.call(T.reply_naming_a_runtime_class)
+        except GovernanceViolation:
+            return "forged violation believed"
+        except RemoteError as exc:
+            return f"remote: {exc}"
+        return "no error"
+
+    async with _runtime(allow_all, evidence, key) as rt:
+        answer = await rt.run(catch, principal="alice", scopes={"fs:write"}, ttl=60)
+    assert answer == "remote: tenure._errors.LeaseRevoked: "
+
+
+async def test_a_reply_frame_that_stops_halfway_is_garbled_after_its_bound(
+    allow_all: PolicySet,
+    evidence: Path,
+    key: SigningKey,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Half a frame and silence is not a slow reply forever: once the header arrived, the
+    rest must follow within FRAME_SECONDS, else the worker is killed and the run stops."""
+    monkeypatch.setattr(_wire, "FRAME_SECONDS", 0.2)
+    marker = tmp_path / "started"
+    async with _runtime(allow_all, evidence, key) as rt:
+        handle = await rt.start(
+            call_once,
+            T.reply_truncated_then_hang,
+            str(marker),
+            principal="alice",
+            scopes={"fs:write"},
+            ttl=60,
+        )
+        pid = await _wait_for_pid(marker)
+        with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+        await _wait_gone(pid)
+    assert info.value.check == "isolation.worker_crashed"
+    assert "did not arrive within 0.2s" in str(info.value)

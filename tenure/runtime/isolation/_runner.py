@@ -22,8 +22,13 @@ Invariants:
 - A worker that dies on its own (``os._exit``, a segfault, an outside ``kill``) stops the run
   fail closed with :class:`GovernanceUnavailable` (check ``isolation.worker_crashed``),
   because the step's outcome and side effects are unknown.
-- Arguments and results cross the boundary pickled; the ledger records only their digests
-  (in ``step.start`` / ``step.end``), never the raw values.
+- Arguments go to the worker pickled (the worker trusts its parent); results and errors
+  come back in a data-only encoding (:mod:`._wire`) that cannot run code when decoded. The
+  ledger records only digests (in ``step.start`` / ``step.end``), never the raw values.
+- Reading a reply never blocks the event loop (frames are read as they arrive); a
+  garbled or truncated reply (bad frame, end of file inside one, a body that does not
+  decode or has the wrong shape) kills the worker and stops the run like a crash
+  (``isolation.worker_crashed``): a worker that lies about its reply is not believed.
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +52,7 @@ import anyio.to_thread
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
 from .._config import RuntimeConfig
+from ._wire import FrameReader, WireError, decode_reply, frame, send_frame
 from ._worker import RemoteTraceback, WorkerContext, resolve
 
 if TYPE_CHECKING:
@@ -69,7 +74,11 @@ def call_in_worker(
 
 
 class _Crashed(Exception):
-    """The worker's pipe closed: the worker process is gone."""
+    """The worker's channel closed, or it sent a garbled reply: it is gone or not believed."""
+
+    def __init__(self, message: str, *, garbled: bool = False) -> None:
+        super().__init__(message)
+        self.garbled = garbled
 
 
 _WORKER_CMD = "from tenure.runtime.isolation._worker import main; main()"
@@ -78,7 +87,7 @@ _WORKER_CMD = "from tenure.runtime.isolation._worker import main; main()"
 class _Worker:
     """One worker process and the parent's end of its socket pair."""
 
-    __slots__ = ("conn", "idle_since", "pid", "proc", "stack_file")
+    __slots__ = ("idle_since", "pid", "proc", "reader", "sock", "stack_file")
 
     def __init__(self) -> None:
         if sys.platform == "win32":
@@ -102,10 +111,13 @@ class _Worker:
         finally:
             theirs.close()  # else the parent never sees end-of-file when the worker dies
         self.proc = proc
-        self.conn = Connection(ours.detach())
         self.pid: int = proc.pid
         self.idle_since = 0.0
-        self.conn.send_bytes(pickle.dumps(("init", list(sys.path), self.stack_file), _PROTOCOL))
+        self.sock = ours
+        # The init message is small: it fits the socket buffer, so this send cannot block.
+        ours.sendall(frame(pickle.dumps(("init", list(sys.path), self.stack_file), _PROTOCOL)))
+        ours.setblocking(False)
+        self.reader = FrameReader(ours)
 
     async def dump_stack(self, wait: float) -> str:
         """The worker's current Python stack (SIGUSR1 -> faulthandler); ``""`` if none came.
@@ -131,35 +143,41 @@ class _Worker:
         return _read_text(self.stack_file)
 
     async def recv(self) -> Any:
-        """The next message from the worker (the loop stays free while it works)."""
-        conn = self.conn
-        await anyio.wait_readable(conn.fileno())
+        """The next reply from the worker (the loop stays free while it works).
+
+        Raises :class:`_Crashed` when the channel ends or the reply is garbled.
+        """
         try:
-            data = conn.recv_bytes()
-        except (EOFError, OSError) as exc:
+            data = await self.reader.frame()
+        except EOFError as exc:
             raise _Crashed(str(exc)) from None
+        except WireError as exc:
+            raise _Crashed(f"it sent a garbled reply: {exc}", garbled=True) from None
         try:
-            return pickle.loads(data)
-        except Exception as exc:  # e.g. an exception class that cannot be unpickled
-            return False, (
-                RuntimeError(
-                    f"the reply of worker pid {self.pid} could not be unpickled: "
-                    f"{type(exc).__name__}: {exc}"
-                ),
-                "",
-            )
+            return decode_reply(data)
+        except WireError as exc:
+            raise _Crashed(f"it sent a garbled reply: {exc}", garbled=True) from None
 
     async def call(self, payload: bytes) -> tuple[bool, Any]:
-        """Send one call and wait for ``(ok, value)``."""
+        """Send one call and wait for ``(ok, value)``; :class:`_Crashed` on a bad reply."""
         try:
-            self.conn.send_bytes(payload)
+            await send_frame(self.sock, payload)
         except OSError as exc:
             raise _Crashed(str(exc)) from None
-        reply: tuple[bool, Any] = await self.recv()
-        return reply
+        reply = await self.recv()
+        if not (
+            isinstance(reply, tuple)
+            and len(reply) == 2
+            and type(reply[0]) is bool
+            and (reply[0] or _is_failure(reply[1]))
+        ):
+            raise _Crashed(
+                f"it sent a reply of the wrong shape: {type(reply).__name__}", garbled=True
+            )
+        return reply[0], reply[1]
 
     def alive(self) -> bool:
-        return not self.conn.closed and self.proc.poll() is None
+        return self.sock.fileno() != -1 and self.proc.poll() is None
 
     def kill(self) -> None:
         """SIGKILL the worker's process group and reap the worker (bounded).
@@ -178,7 +196,7 @@ class _Worker:
     def reap(self) -> None:
         """Close the channel and wait for the process to be gone (bounded)."""
         with contextlib.suppress(OSError):
-            self.conn.close()
+            self.sock.close()
         _unlink(self.stack_file)
         try:
             self.proc.wait(_REAP_SECONDS)
@@ -296,7 +314,7 @@ class WorkerPool:
         idle, self._idle = self._idle, []
         for worker in idle:
             with contextlib.suppress(OSError):
-                worker.conn.close()
+                worker.sock.close()
         for worker in list(self._busy):
             worker.kill()
         for worker in idle:
@@ -487,13 +505,17 @@ class Isolation:
                 ) from None
             assert stall is not None
             raise await self._stalled(run, step, target, worker, stall) from None
-        except _Crashed:
-            pool.discard(worker, kill=True)  # already gone: this reaps it
+        except _Crashed as exc:
+            pool.discard(worker, kill=True)  # gone, or not believed: killed and reaped
+            what = (
+                f"{exc}, and was killed"
+                if exc.garbled
+                else f"died with {worker.exit_description()} before answering"
+            )
             raise run.fail(
                 GovernanceUnavailable(
-                    f"the worker process (pid {worker.pid}) running {target.qualified} died with "
-                    f"{worker.exit_description()} before answering; the step's outcome is "
-                    "unknown, so the run stops",
+                    f"the worker process (pid {worker.pid}) running {target.qualified} {what}; "
+                    "the step's outcome is unknown, so the run stops",
                     lease_id=step.lease.id,
                     check="isolation.worker_crashed",
                     task=target.qualified,
@@ -531,6 +553,15 @@ def _read_text(path: str) -> str:
             return f.read()
     except OSError:
         return ""
+
+
+def _is_failure(value: object) -> bool:
+    return (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and isinstance(value[0], BaseException)
+        and isinstance(value[1], str)
+    )
 
 
 def _unlink(path: str) -> None:

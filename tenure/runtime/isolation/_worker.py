@@ -3,8 +3,10 @@
 A worker is started by :mod:`tenure.runtime.isolation._runner` as a fresh interpreter
 (``python -c "...; main()" FD PARENT_PID``: no inherited locks, threads or event loop, and,
 unlike ``multiprocessing``'s spawn, the user's ``__main__`` script is not re-executed) with
-one end of a socket pair as its only channel. Protocol, every message a pickled tuple sent
-with ``multiprocessing.connection.Connection.send_bytes``:
+one end of a socket pair as its only channel. Protocol, every message one frame
+(:mod:`._wire`: an 8-byte length, then the bytes); parent-to-worker messages are pickled
+(the worker trusts its parent), worker-to-parent messages use the data-only reply encoding
+(the parent trusts nothing the worker says):
 
 - parent -> worker, once at start: ``("init", sys_path, stack_file)``;
 - worker -> parent, once at start: ``("ready", pid)``;
@@ -20,8 +22,9 @@ Invariants:
   (``PR_SET_PDEATHSIG``), so a crashed governing process does not leave tools running.
 - SIGINT is ignored: Ctrl-C is the governing process's to handle; workers end by the
   parent's kill or by end-of-file on their pipe.
-- Results and exceptions that cannot be pickled come back as a ``TypeError`` /
-  ``RuntimeError`` naming the type, never as a hang.
+- Results that the reply encoding cannot carry come back as a ``TypeError`` naming the
+  type, never as a hang; an exception whose arguments it cannot carry is sent with its
+  message instead.
 - SIGUSR1 makes the worker write its Python stack into ``stack_file`` (``faulthandler``:
   C-level, so it works while the body is stuck in ``time.sleep`` or a C extension). The
   parent asks for it before killing a call that stalled, so the evidence names the frame.
@@ -36,12 +39,14 @@ import importlib.util
 import os
 import pickle
 import signal
+import socket
 import sys
 import traceback
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any, NoReturn
+
+from ._wire import encode_reply, frame
 
 __all__ = ["RemoteTraceback", "WorkerContext", "main", "resolve", "serve"]
 
@@ -153,18 +158,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(0)
 
 
-def _dumps(value: tuple[bool, Any]) -> bytes:
-    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-
-
 def _success(result: Any) -> bytes:
     try:
-        return _dumps((True, result))
-    except Exception as exc:  # an unpicklable result
+        return encode_reply((True, result))
+    except (TypeError, RecursionError) as exc:  # a result that is not data
         return _failure(
             TypeError(
                 f"the result of type {type(result).__qualname__} cannot cross the process "
-                f"boundary ({type(exc).__name__}: {exc})"
+                f"boundary ({exc})"
             )
         )
 
@@ -173,22 +174,26 @@ def _failure(exc: BaseException) -> bytes:
     text = "".join(traceback.format_exception(exc))
     if not isinstance(exc, Exception):  # SystemExit, KeyboardInterrupt: never re-raised as such
         exc = RuntimeError(f"the call ended with {type(exc).__name__}: {exc}")
-    exc.__traceback__ = None
     try:
-        return _dumps((False, (exc, text)))
-    except Exception as err:  # an unpicklable exception: send its description
-        return _dumps(
-            (
-                False,
-                (
-                    RuntimeError(
-                        f"{type(exc).__qualname__}: {exc} (the exception itself cannot be pickled: "
-                        f"{type(err).__name__}: {err})"
-                    ),
-                    text,
-                ),
-            )
-        )
+        return encode_reply((False, (exc, text)))
+    except (TypeError, RecursionError):
+        return encode_reply((False, (RuntimeError(f"{type(exc).__qualname__}: {exc}"), text)))
+
+
+def _recv(sock: socket.socket) -> bytes:
+    """One frame (blocking: the worker has nothing else to do); ``EOFError`` at the end."""
+    header = _recv_exactly(sock, 8)
+    return _recv_exactly(sock, int.from_bytes(header, "big"))
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = sock.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError("the governing process closed the channel")
+        buf += chunk
+    return bytes(buf)
 
 
 def main() -> None:
@@ -196,13 +201,13 @@ def main() -> None:
     fd, parent_pid = int(sys.argv[1]), int(sys.argv[2])
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    serve(Connection(fd))
+    serve(socket.socket(fileno=fd))
 
 
-def serve(conn: Connection) -> None:
+def serve(sock: socket.socket) -> None:
     """Set up from the init message, announce readiness, serve calls until end-of-file."""
     try:
-        tag, sys_path, stack_file = pickle.loads(conn.recv_bytes())
+        tag, sys_path, stack_file = pickle.loads(_recv(sock))
     except (EOFError, OSError):
         return
     if tag != "init":
@@ -214,10 +219,10 @@ def serve(conn: Connection) -> None:
     for entry in reversed(sys_path):
         if entry not in sys.path:
             sys.path.insert(0, entry)
-    conn.send_bytes(pickle.dumps(("ready", os.getpid())))
+    sock.sendall(frame(encode_reply(("ready", os.getpid()))))
     while True:
         try:
-            message = conn.recv_bytes()
+            message = _recv(sock)
         except (EOFError, OSError):
             return
         try:
@@ -229,6 +234,6 @@ def serve(conn: Connection) -> None:
         else:
             out = _success(result)
         try:
-            conn.send_bytes(out)
-        except (EOFError, OSError):
+            sock.sendall(frame(out))
+        except OSError:
             return
