@@ -13,6 +13,7 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup
 
+from .._checks import check_scopes, check_usage
 from .._util import NoPublicConstructor
 from ._decorators import Agent, Tool
 from ._ports import LeaseView, StepPort
@@ -63,7 +64,7 @@ class Context(metaclass=NoPublicConstructor):
         """Run ``agent`` as a child with a narrowed lease; returns its result."""
         if not isinstance(agent, Agent):
             raise TypeError(f"ctx.delegate expects an @agent, got {agent!r}")
-        wanted = None if scopes is None else frozenset(scopes)
+        wanted = None if scopes is None else check_scopes(scopes, "delegate(scopes=...)")
         return await self._port.invoke_agent(agent, args, kwargs, wanted)
 
     def parallel(self) -> Parallel:
@@ -71,10 +72,12 @@ class Context(metaclass=NoPublicConstructor):
         return Parallel._create(self._port)
 
     def record_usage(self, tokens: int = 0, cost: float = 0.0) -> None:
-        """Count model usage against the run's token and cost budgets."""
-        if tokens < 0 or cost < 0:
-            raise ValueError(f"usage must be non-negative (tokens={tokens}, cost={cost})")
-        self._port.record_usage(tokens, cost)
+        """Count model usage against the run's token and cost budgets.
+
+        ``tokens`` must be a non-negative integer and ``cost`` a finite number >= 0
+        (``TypeError``/``ValueError`` otherwise, before any counter is touched).
+        """
+        self._port.record_usage(*check_usage(tokens, cost))
 
 
 _PENDING: Final = object()

@@ -9,6 +9,7 @@ The undecorated function stays reachable as ``.func`` for unit tests of its logi
 from __future__ import annotations
 
 import inspect
+import math
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TypeVar, overload
@@ -191,11 +192,11 @@ def _make_tool(
     timeout: float | None = None,
 ) -> Tool:
     is_async = inspect.iscoroutinefunction(func)
-    if timeout is not None and (isolation == "none" or not timeout > 0):
+    if timeout is not None and (isolation == "none" or not 0 < timeout < math.inf):
         raise ValueError(
             f"@tool {func.__qualname__}: timeout={timeout!r} needs isolation='process' (the "
-            "worker is killed) or 'thread' (the thread is abandoned) and a positive number "
-            "of seconds"
+            "worker is killed) or 'thread' (the thread is abandoned) and a positive, "
+            "finite number of seconds"
         )
     if isolation == "process" and is_async:
         raise TypeError(

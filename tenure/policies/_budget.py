@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from fnmatch import translate
 
+from .._checks import check_usage
 from ._model import Budgets, check_glob
 
 __all__ = ["BudgetTracker", "Violation"]
@@ -154,9 +155,13 @@ class BudgetTracker:
         self.live -= 1
 
     def record_usage(self, tokens: int = 0, cost: float = 0.0) -> Violation | None:
-        """Add model usage; check max_tokens and max_cost."""
-        if tokens < 0 or cost < 0:
-            raise ValueError(f"usage must not be negative (tokens={tokens}, cost={cost})")
+        """Add model usage; check max_tokens and max_cost.
+
+        Refuses (``TypeError``/``ValueError``, counters untouched) anything but a
+        non-negative integer of tokens and a finite, non-negative cost: one NaN added to
+        ``cost`` would make every later ``cost > max_cost`` false, switching the budget off.
+        """
+        tokens, cost = check_usage(tokens, cost)
         self.tokens += tokens
         self.cost += cost
         b = self.budgets

@@ -1,7 +1,9 @@
 """Runtime configuration: every limit, interval and timeout declared once, with units.
 
 Defaults are the safe ones. A bad value is refused with the field name, the value and what
-was expected (pydantic), before anything runs.
+was expected (pydantic), before anything runs. Every duration is finite and bounded above
+(NaN and infinities are refused: an infinite lease or watchdog interval would switch the
+safety mechanism it configures off).
 """
 
 from __future__ import annotations
@@ -12,35 +14,48 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["RuntimeConfig"]
 
+_HOUR = 3600.0
+_DAY = 24 * _HOUR
+
 
 class RuntimeConfig(BaseModel):
     """Tunables of a :class:`~tenure.Runtime` (all durations in seconds)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
-    lease_seconds: float = Field(10.0, gt=0, description="lifetime of one lease generation")
+    lease_seconds: float = Field(
+        10.0, gt=0, le=_HOUR, description="lifetime of one lease generation"
+    )
     renew_fraction: float = Field(
         0.5, gt=0, lt=1, description="renew when less than this fraction of a lease is left"
     )
-    watchdog_interval: float = Field(0.25, gt=0, description="watchdog timer period")
+    watchdog_interval: float = Field(0.25, gt=0, le=60, description="watchdog timer period")
     watchdog_liveness: float = Field(
-        3.0, gt=0, description="a watchdog heartbeat older than this stops every run"
+        3.0, gt=0, le=_HOUR, description="a watchdog heartbeat older than this stops every run"
     )
     stall_bound: float = Field(
-        1.0, gt=0, description="event loop blocked longer than this while work is live = breach"
+        1.0,
+        gt=0,
+        le=_HOUR,
+        description="event loop blocked longer than this while work is live = breach",
     )
     worker_stall_bound: float | None = Field(
         None,
         gt=0,
+        le=_DAY,
         description="a process-isolated call running longer than this is a stall: its stack "
         "is recorded, its worker killed and the run stopped (None: no bound)",
     )
-    heartbeat_interval: float = Field(0.05, gt=0, description="event-loop heartbeat period")
-    attest_interval: float = Field(1.0, gt=0, description="re-measure code and policy files")
+    heartbeat_interval: float = Field(0.05, gt=0, le=60, description="event-loop heartbeat period")
+    attest_interval: float = Field(
+        1.0, gt=0, le=_DAY, description="re-measure code and policy files"
+    )
     verify_per_tick: int = Field(
         256, ge=1, description="leases whose signatures the watchdog re-verifies per tick"
     )
-    approval_timeout: float = Field(300.0, gt=0, description="unanswered approval = deny")
+    approval_timeout: float = Field(
+        300.0, gt=0, le=7 * _DAY, description="unanswered approval = deny"
+    )
     keep_last_good_policy: bool = Field(
         False, description="on an invalid reload keep the previous set instead of stopping"
     )
@@ -51,7 +66,9 @@ class RuntimeConfig(BaseModel):
         "<evidence_dir>/.revocations (tenure revoke)",
     )
     checkpoint_every: int = Field(1000, ge=1, description="records between signed checkpoints")
-    checkpoint_interval: float = Field(1.0, gt=0, description="seconds between checkpoints")
+    checkpoint_interval: float = Field(
+        1.0, gt=0, le=_HOUR, description="seconds between checkpoints"
+    )
     fsync: Literal["record", "checkpoint", "never"] = Field(
         "checkpoint", description="when the ledger is fsynced"
     )

@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from opentelemetry.trace import TracerProvider
 
+from .._checks import check_principal, check_scopes, check_ttl
 from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
 from .._util import NoPublicConstructor
 from .._version import __version__
@@ -286,12 +287,10 @@ class Runtime:
         services = self._require()
         if not isinstance(agent, Agent):
             raise TypeError(f"Runtime.start expects an @agent, got {agent!r}")
-        if not isinstance(principal, str) or not principal:
-            raise ValueError(f"principal must be a non-empty string, got {principal!r}")
-        if isinstance(scopes, str):
-            raise TypeError(f"scopes must be a set of strings, not the string {scopes!r}")
-        if not ttl > 0:
-            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        # Every argument is checked before a run directory or a file descriptor exists.
+        principal = check_principal(principal)
+        granted = check_scopes(scopes)
+        ttl = check_ttl(ttl)
         agent.bind(args, kwargs)  # a wrong call is the caller's mistake: TypeError here
         run_id = "run_" + secrets.token_hex(8)
         policy = self._gov.policy
@@ -327,7 +326,7 @@ class Runtime:
             args=args,
             kwargs=kwargs,
             principal=principal,
-            scopes=frozenset(scopes),
+            scopes=granted,
             ttl=ttl,
             ledger=ledger,
             tracker=BudgetTracker(policy.budgets, policy.rate_limits),

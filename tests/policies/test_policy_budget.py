@@ -87,8 +87,9 @@ def test_max_tokens_and_max_cost() -> None:
 
 def test_negative_usage_is_a_caller_error() -> None:
     t, _ = tracker()
-    with pytest.raises(ValueError, match="must not be negative"):
+    with pytest.raises(ValueError, match="tokens must be between 0 and 2\\*\\*53-1, got -1"):
         t.record_usage(-1, 0.0)
+    assert (t.tokens, t.cost) == (0, 0.0)
 
 
 def test_max_wall_seconds_from_tracker_creation() -> None:

@@ -330,7 +330,7 @@ async def test_hostile_request_files_cannot_kill_the_watchdog_or_stop_a_run(
     async with _live(allow_all, evidence) as (rt, crew):
         assert crew.handle is not None
         _hostile_folder(evidence / ".revocations")
-        watchdog = rt._require().watchdog
+        watchdog = rt._watchdog
         assert watchdog is not None
         passes = watchdog.passes
         with anyio.fail_after(10):
@@ -338,7 +338,7 @@ async def test_hostile_request_files_cannot_kill_the_watchdog_or_stop_a_run(
                 rt._require().wake_watchdog()
                 await anyio.sleep(0.01)
         assert crew.handle._run.stop is None
-        assert rt._require().gov.watchdog_deadline != float("-inf")
+        assert rt._gov.watchdog_deadline != float("-inf")
         write_request(evidence / ".revocations", crew.handle.run_id, "real", "oncall")
         rt._require().wake_watchdog()
         with anyio.fail_after(10), pytest.raises(LeaseRevoked) as info:
