@@ -9,6 +9,7 @@ import pytest
 
 from tenure import SigningKey
 from tenure.policies import PolicySet
+from tests.support.demo_runs import DemoRuns, make_demo_runs
 
 ALLOW_ALL = """
 version = 1
@@ -47,3 +48,9 @@ def allow_all() -> PolicySet:
 def evidence(tmp_path: Path) -> Path:
     """A fresh evidence directory."""
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> DemoRuns:
+    """The demo's two real runs, made once per session (copy them before tampering)."""
+    return make_demo_runs(tmp_path_factory.mktemp("demo"))

@@ -43,7 +43,7 @@ from rich.text import Text
 from .._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ..agents import Context, agent, tool
 from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir, load_public_key, load_signing_key
-from ..evidence._verify import verify_run
+from ..evidence import verify_run
 from ..lineage import LedgerReadError, load_trace
 from ..policies import PolicySet
 from ..runtime._runtime import RunHandle, Runtime

@@ -23,6 +23,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..evidence import (
     ATTESTATION_NAME,
@@ -57,7 +58,7 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
             "shipped with the evidence; anyone able to rewrite this evidence could have "
             "replaced it. Pass the runtime's public key with --key."
         )
-    console.print(f"run: {rep.run_id or '?'}")
+    console.print(f"run: {escape(rep.run_id or '?')}")
     console.print(
         f"records checked: {rep.records}, checkpoints: {rep.checkpoints}, "
         f"signed: {rep.tree_size}"
@@ -73,7 +74,7 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
     for warning in rep.warnings:
         if warning.code in ("key.run_copy", "ledger.torn_tail"):
             continue  # already said above, louder
-        err.print(f"[yellow]warning[/] [{warning.code}]: {warning.message}")
+        err.print(f"[yellow]warning[/] {escape(f'[{warning.code}]: {warning.message}')}")
     console.print(f"run status: {rep.run_status}")
     if rep.verdict == "verified":
         console.print("[bold green]verified[/]")
@@ -84,7 +85,7 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
         )
     else:
         failure = rep.failures[0]
-        err.print(f"[bold red]INVALID[/] [{failure.code}] {failure.line()}", highlight=False)
+        err.print(f"[bold red]INVALID[/] {escape(f'[{failure.code}] {failure.line()}')}")
 
 
 def _not_a_run(path: Path) -> bool:
@@ -123,21 +124,22 @@ def verify_command(
     ] = False,
 ) -> None:
     """Verify a run's evidence offline: signatures, hash chain, Merkle roots, leases, end."""
+    # Evidence is untrusted: everything from it is printed escaped, never as markup.
     console = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
     if not run_dir.exists():
-        err.print(f"error: {run_dir}: no such run directory or bundle")
+        err.print(f"error: {escape(str(run_dir))}: no such run directory or bundle")
         raise typer.Exit(EXIT_USAGE)
     public_key = None
     if key is not None:
         try:
             public_key = load_public_key(key)
         except ValueError as exc:
-            err.print(f"error: {exc}")
+            err.print(f"error: {escape(str(exc))}")
             raise typer.Exit(EXIT_USAGE) from exc
     rep = verify_run(run_dir, public_key, expect_run_id=expect_run_id)
     if rep.failures and rep.failures[0].code == "evidence.missing" and _not_a_run(run_dir):
-        err.print(f"error: {run_dir} is not a run directory: {rep.failures[0].message}")
+        err.print(escape(f"error: {run_dir} is not a run directory: {rep.failures[0].message}"))
         raise typer.Exit(EXIT_USAGE)
     if as_json:
         typer.echo(json.dumps(rep.to_dict(), indent=2, sort_keys=True))

@@ -28,8 +28,8 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.evidence import verify_run
 from tenure.cli._tree import print_trace
+from tenure.evidence import verify_run
 from tenure.lineage import load_trace
 from tenure.policies import PolicySet
 from tenure.runtime.isolation import _wire
