@@ -210,7 +210,8 @@ class PgDb:
             event.set()
         self._waiters.clear()
 
-    async def _ensure_listener(self) -> None:
+    async def listen(self) -> None:
+        """Open the LISTEN connection if it is not open (failures leave waiters polling)."""
         if self._listener is not None and not self._listener.is_closed():
             return
         async with self._listen_lock:
@@ -227,6 +228,10 @@ class PgDb:
                 if conn is not None:
                     conn.terminate()
                 return  # waiters fall back to polling; the next wait tries again
+            except BaseException:  # cancelled half-way: never leave a connection behind
+                if conn is not None:
+                    conn.terminate()
+                raise
             self._listener = conn
 
     async def wait_notified(
@@ -238,7 +243,7 @@ class PgDb:
         already, the wait ends at once (no notification can fall between check and sleep).
         """
         with anyio.move_on_after(max_wait):
-            await self._ensure_listener()
+            await self.listen()
             event = self._event(channel, key)
             if ready is not None and await ready():
                 return
