@@ -6,12 +6,18 @@ Each command lives in its own module and registers itself here. Exit codes: 0 su
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
+from .._version import __version__
+from ._export import register as _register_export
 from ._keys import register as _register_keys
 from ._policy import register as _register_policy
+from ._prove import register as _register_prove
 from ._revoke import register as _register_revoke
 from ._run import register as _register_run
+from ._runs import register as _register_runs
 from ._trace import register as _register_trace
 from ._verify import register as _register_verify
 
@@ -25,9 +31,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tenure {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Governed execution for AI agents: run, verify and trace with evidence."""
+
+
 for _register in (
     _register_verify,
     _register_trace,
+    _register_runs,
+    _register_prove,
+    _register_export,
     _register_policy,
     _register_keys,
     _register_run,

@@ -405,6 +405,8 @@ def verify_run(
         run_dir = bundle.run_dir if bundle is not None else path
         rep = VerifyReport(run_dir=str(path))
         try:
+            if bundle is not None:
+                bundle.check(expect_run_id)
             if not run_dir.is_dir():
                 raise Fail("evidence.missing", None, None, f"{run_dir}: not a run directory")
             if not (run_dir / LEDGER_NAME).exists():
@@ -418,7 +420,6 @@ def verify_run(
             rep.key_id = key_id_of(trusted)
             witness: _Witness | None
             if bundle is not None:
-                bundle.check(expect_run_id)
                 witness = (
                     _Witness(bundle.witness, "bundle", is_file=True)
                     if bundle.witness is not None
