@@ -6,11 +6,13 @@ created by the runtime for one agent step; it has no public constructor.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Final
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .._checks import check_scopes, check_usage
@@ -107,56 +109,80 @@ class ParallelTask(metaclass=NoPublicConstructor):
         return self._value
 
 
+_BATCH: Final = 100  # branches started per loop turn: a wide fan-out never holds the loop
+
+
 class Parallel(metaclass=NoPublicConstructor):
-    """A fan-out block.
+    """A fan-out block: ``async with ctx.parallel() as p: p.start(...)``.
 
     Its branches run in one task group, hosted by a task of the run's task group (inside the
     run's cancel scope), never in the agent's own frame: the agent only waits on an event,
-    so a stop thrown into the agent never has to unwind a task group there. On leaving the
+    so a stop thrown into the agent never has to unwind a task group there. The host starts
+    branches at most ``_BATCH`` per loop turn, so the runtime's own work for a fan-out of
+    thousands (decisions, leases, records) is spread over many short turns. On leaving the
     block normally it waits for every branch and raises the first error in start order; the
     first failing branch cancels its siblings (once, through the group's scope). If the
     block is left by an exception (for instance the run being stopped), it cancels the
-    branches and does not wait.
+    branches and does not wait. ``p.start`` outside the ``async with`` block is refused.
     """
 
-    __slots__ = ("_closed", "_done", "_failed", "_pending", "_port", "_tasks", "_tg")
+    __slots__ = (
+        "_closed",
+        "_done",
+        "_entered",
+        "_failed",
+        "_pending",
+        "_port",
+        "_tasks",
+        "_tg",
+        "_wake",
+    )
 
     def __init__(self, port: StepPort) -> None:
         self._port = port
         self._tasks: list[ParallelTask] = []
-        self._pending: list[_Branch] = []
+        self._pending: deque[_Branch] = deque()
         self._tg: TaskGroup | None = None
-        self._closed = anyio.Event()
+        self._entered = False
+        self._closed = False
+        self._wake = anyio.Event()
         self._done = anyio.Event()
         self._failed = False
 
     def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
         """Start a branch calling ``target`` (tool) or delegating to it (agent)."""
-        if self._closed.is_set():
+        if not self._entered:
+            raise RuntimeError(
+                "p.start outside its block: use `async with ctx.parallel() as p:` and call "
+                "p.start inside it (the block is what waits for the branches)"
+            )
+        if self._closed:
             raise RuntimeError("p.start after the parallel block was left")
         if not isinstance(target, Agent | Tool):
             raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
         task = ParallelTask._create(target)
         self._tasks.append(task)
-        branch = (task, args, kwargs)
-        if self._tg is not None:
-            self._tg.start_soon(self._drive, *branch)
-        else:
-            if not self._pending:
-                self._port.spawn(self._host)
-            self._pending.append(branch)
+        self._pending.append((task, args, kwargs))
+        self._wake.set()
         return task
 
     async def _host(self) -> None:
         try:
             async with anyio.create_task_group() as tg:
-                if self._failed:
-                    tg.cancel_scope.cancel()
                 self._tg = tg
-                for branch in self._pending:
-                    tg.start_soon(self._drive, *branch)
-                self._pending.clear()
-                await self._closed.wait()
+                pending = self._pending
+                while True:
+                    if self._failed:
+                        pending.clear()
+                    for _ in range(min(_BATCH, len(pending))):
+                        tg.start_soon(self._drive, *pending.popleft())
+                    if pending:
+                        await anyio.lowlevel.checkpoint()
+                    elif self._closed:
+                        break
+                    else:
+                        await self._wake.wait()
+                        self._wake = anyio.Event()
         finally:
             self._tg = None
             self._done.set()
@@ -178,6 +204,7 @@ class Parallel(metaclass=NoPublicConstructor):
     def _fail(self) -> None:
         if not self._failed:
             self._failed = True
+            self._wake.set()
             if self._tg is not None:
                 self._tg.cancel_scope.cancel()
 
@@ -187,6 +214,10 @@ class Parallel(metaclass=NoPublicConstructor):
         return [t.result() for t in self._tasks]
 
     async def __aenter__(self) -> Parallel:
+        if self._entered:
+            raise RuntimeError("a parallel block can be entered only once")
+        self._entered = True
+        self._port.spawn(self._host)
         return self
 
     async def __aexit__(
@@ -195,12 +226,12 @@ class Parallel(metaclass=NoPublicConstructor):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._closed.set()
+        self._closed = True
+        self._wake.set()
         if exc is not None:
             self._fail()
             return
-        if self._tasks:
-            await self._done.wait()
+        await self._done.wait()
         stop = self._port.stopped()
         if stop is not None:
             raise stop

@@ -46,6 +46,13 @@ class RuntimeConfig(BaseModel):
         description="a process-isolated call running longer than this is a stall: its stack "
         "is recorded, its worker killed and the run stopped (None: no bound)",
     )
+    cleanup_grace: float = Field(
+        1.0,
+        gt=0,
+        le=_DAY,
+        description="after a stop, how long a task's except/finally blocks (shielded "
+        "scopes included) may run before the task is abandoned",
+    )
     heartbeat_interval: float = Field(0.05, gt=0, le=60, description="event-loop heartbeat period")
     attest_interval: float = Field(
         1.0, gt=0, le=_DAY, description="re-measure code and policy files"

@@ -214,8 +214,13 @@ class Runtime:
                 with anyio.move_on_after(5):
                     await run.done.wait()
         tg.cancel_scope.cancel()
+        failure: GovernanceUnavailable | None = None
         try:
-            await tg.__aexit__(exc_type, exc, tb)
+            # The block's own exception is not handed to the group: it leaves this block as
+            # itself, never wrapped in an ExceptionGroup (the services are cancelled anyway).
+            await tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            failure = _background_failure(group)
         finally:
             if self._stall is not None:
                 self._stall.stop()
@@ -224,6 +229,12 @@ class Runtime:
             self._services = None
             self._watchdog = None
             self._tg = None
+        if failure is not None and (
+            exc is None or isinstance(exc, anyio.get_cancelled_exc_class())
+        ):
+            # A service failure cancels the group's scope, the block's code included: that
+            # cancellation is this failure, not the caller's.
+            raise failure from exc
         return None
 
     def _require(self) -> RunServices:
@@ -471,6 +482,18 @@ class Runtime:
                 self._code_cache[obj] = item
             items.append(item)
         return items
+
+
+def _background_failure(group: BaseExceptionGroup[BaseException]) -> GovernanceUnavailable:
+    """The runtime's own task failures, as the one error ``async with`` raises for them."""
+    causes = "; ".join(f"{type(e).__name__}: {e}" for e in group.exceptions)
+    failure = GovernanceUnavailable(
+        f"the runtime's background services failed: {causes}",
+        check="runtime.services",
+        source="runtime",
+    )
+    failure.__cause__ = group
+    return failure
 
 
 def _load_policies(source: str | Path | PolicySet | None) -> PolicySet:

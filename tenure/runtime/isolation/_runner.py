@@ -15,8 +15,8 @@
 Invariants:
 
 - The kill is synchronous: it happens in the same loop step in which the stop reaches the
-  waiting call, and nothing awaits between the stop and the kill (the governed wrapper
-  treats a task that suspends again after its stop as uncooperative).
+  waiting call, and nothing awaits between the stop and the kill (whatever cleanup follows
+  runs within the run's cleanup grace, with the worker already dead).
 - A worker is reused only after it answered its call; one that was interrupted, killed or
   whose pipe broke is never handed out again.
 - A worker that dies on its own (``os._exit``, a segfault, an outside ``kill``) stops the run

@@ -1,34 +1,50 @@
-"""The governed coroutine wrapper: a check before every resumption.
+"""The governed coroutine wrapper: one gate per task, a check before every resumption.
 
-:class:`Governed` drives a coroutine by hand (``send``/``throw``) and re-yields whatever it
-suspends on, so it sees every suspension of the coroutine and of everything it awaits
-(tool calls run inline, so a tool's awaits are the agent's suspensions too). Before each
-resumption the wrapper compares, in O(1) and without any signature work:
+Every governed task (a run's root agent, each fan-out branch, each delegated agent) drives
+its coroutine through exactly one :class:`Governed` wrapper, and the wrapper is the
+outermost thing the task runs: no anyio cancel scope or task group is entered in the task
+outside it. Tool calls run inline in the calling agent's task, under its gate; an agent step
+that runs in a fresh task switches that task's gate to its own lease (:meth:`Gate.bind`). So
+a resumption costs one check whatever the delegation depth.
+
+The check, O(1) and without signature work, compares before each resumption:
 
 - the run's stop flag (set synchronously by revocation, the watchdog, the stall detector);
-- the lease's revoked flag and monotonic deadline;
+- the gate's current lease's monotonic deadline (a revoked lease always sets the stop too);
 - the governance epoch the task was last validated under;
 - the watchdog's heartbeat deadline.
 
 Invariants:
 
-- A failed check is thrown into the coroutine once, as the violation, so its ``except`` and
-  ``finally`` blocks run and it can unwind.
-- A coroutine that suspends again after that (it swallowed the violation or a
-  ``CancelledError``) is never resumed again: the wrapper raises the violation itself,
-  the run records the task as uncooperative, and the suspended coroutine is entombed:
-  kept suspended for the life of the process and never closed, because closing throws
-  ``GeneratorExit`` into it, and a handler that swallows everything can then spin forever
-  (seen when the garbage collector closed one in a worker thread).
-- A coroutine that swallowed the violation and *returned* has its value discarded.
+- The stop is thrown into the coroutine once, as the violation (in place of whatever was
+  pending, such as anyio's ``CancelledError``), so its ``except`` and ``finally`` run.
+- **Cleanup, bounded.** After that the coroutine is resumed as anyio would resume it: the
+  run's cancel scope is cancelled (level-triggered), so unshielded awaits raise at once and
+  shielded ones complete. This lasts until the coroutine ends or the run's cleanup deadline
+  (the stop's time + ``RuntimeConfig.cleanup_grace``) passes. No governed action starts
+  during cleanup: the run refuses it before any decision, and a task that tries is recorded
+  as uncooperative.
+- **Abandoned after the grace.** A coroutine still running at the deadline is never resumed
+  again: the run's grace timer cancels the host task natively (so a task parked in a
+  shielded wait wakes), the wrapper records the abandonment (``task.uncooperative``) and
+  raises the stop without resuming the coroutine, which is entombed: kept suspended for the
+  life of the process and never closed (closing throws ``GeneratorExit`` into it, and a
+  handler that swallows everything can then spin forever). Because the wrapper is the
+  task's outermost frame, the cancel scopes the abandoned coroutine still holds belong to a
+  task that ends here: no other task's cancel-scope stack, and not the host's task group, is
+  left pointing at them.
+- A coroutine that swallowed the stop and *returned* has its value discarded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 from collections.abc import Coroutine, Generator
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+
+import anyio
 
 from ..._errors import GovernanceViolation
 
@@ -53,8 +69,21 @@ class GateHost(Protocol):
         """The runtime's governance state (epoch, watchdog heartbeat)."""
         ...
 
+    @property
+    def cleanup_deadline(self) -> float:
+        """Monotonic time at which the stopped run's cleanup grace ends (inf while live)."""
+        ...
+
     def failed_check(self, gate: Gate) -> GovernanceViolation | None:
         """Find what failed (stopping the run), or revalidate the gate's epoch."""
+        ...
+
+    def gate_started(self, gate: Gate) -> None:
+        """A task began running under ``gate`` (the grace timer may wake it)."""
+        ...
+
+    def gate_ended(self, gate: Gate) -> None:
+        """The task of ``gate`` ended (or was abandoned)."""
         ...
 
     def note_uncooperative(self, gate: Gate, how: str) -> None:
@@ -63,9 +92,13 @@ class GateHost(Protocol):
 
 
 class Gate:
-    """The per-task state the wrapper checks: which run, which lease, which epoch."""
+    """The per-task state the wrapper checks: which run, which lease, which epoch.
 
-    __slots__ = ("epoch", "gov", "lease", "run", "task")
+    ``stopped`` is set once the stop was thrown into the task (its cleanup began);
+    ``abandon`` is set by the run's grace timer when the cleanup deadline passed.
+    """
+
+    __slots__ = ("abandon", "epoch", "gov", "host", "lease", "run", "stopped", "task")
 
     def __init__(self, run: GateHost, lease: LeaseState, task: str) -> None:
         self.run = run
@@ -73,50 +106,71 @@ class Gate:
         self.lease = lease
         self.task = task
         self.epoch = run.gov.epoch
+        self.host: asyncio.Task[Any] | None = None
+        self.stopped: GovernanceViolation | None = None
+        self.abandon = False
+
+    def bind(self, lease: LeaseState, task: str) -> None:
+        """Run the rest of this task under ``lease`` (an agent step starting in it)."""
+        self.lease = lease
+        self.task = task
+
+    def wake_to_abandon(self) -> None:
+        """The cleanup grace is over: wake the task (even from a shielded wait) to end it."""
+        self.abandon = True
+        host = self.host
+        if host is not None and not host.done():
+            # A native cancel, not anyio's: a shielded scope would hold anyio's back, and a
+            # task parked there must still be woken to be abandoned.
+            host.cancel()
 
 
 class Governed:
     """Awaitable that runs ``coro`` under ``gate`` (see the module docstring)."""
 
-    __slots__ = ("_coro", "_gate", "_result", "_stopped")
+    __slots__ = ("_coro", "_gate", "_result")
 
     def __init__(self, coro: Coroutine[Any, Any, Any], gate: Gate) -> None:
         self._coro = coro
         self._gate = gate
-        self._stopped: GovernanceViolation | None = None
         self._result: Any = None
 
     def __await__(self) -> Generator[Any, Any, Any]:
         coro = self._coro
         send = coro.send
         gate = self._gate
-        run, gov, lease = gate.run, gate.gov, gate.lease
+        run, gov = gate.run, gate.gov
         clock = monotonic  # locals: this loop runs once per resumption
         value: Any = None
         error: BaseException | None = None
-        while True:
-            # The O(1) check, inlined. A revoked lease always sets ``run.stop`` too, so the
-            # revoked flag is read only on the slow path.
-            if (
-                error is None
-                and run.stop is None
-                and gate.epoch == gov.epoch
-                and (now := clock()) < lease.deadline
-                and now < gov.watchdog_deadline
-            ):
+        gate.host = asyncio.current_task()
+        run.gate_started(gate)
+        try:
+            while True:
+                # The O(1) check, inlined. A revoked lease always sets ``run.stop`` too, so
+                # the revoked flag is read only on the slow path.
+                if (
+                    error is None
+                    and run.stop is None
+                    and gate.epoch == gov.epoch
+                    and (now := clock()) < gate.lease.deadline
+                    and now < gov.watchdog_deadline
+                ):
+                    try:
+                        yielded = send(value)
+                    except StopIteration as done:
+                        return done.value
+                else:
+                    yielded = self._slow_step(value, error)
+                    if yielded is _DONE:
+                        return self._result
+                value = error = None
                 try:
-                    yielded = send(value)
-                except StopIteration as done:
-                    return done.value
-            else:
-                yielded = self._slow_step(value, error)
-                if yielded is _DONE:
-                    return self._result
-            value = error = None
-            try:
-                value = yield yielded
-            except BaseException as exc:  # forwarded into the coroutine, as asyncio would
-                error = exc
+                    value = yield yielded
+                except BaseException as exc:  # forwarded into the coroutine, as asyncio would
+                    error = exc
+        finally:
+            run.gate_ended(gate)
 
     def _slow_step(self, value: Any, error: BaseException | None) -> Any:
         """One resumption when the fast check did not pass (or an exception is pending).
@@ -124,39 +178,48 @@ class Governed:
         Returns what the coroutine yielded, or ``_DONE`` with ``self._result`` set.
         """
         gate = self._gate
-        run, gov, lease = gate.run, gate.gov, gate.lease
-        now = monotonic()
-        if (
-            run.stop is None
-            and gate.epoch == gov.epoch
-            and now < lease.deadline
-            and now < gov.watchdog_deadline
-        ):
-            violation = None
-        else:
-            violation = run.failed_check(gate)
-        stopped = self._stopped
-        if violation is not None:
-            # The run's one stop instance, thrown into every task: its traceback is cleared
-            # each time so it does not collect the frames of all of them (Run.stop_error).
-            if stopped is not None:
-                self._abandon(stopped)
-                raise stopped.with_traceback(None)
-            self._stopped = stopped = violation
-            error = violation.with_traceback(None)
+        run = gate.run
+        stopped = gate.stopped
+        if gate.abandon or (stopped is not None and monotonic() >= run.cleanup_deadline):
+            self._abandon(stopped)
+        if stopped is None:
+            violation = self._check()
+            if violation is not None:
+                # The run's one stop instance, thrown into every task: its traceback is
+                # cleared each time so it does not collect the frames of all of them.
+                gate.stopped = stopped = violation
+                error = violation.with_traceback(None)
         try:
             return self._coro.send(value) if error is None else self._coro.throw(error)
         except StopIteration as done:
             if stopped is not None:
-                run.note_uncooperative(gate, "returned after the stop")
                 raise stopped.with_traceback(None) from None
             self._result = done.value
             return _DONE
 
-    def _abandon(self, violation: GovernanceViolation) -> None:
-        """Entomb a coroutine that kept going after the stop: it is not resumed again."""
-        self._gate.run.note_uncooperative(self._gate, "suspended again after the stop")
+    def _check(self) -> GovernanceViolation | None:
+        gate = self._gate
+        run, gov = gate.run, gate.gov
+        now = monotonic()
+        if (
+            run.stop is None
+            and gate.epoch == gov.epoch
+            and now < gate.lease.deadline
+            and now < gov.watchdog_deadline
+        ):
+            return None
+        return run.failed_check(gate)
+
+    def _abandon(self, stopped: GovernanceViolation | None) -> NoReturn:
+        """End a task whose cleanup outlived the grace: it is not resumed again."""
+        gate = self._gate
+        gate.run.note_uncooperative(
+            gate, "was still running when the cleanup grace ended; it was abandoned"
+        )
         _entomb(self._coro)
+        if stopped is not None:
+            raise stopped.with_traceback(None)
+        raise anyio.get_cancelled_exc_class()(f"{gate.task} abandoned after the cleanup grace")
 
 
 def _entomb(coro: Coroutine[Any, Any, Any]) -> None:

@@ -119,7 +119,8 @@ class LeaseAuthority:
         self._key = key
         self.audience = audience
         self._revoked: set[str] = set()
-        self._children: dict[str, list[str]] = {}
+        # parent lid -> its live children's lids (a dict as an ordered set: O(1) removal)
+        self._children: dict[str, dict[str, None]] = {}
 
     @property
     def key(self) -> SigningKey:
@@ -232,7 +233,7 @@ class LeaseAuthority:
             attestation=p.attestation,
             epoch=p.epoch,
         )
-        self._children.setdefault(p.lid, []).append(claims.lid)
+        self._children.setdefault(p.lid, {})[claims.lid] = None
         return self._sign(claims)
 
     def renew(
@@ -300,6 +301,16 @@ class LeaseAuthority:
     def is_revoked(self, lease_id: str) -> bool:
         """True if ``lease_id`` (or an ancestor, at revocation time) was revoked."""
         return lease_id in self._revoked
+
+    def forget(self, lease: Lease) -> None:
+        """Drop the bookkeeping of a lease whose step ended (its records are on disk)."""
+        c = lease.claims
+        self._children.pop(c.lid, None)
+        self._revoked.discard(c.lid)
+        if c.parent_lid is not None:
+            siblings = self._children.get(c.parent_lid)
+            if siblings is not None:
+                siblings.pop(c.lid, None)
 
     def forget_run(self, lease_ids: Iterable[str]) -> None:
         """Drop bookkeeping for leases of a finished run (revocations are in its ledger)."""

@@ -11,14 +11,15 @@ failed) and ``done`` set, whatever the root agent did.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 import anyio
 
 from ..._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
+from ._gate import Gate, Governed
 from ._runstate import stands
-from ._state import LeaseState, value_digest
-from ._steps import GovernedSteps
+from ._state import NO_LEASE, LeaseState, value_digest
+from ._steps import GovernedSteps, first_error
 
 __all__ = ["Run"]
 
@@ -37,7 +38,9 @@ class Run(GovernedSteps):
                     scope.cancel()
                 async with anyio.create_task_group() as tg:
                     self.tg = tg
-                    self.result = await self.invoke_agent(None, self.agent, self.args, self.kwargs)
+                    # The root agent runs in a task of its own, under its one gate (see
+                    # ``_gate``): nothing of this frame's scopes is inside the wrapper.
+                    tg.start_soon(self._root)
         except BaseException as exc:  # classified below; the run's outcome, not a crash
             self._classify(exc)
         finally:
@@ -53,14 +56,14 @@ class Run(GovernedSteps):
             on_exit(self)
             self.done.set()
 
+    async def _root(self) -> None:
+        gate = Gate(self, NO_LEASE, self.agent.qualified)
+        body = self.invoke_agent(None, self.agent, self.args, self.kwargs, gate=gate, fresh=True)
+        self.result = await Governed(body, gate)
+
     def _classify(self, exc: BaseException) -> None:
         if isinstance(exc, BaseExceptionGroup):
-            leaves = list(_leaves(exc))
-            violation = next((e for e in leaves if isinstance(e, GovernanceViolation)), None)
-            other = next(
-                (e for e in leaves if not isinstance(e, anyio.get_cancelled_exc_class())), None
-            )
-            exc = violation or other or leaves[0]
+            exc = first_error(exc)
         if self.stop is not None:
             return
         if isinstance(exc, GovernanceViolation):
@@ -209,11 +212,3 @@ class Run(GovernedSteps):
                 f"revoked: {reason}", lease_id=lease_id, check="lease.revoked", task=task, source=by
             )
         )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterable[BaseException]:
-    for e in group.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e

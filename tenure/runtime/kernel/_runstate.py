@@ -5,6 +5,10 @@ Invariants:
 - The first stop wins: :meth:`RunState.fail` records the violation, cancels the run's
   cancel scope (level-triggered, so sleeping tasks wake at once) and every later gate check
   sees it synchronously. ``handle.result()`` raises that first violation.
+- A stop opens the cleanup grace: its tasks may unwind until ``cleanup_deadline``; then
+  :meth:`RunState.enforce_grace` wakes every task still running so that its gate abandons
+  it. Each stopped step's end is recorded as ``cleaned`` (it unwound within the grace) or
+  ``abandoned`` (it was still running when the run ended).
 - A record that cannot be written stops the run (``GovernanceUnavailable``) before the step
   it would have recorded starts.
 - Run state is assigned only by the run itself: services stop it through :meth:`fail` or
@@ -31,6 +35,8 @@ from ..._errors import (
 from ...agents import Agent
 from ._lease import wall_us
 from ._state import LeaseState, Step, value_digest
+
+_INF = float("inf")
 
 if TYPE_CHECKING:
     from ...evidence._attest import CodeItem
@@ -98,9 +104,14 @@ class RunState:
         self.result: Any = None
         self.error: BaseException | None = None
         self._stop_applied = False
+        # The cleanup grace (see the module docstring): set when the stop first lands.
+        self.cleanup_deadline = _INF
+        self._grace_enforced = False
+        # The gates whose tasks are running now (the grace timer wakes them to abandon).
+        self.gates: set[Gate] = set()
         # Steps unwound by the run's stop, by (error, message): recorded together in one
         # ``steps.stopped`` record per group when the run ends (see end_record).
-        self._unwound: dict[tuple[str, str], tuple[list[str], list[int]]] = {}
+        self._unwound: dict[tuple[str, str, str], tuple[list[str], list[int]]] = {}
 
     def lease_clock_us(self) -> int:
         """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
@@ -152,6 +163,7 @@ class RunState:
             if exc.run_id is None:
                 exc.run_id = self.id
             self.stop = exc
+            self._open_grace()
         self.apply_stop()
         return self.stop_error()
 
@@ -165,6 +177,34 @@ class RunState:
             if exc.run_id is None:
                 exc.run_id = self.id
             self.stop = exc
+            self._open_grace()
+
+    def _open_grace(self) -> None:
+        self.cleanup_deadline = monotonic() + self.services.config.cleanup_grace
+
+    def enforce_grace(self, now: float) -> float | None:
+        """Wake every task still running once the cleanup grace is over (watchdog timer).
+
+        Returns the monotonic time at which to call again (``None``: nothing left to do).
+        """
+        if (self.stop is None and self.cancelled_reason is None) or self._grace_enforced:
+            return None
+        if not self.gates:
+            return None
+        if now < self.cleanup_deadline:
+            return self.cleanup_deadline
+        self._grace_enforced = True
+        for gate in list(self.gates):
+            gate.wake_to_abandon()
+        return None
+
+    def gate_started(self, gate: Gate) -> None:
+        """A governed task began (see :class:`~._gate.Governed`)."""
+        self.gates.add(gate)
+
+    def gate_ended(self, gate: Gate) -> None:
+        """A governed task ended, or was abandoned."""
+        self.gates.discard(gate)
 
     def stop_error(self) -> GovernanceViolation:
         """The run's stop, ready to raise again.
@@ -201,29 +241,49 @@ class RunState:
             self.record("step.end", fields, step.span, flush=False)
             return
         step.span.end(self.stop if self.stop is not None else error)
-        key = (type(error).__name__, str(error)[:500])
+        message = str(error)[:500]
         if self.stop is not None or self.cancelled_reason:
             # Thousands of tasks unwinding at once each note only their id and end time; one
             # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
-            ids, ended = self._unwound.setdefault(key, ([], []))
-            ids.append(step.id)
-            ended.append(self.lease_clock_us())
+            self._note_stopped(step, type(error).__name__, message, "cleaned")
             return
         fields = {
             "step": step.id,
             "status": "error",
             "result": "",
-            "error": key[0],
-            "message": key[1],
+            "error": type(error).__name__,
+            "message": message,
         }
         self.try_record("step.end", fields, step.span, flush=False)
 
+    def _note_stopped(self, step: Step, error: str, message: str, outcome: str) -> None:
+        ids, ended = self._unwound.setdefault((error, message, outcome), ([], []))
+        ids.append(step.id)
+        ended.append(self.lease_clock_us())
+
     def record_stopped(self) -> None:
-        """Write the ``steps.stopped`` records of the steps the stop unwound (at run end)."""
-        for (error, message), (ids, ended) in self._unwound.items():
+        """Write the ``steps.stopped`` records of the steps the stop ended (at run end).
+
+        Steps still live now belonged to tasks abandoned after the cleanup grace (or that
+        never got to unwind): their outcome is ``abandoned``; the others ``cleaned``.
+        """
+        why = self.stop if self.stop is not None else None
+        for step in self.steps.values():
+            step.span.end(why)
+            error = type(why).__name__ if why is not None else "Cancelled"
+            message = str(why)[:500] if why is not None else (self.cancelled_reason or "")
+            self._note_stopped(step, error, message, "abandoned")
+        self.steps.clear()
+        for (error, message, outcome), (ids, ended) in self._unwound.items():
             self.try_record(
                 "steps.stopped",
-                {"error": error, "message": message, "steps": ids, "ended": ended},
+                {
+                    "error": error,
+                    "message": message,
+                    "outcome": outcome,
+                    "steps": ids,
+                    "ended": ended,
+                },
                 flush=False,
             )
         self._unwound.clear()
@@ -232,8 +292,10 @@ class RunState:
         """Stop the run because its caller went away (not a governance violation)."""
         if self.stop is None and self.cancelled_reason is None:
             self.cancelled_reason = reason
+            self._open_grace()
             if self.scope is not None:
                 self.scope.cancel()
+            self.services.wake_watchdog()
 
     # -- the per-resumption checks --------------------------------------------------------
 
@@ -341,22 +403,28 @@ class RunState:
             return None
 
     def note_uncooperative(self, gate: Gate, how: str) -> None:
-        """Record that a task kept going after its stop (it will not be resumed)."""
+        """Record that a task kept going after its stop (tried to act, or outran the grace)."""
         self.try_record(
             "violation",
             {
                 "error": "Uncooperative",
                 "check": "task.uncooperative",
-                "reason": f"{gate.task} {how}; it was not resumed",
+                "reason": f"{gate.task} {how}",
                 "lease": gate.lease.id,
                 "task": gate.task,
                 "source": "gate",
             },
         )
 
-    def ensure_live(self, caller: Step | None) -> None:
-        """Raise the stop (or the caller's failed check) before a new step starts."""
+    def ensure_live(self, caller: Step | None, gate: Gate | None = None, what: str = "") -> None:
+        """Raise the stop (or the caller's failed check) before a new step starts.
+
+        A task that was already told of the stop (``gate.stopped``) and still tries to act
+        is recorded as uncooperative.
+        """
         if self.stop is not None:
+            if gate is not None and gate.stopped is not None:
+                self.note_uncooperative(gate, f"tried to start {what} after the stop")
             raise self.stop_error()
         if self.cancelled_reason is not None:
             # The caller went away: no new step starts, even if an agent swallowed the

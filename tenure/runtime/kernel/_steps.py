@@ -22,7 +22,7 @@ An agent body reaches its run only through the :class:`_AgentPort` it is given (
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
@@ -36,7 +36,7 @@ from ._lease import Lease
 from ._runstate import RunState
 from ._state import NO_LEASE, LeaseState, Step, value_digest
 
-__all__ = ["GovernedSteps"]
+__all__ = ["GovernedSteps", "first_error"]
 
 _YIELD_EVERY = 64  # governed steps between forced turns of the event loop
 
@@ -199,9 +199,19 @@ class GovernedSteps(RunState):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         scopes: frozenset[str] | None = None,
+        *,
+        gate: Gate,
+        fresh: bool = False,
     ) -> Any:
-        """Run ``agent`` as a governed child of ``parent`` (or as the root when ``None``)."""
-        self.ensure_live(parent)
+        """Run ``agent`` as a governed child of ``parent`` (or as the root when ``None``).
+
+        ``gate`` is the gate of the calling task. With ``fresh`` the calling task exists for
+        this step alone (a root or fan-out branch task): the body runs in it, under its gate
+        rebound to the step's lease. Otherwise (``ctx.delegate``) the body gets a task of
+        its own, so that a delegation chain costs one gate per resumption and one task's
+        stack, whatever its depth.
+        """
+        self.ensure_live(parent, gate, agent.qualified)
         services = self.services
         if parent is None:
             granted = self.scopes
@@ -248,15 +258,12 @@ class GovernedSteps(RunState):
             step.span.event("tenure.lease.issued", {"lease": lease.id})
             self._start_record(step, decision, approval)
             lease.step = step
-            gate = Gate(self, lease, agent.qualified)
-            ctx = Context._create(_AgentPort(self, step))
             try:
-                body = (
-                    agent.func(ctx, *args, **kwargs)
-                    if agent.isolation == "none"
-                    else services.isolation.run_agent(self, step, agent, args, kwargs)
-                )
-                result = await Governed(body, gate)
+                if fresh:
+                    gate.bind(lease, agent.qualified)
+                    result = await self._body(step, agent, gate, args, kwargs)
+                else:
+                    result = await self._in_own_task(step, agent, args, kwargs)
             except BaseException as exc:
                 self.end_record(step, exc)
                 raise
@@ -265,6 +272,63 @@ class GovernedSteps(RunState):
         finally:
             lease.active = False
             self._leave(step)
+            self._release(lease)
+
+    def _body(
+        self,
+        step: Step,
+        agent: Agent,
+        gate: Gate,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Coroutine[Any, Any, Any]:
+        ctx = Context._create(_AgentPort(self, step, gate))
+        if agent.isolation == "none":
+            body: Coroutine[Any, Any, Any] = agent.func(ctx, *args, **kwargs)
+            return body
+        return self.services.isolation.run_agent(self, step, agent, args, kwargs)
+
+    async def _in_own_task(
+        self, step: Step, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Run a delegated agent's body in a task of its own and return its outcome."""
+        outcome: list[Any] = []
+        try:
+            # The group lives in the delegating frame: cancelling the delegator (a stop, a
+            # sibling's failure, the agent's own timeout) cancels the child, as anyio would.
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._own_task, step, agent, args, kwargs, outcome)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        if not outcome:  # cancelled with the delegating frame, which raises that instead
+            raise anyio.get_cancelled_exc_class()(f"{step.target.qualified} was cancelled")
+        ok, value = outcome[0]
+        if ok:
+            return value
+        raise value
+
+    def _release(self, lease: LeaseState) -> None:
+        """A finished step's lease is no longer watched (its records are on disk)."""
+        self.leases.pop(lease.id, None)
+        self.services.authority.forget(lease.lease)
+
+    async def _own_task(
+        self,
+        step: Step,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        outcome: list[Any],
+    ) -> None:
+        gate = Gate(self, step.lease, agent.qualified)
+        try:
+            value = await Governed(self._body(step, agent, gate, args, kwargs), gate)
+        except anyio.get_cancelled_exc_class():
+            raise
+        except BaseException as exc:  # handed to the delegating frame, raised there as is
+            outcome.append((False, exc))
+        else:
+            outcome.append((True, value))
 
     def _placeholder_lease(self) -> LeaseState:
         # The root step is decided before its lease exists; the decision names no lease.
@@ -318,10 +382,15 @@ class GovernedSteps(RunState):
         return state
 
     async def call_tool(
-        self, caller: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        caller: Step,
+        tool: Tool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        gate: Gate | None = None,
     ) -> Any:
         """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
-        self.ensure_live(caller)
+        self.ensure_live(caller, gate, tool.qualified)
         step = self._new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
         if int(step.id) % _YIELD_EVERY == 0:
             # Tools that never await would otherwise keep the loop (and so the watchdog and
@@ -378,13 +447,17 @@ class GovernedSteps(RunState):
 
 
 class _AgentPort:
-    """What one agent step's :class:`~tenure.Context` may ask of its run."""
+    """What one agent step's :class:`~tenure.Context` may ask of its run.
 
-    __slots__ = ("_run", "_step")
+    ``gate`` is the gate of the task the agent's body runs in.
+    """
 
-    def __init__(self, run: GovernedSteps, step: Step) -> None:
+    __slots__ = ("_gate", "_run", "_step")
+
+    def __init__(self, run: GovernedSteps, step: Step, gate: Gate) -> None:
         self._run = run
         self._step = step
+        self._gate = gate
 
     @property
     def run_id(self) -> str:
@@ -402,7 +475,7 @@ class _AgentPort:
         return self._run.services.lineage.carrier(self._step.span)
 
     async def call_tool(self, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        return await self._run.call_tool(self._step, tool, args, kwargs)
+        return await self._run.call_tool(self._step, tool, args, kwargs, self._gate)
 
     async def invoke_agent(
         self,
@@ -411,18 +484,22 @@ class _AgentPort:
         kwargs: dict[str, Any],
         scopes: frozenset[str] | None,
     ) -> Any:
-        return await self._run.invoke_agent(self._step, agent, args, kwargs, scopes)
+        run, step = self._run, self._step
+        return await run.invoke_agent(step, agent, args, kwargs, scopes, gate=self._gate)
 
     def branch(
         self, target: Agent | Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Awaitable[Any]:
         run, step = self._run, self._step
+        # The branch's task runs this one wrapper: the step's decision under the caller's
+        # lease, then (an agent) its body under its own lease, in the same task.
+        gate = Gate(run, step.lease, target.qualified)
         body = (
             run.call_tool(step, target, args, kwargs)
             if isinstance(target, Tool)
-            else run.invoke_agent(step, target, args, kwargs, None)
+            else run.invoke_agent(step, target, args, kwargs, None, gate=gate, fresh=True)
         )
-        return Governed(body, Gate(run, step.lease, step.target.qualified))
+        return Governed(body, gate)
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._run.spawn(fn)
@@ -432,3 +509,23 @@ class _AgentPort:
 
     def record_usage(self, tokens: int, cost: float) -> None:
         self._run.record_usage(self._step, tokens, cost)
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception a task group's failure stands for: a violation first, then any
+    error other than a cancellation, then the first leaf."""
+    leaves = list(_leaves(group))
+    cancelled = anyio.get_cancelled_exc_class()
+    return (
+        next((e for e in leaves if isinstance(e, GovernanceViolation)), None)
+        or next((e for e in leaves if not isinstance(e, cancelled)), None)
+        or leaves[0]
+    )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _leaves(e)
+        else:
+            yield e

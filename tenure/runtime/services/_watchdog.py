@@ -26,6 +26,9 @@ It also applies revocation requests that other processes dropped in
 lease named by one is revoked as by :meth:`Runtime.revoke`; a request folder that exists
 but cannot be read stops every live run (check ``revocation.source``).
 
+For a run that stopped, the watchdog keeps the cleanup grace: it wakes when the grace ends
+and has the run abandon every task still running (see ``kernel._gate``).
+
 Invariant: if the watchdog itself fails, every live run stops with
 :class:`GovernanceUnavailable` — a dead watchdog never means "no more checks".
 """
@@ -75,12 +78,21 @@ class WatchedRun(Protocol):
         ...
 
     @property
+    def cancelled_reason(self) -> str | None:
+        """Why the run's caller cancelled it, if it did."""
+        ...
+
+    @property
     def leases(self) -> Mapping[str, LeaseState]:
         """The run's live leases."""
         ...
 
     def watchdog_pass(self, now: float) -> None:
         """Renew what is still allowed; check ttl and the wall-time budget."""
+        ...
+
+    def enforce_grace(self, now: float) -> float | None:
+        """A stopped run: abandon what outlived the cleanup grace; when to call again."""
         ...
 
     def fail(self, exc: GovernanceViolation) -> GovernanceViolation:
@@ -144,6 +156,8 @@ class Watchdog:
         self._last_attest = monotonic()
         self._verify_cursor = itertools.count()
         self.passes = 0
+        # The soonest end of a stopped run's cleanup grace (monotonic), to wake up for.
+        self._next_grace: float | None = None
         self._key_path = key.path
         self._key_stat = _stat(self._key_path) if self._key_path is not None else None
         self._policy_stat = self._policy_stats()
@@ -165,7 +179,10 @@ class Watchdog:
         try:
             self.beat()
             while True:
-                with anyio.move_on_after(self._config.watchdog_interval):
+                wait = self._config.watchdog_interval
+                if self._next_grace is not None:
+                    wait = max(0.0, min(wait, self._next_grace - monotonic()))
+                with anyio.move_on_after(wait):
                     await self._wake.wait()
                 self._wake = anyio.Event()
                 self.beat()
@@ -192,7 +209,13 @@ class Watchdog:
         attest_due = now - self._last_attest >= self._config.attest_interval
         if attest_due:
             self._last_attest = now
+        self._next_grace = None
         for run in self._host.live_runs():
+            if run.stop is not None or run.cancelled_reason is not None:
+                due = run.enforce_grace(now)
+                if due is not None and (self._next_grace is None or due < self._next_grace):
+                    self._next_grace = due
+                continue
             run.watchdog_pass(now)
             if run.stop is None:
                 self._reverify(run)
