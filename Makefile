@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean postgresql
+.PHONY: demo test bench lint clean postgresql debian-tools
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,26 @@ postgresql:
 	  fi; \
 	fi
 
-test: $(STAMP) postgresql
+# The report test renders HTML in a real headless Chromium, and the proof interop test checks
+# proofs with Go's golang.org/x/mod/sumdb; a fresh Debian machine (CI: root) gets both here.
+# Where they cannot be installed those tests are skipped, each with its reason.
+DEBIAN_TOOLS = chromium:chromium go:golang-go /usr/share/gocode/src/golang.org/x/mod/sumdb:golang-golang-x-mod-dev
+debian-tools:
+	@missing=""; for pair in $(DEBIAN_TOOLS); do \
+	  probe=$${pair%%:*}; pkg=$${pair#*:}; \
+	  if ! command -v $$probe >/dev/null 2>&1 && [ ! -e $$probe ]; then missing="$$missing $$pkg"; fi; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing the Debian packages$$missing (report browser test, Go proof interop)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
+	      || echo "could not install$$missing: the tests that need them will be skipped" >&2; \
+	  else \
+	    echo "missing$$missing (needs root and apt-get): the tests that need them will be skipped" >&2; \
+	  fi; \
+	fi
+
+test: $(STAMP) postgresql debian-tools
 	$(BIN)/ruff check tenure tests benchmarks examples
 	$(BIN)/mypy
 	if { $(INITDB); } >/dev/null 2>&1; then export TENURE_REQUIRE_POSTGRES=1; fi; \

@@ -15,6 +15,7 @@ from ._export import register as _register_export
 from ._keys import register as _register_keys
 from ._policy import register as _register_policy
 from ._prove import register as _register_prove
+from ._report import register as _register_report
 from ._revoke import register as _register_revoke
 from ._run import register as _register_run
 from ._runs import register as _register_runs
@@ -54,6 +55,7 @@ for _register in (
     _register_verify,
     _register_trace,
     _register_runs,
+    _register_report,
     _register_prove,
     _register_export,
     _register_policy,

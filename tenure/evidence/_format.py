@@ -78,6 +78,7 @@ __all__ = [
     "VIOLATION",
     "WITNESS_DIR",
     "ZERO_HASH",
+    "budgets_record",
     "field_problem",
     "valid_run_id",
     "witness_path",
@@ -105,6 +106,16 @@ def valid_run_id(run_id: object) -> bool:
         and set(run_id) <= _RUN_ID_OK
         and run_id not in {".", ".."}
     )
+
+
+def budgets_record(budgets: Mapping[str, Any]) -> dict[str, int | str]:
+    """The ``budgets`` field of ``run.start``: the limits that are set, floats as strings
+    (the ledger holds no JSON floats)."""
+    return {
+        name: repr(value) if isinstance(value, float) else value
+        for name, value in budgets.items()
+        if value is not None
+    }
 
 
 def witness_path(witness_dir: Path, run_id: str) -> Path:
@@ -177,6 +188,8 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "pubkey": "str",
         "runtime": "str",
         "config": "object",
+        # Optional (older ledgers lack it): the policy budgets, floats as strings.
+        "budgets": "object",
     },
     ATTESTATION: {"envelope": "object"},
     LEASE_ISSUED: {

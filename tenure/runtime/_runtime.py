@@ -30,7 +30,7 @@ from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
-from ..evidence._format import WITNESS_DIR
+from ..evidence._format import WITNESS_DIR, budgets_record
 from ..evidence._ledger import Ledger, LedgerConfig
 from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
@@ -361,6 +361,7 @@ class Runtime:
                 "pubkey": b64e(self._key.public_raw),
                 "runtime": __version__,
                 "config": self._config_record,
+                "budgets": budgets_record(policy.budgets.model_dump()),
             },
         )
         run.record("attestation", {"envelope": envelope}, flush=False)
