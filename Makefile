@@ -52,7 +52,7 @@ test: $(STAMP) postgresql debian-tools
 	$(BIN)/ruff check tenure tests benchmarks examples
 	$(BIN)/mypy
 	if { $(INITDB); } >/dev/null 2>&1; then export TENURE_REQUIRE_POSTGRES=1; fi; \
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term --cov-fail-under=90
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -89,7 +89,7 @@ def _steps(lin: Lineage, n: int) -> float:
 
 
 def _median(fn: Any) -> float:
-    return statistics.median(fn() for _ in range(ROUNDS))
+    return float(statistics.median(fn() for _ in range(ROUNDS)))
 
 
 def main(n: int = 10_000) -> dict[str, float]:

@@ -5,6 +5,7 @@ short-lived lease that is re-checked before every resumption; when authority lap
 whole run stops, fail closed, and the stop is recorded in verifiable evidence.
 """
 
+from ._errors import TenureError
 from ._version import __version__ as __version__
 from .agents import Agent, Context, Parallel, ParallelTask, Tool, agent, tool
 from .runtime import (
@@ -41,6 +42,7 @@ __all__ = [
     "RuntimeConfig",
     "SignatureInvalid",
     "SigningKey",
+    "TenureError",
     "Tool",
     "agent",
     "tool",

@@ -1,25 +1,49 @@
-"""The exception tree for governance failures.
+"""The error tree: every error Tenure raises on purpose has one root, :class:`TenureError`.
 
-Two kinds of error (as in python-tuf and sigstore): caller mistakes raise ``TypeError`` /
-``ValueError`` / ``RuntimeError``; a failed governance check raises a subclass of
-:class:`GovernanceViolation`. Every violation says where it came from: the run, the lease,
-the check (or policy rule) that failed, the task it hit and a message a person can act on.
+Two kinds of error (as in python-tuf and sigstore). Caller mistakes — a wrong call order, a
+bad argument — raise the builtin ``TypeError`` / ``ValueError`` / ``RuntimeError``.
+Untrusted input and failed governance checks raise from this tree::
+
+    TenureError                     root: an error Tenure raised on purpose
+    ├── GovernanceViolation         execution stopped or refused: authority no longer valid
+    │   ├── LeaseExpired            a lease (or the run's ttl) ran out
+    │   ├── LeaseRevoked            the run, or a lease it depends on, was revoked
+    │   ├── PolicyDenied            a rule, the default deny, a budget or an approver said no
+    │   ├── AttestationMismatch     the measured environment changed mid-run
+    │   ├── SignatureInvalid        a lease, checkpoint or envelope signature did not verify
+    │   └── GovernanceUnavailable   watchdog, event loop, ledger, key or policy source failed
+    ├── PolicyError  (ValueError)   a policy file or set cannot be loaded (tenure.policies)
+    ├── EvidenceError (ValueError)  evidence cannot be read as Tenure evidence: ledger
+    │                               records, signed notes, Merkle proofs (tenure.evidence)
+    └── UsageError                  a command line that cannot be run as given (exit code 2)
+
+Every violation says where it came from: the run, the lease, the check (or policy rule)
+that failed, the task it hit and a message a person can act on. The message is rendered
+when it is asked for, so a violation raised before its run id is known names the run once
+the run has claimed it.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AttestationMismatch",
+    "EvidenceError",
     "GovernanceUnavailable",
     "GovernanceViolation",
     "LeaseExpired",
     "LeaseRevoked",
     "PolicyDenied",
     "SignatureInvalid",
+    "TenureError",
+    "UsageError",
 ]
 
 
-class GovernanceViolation(Exception):
+class TenureError(Exception):
+    """Root of every error Tenure raises on purpose (see the module docstring)."""
+
+
+class GovernanceViolation(TenureError):
     """Base class: execution was stopped because its authority is no longer valid.
 
     Attributes:
@@ -32,9 +56,6 @@ class GovernanceViolation(Exception):
         reason: the human-readable cause, without the identifying prefix.
     """
 
-    #: the ledger / JSON name of this violation class
-    kind = "violation"
-
     def __init__(
         self,
         reason: str,
@@ -45,15 +66,17 @@ class GovernanceViolation(Exception):
         task: str | None = None,
         source: str = "runtime",
     ) -> None:
+        # ``args`` holds only the reason, so pickling (process isolation, copies of
+        # exception groups) rebuilds with ``cls(reason)`` and then restores ``__dict__``.
+        super().__init__(reason)
         self.reason = reason
         self.run_id = run_id
         self.lease_id = lease_id
         self.check = check
         self.task = task
         self.source = source
-        super().__init__(self._render())
 
-    def _render(self) -> str:
+    def __str__(self) -> str:
         where = [f"check={self.check}"]
         if self.run_id:
             where.append(f"run={self.run_id}")
@@ -75,50 +98,34 @@ class GovernanceViolation(Exception):
             "source": self.source,
         }
 
-    def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only state must survive pickling (process isolation, ExceptionGroup copies).
-        return (_rebuild, (type(self), self.reason, self.__dict__.copy()))
-
-
-def _rebuild(cls: type[GovernanceViolation], reason: str, state: dict[str, object]) -> object:
-    exc = cls.__new__(cls)
-    Exception.__init__(exc, reason)
-    exc.__dict__.update(state)
-    exc.args = (exc._render(),)
-    return exc
-
 
 class LeaseExpired(GovernanceViolation):
     """A lease (or the run's ttl) ran out before the task finished."""
-
-    kind = "lease_expired"
 
 
 class LeaseRevoked(GovernanceViolation):
     """The run, or a lease it depends on, was revoked."""
 
-    kind = "lease_revoked"
-
 
 class PolicyDenied(GovernanceViolation):
     """A policy rule, the default deny, a budget, a rate limit or an approver said no."""
-
-    kind = "policy_denied"
 
 
 class AttestationMismatch(GovernanceViolation):
     """The measured environment (code, policy file, dependencies) changed mid-run."""
 
-    kind = "attestation_mismatch"
-
 
 class SignatureInvalid(GovernanceViolation):
     """A lease, checkpoint or envelope signature did not verify under a trusted key."""
-
-    kind = "signature_invalid"
 
 
 class GovernanceUnavailable(GovernanceViolation):
     """A governance dependency failed: watchdog, event loop, ledger, key or policy source."""
 
-    kind = "governance_unavailable"
+
+class EvidenceError(TenureError, ValueError):
+    """Evidence that cannot be read or checked as Tenure evidence (what and where)."""
+
+
+class UsageError(TenureError):
+    """A command line that cannot be run as given: one line saying why (exit code 2)."""

@@ -18,7 +18,15 @@ import pytest
 
 import tenure
 
-PACKAGES = ["tenure", "tenure.runtime", "tenure.agents", "tenure.policies"]
+PACKAGES = [
+    "tenure",
+    "tenure.runtime",
+    "tenure.agents",
+    "tenure.policies",
+    "tenure.crypto",
+    "tenure.evidence",
+    "tenure.lineage",
+]
 
 # DESIGN.md, "Layout": the public face of ``tenure/__init__.py`` is `agent`, `tool`,
 # `Context`, `Runtime`, `RunHandle` and the exceptions ("Exceptions, all importable from
@@ -49,6 +57,7 @@ DESIGN_API_TYPES = {
     "Lease": "what ctx.lease returns (DESIGN.md, 'Lease')",
     "RuntimeConfig": "Runtime(config=...)",
     "SigningKey": "Runtime(key=...)",
+    "TenureError": "the root of every error Tenure raises on purpose (``except TenureError``)",
 }
 
 EXCEPTIONS = sorted(
@@ -125,7 +134,9 @@ def test_every_public_name_is_documented(package: str) -> None:
             assert inspect.getdoc(value), f"{package}.{name} has no docstring"
 
 
-@pytest.mark.parametrize("name", ["Context", "Parallel", "RunHandle", "Lease", "ParallelTask"])
+@pytest.mark.parametrize(
+    "name", ["Agent", "Context", "Lease", "Parallel", "ParallelTask", "RunHandle", "Tool"]
+)
 def test_runtime_created_objects_have_no_public_constructor(name: str) -> None:
     cls = getattr(tenure, name)
     with pytest.raises(TypeError, match="no public constructor"):
@@ -159,3 +170,42 @@ def test_decorated_agents_and_tools_cannot_be_called_directly() -> None:
     for obj in (t, a):
         with pytest.raises(TypeError, match="cannot be called directly"):
             obj()
+
+
+def _public_classes() -> list[tuple[str, type]]:
+    out = []
+    for package in PACKAGES:
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            value = getattr(module, name)
+            if (
+                isinstance(value, type)
+                and not issubclass(value, BaseException)
+                and not getattr(value, "_is_protocol", False)
+            ):
+                out.append((f"{package}.{name}", value))
+    return out
+
+
+@pytest.mark.parametrize(("name", "cls"), _public_classes(), ids=lambda v: str(v))
+def test_public_classes_are_final(name: str, cls: type) -> None:
+    """No public class can be subclassed (extension points are Protocols instead)."""
+    with pytest.raises(TypeError, match="final"):
+        type("Sub", (cls,), {})
+
+
+def test_a_violation_names_its_run_once_the_run_claims_it() -> None:
+    """The message is rendered when asked for, not frozen when the error was built."""
+    exc = tenure.LeaseRevoked("revoked: operator", check="lease.revoked", source="revoke")
+    assert "run=" not in str(exc)
+    exc.run_id = "run_0123456789abcdef"
+    assert "run=run_0123456789abcdef" in str(exc)
+
+
+def test_every_tenure_error_has_one_root() -> None:
+    """Governance, policy, evidence and usage errors all derive from TenureError."""
+    from tenure._errors import EvidenceError, UsageError
+    from tenure.policies import PolicyError
+
+    for cls in (tenure.GovernanceViolation, PolicyError, EvidenceError, UsageError):
+        assert issubclass(cls, tenure.TenureError)

@@ -16,13 +16,14 @@ import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .._checks import check_scopes, check_usage
-from .._util import NoPublicConstructor
+from .._util import NoPublicConstructor, final
 from ._decorators import Agent, Tool
 from ._ports import LeaseView, StepPort
 
 __all__ = ["Context", "Parallel", "ParallelTask"]
 
 
+@final
 class Context(metaclass=NoPublicConstructor):
     """What an agent may do: call tools, delegate, fan out, report usage.
 
@@ -85,6 +86,7 @@ class Context(metaclass=NoPublicConstructor):
 _PENDING: Final = object()
 
 
+@final
 class ParallelTask(metaclass=NoPublicConstructor):
     """One branch of a :class:`Parallel` block (created by ``p.start``)."""
 
@@ -112,6 +114,7 @@ class ParallelTask(metaclass=NoPublicConstructor):
 _BATCH: Final = 100  # branches started per loop turn: a wide fan-out never holds the loop
 
 
+@final
 class Parallel(metaclass=NoPublicConstructor):
     """A fan-out block: ``async with ctx.parallel() as p: p.start(...)``.
 

@@ -14,6 +14,8 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final, Literal, TypeVar, overload
 
+from .._util import NoPublicConstructor, final
+
 __all__ = ["Agent", "Isolation", "Tool", "agent", "registered", "tool"]
 
 Isolation = Literal["none", "thread", "process"]
@@ -34,7 +36,7 @@ def _scopes(value: Iterable[str] | None, where: str) -> frozenset[str]:
     return out
 
 
-class _Governable:
+class _Governable(metaclass=NoPublicConstructor):
     kind: str = ""
 
     def __init__(
@@ -87,6 +89,7 @@ def registered() -> list[Agent | Tool]:
     return sorted(items, key=lambda g: (g.kind, g.name, g.__module__, g.__qualname__))
 
 
+@final
 class Agent(_Governable):
     """An agent: an async function whose first parameter is the :class:`Context`."""
 
@@ -101,6 +104,7 @@ class Agent(_Governable):
         return out
 
 
+@final
 class Tool(_Governable):
     """A tool: a function (async, or sync with thread/process isolation) agents call."""
 
@@ -145,7 +149,7 @@ def _make_agent(
             f"@agent {func.__qualname__}: the first parameter must take the Context (ctx)"
         )
     _check_module_level(func, "@agent", isolation)
-    return Agent(func, name, scopes, isolation)
+    return Agent._create(func, name, scopes, isolation)
 
 
 @overload
@@ -207,7 +211,7 @@ def _make_tool(
         raise TypeError(
             f"@tool {func.__qualname__}: isolation='thread' takes a plain (sync) function"
         )
-    return Tool(func, name, scopes, isolation, timeout)
+    return Tool._create(func, name, scopes, isolation, timeout)
 
 
 @overload

@@ -26,7 +26,7 @@ import anyio
 import typer
 from rich.console import Console
 
-from .._errors import GovernanceViolation
+from .._errors import GovernanceViolation, UsageError
 from ..agents._decorators import Agent, Tool
 from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir
 from ..policies import PolicyError, PolicySet
@@ -38,10 +38,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 _KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
-
-
-class UsageError(Exception):
-    """A mistake in the command line, reported as one line with exit code 2."""
 
 
 def _fail(message: str, code: int) -> typer.Exit:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .._errors import GovernanceUnavailable
+from .._util import final
 
 __all__ = [
     "PRIVATE_KEY_NAME",
@@ -53,6 +54,7 @@ def public_key_pem(public_key: Ed25519PublicKey) -> bytes:
     )
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class SigningKey:
     """An Ed25519 private key with its id and (optional) origin path."""

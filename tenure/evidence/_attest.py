@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._version import __version__
 from ..crypto._canonical import canonical, canonical_fast, record_bytes, sha256_hex
 from ..crypto._dsse import Envelope
 from ..crypto._keys import SigningKey
@@ -51,7 +52,6 @@ from ._measure import (
     _measure_environment,
     _Stat,
     _stat,
-    _tenure_version,
     policy_files_digest,
 )
 from ._remeasure import AttestationChange, _short, check_installed_files, check_policy
@@ -121,7 +121,7 @@ class Attestor:
         self._last_code: tuple[CodeItem, ...] = ()
         # (inputs, manifest bytes, their hex SHA-256) of the last run's manifest
         self._run_manifest: tuple[tuple[Any, ...], bytes, str] | None = None
-        self._version = _tenure_version()
+        self._version = __version__
 
     @property
     def key_id(self) -> str:

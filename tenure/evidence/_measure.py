@@ -292,10 +292,3 @@ def _measure_environment() -> tuple[dict[str, Any], dict[str, _DistState]]:
         "distributions": [seen[k] for k in sorted(seen)],
     }
     return env, states
-
-
-def _tenure_version() -> str:
-    try:
-        return md.version(_ROOT_DISTRIBUTION)
-    except md.PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-        return "0+unknown"

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from hashlib import sha256
 
+from .._errors import EvidenceError
+
 __all__ = [
     "EMPTY_ROOT",
     "CompactTree",
@@ -43,7 +45,7 @@ EMPTY_ROOT = sha256(b"").digest()
 _HASH_LEN = 32
 
 
-class ProofError(ValueError):
+class ProofError(EvidenceError):
     """A Merkle proof (or its parameters) does not prove what it claims."""
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from .._errors import EvidenceError
 from ..crypto._keys import SigningKey
 
 __all__ = [
@@ -59,7 +60,7 @@ _DASH = "\u2014 "
 _ORIGIN_PREFIX = "tenure.local/"
 
 
-class NoteError(ValueError):
+class NoteError(EvidenceError):
     """A signed note or checkpoint is malformed or its signature does not verify."""
 
 

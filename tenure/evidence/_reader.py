@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import orjson
 
+from .._errors import EvidenceError
 from ._format import field_problem
 
 __all__ = [
@@ -59,7 +60,7 @@ _STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
 _BRACKETS = re.compile(rb"[\[\]{}]")
 
 
-class LedgerReadError(ValueError):
+class LedgerReadError(EvidenceError):
     """Evidence that cannot be read as Tenure evidence: file, line, field and reason.
 
     ``line`` is 1-based (0 when the problem is the file itself); ``str()`` is one line:

@@ -20,6 +20,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
+from .._util import final
+
 __all__ = ["CODES", "Finding", "Verdict", "VerifyReport"]
 
 Verdict = Literal["verified", "incomplete", "invalid"]
@@ -75,6 +77,7 @@ CODES: Final = {
 }
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Finding:
     """One failed check or warning: a stable :data:`CODES` code and a message.
@@ -97,6 +100,7 @@ class Finding:
         return self.message
 
 
+@final
 @dataclass
 class VerifyReport:
     """The outcome of :func:`~tenure.evidence.verify_run`.

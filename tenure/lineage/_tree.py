@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._util import final
+
 __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
 _MAX_TEXT = 300
@@ -45,6 +47,7 @@ def _s(rec: dict[str, Any], key: str) -> str:
     return _clean(v) if v is not None else ""
 
 
+@final
 @dataclass
 class TraceNode:
     """One node of the run tree: the run itself, an agent step or a tool step."""
@@ -82,6 +85,7 @@ class TraceNode:
             yield from child.walk()
 
 
+@final
 @dataclass
 class RunTrace:
     """A run as the ledger tells it."""

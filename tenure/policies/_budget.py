@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from fnmatch import translate
 
 from .._checks import check_usage
+from .._util import final
 from ._model import Budgets, check_glob
 
 __all__ = ["BudgetTracker", "Violation"]
@@ -68,6 +69,7 @@ def _task(action: str, target: str) -> str:
     return f"agent:{target}" if action == "invoke_agent" else f"tool:{target}"
 
 
+@final
 class BudgetTracker:
     """Counts one run's steps, tool calls, depth, concurrency, usage and wall time."""
 

@@ -32,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from .._util import final
 from ..crypto._canonical import canonical, digest
 from ..crypto._snapshot import decision_view
 from ._loader import Merged, load_path, load_text, merge
@@ -223,6 +224,7 @@ class _Compiled:
         return True
 
 
+@final
 class PolicySet:
     """An immutable, compiled set of policy rules, budgets and rate limits.
 

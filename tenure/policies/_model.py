@@ -33,6 +33,8 @@ from pydantic import (
     field_validator,
 )
 
+from .._errors import TenureError
+from .._util import final
 from ._regex import compile_regex
 
 __all__ = [
@@ -67,7 +69,7 @@ _ARG_KEY = re.compile(r"args\.([A-Za-z_][A-Za-z0-9_]*)")
 _RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@/-]{0,127}")
 
 
-class PolicyError(Exception):
+class PolicyError(TenureError, ValueError):
     """A policy file (or folder) that cannot be loaded: ``file:line: reason``.
 
     Attributes:
@@ -87,6 +89,7 @@ class PolicyError(Exception):
         return (type(self), (self.path, self.line, self.reason))
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome of one policy decision.
@@ -232,6 +235,7 @@ def kind_of(value: object) -> str:
 _CLOSED = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
 
 
+@final
 class Condition(BaseModel):
     """Operators on one argument; all the operators given must hold (AND)."""
 
@@ -266,6 +270,7 @@ class Condition(BaseModel):
         return out
 
 
+@final
 class Rule(BaseModel):
     """One ``[[rules]]`` entry. Omitted selectors match anything."""
 
@@ -307,6 +312,7 @@ class Rule(BaseModel):
         return value
 
 
+@final
 class Budgets(BaseModel):
     """Per-run limits from ``[budgets]``; ``None`` means unlimited. All positive."""
 

@@ -1,4 +1,4 @@
-"""The engine: governed tasks, leases, watchdog, evidence, lineage and the CLI."""
+"""The engine: runs, the governed step, leases, the watchdog and the services around them."""
 
 from .._errors import (
     AttestationMismatch,
@@ -8,6 +8,7 @@ from .._errors import (
     LeaseRevoked,
     PolicyDenied,
     SignatureInvalid,
+    TenureError,
 )
 from ..crypto._keys import SigningKey
 from ._config import RuntimeConfig
@@ -33,4 +34,5 @@ __all__ = [
     "RuntimeConfig",
     "SignatureInvalid",
     "SigningKey",
+    "TenureError",
 ]

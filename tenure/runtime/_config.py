@@ -12,12 +12,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._util import final
+
 __all__ = ["RuntimeConfig"]
 
 _HOUR = 3600.0
 _DAY = 24 * _HOUR
 
 
+@final
 class RuntimeConfig(BaseModel):
     """Tunables of a :class:`~tenure.Runtime` (all durations in seconds)."""
 

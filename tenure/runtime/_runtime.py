@@ -24,7 +24,7 @@ from opentelemetry.trace import TracerProvider
 
 from .._checks import check_principal, check_scopes, check_ttl
 from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
-from .._util import NoPublicConstructor
+from .._util import NoPublicConstructor, final
 from .._version import __version__
 from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
@@ -53,6 +53,7 @@ from .services._watchdog import Watchdog
 __all__ = ["RunHandle", "Runtime"]
 
 
+@final
 class RunHandle(metaclass=NoPublicConstructor):
     """A started run: its id, where its evidence is, and its outcome (``rt.start`` makes it)."""
 
@@ -91,6 +92,7 @@ class RunHandle(metaclass=NoPublicConstructor):
         self._run.cancel(reason)
 
 
+@final
 class Runtime:
     """Runs agents under signed leases, live policy and an evidence ledger.
 

@@ -31,8 +31,8 @@ async def main(argv: list[str]) -> None:
             for i in range(count):
                 decided = await backend.approvals.decide(
                     f"apr_{i}",
-                    decision,
-                    approver=name,  # type: ignore[arg-type]
+                    decision,  # type: ignore[arg-type]
+                    approver=name,
                 )
                 won += decided is not None
             print(json.dumps({"won": won}), flush=True)

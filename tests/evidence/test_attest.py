@@ -15,7 +15,7 @@ import rfc8785
 
 from tenure.crypto import SigningKey
 from tenure.crypto._dsse import pae, sign_envelope
-from tenure.evidence import _attest
+from tenure.evidence import _attest, _measure
 from tenure.evidence._attest import (
     ATTESTATION_FILE,
     PAYLOAD_TYPE,
@@ -239,7 +239,7 @@ def test_environment_is_measured_once_per_attestor(
     monkeypatch: pytest.MonkeyPatch, policy_file: Path
 ) -> None:
     calls = 0
-    real = _attest._measure_environment
+    real = _measure._measure_environment
 
     def counting() -> Any:
         nonlocal calls
@@ -320,7 +320,11 @@ def test_write_is_atomic_and_round_trips(
 
 # --- sign_run: the per-run path, reusing an unchanged manifest ------------------------------
 
-_CFG = {"fsync": "checkpoint", "checkpoint_every": 1000, "isolation": False}
+_CFG: dict[str, str | int | bool] = {
+    "fsync": "checkpoint",
+    "checkpoint_every": 1000,
+    "isolation": False,
+}
 
 
 def _manifest_of(envelope: dict[str, Any], key: SigningKey) -> dict[str, Any]:

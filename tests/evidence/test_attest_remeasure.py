@@ -16,14 +16,14 @@ import pytest
 
 from tenure._errors import AttestationMismatch
 from tenure.crypto import SigningKey
-from tenure.evidence import _attest
+from tenure.evidence import _attest, _measure
 from tenure.evidence._attest import (
     AttestationChange,
     Attestor,
     CodeItem,
-    _DistState,
     policy_files_digest,
 )
+from tenure.evidence._measure import _DistState
 
 AGENT_SRC = "async def planner(ctx, topic):\n    return 'plan:' + topic\n"
 # same length, different behaviour: a same-size edit
@@ -120,13 +120,13 @@ def test_unchanged_stat_skips_rehashing(
     item = CodeItem.of("agent", "planner", module.planner)
     monkeypatch.setattr(_attest, "RACY_WINDOW_NS", -(2**62))
     hashed: list[str] = []
-    real = _attest._hash_file
+    real = _measure._hash_file
 
     def counting(p: str) -> str:
         hashed.append(p)
         return real(p)
 
-    monkeypatch.setattr(_attest, "_hash_file", counting)
+    monkeypatch.setattr("tenure.evidence._attest._hash_file", counting)
     assert _remeasure(att, [item] * 5, policy_file) is None
     assert str(path) not in hashed
 
@@ -140,13 +140,13 @@ def test_racily_clean_file_is_rehashed_until_old_enough(
     path, module = module_file
     item = CodeItem.of("agent", "planner", module.planner)  # file written just now: racy
     hashed: list[str] = []
-    real = _attest._hash_file
+    real = _measure._hash_file
 
     def counting(p: str) -> str:
         hashed.append(p)
         return real(p)
 
-    monkeypatch.setattr(_attest, "_hash_file", counting)
+    monkeypatch.setattr("tenure.evidence._attest._hash_file", counting)
     assert _remeasure(att, [item], policy_file) is None
     assert str(path) in hashed
 
@@ -314,10 +314,10 @@ def fake_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Pa
             "platform": {"system": "x", "machine": "y", "release": "z"},
             "distributions": [{"name": "fakepkg", "version": "1.0", "record_sha256": rhash}],
         }
-        state = _DistState("fakepkg", str(record), rhash, _attest._stat(str(record)), 0)
+        state = _DistState("fakepkg", str(record), rhash, _measure._stat(str(record)), 0)
         return env, {"fakepkg": state}
 
-    monkeypatch.setattr(_attest, "_measure_environment", fake_measure)
+    monkeypatch.setattr("tenure.evidence._attest._measure_environment", fake_measure)
     return record, module
 
 
@@ -369,7 +369,7 @@ def test_full_remeasure_rehashes_code_files_regardless_of_stat(
     assert att.remeasure_full() is None
     # simulate a stat-preserving edit the cheap path cannot see
     monkeypatch.setattr(_attest, "RACY_WINDOW_NS", -(2**62))
-    real_stat = _attest._stat
+    real_stat = _measure._stat
     frozen = {str(path): real_stat(str(path))}
     monkeypatch.setattr(_attest, "_stat", lambda p: frozen.get(p) or real_stat(p))
     path.write_text(EVIL_SRC)

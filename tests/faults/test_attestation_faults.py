@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -71,14 +72,14 @@ async def test_attestation_that_cannot_be_written_refuses_the_run_before_any_ste
     wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Disk full while writing the attestation: ``start`` raises, nothing runs, no fd leaks."""
-    real_open = _statement.os.open
+    real_open = os.open
 
     def full(path: Any, flags: int, mode: int = 0o777) -> int:
         if str(path).endswith(_statement.ATTESTATION_FILE):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_open(path, flags, mode)
 
-    monkeypatch.setattr(_statement.os, "open", full)
+    monkeypatch.setattr("tenure.evidence._statement.os.open", full)
     async with runtime(evidence) as rt:
         with pytest.raises(GovernanceUnavailable) as info:
             await wf.start(rt)

@@ -154,7 +154,7 @@ max_cost = 1.0
     ],
 )
 async def test_usage_that_would_switch_budgets_off_is_refused_before_counting(
-    evidence: Path, key: SigningKey, tokens: Any, cost: Any, error: type
+    evidence: Path, key: SigningKey, tokens: Any, cost: Any, error: type[BaseException]
 ) -> None:
     """The attack: ``record_usage(cost=nan)`` made every later ``cost > max_cost`` false.
     Refused before the counters move; a real overrun afterwards still stops the run."""

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -29,7 +30,6 @@ from tenure.cli import app
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 from tenure.runtime import FolderRevocations, RevocationRequest
-from tenure.runtime.services import _revocations
 from tenure.runtime.services._revocations import MAX_REQUEST_BYTES, write_request
 
 WORKERS = 5
@@ -67,7 +67,7 @@ def _crew_agents(crew: Crew) -> Agent:
 
 @contextlib.asynccontextmanager
 async def _live(
-    policy: PolicySet, evidence: Path, **cfg: object
+    policy: PolicySet, evidence: Path, **cfg: Any
 ) -> AsyncIterator[tuple[Runtime, Crew]]:
     """A runtime with a live run of WORKERS looping agents (revoked at the end if still live)."""
     crew = Crew()
@@ -173,7 +173,7 @@ async def test_unreadable_request_folder_stops_every_run_fail_closed(
 
     async with _live(allow_all, evidence) as (rt, crew):
         assert crew.handle is not None
-        monkeypatch.setattr(_revocations.os, "scandir", denied)
+        monkeypatch.setattr("tenure.runtime.services._revocations.os.scandir", denied)
         watchdog = rt._watchdog
         assert watchdog is not None
         watchdog.check_requests()

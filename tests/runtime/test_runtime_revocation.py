@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -23,7 +24,7 @@ from tenure import (
 from tenure.policies import PolicySet
 
 
-def _runtime(policy: PolicySet, evidence: Path, **kw: object) -> Runtime:
+def _runtime(policy: PolicySet, evidence: Path, **kw: Any) -> Runtime:
     return Runtime(policies=policy, evidence_dir=evidence, key=SigningKey.generate(), **kw)
 
 
@@ -78,8 +79,8 @@ async def test_revoking_a_run_of_100_parallel_agents_stops_every_agent(
     recs = [json.loads(x) for x in lines]
     revoked_at = next(r["t"] for r in recs if r["kind"] == "lease.revoked")
     [stopped] = [r for r in recs if r["kind"] == "steps.stopped"]
-    started = {r["step"] for r in recs if r["kind"] == "step.start"}
-    assert sorted(stopped["steps"]) == sorted(started) and len(started) == 101
+    started_ids = {r["step"] for r in recs if r["kind"] == "step.start"}
+    assert sorted(stopped["steps"]) == sorted(started_ids) and len(started_ids) == 101
     assert stopped["error"] == "LeaseRevoked" and min(stopped["ended"]) >= revoked_at
     assert not [r for r in recs if r["kind"] == "step.end"]
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..._errors import LeaseExpired, PolicyDenied, SignatureInvalid
-from ..._util import NoPublicConstructor
+from ..._util import NoPublicConstructor, final
 from ...crypto._canonical import canonical_fast, digest
 from ...crypto._dsse import sign_envelope, verify_envelope
 from ...crypto._keys import SigningKey
@@ -70,6 +70,7 @@ class LeaseClaims(BaseModel):
     epoch: int
 
 
+@final
 class Lease(metaclass=NoPublicConstructor):
     """A verified, signed lease: claims, the exact signed payload and its envelope.
 

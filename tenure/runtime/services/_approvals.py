@@ -17,6 +17,7 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from ..._errors import PolicyDenied
+from ..._util import final
 from ...crypto._canonical import canonical
 from ...crypto._dsse import sign_envelope
 from ...evidence._format import APPROVAL_PAYLOAD_TYPE
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["ApprovalRequest", "Approvals"]
 
 
+@final
 class ApprovalRequest(BaseModel):
     """A step waiting for a person's decision (read-only; created by the runtime)."""
 

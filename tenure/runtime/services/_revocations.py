@@ -44,6 +44,7 @@ from typing import Final, Protocol
 
 import orjson
 
+from ..._util import final
 from ...evidence._format import REVOCATIONS_DIR, valid_run_id
 
 __all__ = [
@@ -65,6 +66,7 @@ _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _log = logging.getLogger("tenure.revocations")
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class RevocationRequest:
     """One request to revoke ``target`` (a run id or a lease id)."""
@@ -109,6 +111,7 @@ def write_request(folder: Path, target: str, reason: str, by: str) -> Path:
     return path
 
 
+@final
 class FolderRevocations:
     """Requests as files in one folder (the default :class:`RevocationSource`)."""
 
