@@ -22,7 +22,7 @@ from tests.support.demo_runs import DemoRuns
 from tests.support.run_builder import build_run
 
 
-def _cli(*args: str | Path) -> tuple[int, str, str]:
+def _cli(*args: str | Path | int) -> tuple[int, str, str]:
     result = CliRunner().invoke(app, [str(a) for a in args])
     return result.exit_code, result.stdout, result.stderr
 
