@@ -44,6 +44,16 @@ from .._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ..agents import Context, agent, tool
 from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir, load_public_key, load_signing_key
 from ..evidence import verify_run
+from ..evidence._format import (
+    APPROVAL_DENIED,
+    APPROVAL_GRANTED,
+    DECISION,
+    LEASE_REVOKED,
+    RUN_END,
+    STEP_START,
+    STEPS_STOPPED,
+    VIOLATION,
+)
 from ..lineage import LedgerReadError, load_trace
 from ..policies import PolicySet
 from ..runtime._runtime import RunHandle, Runtime
@@ -241,13 +251,13 @@ class Narrator:
         """Print every ledger record written since the last drain."""
         for run_id, (label, tail) in self.tails.items():
             for rec in tail.read():
-                if rec.get("kind") == "run.end":
+                if rec.get("kind") == RUN_END:
                     self.ended.add(run_id)
                     self.underway[run_id].set()
-                if rec.get("kind") == "step.start":
+                if rec.get("kind") == STEP_START:
                     self.step_names[(label, str(rec.get("step")))] = str(rec.get("target"))
                     continue
-                if rec.get("kind") == "steps.stopped":
+                if rec.get("kind") == STEPS_STOPPED:
                     for step in rec.get("steps") or ():
                         name = self.step_names.get((label, str(step)), "?")
                         self._print(
@@ -275,7 +285,7 @@ class Narrator:
 def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
     kind = rec.get("kind")
     s = {k: str(v) for k, v in rec.items() if isinstance(v, str | int)}
-    if kind == "decision":
+    if kind == DECISION:
         label, style = _EFFECT_STYLE.get(s.get("effect", ""), (s.get("effect", "?"), ""))
         what = "agent" if s.get("action") == "invoke_agent" else "tool"
         body = Text(f"{label} ", style=style)
@@ -283,14 +293,14 @@ def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
         if s.get("effect") == "require_approval":
             body.append("  waiting for an approver", style="yellow")
         return s.get("caller") or "runtime", body
-    if kind == "approval.granted":
+    if kind == APPROVAL_GRANTED:
         return "approver", Text(
             f"✔ APPROVED request {s.get('request', '?')} (by {s.get('approver', '?')}, signed)",
             style="bold green",
         )
-    if kind == "approval.denied":
+    if kind == APPROVAL_DENIED:
         return "approver", Text(f"✖ approval denied: {s.get('reason', '')}", style="bold red")
-    if kind == "lease.revoked":
+    if kind == LEASE_REVOKED:
         cascade = rec.get("cascade")
         n = len(cascade) if isinstance(cascade, list) else 0
         return "runtime", Text(
@@ -299,13 +309,13 @@ def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
             f"{s.get('reason', '')}",
             style="bold red",
         )
-    if kind == "violation":
+    if kind == VIOLATION:
         return "runtime", Text(
             f"■ run stopped fail closed: {s.get('error', '?')} "
             f"check={s.get('check', '?')}: {s.get('reason', '')}",
             style="bold red",
         )
-    if kind == "run.end":
+    if kind == RUN_END:
         status = s.get("status", "?")
         return "runtime", Text(
             f"run ended: {status}", style="bold green" if status == "ok" else "bold red"

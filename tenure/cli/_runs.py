@@ -19,6 +19,7 @@ from rich.text import Text
 
 from ..crypto import PUBLIC_KEY_NAME, default_key_dir
 from ..evidence import LEDGER_NAME, LedgerReadError, load_public_key, verify_run
+from ..evidence._format import RUN_END, RUN_START
 from ..evidence._reader import LedgerReader
 from ._verify import EXIT_USAGE
 
@@ -39,11 +40,11 @@ def _summary(run_dir: Path, key: Any) -> dict[str, Any]:
     try:
         reader = LedgerReader(run_dir / LEDGER_NAME)
         for n, _, rec in reader:
-            if n == 0 and rec["kind"] == "run.start":
+            if n == 0 and rec["kind"] == RUN_START:
                 row["start_us"] = rec.get("t")
                 row["principal"] = rec.get("principal", "")
                 row["agent"] = rec.get("agent", "")
-            elif rec["kind"] == "run.end":
+            elif rec["kind"] == RUN_END:
                 row["status"] = rec.get("status", "?")
         row["records"] = reader.count
     except (LedgerReadError, OSError) as exc:

@@ -17,6 +17,15 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
+from ..evidence._format import (
+    APPROVAL_REQUESTED,
+    ISOLATION_KILLED,
+    ISOLATION_STALL,
+    LEASE_RENEWED,
+    LEASE_REVOKED,
+    STALL,
+    VIOLATION,
+)
 from ..lineage import RunTrace, TraceNode
 
 __all__ = ["print_trace", "render_tree"]
@@ -77,27 +86,27 @@ def _label(tr: RunTrace, node: TraceNode) -> Text:
 
 def _event_text(ev: dict[str, Any]) -> Text | None:
     kind = ev["kind"]
-    if kind == "violation":
+    if kind == VIOLATION:
         return Text(
             f"✖ violation {ev['error']} (check={ev['check']}, source={ev['source']}): "
             f"{ev['reason']}",
             style="bold red",
         )
-    if kind == "lease.revoked":
+    if kind == LEASE_REVOKED:
         extra = f" (+{ev['cascade']} cascaded)" if ev["cascade"] not in ("", "0") else ""
         return Text(
             f"⚠ lease {ev['lease']} revoked by {ev['by']}: {ev['reason']}{extra}", style="red"
         )
-    if kind == "stall":
+    if kind == STALL:
         return Text(f"⚠ event loop stalled {ev['duration_ms']} ms in {ev['frame']}", style="yellow")
-    if kind == "isolation.stall":
+    if kind == ISOLATION_STALL:
         return Text(
             f"⚠ isolated process {ev['pid']} stalled {ev['duration_ms']} ms in {ev['frame']}",
             style="yellow",
         )
-    if kind == "isolation.killed":
+    if kind == ISOLATION_KILLED:
         return Text(f"✖ isolated process {ev['pid']} killed: {ev['reason']}", style="red")
-    if kind == "approval.requested":
+    if kind == APPROVAL_REQUESTED:
         return Text(f"approval requested ({ev['request']}, rule {ev['rule']})", style="dim")
     return None  # renewals are counted, not listed
 
@@ -116,7 +125,7 @@ def _add(tr: RunTrace, branch: Tree, node: TraceNode) -> None:
             branch.add(item)
         else:
             _add(tr, branch.add(_label(tr, item)), item)
-    renewals = sum(1 for ev in node.events if ev["kind"] == "lease.renewed")
+    renewals = sum(1 for ev in node.events if ev["kind"] == LEASE_RENEWED)
     if renewals:
         branch.add(Text(f"lease renewed {renewals}×", style="dim"))
 

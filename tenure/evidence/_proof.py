@@ -43,7 +43,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ._format import CHECKPOINT_NAME, LEDGER_NAME
+from ._format import CHECKPOINT, CHECKPOINT_NAME, LEDGER_NAME
 from ._merkle import (
     ProofError,
     consistency_proof,
@@ -100,7 +100,7 @@ def _signed_checkpoints(run_dir: Path) -> dict[int, str]:
     """Every signed checkpoint of the run by size: the checkpoint records and the file."""
     notes: dict[int, str] = {}
     for _, _, rec in LedgerReader(run_dir / LEDGER_NAME):
-        if rec["kind"] == "checkpoint" and isinstance(rec.get("note"), str):
+        if rec["kind"] == CHECKPOINT and isinstance(rec.get("note"), str):
             notes[rec["size"]] = rec["note"]
     data = read_evidence_file(run_dir / CHECKPOINT_NAME).decode("utf-8")
     notes[parse_checkpoint(parse_note(data)[0]).size] = data

@@ -33,6 +33,17 @@ import jinja2
 
 from .._version import __version__
 from ..evidence import LEDGER_NAME, VerifyReport, verify_run
+from ..evidence._format import (
+    APPROVAL_DENIED,
+    APPROVAL_GRANTED,
+    APPROVAL_REQUESTED,
+    DECISION,
+    LEASE_REVOKED,
+    RUN_START,
+    STEP_START,
+    USAGE,
+    VIOLATION,
+)
 from ._tree import RunTrace, TraceNode, build_trace
 from ._view import read_ledger
 
@@ -130,34 +141,34 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     depth = 0
     for rec in records:
         kind = rec["kind"]
-        if kind == "decision":
+        if kind == DECISION:
             effect = rec.get("effect", "")
             if effect == "allow":
                 key = (rec.get("action", ""), rec.get("target", ""), rec.get("rule", ""))
                 allowed[key] = allowed.get(key, 0) + 1
             else:
                 decisions.add(rec)
-        elif kind == "approval.requested":
+        elif kind == APPROVAL_REQUESTED:
             requested[str(rec.get("request", ""))] = rec
-        elif kind in ("approval.granted", "approval.denied"):
+        elif kind in (APPROVAL_GRANTED, APPROVAL_DENIED):
             req = requested.get(str(rec.get("request", "")), {})
             approvals.add(
                 {
                     **rec,
-                    "decision": "granted" if kind == "approval.granted" else "denied",
+                    "decision": "granted" if kind == APPROVAL_GRANTED else "denied",
                     "target": req.get("target", ""),
                     "rule": req.get("rule", ""),
                 }
             )
-        elif kind == "lease.revoked":
+        elif kind == LEASE_REVOKED:
             cascade = rec.get("cascade")
             revocations.add({**rec, "cascaded": len(cascade) if isinstance(cascade, list) else 0})
-        elif kind == "violation":
+        elif kind == VIOLATION:
             violations.add(rec)
-        elif kind == "usage":
+        elif kind == USAGE:
             tokens += rec.get("tokens", 0)
             cost_micros += rec.get("cost_micros", 0)
-        elif kind == "step.start":
+        elif kind == STEP_START:
             steps += 1
             tools += rec.get("action") == "execute_tool"
             depth = max(depth, rec.get("depth", 0))
@@ -216,7 +227,7 @@ def render_report(run_dir: Path, report: VerifyReport | None = None) -> str:
     rep = report if report is not None else verify_run(run_dir)
     records, read_warnings = read_ledger(run_dir / LEDGER_NAME)
     tr = build_trace(records)
-    start = next((r for r in records if r["kind"] == "run.start"), {})
+    start = next((r for r in records if r["kind"] == RUN_START), {})
     rows, hidden = _timeline(tr)
     t0 = tr.root.start_us or 0
     span = max(1, (tr.root.end_us or t0) - t0)

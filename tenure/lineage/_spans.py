@@ -107,6 +107,7 @@ EVENT_LEASE_REVOKED: Final = "tenure.lease.revoked"
 EVENT_DECISION: Final = "tenure.decision"
 EVENT_APPROVAL: Final = "tenure.approval"
 EVENT_VIOLATION: Final = "tenure.violation"
+EVENT_POLICY_RELOADED: Final = "tenure.policy.reloaded"
 
 # --- export limits (safe defaults, units in the name) ----------------------------------------
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._util import final
+from ..evidence._format import APPROVAL_GRANTED, DECISION, RUN_START, STEP_START
 
 __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
@@ -109,7 +110,7 @@ class _Builder:
     def __init__(self, records: list[dict[str, Any]]) -> None:
         self.records = records
         self.by_index = {r["i"]: r for r in records if isinstance(r.get("i"), int)}
-        start = next((r for r in records if r["kind"] == "run.start"), None)
+        start = next((r for r in records if r["kind"] == RUN_START), None)
         self.warnings: list[str] = []
         if start is None:
             self.warnings.append("no run.start record: run details unknown")
@@ -133,7 +134,7 @@ class _Builder:
         self.by_span: dict[str, TraceNode] = {}
         if self.run.span_id:
             self.by_span[self.run.span_id] = self.run
-        self.started_ids = {r.get("step") for r in records if r["kind"] == "step.start"}
+        self.started_ids = {r.get("step") for r in records if r["kind"] == STEP_START}
         self.open: list[TraceNode] = []
         self.pending: dict[str, list[dict[str, Any]]] = {}  # events before their step.start
         self.first_violation: TraceNode | None = None
@@ -214,10 +215,10 @@ class _Builder:
             span_id=_s(rec, "span"),
         )
         dec = self.by_index.get(rec.get("decision"))
-        if dec is not None and dec.get("kind") == "decision":
+        if dec is not None and dec.get("kind") == DECISION:
             node.decision = {k: _s(dec, k) for k in ("effect", "rule", "reason")}
         appr = self.by_index.get(rec.get("approval"))
-        if appr is not None and appr.get("kind") == "approval.granted":
+        if appr is not None and appr.get("kind") == APPROVAL_GRANTED:
             node.approval = {
                 "status": "granted",
                 "approver": _s(appr, "approver"),

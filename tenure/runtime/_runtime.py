@@ -30,9 +30,9 @@ from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
-from ..evidence._format import WITNESS_DIR, budgets_record
+from ..evidence._format import ATTESTATION, POLICY_RELOADED, RUN_START, WITNESS_DIR, budgets_record
 from ..evidence._ledger import Ledger, LedgerConfig
-from ..lineage._spans import Lineage
+from ..lineage._spans import EVENT_POLICY_RELOADED, Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
 from .isolation._runner import Isolation
@@ -348,7 +348,7 @@ class Runtime:
             code=code,
         )
         run.record(
-            "run.start",
+            RUN_START,
             {
                 "run": run_id,
                 "principal": principal,
@@ -366,7 +366,7 @@ class Runtime:
                 "budgets": budgets_record(policy.budgets.model_dump()),
             },
         )
-        run.record("attestation", {"envelope": envelope}, flush=False)
+        run.record(ATTESTATION, {"envelope": envelope}, flush=False)
         self._runs[run_id] = run
         assert self._tg is not None
         self._tg.start_soon(run.drive, self._forget)
@@ -444,8 +444,8 @@ class Runtime:
             self._policy_files = tuple(policy.sources)
             self.policy_source = Path(path_or_policyset)
         for run in list(self._runs.values()):
-            run.span.event("tenure.policy.reloaded", {"policy": policy.digest, "epoch": gov.epoch})
-            run.try_record("policy.reloaded", {"policy": policy.digest, "epoch": gov.epoch})
+            run.span.event(EVENT_POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})
+            run.try_record(POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})
             run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()
         services.wake_watchdog()

@@ -51,6 +51,7 @@ import anyio
 import anyio.to_thread
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
+from ...evidence._format import ISOLATION_KILLED, ISOLATION_STALL, STEP_ABANDONED
 from .._config import RuntimeConfig
 from ._wire import FrameReader, WireError, decode_reply, frame, send_frame
 from ._worker import RemoteTraceback, WorkerContext, resolve
@@ -397,7 +398,7 @@ class Isolation:
             # Stopped, cancelled or timed out while the thread runs: it is abandoned (it
             # cannot be stopped); whatever it returns later goes nowhere.
             run.try_record(
-                "step.abandoned", {"step": step.id, "reason": _why(run, exc, limit)}, step.span
+                STEP_ABANDONED, {"step": step.id, "reason": _why(run, exc, limit)}, step.span
             )
             if isinstance(exc, TimeoutError) and run.stop is None:
                 raise TimeoutError(
@@ -408,7 +409,7 @@ class Isolation:
         if run.stop is not None:
             # The result arrived after the stop: discarded, never returned to the agent.
             run.try_record(
-                "step.abandoned",
+                STEP_ABANDONED,
                 {"step": step.id, "reason": "late result discarded: " + _stop_reason(run)},
                 step.span,
             )
@@ -422,7 +423,7 @@ class Isolation:
     def _kill_and_record(self, run: RunControl, step: Step, worker: _Worker, reason: str) -> None:
         self.pool.discard(worker, kill=True)
         run.try_record(
-            "isolation.killed", {"step": step.id, "pid": worker.pid, "reason": reason}, step.span
+            ISOLATION_KILLED, {"step": step.id, "pid": worker.pid, "reason": reason}, step.span
         )
 
     async def _stalled(
@@ -435,7 +436,7 @@ class Isolation:
             self._kill_and_record(run, step, worker, f"stall: running for more than {stall:g}s")
         frame = _innermost(stack)
         run.try_record(
-            "isolation.stall",
+            ISOLATION_STALL,
             {
                 "step": step.id,
                 "pid": worker.pid,

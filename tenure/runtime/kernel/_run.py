@@ -16,6 +16,8 @@ from collections.abc import Callable
 import anyio
 
 from ..._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
+from ...evidence._format import LEASE_RENEWED, LEASE_REVOKED, RUN_END
+from ...lineage._spans import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED
 from ._gate import Gate, Governed
 from ._runstate import stands
 from ._state import NO_LEASE, LeaseState, value_digest
@@ -117,7 +119,7 @@ class Run(GovernedSteps):
             }
         self.span.end(self.stop or self.error)
         self.record_stopped()
-        self.try_record("run.end", fields)
+        self.try_record(RUN_END, fields)
         try:
             self.ledger.close()
         except GovernanceViolation as exc:
@@ -184,10 +186,10 @@ class Run(GovernedSteps):
             return
         state.adopt(lease, self.hard_deadline, now_us)
         span = step.span if step is not None else self.span
-        span.event("tenure.lease.renewed", {"lease": state.id, "gen": lease.claims.gen})
+        span.event(EVENT_LEASE_RENEWED, {"lease": state.id, "gen": lease.claims.gen})
         try:
             self.record(
-                "lease.renewed",
+                LEASE_RENEWED,
                 {"lease": state.id, "exp": lease.claims.exp, "envelope": lease.envelope},
                 span,
             )
@@ -202,9 +204,9 @@ class Run(GovernedSteps):
             if state is not None:
                 state.revoked = True
         self.try_record(
-            "lease.revoked", {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
+            LEASE_REVOKED, {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
         )
-        self.span.event("tenure.lease.revoked", {"lease": lease_id, "reason": reason})
+        self.span.event(EVENT_LEASE_REVOKED, {"lease": lease_id, "reason": reason})
         state = self.leases.get(lease_id)
         task = state.lease.claims.sub if state is not None else None
         self.fail(

@@ -33,6 +33,8 @@ from ..._errors import (
     PolicyDenied,
 )
 from ...agents import Agent
+from ...evidence._format import STEP_END, STEPS_STOPPED, VIOLATION
+from ...lineage._spans import EVENT_VIOLATION
 from ._lease import wall_us
 from ._state import LeaseState, Step, value_digest
 
@@ -222,8 +224,8 @@ class RunState:
             return
         self._stop_applied = True
         stop = self.stop
-        self.span.event("tenure.violation", stop.to_record())
-        self.try_record("violation", stop.to_record())
+        self.span.event(EVENT_VIOLATION, stop.to_record())
+        self.try_record(VIOLATION, stop.to_record())
         if self.scope is not None:
             self.scope.cancel()
         self.services.wake_watchdog()
@@ -238,7 +240,7 @@ class RunState:
                 "error": "",
                 "message": "",
             }
-            self.record("step.end", fields, step.span, flush=False)
+            self.record(STEP_END, fields, step.span, flush=False)
             return
         step.span.end(self.stop if self.stop is not None else error)
         message = str(error)[:500]
@@ -254,7 +256,7 @@ class RunState:
             "error": type(error).__name__,
             "message": message,
         }
-        self.try_record("step.end", fields, step.span, flush=False)
+        self.try_record(STEP_END, fields, step.span, flush=False)
 
     def _note_stopped(self, step: Step, error: str, message: str, outcome: str) -> None:
         ids, ended = self._unwound.setdefault((error, message, outcome), ([], []))
@@ -276,7 +278,7 @@ class RunState:
         self.steps.clear()
         for (error, message, outcome), (ids, ended) in self._unwound.items():
             self.try_record(
-                "steps.stopped",
+                STEPS_STOPPED,
                 {
                     "error": error,
                     "message": message,
@@ -405,7 +407,7 @@ class RunState:
     def note_uncooperative(self, gate: Gate, how: str) -> None:
         """Record that a task kept going after its stop (tried to act, or outran the grace)."""
         self.try_record(
-            "violation",
+            VIOLATION,
             {
                 "error": "Uncooperative",
                 "check": "task.uncooperative",

@@ -30,7 +30,8 @@ import anyio.lowlevel
 
 from ..._errors import GovernanceViolation, PolicyDenied
 from ...agents import Agent, Context, Tool
-from ...lineage._spans import SpanHandle
+from ...evidence._format import DECISION, LEASE_ISSUED, STEP_START, USAGE
+from ...lineage._spans import EVENT_DECISION, EVENT_LEASE_ISSUED, SpanHandle
 from ._gate import Gate, Governed
 from ._lease import Lease
 from ._runstate import RunState
@@ -52,7 +53,7 @@ class GovernedSteps(RunState):
         self, step: Step, effect: str, rule: str, reason: str, span: SpanHandle, *, flush: bool
     ) -> int:
         return self.record(
-            "decision",
+            DECISION,
             {
                 "step": step.id,
                 "lease": step.lease.id,
@@ -100,7 +101,7 @@ class GovernedSteps(RunState):
         step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
         parent_span.event(
-            "tenure.decision", {"target": step.target.qualified, "effect": effect, "rule": rule}
+            EVENT_DECISION, {"target": step.target.qualified, "effect": effect, "rule": rule}
         )
         index = self._record_decision(
             step, effect, rule, reason, parent_span, flush=effect != "allow"
@@ -177,7 +178,7 @@ class GovernedSteps(RunState):
 
     def _start_record(self, step: Step, decision: int, approval: int) -> None:
         self.record(
-            "step.start",
+            STEP_START,
             {
                 "step": step.id,
                 "lease": step.lease.id,
@@ -255,7 +256,7 @@ class GovernedSteps(RunState):
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            step.span.event("tenure.lease.issued", {"lease": lease.id})
+            step.span.event(EVENT_LEASE_ISSUED, {"lease": lease.id})
             self._start_record(step, decision, approval)
             lease.step = step
             try:
@@ -368,7 +369,7 @@ class GovernedSteps(RunState):
         step.lease = state
         c = lease.claims
         self.record(
-            "lease.issued",
+            LEASE_ISSUED,
             {
                 "lease": c.lid,
                 "parent": c.parent_lid or "",
@@ -438,7 +439,7 @@ class GovernedSteps(RunState):
         self.ensure_live(step)
         over = self.tracker.record_usage(tokens, cost)
         self.try_record(
-            "usage",
+            USAGE,
             {"step": step.id, "tokens": tokens, "cost_micros": round(cost * 1e6)},
             step.span,
         )

@@ -20,7 +20,13 @@ from ..._errors import PolicyDenied
 from ..._util import final
 from ...crypto._canonical import canonical
 from ...crypto._dsse import sign_envelope
-from ...evidence._format import APPROVAL_PAYLOAD_TYPE
+from ...evidence._format import (
+    APPROVAL_DENIED,
+    APPROVAL_GRANTED,
+    APPROVAL_PAYLOAD_TYPE,
+    APPROVAL_REQUESTED,
+)
+from ...lineage._spans import EVENT_APPROVAL
 from ..kernel._lease import wall_us
 
 if TYPE_CHECKING:
@@ -84,7 +90,7 @@ class Approvals:
         pending = _Pending(request, run, step)
         parent_span = step.parent.span if step.parent is not None else run.span
         run.record(
-            "approval.requested",
+            APPROVAL_REQUESTED,
             {
                 "request": request.id,
                 "step": step.id,
@@ -95,7 +101,7 @@ class Approvals:
             },
             parent_span,
         )
-        parent_span.event("tenure.approval", {"request": request.id, "state": "requested"})
+        parent_span.event(EVENT_APPROVAL, {"request": request.id, "state": "requested"})
         self._pending[request.id] = pending
         try:
             with anyio.move_on_after(self._timeout):
@@ -107,7 +113,7 @@ class Approvals:
         reason = pending.denied
         if reason is None:
             reason = f"no approver answered within {self._timeout:g}s"
-            self._record_answer(pending, "approval.denied", "timeout", reason)
+            self._record_answer(pending, APPROVAL_DENIED, "timeout", reason)
             check = "approval.timeout"
         else:
             check = "approval.denied"
@@ -123,13 +129,13 @@ class Approvals:
     def approve(self, request_id: str, approver: str) -> None:
         """Grant a pending request: signed, recorded, then the step is released."""
         pending = self._take(request_id)
-        pending.granted_index = self._record_answer(pending, "approval.granted", approver, "")
+        pending.granted_index = self._record_answer(pending, APPROVAL_GRANTED, approver, "")
         pending.event.set()
 
     def deny(self, request_id: str, approver: str, reason: str) -> None:
         """Refuse a pending request; the step raises :class:`PolicyDenied`."""
         pending = self._take(request_id)
-        self._record_answer(pending, "approval.denied", approver, reason)
+        self._record_answer(pending, APPROVAL_DENIED, approver, reason)
         pending.denied = f"denied by {approver}: {reason}"
         pending.event.set()
 
@@ -146,7 +152,7 @@ class Approvals:
             "run": req.run_id,
             "step": req.step,
             "target": req.target,
-            "decision": "granted" if kind == "approval.granted" else "denied",
+            "decision": "granted" if kind == APPROVAL_GRANTED else "denied",
             "approver": approver,
             "reason": reason,
             "at": wall_us(),
@@ -155,7 +161,7 @@ class Approvals:
         step = pending.step
         span = step.parent.span if step.parent is not None else pending.run.span
         span.event(
-            "tenure.approval",
+            EVENT_APPROVAL,
             {"request": req.id, "state": statement["decision"], "approver": approver},
         )
         return pending.run.record(

@@ -25,6 +25,7 @@ import anyio
 from anyio.lowlevel import current_token
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
+from ...evidence._format import STALL
 from .._config import RuntimeConfig
 
 __all__ = ["Breachable", "StallDetector"]
@@ -128,7 +129,7 @@ class StallDetector:
     def _apply(self, runs: list[Breachable], start: float, where: str) -> None:
         duration_ms = int((monotonic() - start) * 1000)
         for run in runs:
-            run.try_record("stall", {"duration_ms": duration_ms, "frame": where[-2000:]})
+            run.try_record(STALL, {"duration_ms": duration_ms, "frame": where[-2000:]})
             run.apply_stop()
 
 
