@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
+from ._db import register as _register_db
 from ._export import register as _register_export
 from ._keys import register as _register_keys
 from ._policy import register as _register_policy
@@ -62,6 +63,7 @@ for _register in (
     _register_keys,
     _register_run,
     _register_revoke,
+    _register_db,
 ):
     _register(app)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .._util import final
 
@@ -75,6 +75,22 @@ class RuntimeConfig(BaseModel):
         description="apply revocation requests other processes drop in "
         "<evidence_dir>/.revocations (tenure revoke)",
     )
+    liveness_ttl: float = Field(
+        3.0,
+        gt=0,
+        le=_HOUR,
+        description="with a shared backend: the control-plane lease the server keeps for "
+        "this process (server clock)",
+    )
+    liveness_margin: float = Field(
+        0.5,
+        gt=0,
+        le=_HOUR,
+        description="how much sooner than the server this process gives up its authority",
+    )
+    liveness_interval: float = Field(
+        0.5, gt=0, le=60, description="seconds between control-plane renewals"
+    )
     checkpoint_every: int = Field(1000, ge=1, description="records between signed checkpoints")
     checkpoint_interval: float = Field(
         1.0, gt=0, le=_HOUR, description="seconds between checkpoints"
@@ -82,6 +98,22 @@ class RuntimeConfig(BaseModel):
     fsync: Literal["record", "checkpoint", "never"] = Field(
         "checkpoint", description="when the ledger is fsynced"
     )
+
+    @model_validator(mode="after")
+    def _liveness_fits(self) -> RuntimeConfig:
+        # The renewal rule needs margin < ttl and a renewal well inside ttl - margin.
+        if not self.liveness_margin < self.liveness_ttl:
+            raise ValueError(
+                f"liveness_margin={self.liveness_margin:g} must be less than "
+                f"liveness_ttl={self.liveness_ttl:g}"
+            )
+        if not self.liveness_interval < self.liveness_ttl - self.liveness_margin:
+            raise ValueError(
+                f"liveness_interval={self.liveness_interval:g} must be less than "
+                f"liveness_ttl - liveness_margin = "
+                f"{self.liveness_ttl - self.liveness_margin:g}"
+            )
+        return self
 
     def public(self) -> dict[str, str | int | bool]:
         """The configuration as attested and recorded (floats as strings: no JSON floats)."""

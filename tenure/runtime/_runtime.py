@@ -11,6 +11,7 @@ it resumes) and its cancel scope is cancelled (sleeping tasks wake at once).
 
 from __future__ import annotations
 
+import os
 import secrets
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,8 @@ from ..evidence._ledger import Ledger, LedgerConfig
 from ..lineage._spans import EVENT_POLICY_RELOADED, Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
+from .backends import Backend, open_backend
+from .backends._link import BackendLink
 from .isolation._runner import Isolation
 from .kernel._control import RunServices
 from .kernel._lease import LeaseAuthority
@@ -108,6 +111,12 @@ class Runtime:
         revocation_source: where revocation requests from other processes come from
             (a :class:`RevocationSource`); default: the ``.revocations`` folder under
             ``evidence_dir``, read while ``revocation_requests`` is on.
+        backend: the shared governance backend (``"postgresql://..."``, or an open
+            :class:`~tenure.runtime.backends.Backend`); default: ``TENURE_BACKEND`` if
+            set, else none (everything stays in this process, exactly as without it).
+            With one, revocations and policy epochs reach every host sharing it, and
+            this process's authority ends on its own clock when the backend stops
+            acknowledging its control-plane lease (``liveness_*`` in the config).
     """
 
     def __init__(
@@ -120,6 +129,7 @@ class Runtime:
         otlp_endpoint: str | None = None,
         config: RuntimeConfig | None = None,
         revocation_source: RevocationSource | None = None,
+        backend: str | Backend | None = None,
         **overrides: Any,
     ) -> None:
         base = config or RuntimeConfig()
@@ -132,6 +142,10 @@ class Runtime:
         self._tracer_provider = tracer_provider
         self._otlp_endpoint = otlp_endpoint
         self._revocation_source = revocation_source
+        self._backend_arg: str | Backend | None = (
+            backend if backend is not None else os.environ.get("TENURE_BACKEND") or None
+        )
+        self._link: BackendLink | None = None
         # Set while the runtime is open (``async with``); ``_require`` guards their use.
         self._services: RunServices | None = None
         self._tg: TaskGroup | None = None
@@ -198,7 +212,35 @@ class Runtime:
         self._stall = StallDetector(self.config, self.live_runs)
         tg.start_soon(self._stall.heartbeat)
         self._stall.start()
+        if self._backend_arg is not None:
+            try:
+                await self._connect_backend(tg, policy)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
         return self
+
+    async def _connect_backend(self, tg: TaskGroup, policy: PolicySet) -> None:
+        """Join the shared backend (fail closed: the runtime does not open without it)."""
+        arg = self._backend_arg
+        backend = await open_backend(arg) if isinstance(arg, str) else arg
+        assert backend is not None
+        cfg = self.config
+        link = BackendLink(
+            backend,
+            self,
+            self._gov.set_control,
+            ttl=cfg.liveness_ttl,
+            margin=cfg.liveness_margin,
+            interval=cfg.liveness_interval,
+        )
+        try:
+            await link.start(tg)
+            await link.share_policy(policy)
+        except BaseException:
+            await link.stop()
+            raise
+        self._link = link
 
     async def __aexit__(
         self,
@@ -215,6 +257,9 @@ class Runtime:
             for run in list(self._runs.values()):
                 with anyio.move_on_after(5):
                     await run.done.wait()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.stop()
         tg.cancel_scope.cancel()
         failure: GovernanceUnavailable | None = None
         try:
@@ -379,8 +424,16 @@ class Runtime:
     # -- governance controls --------------------------------------------------------------
 
     def revoke(self, run_or_lease_id: str, reason: str = "revoked") -> None:
-        """Revoke a run (its root lease) or one lease; takes effect before this returns."""
-        if not self._revoke(run_or_lease_id, reason, "revoke"):
+        """Revoke a run (its root lease) or one lease; takes effect before this returns.
+
+        Without a backend an id this runtime does not hold raises ``KeyError``. With one,
+        the revocation is also appended to the governance log (whoever holds the id, on
+        any host, stops), so an id held elsewhere is not an error.
+        """
+        held = self._revoke(run_or_lease_id, reason, "revoke")
+        if self._link is not None:
+            self._link.publish_revocation(run_or_lease_id, reason, "revoke")
+        elif not held:
             raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
 
     def _holder(self, target: str) -> Run | None:
@@ -415,6 +468,25 @@ class Runtime:
             self._revoke(request.target, request.reason, f"request:{request.by}")
         return True
 
+    # -- what the backend link may ask (its LinkHost Protocol) ----------------------------
+
+    def apply_revocation(self, target: str, reason: str, by: str) -> bool:
+        """Apply a revocation from the governance log; whether this runtime held it."""
+        run = self._holder(target)
+        if run is None:
+            return False
+        if run.stop is None:  # its own revocation coming back, or a second one: no-op
+            self._revoke(target, reason, by)
+        return True
+
+    def apply_policy(self, policy: PolicySet) -> None:
+        """Put a policy epoch published by another host in force here."""
+        self._reload(policy, publish=False)
+
+    def policy_digest(self) -> str:
+        """The digest of the policy set in force."""
+        return self._gov.policy.digest
+
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.
 
@@ -424,6 +496,9 @@ class Runtime:
         but are held to the new set's budgets from now on (rate-limit windows are kept as
         they were at the run's start).
         """
+        self._reload(path_or_policyset, publish=True)
+
+    def _reload(self, path_or_policyset: str | Path | PolicySet, *, publish: bool) -> None:
         services = self._require()
         try:
             policy = _load_policies(path_or_policyset)
@@ -449,6 +524,8 @@ class Runtime:
             run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()
         services.wake_watchdog()
+        if publish and self._link is not None:
+            self._link.publish_policy(policy, "reload")
 
     def pending_approvals(self) -> list[ApprovalRequest]:
         """Steps waiting for a person (oldest first)."""

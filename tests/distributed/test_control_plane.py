@@ -173,3 +173,30 @@ async def test_a_revocation_reaches_a_member_whose_notifications_are_frozen_by_r
     finally:
         await other.close()
     assert [e.data["target"] for e in applied.events] == ["run_1"]
+
+
+async def test_events_committed_around_a_server_crash_are_applied_once_in_order(
+    pg_private: PgServer, private_backend: PgBackend
+) -> None:
+    """Failure table: the database killed (SIGKILL of every process) and restarted. Every
+    committed event is applied exactly once, in revision order, across the reconnect."""
+    applied = Applied()
+    async with running(private_backend, applied) as cp:
+        writer = await PgBackend.connect(pg_private.dsn)
+        try:
+            for i in range(30):
+                await writer.log.append("revoke", _revoke(i))
+        finally:
+            await writer.close()
+        pg_private.kill()
+        pg_private.start()
+        writer = await PgBackend.connect(pg_private.dsn)
+        try:
+            for i in range(30, 60):
+                await writer.log.append("revoke", _revoke(i))
+        finally:
+            await writer.close()
+        await applied.until(lambda: len(applied.events) >= 60, within=20)
+        assert await cp.renew_once()
+    assert [e.revision for e in applied.events] == list(range(1, 61))
+    assert [e.data["target"] for e in applied.events] == [f"run_{i}" for i in range(60)]

@@ -9,7 +9,7 @@ process pointed at the same database (:class:`PgBackend`). The PostgreSQL driver
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._control import ControlPlane
 from ._memory import MemoryBackend
@@ -37,6 +37,7 @@ from ._types import (
     SegmentInfo,
     TaskOutcome,
 )
+from ._url import is_postgres, redact
 
 if TYPE_CHECKING:
     from ._pg import PgBackend
@@ -64,13 +65,11 @@ __all__ = [
     "Refusal",
     "SegmentInfo",
     "TaskOutcome",
+    "is_postgres",
     "open_backend",
+    "redact",
     "upgrade_schema",
 ]
-
-
-def _is_pg(url: str) -> bool:
-    return url.startswith(("postgresql://", "postgres://"))
 
 
 async def open_backend(url: str | None, *, op_timeout: float = 5.0) -> Backend:
@@ -81,10 +80,8 @@ async def open_backend(url: str | None, *, op_timeout: float = 5.0) -> Backend:
     """
     if url is None or url == "memory:":
         return MemoryBackend()
-    if _is_pg(url):
-        from ._pg import PgBackend
-
-        pg: PgBackend = await PgBackend.connect(url, op_timeout=op_timeout)
+    if is_postgres(url):
+        pg: PgBackend = await _pg_module().PgBackend.connect(url, op_timeout=op_timeout)
         return pg
     raise ValueError(
         f"unknown backend {url.split('://', 1)[0]!r}: expected a postgresql:// URL or 'memory:'"
@@ -93,8 +90,18 @@ async def open_backend(url: str | None, *, op_timeout: float = 5.0) -> Backend:
 
 async def upgrade_schema(url: str) -> list[int]:
     """Create or migrate a backend's schema (``tenure db upgrade``); versions applied now."""
-    if not _is_pg(url):
+    if not is_postgres(url):
         raise ValueError("only a postgresql:// backend has a schema to upgrade")
-    from ._pg import upgrade
+    applied: list[int] = await _pg_module().upgrade(url)
+    return applied
 
-    return await upgrade(url)
+
+def _pg_module() -> Any:
+    try:
+        from . import _pg
+    except ImportError as exc:  # asyncpg is an optional dependency
+        raise RuntimeError(
+            f"a postgresql:// backend needs the asyncpg driver ({exc}): "
+            "pip install 'tenure[postgresql]'"
+        ) from exc
+    return _pg

@@ -54,6 +54,7 @@ class ControlPlane:
         on_event: applies one governance event (awaited, in revision order).
         on_expired: called once each time the deadline passes unrenewed.
         on_member: called with the member after each (re-)registration.
+        on_deadline: called with the new deadline each time it moves (renewed, lost, left).
         ttl: the liveness lease the server keeps (seconds, server clock).
         margin: how much sooner than the server this process gives up its authority.
         interval: seconds between renewals.
@@ -69,6 +70,7 @@ class ControlPlane:
         on_event: Callable[[GovEvent], Awaitable[None]],
         on_expired: Callable[[], None] = lambda: None,
         on_member: Callable[[Member], None] = lambda member: None,
+        on_deadline: Callable[[float], None] = lambda deadline: None,
         info: Mapping[str, Any] | None = None,
         ttl: float = 3.0,
         margin: float = 0.5,
@@ -90,6 +92,7 @@ class ControlPlane:
         self._on_event = on_event
         self._on_expired = on_expired
         self._on_member = on_member
+        self._on_deadline = on_deadline
         self._info = dict(info or {})
         self.member: Member | None = None
         #: monotonic time at which this process's authority ends unless renewed
@@ -137,8 +140,12 @@ class ControlPlane:
                 )
 
     def _extend(self, t_send: float) -> None:
-        self.deadline = t_send + self.ttl - self.margin
+        self._set_deadline(t_send + self.ttl - self.margin)
         self._expiry_reported = False
+
+    def _set_deadline(self, deadline: float) -> None:
+        self.deadline = deadline
+        self._on_deadline(deadline)
 
     def live(self) -> bool:
         """Whether this process's authority holds right now (its own clock)."""
@@ -171,7 +178,7 @@ class ControlPlane:
 
     def _lost(self, exc: GovernanceViolation) -> None:
         _log.warning("%s", exc)
-        self.deadline = _NEVER
+        self._set_deadline(_NEVER)
         self.member = None
         self._report_expiry()
 
@@ -242,7 +249,7 @@ class ControlPlane:
     async def leave(self) -> None:
         """Leave the control plane cleanly (a drained worker's last call)."""
         member, self.member = self.member, None
-        self.deadline = _NEVER
+        self._set_deadline(_NEVER)
         if member is not None:
             with anyio.move_on_after(self.interval):
                 await self.backend.liveness.leave(member)

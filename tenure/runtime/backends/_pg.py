@@ -13,11 +13,12 @@ import anyio
 import asyncpg
 
 from ..._errors import GovernanceUnavailable
-from ._pg_db import DRIVER_ERRORS, PgDb, redact
+from ._pg_db import DRIVER_ERRORS, PgDb
 from ._pg_evidence import PgEvidence
 from ._pg_log import PgLiveness, PgLog
 from ._pg_schema import MIGRATIONS, SCHEMA_VERSION
 from ._pg_work import PgApprovals, PgBudgets, PgQueue
+from ._url import is_postgres, redact
 
 __all__ = ["PgBackend", "check_schema", "upgrade"]
 
@@ -112,7 +113,7 @@ class PgBackend:
     """
 
     def __init__(self, url: str, *, op_timeout: float = 5.0, pool_size: int = 10) -> None:
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not is_postgres(url):
             raise ValueError(
                 f"a PostgreSQL backend URL starts with postgresql://, got {redact(url)!r}"
             )

@@ -27,8 +27,9 @@ import anyio
 import asyncpg
 
 from ..._errors import GovernanceUnavailable
+from ._url import redact
 
-__all__ = ["CHANNELS", "DRIVER_ERRORS", "PgDb", "redact"]
+__all__ = ["CHANNELS", "DRIVER_ERRORS", "PgDb"]
 
 #: NOTIFY channels: governance log revisions, queued tasks (payload: the pool), finished
 #: tasks (payload: the task id).
@@ -44,16 +45,6 @@ DRIVER_ERRORS: Final = (
     TimeoutError,
 )
 _SEGMENT: Final = "TN002"
-
-
-def redact(url: str) -> str:
-    """The URL without its password (errors and logs never carry credentials)."""
-    head, sep, tail = url.partition("@")
-    if not sep or "://" not in head:
-        return url
-    scheme, _, userinfo = head.partition("://")
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}@{tail}"
 
 
 async def _setup(conn: asyncpg.Connection) -> None:

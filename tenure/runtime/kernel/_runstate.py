@@ -325,6 +325,18 @@ class RunState:
         now = monotonic()
         if now >= lease.deadline:
             return self.fail(self._expired(lease, task, now))
+        if now >= self.gov.control_deadline:
+            return self.fail(
+                GovernanceUnavailable(
+                    "this process's control-plane lease was not renewed in time: the "
+                    "governance backend stopped acknowledging it, so its authority ended "
+                    "on its own clock",
+                    lease_id=lease.id,
+                    check="backend.liveness",
+                    task=task,
+                    source="gate",
+                )
+            )
         if now >= self.gov.watchdog_deadline:
             return self.fail(
                 GovernanceUnavailable(

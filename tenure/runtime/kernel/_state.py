@@ -31,14 +31,33 @@ _INF = float("inf")
 
 
 class GovState:
-    """Runtime-wide governance state that every gate reads (one object, few fields)."""
+    """Runtime-wide governance state that every gate reads (one object, few fields).
 
-    __slots__ = ("epoch", "policy", "watchdog_deadline")
+    ``watchdog_deadline`` is the one deadline a gate compares on each resumption: the
+    earlier of the watchdog's heartbeat and this process's control-plane deadline (when a
+    shared backend holds its liveness lease), so stretching governance across hosts adds
+    nothing per await. Set the two parts, never the fold itself.
+    """
+
+    __slots__ = ("control_deadline", "epoch", "heartbeat_deadline", "policy", "watchdog_deadline")
 
     def __init__(self, policy: PolicySet) -> None:
         self.epoch = 0
         self.policy = policy
+        self.heartbeat_deadline = _INF
+        #: monotonic end of this process's authority from the control plane (inf: none)
+        self.control_deadline = _INF
         self.watchdog_deadline = _INF
+
+    def set_heartbeat(self, deadline: float) -> None:
+        """The watchdog beat (``-inf`` when it died)."""
+        self.heartbeat_deadline = deadline
+        self.watchdog_deadline = min(deadline, self.control_deadline)
+
+    def set_control(self, deadline: float) -> None:
+        """The control-plane deadline after a renewal, a loss or a rejoin."""
+        self.control_deadline = deadline
+        self.watchdog_deadline = min(self.heartbeat_deadline, deadline)
 
 
 class LeaseState:

@@ -171,7 +171,7 @@ class Watchdog:
 
     def beat(self) -> None:
         """Refresh the heartbeat that every gate checks."""
-        self._gov.watchdog_deadline = monotonic() + self._config.watchdog_liveness
+        self._gov.set_heartbeat(monotonic() + self._config.watchdog_liveness)
 
     async def run(self) -> None:
         """The watchdog task body (never returns while the runtime is open)."""
@@ -190,7 +190,7 @@ class Watchdog:
         except cancelled:
             raise
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
-            self._gov.watchdog_deadline = float("-inf")
+            self._gov.set_heartbeat(float("-inf"))
             reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
             self._host.stop_all(
                 lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")

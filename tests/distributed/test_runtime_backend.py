@@ -1,0 +1,279 @@
+"""A Runtime on a shared PostgreSQL backend: the schema gate, a stop that reaches every
+process, policy epochs, and authority that ends on the local clock."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import asyncpg
+import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from tenure import (
+    Context,
+    GovernanceUnavailable,
+    LeaseRevoked,
+    PolicyDenied,
+    Runtime,
+    agent,
+    tool,
+)
+from tenure.evidence import verify_run
+from tenure.runtime.backends._pg import upgrade
+
+from ._pg import PgServer
+
+ROOT = Path(__file__).resolve().parents[2]
+ALLOW = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "allow-everything"
+effect = "allow"
+"""
+NO_TOOLS = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "agents-only"
+effect = "allow"
+actions = ["invoke_agent"]
+"""
+FAST = {"liveness_ttl": 1.5, "liveness_margin": 0.3, "liveness_interval": 0.25}
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "allow.toml"
+    path.write_text(ALLOW)
+    return path
+
+
+def tenure_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "tenure", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+def _empty(folder: Path) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+@tool
+async def tick() -> int:
+    return 1
+
+
+@agent
+async def ticking(ctx: Context, started: anyio.Event | None = None) -> str:
+    if started is not None:
+        started.set()
+    while True:
+        await ctx.call(tick)
+        await anyio.sleep(0.02)
+
+
+async def test_a_runtime_refuses_to_start_on_a_database_without_the_schema(
+    pg_url: str, evidence: Path, policy: Path
+) -> None:
+    with pytest.raises(GovernanceUnavailable) as caught:
+        async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
+            pass
+    assert caught.value.check == "backend.schema"
+    assert "run `tenure db upgrade --backend URL` first" in caught.value.reason
+    assert _empty(evidence)
+
+
+async def test_a_runtime_refuses_a_schema_newer_than_it_knows(
+    pg_url: str, evidence: Path, policy: Path
+) -> None:
+    await upgrade(pg_url)
+    conn = await asyncpg.connect(pg_url)
+    await conn.execute("INSERT INTO tenure_schema (version) VALUES (99)")
+    await conn.close()
+    with pytest.raises(GovernanceUnavailable) as caught:
+        async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
+            pass
+    assert caught.value.check == "backend.schema"
+    assert "version 99, newer than this Tenure knows (up to 1)" in caught.value.reason
+
+
+async def test_tenure_db_upgrade_creates_the_schema_once(pg_url: str) -> None:
+    first = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
+    assert first.returncode == 0, first.stderr
+    assert "applied schema migration(s) 1" in first.stdout
+    again = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
+    assert again.returncode == 0 and "schema already current" in again.stdout
+    unreachable = await anyio.to_thread.run_sync(
+        tenure_cli, "db", "upgrade", "--backend", "postgresql://nobody:secret@127.0.0.1:1/x"
+    )
+    assert unreachable.returncode == 1
+    assert "unreachable" in unreachable.stderr and "secret" not in unreachable.stderr
+
+
+async def test_tenure_revoke_from_another_process_stops_the_run_through_the_log(
+    pg_url: str, evidence: Path, policy: Path
+) -> None:
+    await upgrade(pg_url)
+    async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy) as rt:
+        started = anyio.Event()
+        handle = await rt.start(ticking, started, principal="alice", ttl=60)
+        await started.wait()
+        done = await anyio.to_thread.run_sync(
+            tenure_cli,
+            "revoke",
+            handle.run_id,
+            "--reason",
+            "incident 7",
+            "--by",
+            "oncall",
+            "--backend",
+            pg_url,
+        )
+        assert done.returncode == 0, done.stderr
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked) as caught:
+            await handle.result()
+    assert caught.value.source == "log:oncall"
+    ledger = (handle.evidence_path / "ledger.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in ledger]
+    revoked = [r for r in records if r["kind"] == "lease.revoked"]
+    assert len(revoked) == 1 and revoked[0]["reason"] == "incident 7"
+    verify = await anyio.to_thread.run_sync(
+        tenure_cli,
+        "verify",
+        str(handle.evidence_path),
+        "--key",
+        str(handle.evidence_path / "tenure.pub"),
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_rt_revoke_stops_a_run_held_by_a_runtime_in_another_process(
+    pg_url: str, tmp_path: Path, policy: Path
+) -> None:
+    await upgrade(pg_url)
+    far = tmp_path / "far"
+    argv = [sys.executable, "-m", "tests.distributed._host", pg_url, str(far), str(policy)]
+    async with await anyio.open_process(argv, cwd=ROOT) as host:
+        assert host.stdout is not None
+        lines = BufferedByteReceiveStream(host.stdout)
+        with anyio.fail_after(30):
+            run_id = (await lines.receive_until(b"\n", 1000)).decode().split()[1]
+        async with Runtime(backend=pg_url, evidence_dir=tmp_path / "near", policies=policy) as rt:
+            rt.revoke(run_id, reason="stop it everywhere")  # not held here: no KeyError
+            with anyio.fail_after(30):
+                outcome = json.loads(await lines.receive_until(b"\n", 1000))
+        assert outcome == {"error": "LeaseRevoked", "check": "lease.revoked"}
+        with anyio.fail_after(30):
+            assert await host.wait() == 0
+    report = verify_run(far / run_id)
+    assert report.verdict == "verified" and report.run_status == "violation"
+
+
+async def test_a_policy_epoch_reaches_another_runtime_and_stops_what_it_denies(
+    pg_url: str, tmp_path: Path, policy: Path
+) -> None:
+    await upgrade(pg_url)
+    strict = tmp_path / "strict.toml"
+    strict.write_text(NO_TOOLS)
+    async with (
+        Runtime(backend=pg_url, evidence_dir=tmp_path / "a", policies=policy) as ra,
+        Runtime(backend=pg_url, evidence_dir=tmp_path / "b", policies=policy) as rb,
+    ):
+        started = anyio.Event()
+        handle = await rb.start(ticking, started, principal="alice", ttl=60)
+        await started.wait()
+        ra.reload_policies(strict)
+        with anyio.fail_after(10), pytest.raises(PolicyDenied) as caught:
+            await handle.result()
+        assert rb.policy_digest() == ra.policy_digest()
+    assert caught.value.check == "rule:<default>" or "denied" in caught.value.reason
+
+
+async def test_a_frozen_database_stops_every_run_on_its_own_clock(
+    pg_private: PgServer, tmp_path: Path, policy: Path
+) -> None:
+    """Failure table: the database frozen (SIGSTOP of every server process). No error ever
+    comes back; each run stops with ``backend.liveness`` within the lease, and after the
+    thaw the runtime rejoins and runs again."""
+    await upgrade(pg_private.dsn)
+    async with Runtime(
+        backend=pg_private.dsn, evidence_dir=tmp_path / "runs", policies=policy, **FAST
+    ) as rt:
+        started = anyio.Event()
+        handle = await rt.start(ticking, started, principal="alice", ttl=60)
+        await started.wait()
+        frozen = pg_private.freeze()
+        t0 = anyio.current_time()
+        try:
+            with anyio.fail_after(10), pytest.raises(GovernanceUnavailable) as caught:
+                await handle.result()
+            stopped_after = anyio.current_time() - t0
+        finally:
+            pg_private.thaw(frozen)
+        assert caught.value.check == "backend.liveness"
+        assert stopped_after <= FAST["liveness_ttl"]
+        plane = rt._link.plane  # type: ignore[union-attr]
+        with anyio.fail_after(20):
+            while True:  # rejoining runs on the control plane's own timer
+                if plane.live():
+                    break
+                await anyio.sleep(0.1)
+        assert await rt.run(ticking_once, principal="alice", ttl=10) == 1
+    report = verify_run(handle.evidence_path)
+    assert report.verdict == "verified" and report.run_status == "violation"
+
+
+@agent
+async def ticking_once(ctx: Context) -> int:
+    return await ctx.call(tick)
+
+
+async def test_a_killed_and_restarted_database_loses_no_revocation_and_applies_each_once(
+    pg_private: PgServer, tmp_path: Path, policy: Path
+) -> None:
+    """Failure table: the database killed and restarted under live runs. A revocation
+    committed before the crash and one after both stop their run, each recorded once."""
+    await upgrade(pg_private.dsn)
+    async with Runtime(
+        backend=pg_private.dsn, evidence_dir=tmp_path / "runs", policies=policy
+    ) as rt:
+        started = [anyio.Event(), anyio.Event()]
+        a = await rt.start(ticking, started[0], principal="alice", ttl=60)
+        b = await rt.start(ticking, started[1], principal="alice", ttl=60)
+        for event in started:
+            await event.wait()
+        before = await anyio.to_thread.run_sync(
+            tenure_cli, "revoke", a.run_id, "--reason", "before", "--backend", pg_private.dsn
+        )
+        assert before.returncode == 0, before.stderr
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked):
+            await a.result()
+        pg_private.kill()
+        pg_private.start()
+        after = await anyio.to_thread.run_sync(
+            tenure_cli, "revoke", b.run_id, "--reason", "after", "--backend", pg_private.dsn
+        )
+        assert after.returncode == 0, after.stderr
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked):
+            await b.result()
+        plane = rt._link.plane  # type: ignore[union-attr]
+        assert plane.applied == 2
+    for handle, reason in ((a, "before"), (b, "after")):
+        lines = (handle.evidence_path / "ledger.jsonl").read_text().splitlines()
+        revoked = [r for r in map(json.loads, lines) if r["kind"] == "lease.revoked"]
+        assert [r["reason"] for r in revoked] == [reason]
+        report = verify_run(handle.evidence_path)
+        assert report.verdict == "verified" and report.run_status == "violation"
