@@ -19,6 +19,7 @@ from tenure import (
     LeaseRevoked,
     PolicyDenied,
     Runtime,
+    RuntimeConfig,
     agent,
     tool,
 )
@@ -45,7 +46,7 @@ id = "agents-only"
 effect = "allow"
 actions = ["invoke_agent"]
 """
-FAST = {"liveness_ttl": 1.5, "liveness_margin": 0.3, "liveness_interval": 0.25}
+FAST = RuntimeConfig(liveness_ttl=1.5, liveness_margin=0.3, liveness_interval=0.25)
 
 
 @pytest.fixture
@@ -210,7 +211,7 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
     thaw the runtime rejoins and runs again."""
     await upgrade(pg_private.dsn)
     async with Runtime(
-        backend=pg_private.dsn, evidence_dir=tmp_path / "runs", policies=policy, **FAST
+        backend=pg_private.dsn, evidence_dir=tmp_path / "runs", policies=policy, config=FAST
     ) as rt:
         started = anyio.Event()
         handle = await rt.start(ticking, started, principal="alice", ttl=60)
@@ -224,7 +225,7 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
         finally:
             pg_private.thaw(frozen)
         assert caught.value.check == "backend.liveness"
-        assert stopped_after <= FAST["liveness_ttl"]
+        assert stopped_after <= FAST.liveness_ttl
         plane = rt._link.plane  # type: ignore[union-attr]
         with anyio.fail_after(20):
             while True:  # rejoining runs on the control plane's own timer
@@ -238,7 +239,8 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
 
 @agent
 async def ticking_once(ctx: Context) -> int:
-    return await ctx.call(tick)
+    ticked: int = await ctx.call(tick)
+    return ticked
 
 
 async def test_a_killed_and_restarted_database_loses_no_revocation_and_applies_each_once(
