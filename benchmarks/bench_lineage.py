@@ -33,7 +33,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tenure.lineage._spans import EVENT_DECISION, EVENT_LEASE_ISSUED, Lineage
+from tenure.lineage._names import EVENT_DECISION, EVENT_LEASE_ISSUED
+from tenure.lineage._spans import Lineage
 
 ROUNDS = 5
 

@@ -25,7 +25,7 @@ Invariants:
 - **A faulty span processor never fails a run**: the SDK lets an exception from a
   processor's ``on_start`` / ``on_end`` escape ``start_span`` / ``end``; it is logged (once)
   and the span degrades to a light id holder, so the ledger still gets ids.
-- Attribute and event names are declared once, below.
+- Attribute and event names are declared once, in :mod:`._names`.
 """
 
 from __future__ import annotations
@@ -60,6 +60,36 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
+from .._version import __version__
+from ._names import (
+    ATTR_AGENT_ID,
+    ATTR_AGENT_NAME,
+    ATTR_ATTESTATION_DIGEST,
+    ATTR_CHECK,
+    ATTR_DECISION,
+    ATTR_ERROR_TYPE,
+    ATTR_LEASE_ID,
+    ATTR_OPERATION_NAME,
+    ATTR_POLICY_DIGEST,
+    ATTR_PRINCIPAL,
+    ATTR_PROVIDER_NAME,
+    ATTR_RULE_ID,
+    ATTR_RUN_ID,
+    ATTR_STEP_ID,
+    ATTR_TOOL_CALL_ID,
+    ATTR_TOOL_NAME,
+    ATTR_TOOL_TYPE,
+    ATTR_WORKFLOW_NAME,
+    INSTRUMENTATION_NAME,
+    OP_EXECUTE_TOOL,
+    OP_INVOKE_AGENT,
+    OP_INVOKE_WORKFLOW,
+    PROVIDER_NAME,
+    SCHEMA_URL,
+    TOOL_TYPE_FUNCTION,
+    error_type,
+)
+
 __all__ = [
     "NOOP_SPAN",
     "Lineage",
@@ -72,42 +102,7 @@ _ids = random.Random()
 
 _log = logging.getLogger("tenure.lineage")
 
-# --- names (declared once) -------------------------------------------------------------------
-
-INSTRUMENTATION_NAME: Final = "tenure"
-
-OP_INVOKE_WORKFLOW: Final = "invoke_workflow"
-OP_INVOKE_AGENT: Final = "invoke_agent"
-OP_EXECUTE_TOOL: Final = "execute_tool"
-
-ATTR_OPERATION_NAME: Final = "gen_ai.operation.name"
-ATTR_WORKFLOW_NAME: Final = "gen_ai.workflow.name"
-ATTR_AGENT_NAME: Final = "gen_ai.agent.name"
-ATTR_AGENT_ID: Final = "gen_ai.agent.id"
-ATTR_TOOL_NAME: Final = "gen_ai.tool.name"
-ATTR_TOOL_CALL_ID: Final = "gen_ai.tool.call.id"
-ATTR_TOOL_TYPE: Final = "gen_ai.tool.type"
-ATTR_ERROR_TYPE: Final = "error.type"
-
-ATTR_RUN_ID: Final = "tenure.run.id"
-ATTR_LEASE_ID: Final = "tenure.lease.id"
-ATTR_PRINCIPAL: Final = "tenure.principal"
-ATTR_DECISION: Final = "tenure.decision"
-ATTR_RULE_ID: Final = "tenure.rule.id"
-ATTR_POLICY_DIGEST: Final = "tenure.policy.digest"
-ATTR_ATTESTATION_DIGEST: Final = "tenure.attestation.digest"
-ATTR_LEDGER_INDEX: Final = "tenure.ledger.index"
-ATTR_CHECK: Final = "tenure.check"
-
-TOOL_TYPE_FUNCTION: Final = "function"
-
-EVENT_LEASE_ISSUED: Final = "tenure.lease.issued"
-EVENT_LEASE_RENEWED: Final = "tenure.lease.renewed"
-EVENT_LEASE_REVOKED: Final = "tenure.lease.revoked"
-EVENT_DECISION: Final = "tenure.decision"
-EVENT_APPROVAL: Final = "tenure.approval"
-EVENT_VIOLATION: Final = "tenure.violation"
-EVENT_POLICY_RELOADED: Final = "tenure.policy.reloaded"
+# --- names: declared in ._names ----------------------------------------------------------
 
 # --- export limits (safe defaults, units in the name) ----------------------------------------
 
@@ -257,7 +252,7 @@ class SpanHandle:
 
     def end(self, error: BaseException | None = None) -> None:
         """End the span; with ``error``, status ERROR (description = the reason) and
-        ``error.type`` = the exception class name. Idempotent."""
+        ``error.type`` = the fully qualified exception class name. Idempotent."""
         if self._ended:
             return
         self._ended = True
@@ -265,7 +260,7 @@ class SpanHandle:
         if span is None:
             return
         if error is not None:
-            span.set_attribute(ATTR_ERROR_TYPE, type(error).__name__)
+            span.set_attribute(ATTR_ERROR_TYPE, error_type(error))
             check = getattr(error, "check", None)
             if isinstance(check, str):
                 span.set_attribute(ATTR_CHECK, check)
@@ -326,6 +321,11 @@ class Lineage:
         self._closed = False
         self._interruptible: _InterruptibleExporter | None = None
         self.exporter: SpanExporter | None = None
+        if tracer_provider is None and otlp_endpoint is None and exporter is None:
+            # A provider the application configured globally is the user's own.
+            global_provider = trace.get_tracer_provider()
+            if not isinstance(global_provider, trace.ProxyTracerProvider):
+                self._provider = tracer_provider = global_provider
         if tracer_provider is None:
             exporter = exporter if exporter is not None else self._otlp_from_config(otlp_endpoint)
             if exporter is not None:
@@ -352,7 +352,9 @@ class Lineage:
                 "otlp_endpoint/exporter, not both"
             )
         if self._provider is not None:
-            self._tracer = self._provider.get_tracer(INSTRUMENTATION_NAME)
+            self._tracer = self._provider.get_tracer(
+                INSTRUMENTATION_NAME, __version__, schema_url=SCHEMA_URL
+            )
 
     @staticmethod
     def _otlp_from_config(otlp_endpoint: str | None) -> SpanExporter | None:
@@ -417,7 +419,20 @@ class Lineage:
         except Exception:  # a user's span processor raised in on_start
             _lineage_fault("span start")
             return self._light(parent._span_context if parent is not None else None)
-        return SpanHandle(span, span.get_span_context())
+        sc = span.get_span_context()
+        parent_sc = (
+            parent._span_context
+            if parent is not None
+            else trace.get_current_span().get_span_context()
+        )
+        if not sc.is_valid or (
+            parent_sc is not None and sc.span_id == parent_sc.span_id and not span.is_recording()
+        ):
+            # A disabled SDK (OTEL_SDK_DISABLED) or a no-op provider hands back an invalid
+            # context or the parent's own: the ledger still needs ids of its own, so the
+            # span becomes a light id holder under the same parent.
+            return self._light(parent_sc if parent_sc is not None and parent_sc.is_valid else None)
+        return SpanHandle(span, sc)
 
     def start_run(
         self,
@@ -447,19 +462,27 @@ class Lineage:
         parent: SpanHandle,
         name: str,
         *,
+        agent_id: str | None = None,
         run_id: str,
         step_id: str,
         lease_id: str,
         principal: str,
     ) -> SpanHandle:
-        """Start ``invoke_agent {name}`` under ``parent`` (the run or the delegating agent)."""
+        """Start ``invoke_agent {name}`` under ``parent`` (the run or the delegating agent).
+
+        ``agent_id`` is the agent's identity, the same in every run (the runtime passes its
+        qualified Python name; default: ``name``); the step number within the run goes under
+        ``tenure.step.id``.
+        """
         return self._start(
             f"{OP_INVOKE_AGENT} {name}",
             parent,
             {
                 ATTR_OPERATION_NAME: OP_INVOKE_AGENT,
+                ATTR_PROVIDER_NAME: PROVIDER_NAME,
                 ATTR_AGENT_NAME: name,
-                ATTR_AGENT_ID: step_id,
+                ATTR_AGENT_ID: agent_id if agent_id is not None else name,
+                ATTR_STEP_ID: step_id,
                 ATTR_RUN_ID: run_id,
                 ATTR_LEASE_ID: lease_id,
                 ATTR_PRINCIPAL: principal,

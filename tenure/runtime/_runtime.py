@@ -33,7 +33,8 @@ from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
 from ..evidence._format import ATTESTATION, POLICY_RELOADED, RUN_START, WITNESS_DIR, budgets_record
 from ..evidence._ledger import Ledger, LedgerConfig
-from ..lineage._spans import EVENT_POLICY_RELOADED, Lineage
+from ..lineage._names import EVENT_POLICY_RELOADED, policy_event
+from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
 from .backends import Backend, open_backend
@@ -519,7 +520,7 @@ class Runtime:
             self._policy_files = tuple(policy.sources)
             self.policy_source = Path(path_or_policyset)
         for run in list(self._runs.values()):
-            run.span.event(EVENT_POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})
+            run.span.event(EVENT_POLICY_RELOADED, policy_event(policy.digest, gov.epoch))
             run.try_record(POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})
             run.tracker.budgets = policy.budgets  # live runs count against the new limits
             run.revalidate()

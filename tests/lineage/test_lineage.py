@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from tenure._errors import LeaseRevoked
+from tenure.lineage import _names as N
 from tenure.lineage import _spans as L
 from tenure.lineage._spans import NOOP_SPAN, Lineage, SpanHandle
 from tests.support.exporters import HangingExporter, RaisingExporter
@@ -149,8 +150,10 @@ def test_gen_ai_and_tenure_attributes_are_set_at_start(
     }
     assert dict(spans["invoke_agent planner"].attributes or {}) == {
         "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.provider.name": "tenure",
         "gen_ai.agent.name": "planner",
-        "gen_ai.agent.id": "s1",
+        "gen_ai.agent.id": "planner",
+        "tenure.step.id": "s1",
         "tenure.run.id": "run-1",
         "tenure.lease.id": "L1",
         "tenure.principal": "alice",
@@ -186,10 +189,10 @@ def test_decision_and_governance_events_are_recorded(
         run, "planner", run_id="run-1", step_id="s1", lease_id="L1", principal="alice"
     )
     ag.set_decision("allow", "alice-runs-research")
-    ag.set(L.ATTR_LEDGER_INDEX, 7)
-    ag.event(L.EVENT_LEASE_ISSUED, {"tenure.lease.id": "L1"})
-    ag.event(L.EVENT_LEASE_RENEWED, {"tenure.lease.id": "L1"})
-    ag.event(L.EVENT_DECISION, {"tenure.decision": "allow", "tenure.rule.id": "r1"})
+    ag.set(N.ATTR_LEDGER_INDEX, 7)
+    ag.event(N.EVENT_LEASE_ISSUED, {"tenure.lease.id": "L1"})
+    ag.event(N.EVENT_LEASE_RENEWED, {"tenure.lease.id": "L1"})
+    ag.event(N.EVENT_DECISION, {"tenure.decision": "allow", "tenure.rule.id": "r1"})
     ag.end()
     run.end()
     span = by_name(exporter.get_finished_spans())["invoke_agent planner"]
@@ -225,7 +228,7 @@ def test_revoked_run_spans_end_with_error_status_and_reason(
         task="agent:planner",
         source="revoke",
     )
-    ag.event(L.EVENT_VIOLATION, err.to_record())
+    ag.event(N.EVENT_VIOLATION, err.to_record())
     ag.end(err)
     run.end(err)
     spans = by_name(exporter.get_finished_spans())
@@ -233,7 +236,7 @@ def test_revoked_run_spans_end_with_error_status_and_reason(
         s = spans[name]
         assert s.status.status_code is StatusCode.ERROR
         assert s.status.description == "lease revoked by operator"
-        assert (s.attributes or {})["error.type"] == "LeaseRevoked"
+        assert (s.attributes or {})["error.type"] == "tenure.LeaseRevoked"
         assert (s.attributes or {})["tenure.check"] == "lease.revoked"
     assert spans["invoke_agent planner"].events[0].name == "tenure.violation"
 
@@ -342,7 +345,7 @@ def test_no_exporter_configured_means_no_pipeline_threads_or_network(
         ag, "search", run_id="run-1", call_id="c1", lease_id="L1", principal="alice"
     )
     ag.set_decision("allow", "r")
-    ag.event(L.EVENT_LEASE_ISSUED, {})
+    ag.event(N.EVENT_LEASE_ISSUED, {})
     for h in (tl, ag, run):
         h.end()
     lin.shutdown()

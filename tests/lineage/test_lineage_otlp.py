@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tenure._errors import LeaseRevoked
-from tenure.lineage._spans import EVENT_LEASE_REVOKED, EVENT_VIOLATION, Lineage
+from tenure.lineage._names import EVENT_LEASE_REVOKED, EVENT_VIOLATION
+from tenure.lineage._spans import Lineage
 from tests.support.otlp_receiver import OTLPReceiver
 
 STATUS_CODE_ERROR = 2  # opentelemetry.proto.trace.v1.Status.STATUS_CODE_ERROR
@@ -101,7 +102,7 @@ def test_spans_arrive_at_an_otlp_http_receiver_with_parents_and_attributes() -> 
     assert tool["gen_ai.tool.call.id"] == "s2"
     assert tool["tenure.decision"] == "allow"
     assert writer.attributes["tenure.lease.id"] == "L2"
-    assert writer.attributes["error.type"] == "LeaseRevoked"
+    assert writer.attributes["error.type"] == "tenure.LeaseRevoked"
     assert writer.span.status.code == STATUS_CODE_ERROR
     assert writer.span.status.message == "revoked by operator"
     assert [e.name for e in writer.span.events] == ["tenure.lease.revoked", "tenure.violation"]

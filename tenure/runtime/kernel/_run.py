@@ -17,7 +17,7 @@ import anyio
 
 from ..._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ...evidence._format import LEASE_RENEWED, LEASE_REVOKED, RUN_END
-from ...lineage._spans import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED
+from ...lineage._names import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED, lease_event
 from ._gate import Gate, Governed
 from ._runstate import stands
 from ._state import NO_LEASE, LeaseState, value_digest
@@ -186,7 +186,7 @@ class Run(GovernedSteps):
             return
         state.adopt(lease, self.hard_deadline, now_us)
         span = step.span if step is not None else self.span
-        span.event(EVENT_LEASE_RENEWED, {"lease": state.id, "gen": lease.claims.gen})
+        span.event(EVENT_LEASE_RENEWED, lease_event(state.id, generation=lease.claims.gen))
         try:
             self.record(
                 LEASE_RENEWED,
@@ -206,7 +206,7 @@ class Run(GovernedSteps):
         self.try_record(
             LEASE_REVOKED, {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
         )
-        self.span.event(EVENT_LEASE_REVOKED, {"lease": lease_id, "reason": reason})
+        self.span.event(EVENT_LEASE_REVOKED, lease_event(lease_id, reason=reason))
         state = self.leases.get(lease_id)
         task = state.lease.claims.sub if state is not None else None
         self.fail(

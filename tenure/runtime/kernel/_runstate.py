@@ -34,7 +34,7 @@ from ..._errors import (
 )
 from ...agents import Agent
 from ...evidence._format import STEP_END, STEPS_STOPPED, VIOLATION
-from ...lineage._spans import EVENT_VIOLATION
+from ...lineage._names import EVENT_VIOLATION, violation_event
 from ._lease import wall_us
 from ._state import LeaseState, Step, value_digest
 
@@ -224,8 +224,9 @@ class RunState:
             return
         self._stop_applied = True
         stop = self.stop
-        self.span.event(EVENT_VIOLATION, stop.to_record())
-        self.try_record(VIOLATION, stop.to_record())
+        fields = stop.to_record()
+        self.span.event(EVENT_VIOLATION, violation_event(stop, fields))
+        self.try_record(VIOLATION, fields)
         if self.scope is not None:
             self.scope.cancel()
         self.services.wake_watchdog()

@@ -31,7 +31,8 @@ import anyio.lowlevel
 from ..._errors import GovernanceViolation, PolicyDenied
 from ...agents import Agent, Context, Tool
 from ...evidence._format import DECISION, LEASE_ISSUED, STEP_START, USAGE
-from ...lineage._spans import EVENT_DECISION, EVENT_LEASE_ISSUED, SpanHandle
+from ...lineage._names import EVENT_DECISION, EVENT_LEASE_ISSUED, decision_event, lease_event
+from ...lineage._spans import SpanHandle
 from ._gate import Gate, Governed
 from ._lease import Lease
 from ._runstate import RunState
@@ -100,9 +101,7 @@ class GovernedSteps(RunState):
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
         step.rule = rule
         parent_span = step.parent.span if step.parent is not None else self.span
-        parent_span.event(
-            EVENT_DECISION, {"target": step.target.qualified, "effect": effect, "rule": rule}
-        )
+        parent_span.event(EVENT_DECISION, decision_event(step.target.qualified, effect, rule))
         index = self._record_decision(
             step, effect, rule, reason, parent_span, flush=effect != "allow"
         )
@@ -250,13 +249,14 @@ class GovernedSteps(RunState):
             step.span = services.lineage.start_agent(
                 step.span,
                 agent.name,
+                agent_id=f"{agent.__module__}.{agent.__qualname__}",
                 run_id=self.id,
                 step_id=step.id,
                 lease_id=lease.id,
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            step.span.event(EVENT_LEASE_ISSUED, {"lease": lease.id})
+            step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
             self._start_record(step, decision, approval)
             lease.step = step
             try:

@@ -26,7 +26,7 @@ from ...evidence._format import (
     APPROVAL_PAYLOAD_TYPE,
     APPROVAL_REQUESTED,
 )
-from ...lineage._spans import EVENT_APPROVAL
+from ...lineage._names import EVENT_APPROVAL, approval_event
 from ..kernel._lease import wall_us
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class Approvals:
             },
             parent_span,
         )
-        parent_span.event(EVENT_APPROVAL, {"request": request.id, "state": "requested"})
+        parent_span.event(EVENT_APPROVAL, approval_event(request.id, "requested"))
         self._pending[request.id] = pending
         try:
             with anyio.move_on_after(self._timeout):
@@ -160,10 +160,7 @@ class Approvals:
         envelope = sign_envelope(self._key, APPROVAL_PAYLOAD_TYPE, canonical(statement))
         step = pending.step
         span = step.parent.span if step.parent is not None else pending.run.span
-        span.event(
-            EVENT_APPROVAL,
-            {"request": req.id, "state": statement["decision"], "approver": approver},
-        )
+        span.event(EVENT_APPROVAL, approval_event(req.id, str(statement["decision"]), approver))
         return pending.run.record(
             kind,
             {
