@@ -170,12 +170,13 @@ class Run(GovernedSteps):
                 return
         services = self.services
         now_us = self.lease_clock_us()
+        parent = state.parent.lease if state.parent is not None else None
         try:
             lease = services.authority.renew(
                 state.lease,
                 expires_us=now_us + int(services.config.lease_seconds * 1e6),
                 hard_deadline_us=self.hard_deadline_us,
-                parent=state.parent.lease if state.parent is not None else None,
+                parent=parent,
                 policy=self.gov.policy.digest,
                 epoch=self.gov.epoch,
                 now_us=now_us,
@@ -184,7 +185,7 @@ class Run(GovernedSteps):
             exc.run_id = self.id
             self.fail(exc)
             return
-        state.adopt(lease, self.hard_deadline, now_us)
+        state.adopt(lease, self.hard_deadline, now_us, parent)
         span = step.span if step is not None else self.span
         span.event(EVENT_LEASE_RENEWED, lease_event(state.id, generation=lease.claims.gen))
         try:

@@ -61,9 +61,14 @@ class GovState:
 
 
 class LeaseState:
-    """The live, mutable view of one lease: current generation and monotonic deadline."""
+    """The live, mutable view of one lease: current generation and monotonic deadline.
 
-    __slots__ = ("active", "deadline", "lease", "parent", "revoked", "step")
+    ``bound`` is the exact parent generation the current generation's claims bind (its
+    ``parent`` digest): a parent renewed since then has moved on, and the child is checked
+    against the generation it was issued under, never against a later one.
+    """
+
+    __slots__ = ("active", "bound", "deadline", "lease", "parent", "revoked", "step")
 
     def __init__(
         self,
@@ -74,14 +79,23 @@ class LeaseState:
     ) -> None:
         self.lease = lease
         self.parent = parent
+        self.bound: Lease | None = parent.lease if parent is not None else None
         self.revoked = False
         self.active = True
         self.step: Step | None = None
         self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
 
-    def adopt(self, lease: Lease, hard_deadline: float, now_us: int | None = None) -> None:
-        """Switch to a renewed generation."""
+    def adopt(
+        self,
+        lease: Lease,
+        hard_deadline: float,
+        now_us: int | None = None,
+        bound: Lease | None = None,
+    ) -> None:
+        """Switch to a renewed generation (bound to the parent generation ``bound``)."""
         self.lease = lease
+        if bound is not None:
+            self.bound = bound
         self.deadline = _mono_deadline(lease.claims.exp, hard_deadline, now_us)
 
     @property

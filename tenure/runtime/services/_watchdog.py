@@ -307,16 +307,31 @@ class Watchdog:
             return
         budget = self._config.verify_per_tick
         start = next(self._verify_cursor) * budget
-        authority = self._authority
         for k in range(min(budget, len(leases))):
-            state = leases[(start + k) % len(leases)]
-            parent = state.parent.lease if state.parent is not None else None
-            try:
-                authority.verify(state.lease.envelope, parent=parent)
-            except SignatureInvalid as exc:
-                exc.run_id, exc.lease_id = run.id, state.id
-                run.fail(exc)
+            if not self.verify_lease(run, leases[(start + k) % len(leases)]):
                 return
-            except GovernanceViolation as exc:
-                run.fail(exc)
-                return
+
+    def verify_lease(self, run: WatchedRun, state: LeaseState) -> bool:
+        """Re-verify one live lease's signature and narrowing; a failure stops the run.
+
+        A child is checked against the parent generation its claims bind (``bound``), which
+        must be a generation of its parent lease: a parent renewed since then is not a
+        reason to distrust the child.
+        """
+        parent = state.bound
+        try:
+            if state.parent is not None and (parent is None or parent.id != state.parent.id):
+                raise SignatureInvalid(
+                    f"lease {state.id} is bound to {parent!r}, not to a generation of its "
+                    f"parent lease {state.parent.id}",
+                    check="lease.narrowing",
+                )
+            self._authority.verify(state.lease.envelope, parent=parent)
+        except SignatureInvalid as exc:
+            exc.run_id, exc.lease_id = run.id, state.id
+            run.fail(exc)
+            return False
+        except GovernanceViolation as exc:
+            run.fail(exc)
+            return False
+        return True
