@@ -61,7 +61,13 @@ class RuntimeConfig(BaseModel):
         1.0, gt=0, le=_DAY, description="re-measure code and policy files"
     )
     verify_per_tick: int = Field(
-        256, ge=1, description="leases whose signatures the watchdog re-verifies per tick"
+        256,
+        ge=1,
+        description="at most this many lease signatures re-verified per tick (each live "
+        "lease is re-verified about once per lease_seconds)",
+    )
+    renew_per_tick: int = Field(
+        128, ge=1, description="at most this many leases renewed per watchdog pass"
     )
     approval_timeout: float = Field(
         300.0, gt=0, le=7 * _DAY, description="unanswered approval = deny"

@@ -42,6 +42,7 @@ from .backends._link import BackendLink
 from .isolation._runner import Isolation
 from .kernel._control import RunServices
 from .kernel._lease import LeaseAuthority
+from .kernel._pace import Pacer
 from .kernel._run import Run
 from .kernel._state import GovState, value_digest
 from .services._approvals import ApprovalRequest, Approvals
@@ -55,6 +56,8 @@ from .services._stall import StallDetector
 from .services._watchdog import Watchdog
 
 __all__ = ["RunHandle", "Runtime"]
+
+_MAX_SLICE_S = 0.02  # the runtime's own work per loop turn (see kernel._pace)
 
 
 @final
@@ -204,6 +207,7 @@ class Runtime:
             approvals=self._approvals,
             isolation=self._isolation,
             wake_watchdog=watchdog.wake,
+            pacer=Pacer(min(_MAX_SLICE_S, self.config.stall_bound / 50)),
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -344,6 +348,8 @@ class Runtime:
     ) -> RunHandle:
         """Start ``agent`` as a new run and return its handle at once."""
         services = self._require()
+        if services.pacer.due():
+            await services.pacer.pace()  # many runs started at once share the loop's turns
         if not isinstance(agent, Agent):
             raise TypeError(f"Runtime.start expects an @agent, got {agent!r}")
         # Every argument is checked before a run directory or a file descriptor exists.

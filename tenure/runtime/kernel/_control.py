@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ...lineage._spans import Lineage, SpanHandle
     from .._config import RuntimeConfig
     from ._lease import LeaseAuthority
+    from ._pace import Pacer
     from ._state import GovState, Step
 
 __all__ = ["Approver", "Isolator", "RunControl", "RunServices"]
@@ -131,3 +132,4 @@ class RunServices:
     approvals: Approver
     isolation: Isolator
     wake_watchdog: Callable[[], None]
+    pacer: Pacer

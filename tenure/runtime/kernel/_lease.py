@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..._errors import LeaseExpired, PolicyDenied, SignatureInvalid
 from ..._util import NoPublicConstructor, final
-from ...crypto._canonical import canonical_fast, digest
+from ...crypto._canonical import b64e, canonical_fast, digest
 from ...crypto._dsse import sign_envelope, verify_envelope
 from ...crypto._keys import SigningKey
 from ...evidence._format import LEASE_PAYLOAD_TYPE
@@ -250,11 +250,14 @@ class LeaseAuthority:
     ) -> Lease:
         """A new generation of ``lease`` with a later expiry (never past the hard deadline).
 
-        The current lease is verified first (signatures included), so a lease altered in
-        memory is never extended. ``now_us``: the current time on the same clock as
-        ``expires_us`` and ``hard_deadline_us`` (default: the wall clock).
+        The current lease is checked first: its claims must be exactly the payload it was
+        signed over and its envelope must carry that payload, so a lease altered in memory
+        is never extended. (Its signature was verified when it was made, and the watchdog
+        re-verifies every live lease's signature about once per lease lifetime; a renewal
+        does not pay a second signature check.) ``now_us``: the current time on the same
+        clock as ``expires_us`` and ``hard_deadline_us`` (default: the wall clock).
         """
-        self.verify(lease.envelope)
+        _check_intact(lease)
         c = lease.claims
         if c.lid in self._revoked:
             raise PolicyDenied(
@@ -353,6 +356,25 @@ class LeaseAuthority:
         if parent is not None:
             check_narrowing(lease, parent)
         return lease
+
+
+def _check_intact(lease: Lease) -> None:
+    """Raise :class:`SignatureInvalid` unless claims, payload and envelope still agree."""
+    c = lease.claims
+    envelope = lease.envelope
+    if (
+        not isinstance(envelope, dict)
+        or envelope.get("payload") != b64e(lease.payload)
+        or digest(lease.payload) != lease.digest
+        or canonical_fast(c.model_dump(mode="json")) != lease.payload
+    ):
+        raise SignatureInvalid(
+            f"lease {c.lid} was altered in memory: its claims, payload and envelope disagree",
+            run_id=c.run,
+            lease_id=c.lid,
+            check="lease.signature",
+            task=c.sub,
+        )
 
 
 def _decode_claims(payload: bytes) -> Any:

@@ -11,6 +11,7 @@ failed) and ``done`` set, whatever the root agent did.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
 
 import anyio
@@ -24,6 +25,14 @@ from ._state import NO_LEASE, LeaseState, value_digest
 from ._steps import GovernedSteps, first_error
 
 __all__ = ["Run"]
+
+
+def _deadline(state: LeaseState) -> float:
+    return state.deadline
+
+
+def _depth(state: LeaseState) -> int:
+    return state.lease.claims.depth
 
 
 class Run(GovernedSteps):
@@ -129,27 +138,40 @@ class Run(GovernedSteps):
 
     # -- watchdog duties ------------------------------------------------------------------
 
-    def watchdog_pass(self, now: float) -> None:
-        """Renew leases that are still allowed; check ttl and wall-time budget."""
+    def watchdog_pass(self, now: float) -> bool:
+        """Renew leases that are still allowed; check ttl and wall-time budget.
+
+        At most ``renew_per_tick`` leases are renewed per pass, the most urgent (earliest
+        deadline) first, parents before their children: a fan-out whose leases all came due
+        together is renewed over several short passes instead of one long one. Returns
+        whether leases due for renewal are left (the watchdog comes back sooner).
+        """
         if self.stop is not None:
-            return
+            return False
         over = self.tracker.check_wall(now)
         if over is not None:
             self.fail(PolicyDenied(over[1], check=over[0], source="watchdog"))
-            return
+            return False
         self.revalidate()
         if self.stop is not None:
-            return
+            return False
         cfg = self.services.config
-        threshold = cfg.lease_seconds * cfg.renew_fraction
-        for state in sorted(self.leases.values(), key=lambda s: s.lease.claims.depth):
-            if not state.active or state.revoked:
-                continue
-            if state.deadline - now > threshold or state.deadline >= self.hard_deadline:
-                continue
+        horizon = now + cfg.lease_seconds * cfg.renew_fraction
+        hard = self.hard_deadline
+        due = [
+            s
+            for s in self.leases.values()
+            if s.deadline <= horizon and s.deadline < hard and s.active and not s.revoked
+        ]
+        if not due:
+            return False
+        budget = cfg.renew_per_tick
+        batch = due if len(due) <= budget else heapq.nsmallest(budget, due, key=_deadline)
+        for state in sorted(batch, key=_depth):
             self._renew(state)
             if self.stop is not None:
-                return
+                return False
+        return len(due) > budget
 
     def _renew(self, state: LeaseState) -> None:
         step = state.step

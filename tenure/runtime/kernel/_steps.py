@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 from ..._errors import GovernanceViolation, PolicyDenied
 from ...agents import Agent, Context, Tool
@@ -39,8 +38,6 @@ from ._runstate import RunState
 from ._state import NO_LEASE, LeaseState, Step, value_digest
 
 __all__ = ["GovernedSteps", "first_error"]
-
-_YIELD_EVERY = 64  # governed steps between forced turns of the event loop
 
 
 class GovernedSteps(RunState):
@@ -213,6 +210,10 @@ class GovernedSteps(RunState):
         """
         self.ensure_live(parent, gate, agent.qualified)
         services = self.services
+        if services.pacer.due():
+            # Delegations and fan-out branches share the runtime's turns (see ``_pace``).
+            await services.pacer.pace()
+            self.ensure_live(parent, gate, agent.qualified)
         if parent is None:
             granted = self.scopes
             holder = None
@@ -392,11 +393,13 @@ class GovernedSteps(RunState):
     ) -> Any:
         """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
         self.ensure_live(caller, gate, tool.qualified)
+        pacer = self.services.pacer
+        if pacer.due():
+            # A chain of tool calls that never await would otherwise keep the loop (the
+            # watchdog, every other run) waiting for as long as it lasts.
+            await pacer.pace(continuing=True)
+            self.ensure_live(caller, gate, tool.qualified)
         step = self._new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
-        if int(step.id) % _YIELD_EVERY == 0:
-            # Tools that never await would otherwise keep the loop (and so the watchdog and
-            # every other run) waiting for as long as the chain of calls lasts.
-            await anyio.lowlevel.checkpoint()
         missing = tool.scopes - caller.lease.lease.scope_set
         decision, approval = await self._authorize(step, missing)
         self._enter(step)

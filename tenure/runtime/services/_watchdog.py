@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from time import monotonic
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
 __all__ = ["Watchdog", "WatchdogHost", "WatchedRun"]
 
 _log = logging.getLogger("tenure.watchdog")
+
+_BACKLOG_WAIT = 0.01  # seconds until the next pass while renewals are still due
 
 
 def _stats(paths: Iterable[Path]) -> tuple[_Stat | None, ...]:
@@ -87,8 +90,10 @@ class WatchedRun(Protocol):
         """The run's live leases."""
         ...
 
-    def watchdog_pass(self, now: float) -> None:
-        """Renew what is still allowed; check ttl and the wall-time budget."""
+    def watchdog_pass(self, now: float) -> bool:
+        """Renew what is still allowed; check ttl and the wall-time budget.
+
+        Returns whether renewals are still due (the watchdog comes back sooner)."""
         ...
 
     def enforce_grace(self, now: float) -> float | None:
@@ -156,7 +161,8 @@ class Watchdog:
         self._last_attest = monotonic()
         self._verify_cursor = itertools.count()
         self.passes = 0
-        # The soonest end of a stopped run's cleanup grace (monotonic), to wake up for.
+        # When to come back before the timer: the soonest end of a stopped run's cleanup
+        # grace, or soon while renewals are left over (monotonic).
         self._next_grace: float | None = None
         self._key_path = key.path
         self._key_stat = _stat(self._key_path) if self._key_path is not None else None
@@ -216,7 +222,8 @@ class Watchdog:
                 if due is not None and (self._next_grace is None or due < self._next_grace):
                     self._next_grace = due
                 continue
-            run.watchdog_pass(now)
+            if run.watchdog_pass(now):
+                self._next_grace = now + _BACKLOG_WAIT  # renewals left: come back soon
             if run.stop is None:
                 self._reverify(run)
             if attest_due and run.stop is None:
@@ -305,7 +312,10 @@ class Watchdog:
         leases = [s for s in run.leases.values() if s.active and not s.revoked]
         if not leases:
             return
-        budget = self._config.verify_per_tick
+        # Each live lease about once per lease lifetime, within the per-tick ceiling.
+        cfg = self._config
+        share = len(leases) * cfg.watchdog_interval / cfg.lease_seconds
+        budget = min(cfg.verify_per_tick, max(1, math.ceil(share)))
         start = next(self._verify_cursor) * budget
         for k in range(min(budget, len(leases))):
             if not self.verify_lease(run, leases[(start + k) % len(leases)]):
