@@ -245,7 +245,15 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "args": "str",
     },
     STEP_END: {"step": "str", "status": "str", "result": "str", "error": "str", "message": "str"},
-    STEPS_STOPPED: {"error": "str", "message": "str", "steps": "list[str]", "ended": "list[int]"},
+    # ``outcome`` (``cleaned``: unwound within the cleanup grace; ``abandoned``: still running
+    # when it ended) is written since the cleanup grace; older ledgers do not have it.
+    STEPS_STOPPED: {
+        "error": "str",
+        "message": "str",
+        "outcome": "str",
+        "steps": "list[str]",
+        "ended": "list[int]",
+    },
     STEP_ABANDONED: {"step": "str", "reason": "str"},
     USAGE: {"step": "str", "tokens": "int", "cost_micros": "int"},
     VIOLATION: {**_STOP_FIELDS, "lease": "str", "task": "str", "source": "str"},

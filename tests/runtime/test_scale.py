@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from tenure import Context, Runtime, SigningKey, agent, tool
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
