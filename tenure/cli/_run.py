@@ -2,42 +2,55 @@
 
 ``run`` imports the user's file (by path; module name from the file name), finds the
 ``@agent``, parses each ARG as a JSON literal (else keeps it as a string; ``NAME=VALUE``
-passes a keyword when NAME is one of the agent's parameters), runs it under a
-:class:`~tenure.Runtime` and prints the result and the run's evidence directory.
+passes a keyword when NAME is one of the agent's parameters), validates each against the
+parameter's annotation (pydantic: an ``int`` never receives ``"three"``, a pydantic-model
+parameter gets the model), runs it under a :class:`~tenure.Runtime`, and prints the result.
 
-Exit codes (as every ``tenure`` command): 0 success; 1 the run was stopped by a governance
-violation (one line: class, check, reason) or the agent raised; 2 a usage error, said in one
-line before anything runs: missing file, a file that fails to import, a name that is not an
-``@agent``, arguments that do not fit the agent's signature, a missing or invalid policy.
+An operator can steer it: the run id, the evidence path and the command that revokes the
+run go to stderr at start; on a terminal a live display (:mod:`._progress`) shows steps,
+tools, budgets and the agents running (never in a pipe, or with ``--quiet``); Ctrl-C stops
+the run fail closed (recorded as cancelled) with one line; ``--json`` prints the outcome and
+the verification verdict as JSON; ``--traceback`` shows the agent's own exception.
+
+Exit codes: 0 the run ended ok; 1 governance stopped it (a violation, or Ctrl-C); 2 a usage
+error, said in one line before anything runs (missing file, a file that fails to import, a
+name that is not an ``@agent``, arguments that do not fit the agent's signature or types, a
+missing or invalid policy, a bad ``--otlp``); 3 the agent itself raised.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import inspect
 import json
-import re
+import signal
 import sys
+import traceback
 from pathlib import Path
-from types import ModuleType
 from typing import Annotated, Any
 
 import anyio
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from .._errors import GovernanceViolation, UsageError
-from ..agents._decorators import Agent, Tool
+from ..agents._decorators import Agent
 from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir
 from ..policies import PolicyError, PolicySet
+from ._target import check_evidence_dir, check_otlp, load_agent, load_policy, parse_args, show
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "load_agent", "parse_args", "register"]
+__all__ = [
+    "EXIT_AGENT_RAISED",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "register",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-_KWARG = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+EXIT_AGENT_RAISED = 3
+_REFRESH_S = 0.1
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -45,101 +58,22 @@ def _fail(message: str, code: int) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _module_name(path: Path) -> str:
-    stem = path.stem
-    if stem.isidentifier() and stem not in sys.modules:
-        return stem
-    return "_tenure_user_" + re.sub(r"\W", "_", stem)
+def _user_frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    """The frames of ``exc``'s traceback outside Tenure and the libraries it runs on."""
+    skip = (str(Path(__file__).resolve().parents[1]), "site-packages", "/lib/python")
+    return [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if not f.filename.startswith(skip) and not any(s in f.filename for s in skip[1:])
+    ]
 
 
-def _import_file(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
-    name = _module_name(path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"{path}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # sibling imports work as in `python FILE`
-    try:
-        spec.loader.exec_module(module)
-    except (Exception, SystemExit) as exc:
-        sys.modules.pop(name, None)
-        detail = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        raise UsageError(f"{path}: failed to import: {detail}") from exc
-    return module
-
-
-def load_agent(target: str) -> Agent:
-    """``FILE:AGENT`` -> the :class:`Agent` object (``UsageError`` says what is wrong)."""
-    file_part, sep, name = target.rpartition(":")
-    if not sep or not file_part or not name:
-        raise UsageError(f"{target!r}: expected FILE:AGENT, e.g. team.py:planner")
-    path = Path(file_part)
-    module = _import_file(path)
-    obj = getattr(module, name, None)
-    agents = sorted(n for n, v in vars(module).items() if isinstance(v, Agent))
-    listing = f" (agents in it: {', '.join(agents)})" if agents else " (it defines no @agent)"
-    if obj is None:
-        raise UsageError(f"{path}: no name {name!r}{listing}")
-    if isinstance(obj, Tool):
-        raise UsageError(f"{path}:{name} is a @tool, not an @agent{listing}")
-    if not isinstance(obj, Agent):
-        raise UsageError(f"{path}:{name} is not an @agent (it is a {type(obj).__name__}){listing}")
-    return obj
-
-
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _signature(agent_obj: Agent) -> str:
-    """``(ctx, a: int, b: int = 1)``: the parameters a user passes, readable."""
-    params = list(agent_obj.signature.parameters.values())
-    params[0] = params[0].replace(annotation=inspect.Parameter.empty)
-    return str(inspect.Signature(params))
-
-
-def parse_args(agent_obj: Agent, raw: list[str]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Parse ARGS for ``agent_obj`` and check them against its signature."""
-    params = set(agent_obj.params[1:])
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
-    for item in raw:
-        m = _KWARG.match(item)
-        if m is not None and m.group(1) in params:
-            kwargs[m.group(1)] = _value(m.group(2))
-        else:
-            args.append(_value(item))
-    try:
-        agent_obj.bind(tuple(args), kwargs)
-    except TypeError as exc:
-        raise UsageError(
-            f"wrong arguments for agent {agent_obj.name}{_signature(agent_obj)}: {exc}"
-        ) from exc
-    return tuple(args), kwargs
-
-
-def _load_policy(policy: Path | None) -> PolicySet:
-    if policy is None:
-        return PolicySet.default()
-    try:
-        return PolicySet.load(policy)
-    except PolicyError as exc:
-        raise UsageError(f"policy {exc}") from exc
-
-
-def _show(value: Any) -> str:
-    try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
+def _public_key_hint(key: Path | None) -> str:
+    if key is None:
+        return str(default_key_dir() / PUBLIC_KEY_NAME)
+    if key.with_name(PUBLIC_KEY_NAME).is_file():  # the layout `tenure keys generate` writes
+        return str(key.with_name(PUBLIC_KEY_NAME))
+    return f"<the public key of {key}>"
 
 
 async def _execute(
@@ -154,37 +88,145 @@ async def _execute(
     ttl: float,
     otlp: str | None,
     key: Path | None,
+    quiet: bool,
+    as_json: bool,
+    show_traceback: bool,
 ) -> int:
+    from ..evidence import verify_run
     from ..runtime._runtime import Runtime
+    from ._progress import Progress
 
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    outcome: dict[str, Any] = {}
+    code = EXIT_OK
     async with Runtime(
         policies=policy, evidence_dir=evidence_dir, key=key, otlp_endpoint=otlp
     ) as rt:
         handle = await rt.start(
             agent_obj, *args, principal=principal, scopes=set(scopes), ttl=ttl, **kwargs
         )
-        try:
-            result = await handle.result()
-        except GovernanceViolation as exc:
-            typer.echo(f"evidence: {handle.evidence_path}")
-            typer.echo(f"error: {type(exc).__name__} (check={exc.check}): {exc.reason}", err=True)
-            return EXIT_FAILED
-        except Exception as exc:
-            typer.echo(f"evidence: {handle.evidence_path}")
-            typer.echo(
-                f"error: agent {agent_obj.name} raised {type(exc).__name__}: {exc}", err=True
+        outcome.update(run_id=handle.run_id, evidence=str(handle.evidence_path))
+        if not quiet:
+            err.print(
+                f"run {handle.run_id} started; evidence: {handle.evidence_path}", markup=False
             )
-            return EXIT_FAILED
-    typer.echo(f"result: {_show(result)}")
-    typer.echo(f"evidence: {handle.evidence_path}")
-    if key is None:
-        public = str(default_key_dir() / PUBLIC_KEY_NAME)
-    elif key.with_name(PUBLIC_KEY_NAME).is_file():  # the layout `tenure keys generate` writes
-        public = str(key.with_name(PUBLIC_KEY_NAME))
+            err.print(
+                f"stop it with Ctrl-C, or: tenure revoke {handle.run_id} --reason REASON "
+                f"--evidence-dir {evidence_dir}",
+                markup=False,
+                style="dim",
+            )
+        interrupted = anyio.Event()
+
+        async def on_sigint() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT) as signals:
+                async for _ in signals:
+                    interrupted.set()
+                    handle.cancel("interrupted by the operator (Ctrl-C)")
+                    return
+
+        progress = Progress(handle.evidence_path)
+        live = (
+            Live(progress.render(handle.run_id), console=err, transient=True, refresh_per_second=10)
+            if err.is_terminal and not quiet
+            else None
+        )
+
+        async def display() -> None:
+            assert live is not None
+            with live:
+                while not handle.done:
+                    progress.poll()
+                    live.update(progress.render(handle.run_id))
+                    await anyio.sleep(_REFRESH_S)
+
+        result: Any = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_sigint)
+            if live is not None:
+                tg.start_soon(display)
+            try:
+                result = await handle.result()
+                outcome.update(status="ok", result=result)
+            except GovernanceViolation as exc:
+                code = EXIT_FAILED
+                outcome.update(
+                    status="stopped", error=type(exc).__name__, check=exc.check, reason=exc.reason
+                )
+            except anyio.get_cancelled_exc_class():
+                if not interrupted.is_set():
+                    raise
+                code = EXIT_FAILED
+                outcome.update(status="cancelled", reason="interrupted by the operator (Ctrl-C)")
+            except Exception as exc:
+                code = EXIT_AGENT_RAISED
+                frames = _user_frames(exc)
+                where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+                outcome.update(
+                    status="raised",
+                    error=type(exc).__name__,
+                    reason=str(exc),
+                    where=where.removeprefix(" at "),
+                )
+                if show_traceback:
+                    lines = traceback.format_list(frames) + traceback.format_exception_only(exc)
+                    err.print(
+                        "Traceback (the agent's own frames):\n" + "".join(lines),
+                        markup=False,
+                        end="",
+                    )
+            tg.cancel_scope.cancel()
+    rep = verify_run(handle.evidence_path, rt_public(key))
+    outcome.update(verdict=rep.verdict)
+    if as_json:
+        outcome["result"] = (
+            outcome.get("result")
+            if _jsonable(outcome.get("result"))
+            else repr(outcome.get("result"))
+        )
+        typer.echo(json.dumps(outcome, ensure_ascii=False, sort_keys=True))
+        return code
+    status = outcome["status"]
+    if status == "ok":
+        typer.echo(f"result: {show(result)}")
+    elif status == "stopped":
+        err.print(
+            f"error: {outcome['error']} (check={outcome['check']}): {outcome['reason']}",
+            markup=False,
+        )
+    elif status == "cancelled":
+        err.print(
+            f"interrupted: run {handle.run_id} stopped fail closed (recorded as cancelled)",
+            markup=False,
+        )
     else:
-        public = f"<the public key of {key}>"
-    typer.echo(f"verify with: tenure verify {handle.evidence_path} --key {public}")
-    return EXIT_OK
+        err.print(
+            f"error: agent {agent_obj.name} raised {outcome['error']}: {outcome['reason']}"
+            + (f" ({outcome['where']})" if outcome["where"] else "")
+            + ("" if show_traceback else "; --traceback shows where"),
+            markup=False,
+        )
+    typer.echo(f"evidence: {handle.evidence_path} ({rep.verdict})")
+    typer.echo(f"verify with: tenure verify {handle.evidence_path} --key {_public_key_hint(key)}")
+    return code
+
+
+def rt_public(key: Path | None) -> Any:
+    """The public key to verify the run with (``None``: the run directory's copy)."""
+    from ..crypto import load_signing_key
+
+    try:
+        return load_signing_key(key, create=False).public_key
+    except GovernanceViolation:
+        return None
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 # Options `tenure run` and `tenure demo` share.
@@ -232,14 +274,25 @@ def run_command(
             "(default: the per-user key, or $TENURE_KEY_DIR/tenure.key)",
         ),
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="no start lines, no live display")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the outcome and the verdict as JSON")
+    ] = False,
+    show_traceback: Annotated[
+        bool, typer.Option("--traceback", help="show the agent's own exception, file and line")
+    ] = False,
 ) -> None:
     """Run an @agent from a file under governance; prints its result and evidence dir."""
     if not principal:
         raise _fail("--principal is required (who authorizes this run?)", EXIT_USAGE)
     try:
+        check_evidence_dir(evidence_dir)
+        check_otlp(otlp)
         agent_obj = load_agent(target)
         call_args, call_kwargs = parse_args(agent_obj, list(args or []))
-        policy_set = _load_policy(policy)
+        policy_set = load_policy(policy)
     except UsageError as exc:
         raise _fail(str(exc), EXIT_USAGE) from exc
     try:
@@ -255,6 +308,9 @@ def run_command(
                 ttl=ttl,
                 otlp=otlp,
                 key=key,
+                quiet=quiet,
+                as_json=as_json,
+                show_traceback=show_traceback,
             )
         )
     except GovernanceViolation as exc:  # before the run started (e.g. the signing key)
@@ -270,6 +326,11 @@ def demo_command(
     """The flagship demo: a governed research team, a denial, an approval, a revocation."""
     from ._demo import run_demo
 
+    try:
+        check_evidence_dir(evidence_dir)
+        check_otlp(otlp)
+    except UsageError as exc:
+        raise _fail(str(exc), EXIT_USAGE) from exc
     if policy is not None:
         try:
             PolicySet.load(policy)

@@ -79,14 +79,24 @@ def _run(tmp_path: Path, *args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+def _tail(err: str) -> str:
+    """stderr without the two lines `tenure run` prints at start (run id, how to stop it)."""
+    lines = err.splitlines(keepends=True)
+    assert lines[0].startswith("run run_") and " started; evidence: " in lines[0], err
+    assert lines[1].startswith("stop it with Ctrl-C, or: tenure revoke run_"), err
+    return "".join(lines[2:])
+
+
 def test_run_prints_the_result_and_the_evidence_dir(tmp_path: Path, user_file: Path) -> None:
     code, out, err = _run(
         tmp_path, f"{user_file}:add", "2", "3", "--principal", "alice", "--scope", "math"
     )
-    assert (code, err) == (0, "")
+    assert (code, _tail(err)) == (0, "")
     assert "result: 5" in out
     run_dirs = list((tmp_path / "runs").glob("run_*"))
     assert len(run_dirs) == 1 and (run_dirs[0] / "ledger.jsonl").is_file()
+    assert err.startswith(f"run {run_dirs[0].name} started; evidence: {run_dirs[0]}\n")
+    assert f"tenure revoke {run_dirs[0].name} --reason REASON" in err
     assert f"evidence: {run_dirs[0]}" in out
     assert f"tenure verify {run_dirs[0]} --key " in out
 
@@ -207,28 +217,31 @@ def test_missing_principal_is_a_usage_error(tmp_path: Path, user_file: Path) -> 
 def test_policy_denial_exits_1_with_class_check_and_reason(tmp_path: Path, user_file: Path) -> None:
     code, out, err = _run(tmp_path, f"{user_file}:hacker", "--principal", "alice")
     assert code == 1
-    assert err.startswith("error: PolicyDenied (check=rule:no-shell-or-delete): ")
-    assert "tool:shell_exec denied" in err and err.count("\n") == 1
+    assert _tail(err).startswith("error: PolicyDenied (check=rule:no-shell-or-delete): ")
+    assert "tool:shell_exec denied" in err and _tail(err).count("\n") == 1
     assert "evidence: " in out
 
 
 def test_ttl_expiry_exits_1_with_lease_expired(tmp_path: Path, user_file: Path) -> None:
     code, _, err = _run(tmp_path, f"{user_file}:sleeper", "--principal", "alice", "--ttl", "0.2")
     assert code == 1
-    assert err.startswith("error: LeaseExpired (check=run.ttl): ")
+    assert _tail(err).startswith("error: LeaseExpired (check=run.ttl): ")
 
 
-def test_agent_exception_exits_1_naming_the_exception(tmp_path: Path, user_file: Path) -> None:
+def test_agent_exception_exits_3_naming_the_exception_and_where(
+    tmp_path: Path, user_file: Path
+) -> None:
     code, _, err = _run(tmp_path, f"{user_file}:broken", "--principal", "alice")
-    assert code == 1
-    assert err == "error: agent broken raised ValueError: the agent's own bug\n"
+    assert code == 3
+    assert _tail(err).startswith("error: agent broken raised ValueError: the agent's own bug (")
+    assert f"{user_file}:" in err and "--traceback shows where" in err
 
 
 def test_example_file_runs_through_tenure_run(tmp_path: Path) -> None:
     """The copyable example is also a valid `tenure run` target (a denial it catches)."""
     example = Path(__file__).resolve().parents[2] / "examples" / "budgets.py"
     code, out, err = _run(tmp_path, f"{example}:summarizer", "3", "--principal", "alice")
-    assert (code, err) == (0, "")
+    assert (code, _tail(err)) == (0, "")
     assert 'result: ["summary of chunk 0", "summary of chunk 1", "summary of chunk 2"]' in out
 
 
@@ -240,7 +253,7 @@ def test_key_option_signs_with_that_key_and_the_evidence_verifies_under_it(
     code, out, err = _run(
         tmp_path, f"{user_file}:greet", "bob", "--principal", "alice", "--key", str(private)
     )
-    assert (code, err) == (0, "")
+    assert (code, _tail(err)) == (0, "")
     [run_dir] = list((tmp_path / "runs").glob("run_*"))
     public = tmp_path / "keys" / "tenure.pub"
     assert f"tenure verify {run_dir} --key {public}" in out
