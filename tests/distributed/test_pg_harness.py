@@ -29,8 +29,13 @@ async def test_server_listens_on_loopback_only_with_its_socket_in_the_data_dir(
 def test_server_processes_never_run_as_root(pg_cluster: PgServer) -> None:
     procs = pg_cluster.processes()
     assert len(procs) >= 2  # the postmaster and its background processes
+    owners = []
     for pid in procs:
-        assert os.stat(f"/proc/{pid}").st_uid != 0
+        try:
+            owners.append(os.stat(f"/proc/{pid}").st_uid)
+        except FileNotFoundError:  # a short-lived backend (autovacuum worker) exited
+            continue
+    assert owners and 0 not in owners
 
 
 async def test_killed_server_restarts_with_committed_rows(pg_private: PgServer) -> None:
