@@ -62,13 +62,24 @@ class Context(metaclass=NoPublicConstructor):
         return await self._port.call_tool(tool, args, kwargs)
 
     async def delegate(
-        self, agent: Agent, /, *args: Any, scopes: Iterable[str] | None = None, **kwargs: Any
+        self,
+        agent: Agent,
+        /,
+        *args: Any,
+        scopes: Iterable[str] | None = None,
+        on: str | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """Run ``agent`` as a child with a narrowed lease; returns its result."""
+        """Run ``agent`` as a child with a narrowed lease; returns its result.
+
+        ``on="pool:NAME"`` runs it on a worker of that pool (``tenure worker``) through
+        the runtime's shared backend; its arguments and result must then be JSON values or
+        pydantic models.
+        """
         if not isinstance(agent, Agent):
             raise TypeError(f"ctx.delegate expects an @agent, got {agent!r}")
         wanted = None if scopes is None else check_scopes(scopes, "delegate(scopes=...)")
-        return await self._port.invoke_agent(agent, args, kwargs, wanted)
+        return await self._port.invoke_agent(agent, args, kwargs, wanted, pool_of(on))
 
     def parallel(self) -> Parallel:
         """Fan out: ``async with ctx.parallel() as p: p.start(...)``; ``p.results`` after."""
@@ -152,8 +163,13 @@ class Parallel(metaclass=NoPublicConstructor):
         self._done = anyio.Event()
         self._failed = False
 
-    def start(self, target: Agent | Tool, /, *args: Any, **kwargs: Any) -> ParallelTask:
-        """Start a branch calling ``target`` (tool) or delegating to it (agent)."""
+    def start(
+        self, target: Agent | Tool, /, *args: Any, on: str | None = None, **kwargs: Any
+    ) -> ParallelTask:
+        """Start a branch calling ``target`` (tool) or delegating to it (agent).
+
+        ``on="pool:NAME"`` runs an agent branch on a worker of that pool.
+        """
         if not self._entered:
             raise RuntimeError(
                 "p.start outside its block: use `async with ctx.parallel() as p:` and call "
@@ -163,9 +179,12 @@ class Parallel(metaclass=NoPublicConstructor):
             raise RuntimeError("p.start after the parallel block was left")
         if not isinstance(target, Agent | Tool):
             raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
+        pool = pool_of(on)
+        if pool is not None and not isinstance(target, Agent):
+            raise TypeError(f"p.start(on={on!r}) runs agents on a pool, not the tool {target!r}")
         task = ParallelTask._create(target)
         self._tasks.append(task)
-        self._pending.append((task, args, kwargs))
+        self._pending.append((task, args, kwargs, pool))
         self._wake.set()
         return task
 
@@ -191,12 +210,16 @@ class Parallel(metaclass=NoPublicConstructor):
             self._done.set()
 
     async def _drive(
-        self, task: ParallelTask, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        task: ParallelTask,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        pool: str | None,
     ) -> None:
         try:
             # Created here, not in start(): a branch cancelled before it runs leaves no
             # never-awaited coroutine behind.
-            task._value = await self._port.branch(task.target, args, kwargs)
+            task._value = await self._port.branch(task.target, args, kwargs, pool)
         except anyio.get_cancelled_exc_class():
             task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
             raise
@@ -244,7 +267,16 @@ class Parallel(metaclass=NoPublicConstructor):
             raise (real or errors)[0]
 
 
-_Branch = tuple[ParallelTask, tuple[Any, ...], dict[str, Any]]
+_Branch = tuple[ParallelTask, tuple[Any, ...], dict[str, Any], str | None]
+
+
+def pool_of(on: str | None) -> str | None:
+    """The pool an ``on="pool:NAME"`` argument names (``None``: run here)."""
+    if on is None:
+        return None
+    if not isinstance(on, str) or not on.startswith("pool:") or not on[5:].strip():
+        raise ValueError(f"on= names where to run: expected 'pool:NAME', got {on!r}")
+    return on[5:]
 
 
 class _Cancelled(Exception):

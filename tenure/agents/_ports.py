@@ -67,12 +67,17 @@ class StepPort(Protocol):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         scopes: frozenset[str] | None,
+        pool: str | None = None,
     ) -> Any:
-        """A governed child agent under a narrowed lease."""
+        """A governed child agent under a narrowed lease (run by a worker of ``pool``)."""
         ...
 
     def branch(
-        self, target: Agent | Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        target: Agent | Tool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        pool: str | None = None,
     ) -> Awaitable[Any]:
         """A fan-out branch calling ``target``, gated like any task of the run."""
         ...

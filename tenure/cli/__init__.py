@@ -22,6 +22,7 @@ from ._run import register as _register_run
 from ._runs import register as _register_runs
 from ._trace import register as _register_trace
 from ._verify import register as _register_verify
+from ._worker import register as _register_worker
 
 __all__ = ["app", "main"]
 
@@ -64,6 +65,7 @@ for _register in (
     _register_run,
     _register_revoke,
     _register_db,
+    _register_worker,
 ):
     _register(app)
 

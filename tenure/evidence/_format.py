@@ -52,6 +52,9 @@ __all__ = [
     "CHECKPOINT_NAME",
     "COMMON_FIELDS",
     "DECISION",
+    "DELEGATION_LOST",
+    "DELEGATION_QUEUED",
+    "DELEGATION_RETURNED",
     "INTOTO_PAYLOAD_TYPE",
     "INTOTO_STATEMENT_TYPE",
     "ISOLATION_KILLED",
@@ -69,6 +72,7 @@ __all__ = [
     "RUN_END",
     "RUN_END_STATUSES",
     "RUN_START",
+    "SEGMENT_START",
     "STALL",
     "STEPS_STOPPED",
     "STEP_ABANDONED",
@@ -156,6 +160,14 @@ ISOLATION_STALL: Final = "isolation.stall"
 POLICY_RELOADED: Final = "policy.reloaded"
 CHECKPOINT: Final = "checkpoint"
 RUN_END: Final = "run.end"
+# A run across processes (a shared backend): the part of a run a worker ran opens with
+# segment.start (where it came from and the delegated lease); the delegating segment records
+# the task it queued and how it came back (the child's final signed tree head), or that its
+# worker was lost (its durable prefix).
+SEGMENT_START: Final = "segment.start"
+DELEGATION_QUEUED: Final = "delegation.queued"
+DELEGATION_RETURNED: Final = "delegation.returned"
+DELEGATION_LOST: Final = "delegation.lost"
 
 RUN_END_STATUSES: Final = frozenset({"ok", "violation", "error", "cancelled"})
 
@@ -263,6 +275,31 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
     POLICY_RELOADED: {"policy": "str", "epoch": "int"},
     CHECKPOINT: {"size": "int", "root": "str", "note": "str"},
     RUN_END: {**_STOP_FIELDS, "status": "str", "result": "str"},
+    SEGMENT_START: {
+        "segment": "str",
+        "parent_segment": "str",
+        "parent_index": "int",
+        "task": "str",
+        "pool": "str",
+        "lease": "object",
+        "issuer": "str",
+    },
+    DELEGATION_QUEUED: {"step": "str", "task": "str", "pool": "str", "segment": "str"},
+    DELEGATION_RETURNED: {
+        "step": "str",
+        "task": "str",
+        "segment": "str",
+        "status": "str",
+        "size": "int",
+        "checkpoint": "str",
+    },
+    DELEGATION_LOST: {
+        "step": "str",
+        "task": "str",
+        "segment": "str",
+        "size": "int",
+        "checkpoint": "str",
+    },
 }
 
 #: Fields without which a record of that kind means nothing; every writer since 0.1.0 wrote

@@ -11,6 +11,7 @@ it resumes) and its cancel scope is cancelled (sleeping tasks wake at once).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import weakref
@@ -31,14 +32,23 @@ from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
-from ..evidence._format import ATTESTATION, POLICY_RELOADED, RUN_START, WITNESS_DIR, budgets_record
+from ..evidence._format import (
+    ATTESTATION,
+    POLICY_RELOADED,
+    RUN_START,
+    SEGMENT_START,
+    WITNESS_DIR,
+    budgets_record,
+)
 from ..evidence._ledger import Ledger, LedgerConfig
 from ..lineage._names import EVENT_POLICY_RELOADED, policy_event
 from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
 from .backends import Backend, open_backend
-from .backends._link import BackendLink
+from .backends._delegate import PoolDelegator
+from .backends._link import BackendLink, SegmentLink
+from .backends._segment import MirrorOps
 from .isolation._runner import Isolation
 from .kernel._control import RunServices
 from .kernel._lease import LeaseAuthority
@@ -150,6 +160,10 @@ class Runtime:
             backend if backend is not None else os.environ.get("TENURE_BACKEND") or None
         )
         self._link: BackendLink | None = None
+        # A worker's member name, pool and what it declares about itself (see _pool).
+        self._identity: tuple[str, str | None, dict[str, Any]] = ("", None, {})
+        # segment name -> the delegated lease ids its run holds (a worker's parts of runs)
+        self._delegated: dict[str, frozenset[str]] = {}
         # Set while the runtime is open (``async with``); ``_require`` guards their use.
         self._services: RunServices | None = None
         self._tg: TaskGroup | None = None
@@ -231,6 +245,7 @@ class Runtime:
         backend = await open_backend(arg) if isinstance(arg, str) else arg
         assert backend is not None
         cfg = self.config
+        name, pool, info = self._identity
         link = BackendLink(
             backend,
             self,
@@ -238,6 +253,9 @@ class Runtime:
             ttl=cfg.liveness_ttl,
             margin=cfg.liveness_margin,
             interval=cfg.liveness_interval,
+            name=name,
+            pool=pool,
+            info={**info, "key": self._key.key_id, "pubkey": b64e(self._key.public_raw)},
         )
         try:
             await link.start(tg)
@@ -246,6 +264,20 @@ class Runtime:
             await link.stop()
             raise
         self._link = link
+        services = self._require()
+        self._services = dataclasses.replace(
+            services,
+            remote=PoolDelegator(link, self._key, self._lineage, self._code_digest),
+            shared_debit=link.shared_debit,
+            after_start=link.after_start,
+        )
+
+    def _code_digest(self, agent: Agent) -> str:
+        """The measured code digest of ``agent`` (what a worker must match)."""
+        item = self._code_cache.get(agent)
+        if item is None:
+            item = self._code_cache[agent] = CodeItem.of(agent.kind, agent.name, agent.func)
+        return item.digest
 
     async def __aexit__(
         self,
@@ -358,12 +390,35 @@ class Runtime:
         ttl = check_ttl(ttl)
         agent.bind(args, kwargs)  # a wrong call is the caller's mistake: TypeError here
         run_id = "run_" + secrets.token_hex(8)
+        run = await self._open(agent, args, kwargs, principal, granted, ttl, run_id, run_id)
+        return RunHandle._create(run)
+
+    async def _open(
+        self,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        principal: str,
+        granted: frozenset[str],
+        ttl: float,
+        run_id: str,
+        name: str,
+        segment: SegmentLink | None = None,
+    ) -> Run:
+        """Open a run's evidence in ``evidence_dir/<name>`` and start driving it.
+
+        ``name`` is the run id, or for a part of a run delegated to this process its
+        segment id; ``segment`` then says where the part came from (recorded first).
+        """
+        services = self._require()
         policy = self._gov.policy
         code = self._code_items()
         envelope, att_digest = self._attestor.sign_run(
             run_id, code, policy.digest, self._policy_files, self._config_record
         )
-        run_dir = self.evidence_dir / run_id
+        run_dir = self.evidence_dir / name
+        link = self._link
+        mirror = MirrorOps() if link is not None else None
         ledger = Ledger.create(
             run_dir,
             run_id,
@@ -373,7 +428,10 @@ class Runtime:
                 checkpoint_interval=self.config.checkpoint_interval,
                 fsync=self.config.fsync,
             ),
-            self.evidence_dir / WITNESS_DIR,
+            # A part of a run shares the run id with the others: its witness copy is kept
+            # apart by segment, so two parts never overwrite each other's.
+            self.evidence_dir / WITNESS_DIR / (name if segment is not None else ""),
+            file_ops=mirror,
         )
         try:
             self._attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
@@ -419,14 +477,26 @@ class Runtime:
             },
         )
         run.record(ATTESTATION, {"envelope": envelope}, flush=False)
-        self._runs[run_id] = run
+        if segment is not None:
+            run.record(SEGMENT_START, segment.record())
+        if link is not None and mirror is not None:
+            try:
+                await link.open_segment(run, name, mirror, segment, self._key)
+            except GovernanceViolation as exc:
+                ledger.abort(exc.check, exc.reason)
+                raise
+        self._runs[name] = run
         assert self._tg is not None
         self._tg.start_soon(run.drive, self._forget)
-        return RunHandle._create(run)
+        return run
 
     def _forget(self, run: Run) -> None:
-        self._runs.pop(run.id, None)
+        name = run.ledger.run_dir.name
+        self._runs.pop(name, None)
+        self._delegated.pop(name, None)
         self._authority.forget_run(run.leases)
+        if self._link is not None:
+            self._link.close_segment(name)
 
     # -- governance controls --------------------------------------------------------------
 
@@ -478,13 +548,29 @@ class Runtime:
     # -- what the backend link may ask (its LinkHost Protocol) ----------------------------
 
     def apply_revocation(self, target: str, reason: str, by: str) -> bool:
-        """Apply a revocation from the governance log; whether this runtime held it."""
-        run = self._holder(target)
-        if run is None:
-            return False
-        if run.stop is None:  # its own revocation coming back, or a second one: no-op
-            self._revoke(target, reason, by)
-        return True
+        """Apply a revocation from the governance log; whether this runtime held it.
+
+        Every part of the run held here stops (a worker may hold several segments of one
+        run); a run already stopped records nothing more (its own revocation coming back).
+        """
+        held = [
+            (run, self._delegated.get(name, frozenset()))
+            for name, run in list(self._runs.items())
+            if run.id == target or target in run.leases or target in self._delegated.get(name, ())
+        ]
+        for run, delegated in held:
+            if run.stop is None:
+                if target == run.id or target in delegated:
+                    root = next(iter(run.leases), None)
+                    if root is not None:
+                        run.revoke_lease(root, reason, by)
+                    else:
+                        run.fail(
+                            LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by)
+                        )
+                else:
+                    run.revoke_lease(target, reason, by)
+        return bool(held)
 
     def apply_policy(self, policy: PolicySet) -> None:
         """Put a policy epoch published by another host in force here."""
@@ -493,6 +579,10 @@ class Runtime:
     def policy_digest(self) -> str:
         """The digest of the policy set in force."""
         return self._gov.policy.digest
+
+    def current_policy(self) -> PolicySet:
+        """The policy set in force."""
+        return self._gov.policy
 
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.

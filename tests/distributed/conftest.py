@@ -17,7 +17,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Iterator
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -27,6 +30,8 @@ from tenure.runtime.backends import Backend, MemoryBackend
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
 from ._pg import PgServer, PgUnavailable
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _unavailable(exc: PgUnavailable) -> None:
@@ -116,3 +121,76 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         return MemoryBackend()
     pg: Backend = request.getfixturevalue("pg_backend")
     return pg
+
+
+class WorkerProcess:
+    """A real ``tenure worker`` subprocess (see :func:`start_worker`)."""
+
+    def __init__(self, proc: subprocess.Popen[str], name: str, evidence: Path) -> None:
+        self.proc = proc
+        self.name = name
+        self.evidence = evidence
+
+    def stop(self) -> int:
+        """SIGTERM (drain) and wait; SIGKILL if it does not exit."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return self.proc.returncode
+
+
+def start_worker(url: str, evidence: Path, name: str, pool: str = "research") -> WorkerProcess:
+    """Start ``tenure worker`` for the test agents and wait for its ready line."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tenure",
+            "worker",
+            "--backend",
+            url,
+            "--agents",
+            "tests.distributed.pool_agents",
+            "--pool",
+            pool,
+            "--name",
+            name,
+            "--evidence-dir",
+            str(evidence),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=None,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "TENURE_KEY_DIR": str(evidence / "key")},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "serving pool" not in line:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"worker {name} did not start: {line!r}")
+    return WorkerProcess(proc, name, evidence)
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes (each stopped with SIGTERM at the end)."""
+    started: list[WorkerProcess] = []
+
+    def start(url: str, name: str, pool: str = "research") -> WorkerProcess:
+        worker = start_worker(url, tmp_path / name, name, pool)
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()

@@ -20,25 +20,65 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
+from ...crypto._canonical import b64e
 from ...policies import PolicyError, PolicySet
 from ._control import ControlPlane
 from ._protocols import Backend
-from ._types import GovEvent
+from ._segment import MirrorOps, SegmentWriter
+from ._types import Debit, GovEvent, Member, RateWindow, SegmentInfo
 
-__all__ = ["BackendLink", "LinkHost", "policy_documents", "policy_from_documents"]
+if TYPE_CHECKING:
+    from ...crypto._keys import SigningKey
+    from ..kernel._control import RunControl
+    from ..kernel._state import Step
+
+__all__ = [
+    "BackendLink",
+    "LinkHost",
+    "SegmentLink",
+    "policy_documents",
+    "policy_from_documents",
+]
 
 _log = logging.getLogger("tenure.backend")
 
 _MAX_TEXT = 500
 _PUBLISH_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentLink:
+    """Where a delegated part of a run came from (its ``segment.start`` record)."""
+
+    segment: str
+    parent_segment: str
+    parent_index: int
+    task: str
+    pool: str
+    lease: Mapping[str, Any]
+    issuer: str
+
+    def record(self) -> dict[str, Any]:
+        """The ``segment.start`` fields."""
+        return {
+            "segment": self.segment,
+            "parent_segment": self.parent_segment,
+            "parent_index": self.parent_index,
+            "task": self.task,
+            "pool": self.pool,
+            "lease": dict(self.lease),
+            "issuer": self.issuer,
+        }
 
 
 class LinkHost(Protocol):
@@ -54,6 +94,10 @@ class LinkHost(Protocol):
 
     def policy_digest(self) -> str:
         """The digest of the set in force."""
+        ...
+
+    def current_policy(self) -> PolicySet:
+        """The set in force."""
         ...
 
     def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
@@ -102,17 +146,29 @@ class BackendLink:
         ttl: float,
         margin: float,
         interval: float,
+        name: str = "",
+        pool: str | None = None,
+        info: Mapping[str, Any] | None = None,
     ) -> None:
         self.backend = backend
         self._host = host
+        self._writers: dict[str, SegmentWriter] = {}
+        self._closing: dict[str, anyio.Event] = {}
+        #: every run or lease id the governance log revoked so far (checked on each claim)
+        self.revoked: set[str] = set()
         self.plane = ControlPlane(
             backend,
-            name="",
-            pool=None,
+            name=name,
+            pool=pool,
             on_event=self._apply,
             on_expired=self._expired,
             on_deadline=set_deadline,
-            info={"kind": "runtime", "host": socket.gethostname(), "pid": os.getpid()},
+            info={
+                "kind": "worker" if pool else "runtime",
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                **(info or {}),
+            },
             ttl=ttl,
             margin=margin,
             interval=interval,
@@ -178,8 +234,11 @@ class BackendLink:
 
     def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         tg = self._tg
-        if tg is None:
-            raise RuntimeError("the backend link is not started")
+        if tg is None:  # closing: what is not sent now is covered by the members' leases
+            _log.warning(
+                "the backend link is closed: %s not published", getattr(fn, "__name__", fn)
+            )
+            return
 
         async def attempt() -> None:
             delay = 0.05
@@ -195,6 +254,99 @@ class BackendLink:
 
         tg.start_soon(attempt)
 
+    # -- membership, evidence segments and the shared budget -----------------------------
+
+    def member(self) -> Member:
+        """This process's current member (refused while its liveness is lost)."""
+        member = self.plane.member
+        if member is None or not self.plane.live():
+            raise GovernanceUnavailable(
+                "this process holds no live control-plane lease right now",
+                check="backend.liveness",
+                source="control-plane",
+            )
+        return member
+
+    async def open_segment(
+        self,
+        run: RunControl,
+        name: str,
+        mirror: MirrorOps,
+        origin: SegmentLink | None,
+        key: SigningKey,
+    ) -> None:
+        """Open the run's segment in the backend and ship its first records."""
+        member = self.member()
+        meta = {"key": key.key_id, "pubkey": b64e(key.public_raw), "name": self.plane.name}
+        info = SegmentInfo(
+            name,
+            run.id,
+            member.id,
+            origin.parent_segment if origin is not None else "",
+            origin.parent_index if origin is not None else -1,
+            meta,
+        )
+        writer = SegmentWriter(self.backend, member, info, mirror)
+        await writer.open()
+        await writer.ship_or_stop()
+        self._writers[name] = writer
+
+    async def after_start(self, run: RunControl) -> None:
+        """Make the run's records (its step.start last) durable in its segment."""
+        writer = self._writers.get(run.evidence_name)
+        if writer is None:
+            return
+        try:
+            await writer.ship_or_stop()
+        except GovernanceViolation as exc:
+            raise run.fail(exc) from None
+
+    async def flush_segment(self, name: str) -> None:
+        """Wait until a finished run's last records are shipped (a worker, before it
+        answers, so its parent can record the child's final signed tree head)."""
+        done = self._closing.get(name)
+        if done is not None:
+            await done.wait()
+
+    def close_segment(self, name: str) -> None:
+        """A run ended: ship its last records (its final checkpoint) in the background."""
+        writer = self._writers.pop(name, None)
+        if writer is None or self._tg is None:
+            return
+        done = self._closing[name] = anyio.Event()
+
+        async def last() -> None:
+            try:
+                await writer.ship()
+            finally:
+                done.set()
+                self._closing.pop(name, None)
+
+        self._spawn(last)
+
+    async def shared_debit(self, run: RunControl, step: Step) -> tuple[str, str] | None:
+        """Take one step from the run's budget as all its processes count it."""
+        policy = self._host.current_policy()
+        budgets = policy.budgets
+        tool = step.action == "execute_tool"
+        amounts: dict[str, float] = {"steps": 1}
+        limits: dict[str, float] = {}
+        if budgets.max_steps is not None:
+            limits["steps"] = budgets.max_steps
+        if tool:
+            amounts["tool_calls"] = 1
+            if budgets.max_tool_calls is not None:
+                limits["tool_calls"] = budgets.max_tool_calls
+        rates = tuple(
+            RateWindow(key, count, float(per))
+            for key, (count, per) in policy.rate_limits.items()
+            if fnmatchcase(step.target.name, key)
+        )
+        refusal = await self.backend.budgets.debit(
+            self.member(), Debit(run.id, amounts, limits, rates)
+        )
+        return None if refusal is None else (refusal.check, refusal.reason)
+
     # -- in -------------------------------------------------------------------------------
 
     async def _apply(self, event: GovEvent) -> None:
@@ -202,15 +354,17 @@ class BackendLink:
         if event.kind == "revoke":
             target = data.get("target")
             if isinstance(target, str):
+                self.revoked.add(target)
                 self._host.apply_revocation(
                     target, str(data.get("reason") or "revoked"), f"log:{data.get('by', '')}"
                 )
         elif event.kind == "policy.epoch":
             digest = data.get("digest")
             if isinstance(digest, str) and digest != self._host.policy_digest():
-                await self._load_epoch(digest)
+                await self.load_policy(digest)
 
-    async def _load_epoch(self, digest: str) -> None:
+    async def load_policy(self, digest: str) -> None:
+        """Load a published set by digest and put it in force (failing closed)."""
         try:
             documents = await self.backend.policies.get_policy(digest)
             if documents is None:

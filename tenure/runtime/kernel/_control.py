@@ -12,7 +12,7 @@ imports included).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from ._pace import Pacer
     from ._state import GovState, Step
 
-__all__ = ["Approver", "Isolator", "RunControl", "RunServices"]
+__all__ = ["Approver", "Isolator", "RemoteRunner", "RunControl", "RunServices"]
 
 
 class RunControl(Protocol):
@@ -39,6 +39,16 @@ class RunControl(Protocol):
     @property
     def principal(self) -> str:
         """Who authorized the run."""
+        ...
+
+    @property
+    def evidence_name(self) -> str:
+        """The name of the run's evidence directory (its run id, or its segment's id)."""
+        ...
+
+    @property
+    def hard_deadline(self) -> float:
+        """The monotonic end of the run's ttl."""
         ...
 
     @property
@@ -121,9 +131,34 @@ class Isolator(Protocol):
         ...
 
 
+class RemoteRunner(Protocol):
+    """Runs a delegated agent on a worker of a pool (a runtime with a shared backend)."""
+
+    def check(self, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Refuse (``TypeError``) arguments that cannot travel to another host."""
+        ...
+
+    async def run_agent(
+        self,
+        run: RunControl,
+        step: Step,
+        agent: Agent,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """Queue the step for its pool, wait for a worker's outcome, return its result."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RunServices:
-    """The collaborators every run of one runtime shares (one object, set at start)."""
+    """The collaborators every run of one runtime shares (one object, set at start).
+
+    The last three are set only with a shared backend: ``remote`` runs delegations to a
+    pool, ``shared_debit`` takes each step from the run's budget as all its processes
+    count it (a ``(check, reason)`` when refused), and ``after_start`` makes a step's
+    ``step.start`` durable in the backend before its body runs.
+    """
 
     config: RuntimeConfig
     gov: GovState
@@ -133,3 +168,6 @@ class RunServices:
     isolation: Isolator
     wake_watchdog: Callable[[], None]
     pacer: Pacer
+    remote: RemoteRunner | None = None
+    shared_debit: Callable[[RunControl, Step], Awaitable[tuple[str, str] | None]] | None = None
+    after_start: Callable[[RunControl], Awaitable[None]] | None = None

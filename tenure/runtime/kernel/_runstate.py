@@ -115,6 +115,11 @@ class RunState:
         # ``steps.stopped`` record per group when the run ends (see end_record).
         self._unwound: dict[tuple[str, str, str], tuple[list[str], list[int]]] = {}
 
+    @property
+    def evidence_name(self) -> str:
+        """The name of the run's evidence directory (its run id, or its segment's id)."""
+        return self.ledger.run_dir.name
+
     def lease_clock_us(self) -> int:
         """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
         return self._wall0_us + int((monotonic() - self._mono0) * 1e6)

@@ -129,6 +129,7 @@ class Step:
     approved: bool = False  # a person granted its require_approval decision
     args_digest: str = ""
     rule: str = ""
+    pool: str | None = None  # delegated to a worker of this pool (``on="pool:NAME"``)
 
     def bound_args(self) -> dict[str, Any]:
         """Arguments by parameter name (bound lazily: only policies with conditions need it)."""

@@ -81,6 +81,9 @@ class GovernedSteps(RunState):
     async def _authorize(self, step: Step, missing_scopes: frozenset[str]) -> tuple[int, int]:
         """Decide, record, wait for an approval if needed; (decision, approval) indexes."""
         over = self.tracker.on_step(step.action, step.target.name, step.depth)
+        if over is None and self.services.shared_debit is not None:
+            # The run's budget as every process of the run counts it (a shared backend).
+            over = await self.services.shared_debit(self, step)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
         step.args_digest = value_digest([step.args, step.kwargs])
@@ -196,6 +199,7 @@ class GovernedSteps(RunState):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         scopes: frozenset[str] | None = None,
+        pool: str | None = None,
         *,
         gate: Gate,
         fresh: bool = False,
@@ -214,6 +218,14 @@ class GovernedSteps(RunState):
             # Delegations and fan-out branches share the runtime's turns (see ``_pace``).
             await services.pacer.pace()
             self.ensure_live(parent, gate, agent.qualified)
+        if pool is not None:
+            # Refused before any decision: a call that cannot be sent is the caller's mistake.
+            if services.remote is None:
+                raise RuntimeError(
+                    f"delegating {agent.qualified} to pool {pool!r} needs a Runtime with a "
+                    "shared backend (Runtime(backend='postgresql://...') or TENURE_BACKEND)"
+                )
+            services.remote.check(agent, args, kwargs)
         if parent is None:
             granted = self.scopes
             holder = None
@@ -242,6 +254,7 @@ class GovernedSteps(RunState):
             args,
             kwargs,
         )
+        step.pool = pool
         decision, approval = await self._authorize(step, frozenset())
         # The step's lease: issued only once the step is allowed.
         lease = self._issue_lease(step, holder, granted)
@@ -259,6 +272,8 @@ class GovernedSteps(RunState):
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
             step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
             self._start_record(step, decision, approval)
+            if services.after_start is not None:
+                await services.after_start(self)  # the step.start is durable before the body
             lease.step = step
             try:
                 if fresh:
@@ -284,6 +299,8 @@ class GovernedSteps(RunState):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Coroutine[Any, Any, Any]:
+        if step.pool is not None and self.services.remote is not None:
+            return self.services.remote.run_agent(self, step, agent, args, kwargs)
         ctx = Context._create(_AgentPort(self, step, gate))
         if agent.isolation == "none":
             body: Coroutine[Any, Any, Any] = agent.func(ctx, *args, **kwargs)
@@ -414,6 +431,8 @@ class GovernedSteps(RunState):
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
             self._start_record(step, decision, approval)
+            if self.services.after_start is not None:
+                await self.services.after_start(self)  # the step.start is durable first
             try:
                 if tool.is_async:
                     result = await tool.func(*args, **kwargs)
@@ -487,12 +506,17 @@ class _AgentPort:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         scopes: frozenset[str] | None,
+        pool: str | None = None,
     ) -> Any:
         run, step = self._run, self._step
-        return await run.invoke_agent(step, agent, args, kwargs, scopes, gate=self._gate)
+        return await run.invoke_agent(step, agent, args, kwargs, scopes, pool, gate=self._gate)
 
     def branch(
-        self, target: Agent | Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self,
+        target: Agent | Tool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        pool: str | None = None,
     ) -> Awaitable[Any]:
         run, step = self._run, self._step
         # The branch's task runs this one wrapper: the step's decision under the caller's
@@ -501,7 +525,7 @@ class _AgentPort:
         body = (
             run.call_tool(step, target, args, kwargs)
             if isinstance(target, Tool)
-            else run.invoke_agent(step, target, args, kwargs, None, gate=gate, fresh=True)
+            else run.invoke_agent(step, target, args, kwargs, None, pool, gate=gate, fresh=True)
         )
         return Governed(body, gate)
 

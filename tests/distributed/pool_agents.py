@@ -1,0 +1,56 @@
+"""Agents served by the test workers (``tenure worker --agents tests.distributed.pool_agents``).
+
+Both the delegating test process and every worker import this module, so the code digest
+a delegation pins is the one each worker measures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from tenure import Context, agent, tool
+
+
+@tool(scopes={"notes:read"})
+async def lookup(topic: str) -> str:
+    return f"notes on {topic}"
+
+
+@tool
+async def mark(path: str) -> None:
+    """Leave a file behind: the test's sign that the step is running on its worker."""
+    await anyio.Path(path).write_text("running\n")
+
+
+@agent(scopes={"notes:read"})
+async def researcher(ctx: Context, topic: str) -> str:
+    found: str = await ctx.call(lookup, topic)
+    return found.upper()
+
+
+@agent(scopes={"notes:read"})
+async def planner(ctx: Context, topics: list[str]) -> list[str]:
+    async with ctx.parallel() as p:
+        for topic in topics:
+            p.start(researcher, topic, on="pool:research")
+    return list(p.results)
+
+
+@agent
+async def lingerer(ctx: Context, marker: str) -> str:
+    """Marks that it runs, then waits until it is stopped."""
+    await ctx.call(mark, marker)
+    await anyio.sleep_forever()
+    return "never"
+
+
+@agent
+async def delegates_lingerer(ctx: Context, marker: str) -> str:
+    result: str = await ctx.delegate(lingerer, marker, on="pool:research")
+    return result
+
+
+def marked(path: Path) -> bool:
+    return path.exists()

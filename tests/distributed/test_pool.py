@@ -1,0 +1,145 @@
+"""Delegation to a pool of real worker processes: results, evidence segments, stops."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tenure import GovernanceUnavailable, LeaseRevoked, Runtime
+from tenure.evidence import verify_run
+from tenure.runtime.backends._pg import PgBackend, upgrade
+
+from .conftest import WorkerProcess
+from .pool_agents import delegates_lingerer, planner
+
+ALLOW = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "allow-everything"
+effect = "allow"
+"""
+
+
+@pytest.fixture
+def policy(tmp_path: Path) -> Path:
+    path = tmp_path / "allow.toml"
+    path.write_text(ALLOW)
+    return path
+
+
+def _records(run_dir: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+
+
+async def _marked(path: Path) -> None:
+    with anyio.fail_after(30):
+        while True:  # the marker is another process's file: polled
+            if await anyio.Path(path).exists():
+                return
+            await anyio.sleep(0.02)
+
+
+async def test_a_planner_delegates_to_a_pool_of_two_workers_and_gets_every_result(
+    pg_url: str, tmp_path: Path, policy: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    await upgrade(pg_url)
+    w1, w2 = workers(pg_url, "w1"), workers(pg_url, "w2")
+    topics = [f"topic-{i}" for i in range(6)]
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(
+            planner, topics, principal="alice", scopes={"notes:read", "delegate"}, ttl=60
+        )
+        with anyio.fail_after(60):
+            result = await handle.result()
+    assert result == [f"NOTES ON {t}".upper() for t in topics]
+    root = _records(handle.evidence_path)
+    queued = [r for r in root if r["kind"] == "delegation.queued"]
+    returned = [r for r in root if r["kind"] == "delegation.returned"]
+    assert len(queued) == len(returned) == 6
+    assert {r["status"] for r in returned} == {"done"}
+    assert verify_run(handle.evidence_path).verdict == "verified"
+    backend = await PgBackend.connect(pg_url)
+    try:
+        segments = await backend.evidence.segments(handle.run_id)
+        members = {s.member for s in segments[1:]}
+        assert len(segments) == 7 and len(members) == 2  # both workers took part
+        for seg, back in zip(
+            sorted(segments[1:], key=lambda s: s.id),
+            sorted(returned, key=lambda r: str(r["segment"])),
+            strict=True,
+        ):
+            lines, note = await backend.evidence.records(seg.id)
+            assert back["segment"] == seg.id and back["size"] == len(lines)
+            assert back["checkpoint"] == note
+            local = next(d for w in (w1, w2) if (d := w.evidence / seg.id).exists())
+            assert (local / "ledger.jsonl").read_bytes() == b"".join(lines)
+            witness = local.parent / ".witness" / seg.id
+            seg_report = verify_run(local, expect_run_id=handle.run_id, witness_dir=witness)
+            assert seg_report.verdict == "verified", seg_report.failures
+            kinds = [r["kind"] for r in _records(local)[:3]]
+            assert kinds == ["run.start", "attestation", "segment.start"]
+    finally:
+        await backend.close()
+
+
+async def test_a_revoked_run_stops_its_delegated_step_on_the_worker(
+    pg_url: str, tmp_path: Path, policy: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    await upgrade(pg_url)
+    worker = workers(pg_url, "w1")
+    marker = tmp_path / "running"
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
+        await _marked(marker)
+        rt.revoke(handle.run_id, reason="stop it everywhere")
+        with anyio.fail_after(10), pytest.raises(LeaseRevoked):
+            await handle.result()
+        backend = rt._link.backend  # type: ignore[union-attr]
+        segments = await backend.evidence.segments(handle.run_id)
+        child = segments[1].id
+        with anyio.fail_after(15):
+            while True:  # the worker's last records arrive when its part has unwound
+                lines, _ = await backend.evidence.records(child)
+                if lines and json.loads(lines[-1])["kind"] == "checkpoint":
+                    break
+                await anyio.sleep(0.05)
+    local = worker.evidence / child
+    report = verify_run(local, expect_run_id=handle.run_id)
+    assert report.verdict == "verified" and report.run_status == "violation"
+    assert any(r["kind"] == "lease.revoked" for r in _records(local))
+
+
+async def test_a_worker_killed_mid_step_is_lost_and_the_run_stops_fail_closed(
+    pg_url: str, tmp_path: Path, policy: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Failure table: a worker SIGKILLed mid-step. Its step's outcome is unknown in the
+    evidence (``delegation.lost``, with the durable prefix) and the run stops with
+    ``worker.lost``; nothing is run again."""
+    await upgrade(pg_url)
+    worker = workers(pg_url, "w1")
+    marker = tmp_path / "running"
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
+        await _marked(marker)
+        worker.proc.kill()
+        worker.proc.wait()
+        with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as caught:
+            await handle.result()
+        backend = rt._link.backend  # type: ignore[union-attr]
+        segments = await backend.evidence.segments(handle.run_id)
+        lines, _ = await backend.evidence.records(segments[1].id)
+    assert caught.value.check == "worker.lost"
+    root = _records(handle.evidence_path)
+    lost = [r for r in root if r["kind"] == "delegation.lost"]
+    assert len(lost) == 1 and lost[0]["size"] == len(lines) > 0
+    assert not any(r["kind"] == "delegation.returned" for r in root)
+    starts = [json.loads(line) for line in lines if json.loads(line)["kind"] == "step.start"]
+    assert len(starts) == 2  # the agent and its mark call: each durable before it ran
+    report = verify_run(handle.evidence_path)
+    assert report.verdict == "verified" and report.run_status == "violation"
