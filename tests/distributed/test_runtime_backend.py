@@ -200,8 +200,10 @@ async def test_a_policy_epoch_reaches_another_runtime_and_stops_what_it_denies(
         with anyio.fail_after(10), pytest.raises(PolicyDenied) as caught:
             await handle.result()
         assert rb.policy_digest() == ra.policy_digest()
-    assert caught.value.source == "policy-reload"
-    assert "no longer allows live step" in caught.value.reason
+    # The live tool step re-decided (source policy-reload) or the next one refused (policy):
+    # either way by the other runtime's set, which allows no tool.
+    assert caught.value.source in {"policy", "policy-reload"}
+    assert "no rule matched principal 'alice', execute_tool 'tick'" in caught.value.reason
 
 
 async def test_a_frozen_database_stops_every_run_on_its_own_clock(
