@@ -145,7 +145,9 @@ class WorkerProcess:
         return self.proc.returncode
 
 
-def start_worker(url: str, evidence: Path, name: str, pool: str = "research") -> WorkerProcess:
+def start_worker(
+    url: str, evidence: Path, name: str, pool: str = "research", concurrency: int = 4
+) -> WorkerProcess:
     """Start ``tenure worker`` for the test agents and wait for its ready line."""
     proc = subprocess.Popen(
         [
@@ -161,6 +163,8 @@ def start_worker(url: str, evidence: Path, name: str, pool: str = "research") ->
             pool,
             "--name",
             name,
+            "--concurrency",
+            str(concurrency),
             "--evidence-dir",
             str(evidence),
         ],
@@ -184,8 +188,8 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes (each stopped with SIGTERM at the end)."""
     started: list[WorkerProcess] = []
 
-    def start(url: str, name: str, pool: str = "research") -> WorkerProcess:
-        worker = start_worker(url, tmp_path / name, name, pool)
+    def start(url: str, name: str, pool: str = "research", concurrency: int = 4) -> WorkerProcess:
+        worker = start_worker(url, tmp_path / name, name, pool, concurrency)
         started.append(worker)
         return worker
 

@@ -6,8 +6,6 @@ a delegation pins is the one each worker measures.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anyio
 
 from tenure import Context, agent, tool
@@ -52,5 +50,18 @@ async def delegates_lingerer(ctx: Context, marker: str) -> str:
     return result
 
 
-def marked(path: Path) -> bool:
-    return path.exists()
+@agent(scopes={"notes:read"})
+async def spender(ctx: Context) -> int:
+    """Calls a tool until the run's shared budget refuses one."""
+    calls = 0
+    while True:
+        await ctx.call(lookup, "budget")
+        calls += 1
+
+
+@agent(scopes={"notes:read"})
+async def budget_planner(ctx: Context, width: int) -> list[int]:
+    async with ctx.parallel() as p:
+        for _ in range(width):
+            p.start(spender, on="pool:research")
+    return list(p.results)

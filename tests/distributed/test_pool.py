@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 import pytest
 
-from tenure import GovernanceUnavailable, LeaseRevoked, Runtime
+from tenure import GovernanceUnavailable, LeaseRevoked, PolicyDenied, Runtime
 from tenure.evidence import verify_run
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
 from .conftest import WorkerProcess
-from .pool_agents import delegates_lingerer, planner
+from .pool_agents import budget_planner, delegates_lingerer, planner
 
 ALLOW = """
 version = 1
@@ -143,3 +145,103 @@ async def test_a_worker_killed_mid_step_is_lost_and_the_run_stops_fail_closed(
     assert len(starts) == 2  # the agent and its mark call: each durable before it ran
     report = verify_run(handle.evidence_path)
     assert report.verdict == "verified" and report.run_status == "violation"
+
+
+BUDGET = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "allow-everything"
+effect = "allow"
+
+[budgets]
+max_tool_calls = 1000
+"""
+
+
+async def test_four_workers_on_one_1000_call_budget_are_granted_exactly_1000(
+    pg_url: str, tmp_path: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A $100 cap on 5 replicas is not a $500 cap: four workers each call a tool until the
+    run's shared budget refuses; exactly 1,000 calls are granted across them."""
+    await upgrade(pg_url)
+    policy = tmp_path / "budget.toml"
+    policy.write_text(BUDGET)
+    pool = [workers(pg_url, f"w{i}", concurrency=1) for i in range(4)]
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(
+            budget_planner, 4, principal="alice", scopes={"notes:read"}, ttl=120
+        )
+        with anyio.fail_after(90), pytest.raises(PolicyDenied) as caught:
+            await handle.result()
+        backend = rt._link.backend  # type: ignore[union-attr]
+        used = await backend.budgets.used(handle.run_id)
+        segments = await backend.evidence.segments(handle.run_id)
+        tool_starts = 0
+        for seg in segments:
+            lines, _ = await backend.evidence.records(seg.id)
+            tool_starts += sum(
+                1
+                for r in map(json.loads, lines)
+                if r["kind"] == "step.start" and r["action"] == "execute_tool"
+            )
+    assert caught.value.check == "budget.max_tool_calls"
+    assert used["tool_calls"] == 1000
+    assert tool_starts <= 1000  # a granted call cut short by the stop may not have started
+    assert len({s.member for s in segments[1:]}) == 4  # every worker spent from one budget
+    assert verify_run(handle.evidence_path).verdict == "verified"
+    for worker in pool:
+        for part in worker.evidence.glob("run_*"):
+            report = verify_run(
+                part,
+                expect_run_id=handle.run_id,
+                witness_dir=worker.evidence / ".witness" / part.name,
+            )
+            assert report.verdict == "verified", report.failures
+
+
+async def test_a_paused_worker_resumed_after_its_reap_gets_none_of_its_writes_accepted(
+    pg_url: str, tmp_path: Path, policy: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Failure table: a worker SIGSTOPped past its lease, then resumed. The reaper declared
+    it lost (its parent stopped with ``worker.lost``); after SIGCONT it stops its part on
+    its own clock, and not one of its writes lands: its segment and its task stay as the
+    reap left them; it rejoins only under a new generation."""
+    await upgrade(pg_url)
+    worker = workers(pg_url, "w1")
+    marker = tmp_path / "running"
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        backend = rt._link.backend  # type: ignore[union-attr]
+        assert isinstance(backend, PgBackend)
+        handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
+        await _marked(marker)
+        os.kill(worker.proc.pid, signal.SIGSTOP)
+        try:
+            with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as caught:
+                await handle.result()
+            assert caught.value.check == "worker.lost"
+            child = (await backend.evidence.segments(handle.run_id))[1].id
+            reaped_size = await backend.evidence.size(child)
+            before = await backend.db.fetchrow(
+                "SELECT generation, state FROM tenure_members WHERE name = 'w1'"
+            )
+        finally:
+            os.kill(worker.proc.pid, signal.SIGCONT)
+        with anyio.fail_after(20):
+            while True:  # it rejoins on its own timer, under a new generation
+                row = await backend.db.fetchrow(
+                    "SELECT generation, state FROM tenure_members WHERE name = 'w1'"
+                )
+                if row is not None and row["state"] == "live":
+                    break
+                await anyio.sleep(0.1)
+        assert before is not None and before["state"] == "lost"
+        assert row["generation"] > before["generation"]
+        assert await backend.evidence.size(child) == reaped_size
+        task = await backend.db.fetchrow("SELECT state, result, error FROM tenure_tasks")
+        assert task is not None
+        assert (task["state"], task["result"], task["error"]) == ("lost", None, None)
+    local = _records(worker.evidence / child)
+    assert len(local) > reaped_size  # it recorded its own stop locally; none of it landed
+    assert local[-1]["kind"] == "checkpoint"
