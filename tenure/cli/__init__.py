@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
+from ._approvals import register as _register_approvals
 from ._db import register as _register_db
 from ._export import register as _register_export
 from ._keys import register as _register_keys
@@ -66,6 +67,7 @@ for _register in (
     _register_revoke,
     _register_db,
     _register_worker,
+    _register_approvals,
 ):
     _register(app)
 

@@ -46,6 +46,7 @@ from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicyError, PolicySet
 from ._config import RuntimeConfig
 from .backends import Backend, open_backend
+from .backends._board import LinkBoard
 from .backends._delegate import PoolDelegator
 from .backends._link import BackendLink, SegmentLink
 from .backends._segment import MirrorOps
@@ -265,6 +266,7 @@ class Runtime:
             raise
         self._link = link
         services = self._require()
+        self._approvals.board = LinkBoard(link)
         self._services = dataclasses.replace(
             services,
             remote=PoolDelegator(link, self._key, self._lineage, self._code_digest),
@@ -583,6 +585,14 @@ class Runtime:
     def current_policy(self) -> PolicySet:
         """The policy set in force."""
         return self._gov.policy
+
+    def awaits_approval(self, request_id: str) -> bool:
+        """Whether a step of this runtime waits on ``request_id``."""
+        return any(r.id == request_id for r in self._approvals.pending())
+
+    def apply_approval(self, request_id: str, decision: str, approver: str, reason: str) -> None:
+        """Apply the one decision the shared board recorded for ``request_id``."""
+        self._approvals.resolve(request_id, decision, approver, reason)
 
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.

@@ -282,3 +282,89 @@ async def test_a_killed_and_restarted_database_loses_no_revocation_and_applies_e
         assert [r["reason"] for r in revoked] == [reason]
         report = verify_run(handle.evidence_path)
         assert report.verdict == "verified" and report.run_status == "violation"
+
+
+APPROVAL = """
+version = 1
+default = "deny"
+
+[[rules]]
+id = "agents"
+effect = "allow"
+actions = ["invoke_agent"]
+
+[[rules]]
+id = "pay-needs-approval"
+effect = "require_approval"
+actions = ["execute_tool"]
+targets = ["pay"]
+"""
+
+
+@tool
+async def pay(amount: int) -> str:
+    return f"paid {amount}"
+
+
+@agent
+async def payer(ctx: Context, amount: int) -> str:
+    paid: str = await ctx.call(pay, amount)
+    return paid
+
+
+async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
+    pg_url: str, tmp_path: Path
+) -> None:
+    await upgrade(pg_url)
+    policy = tmp_path / "approval.toml"
+    policy.write_text(APPROVAL)
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(payer, 120, principal="alice", ttl=60)
+        with anyio.fail_after(10):
+            while True:  # filed by the run's own task
+                if rt.pending_approvals():
+                    break
+                await anyio.sleep(0.02)
+        listed = await anyio.to_thread.run_sync(
+            tenure_cli, "approvals", "list", "--backend", pg_url
+        )
+        request_id = rt.pending_approvals()[0].id
+        assert listed.returncode == 0 and request_id in listed.stdout
+        assert "pay-needs-approval" in listed.stdout
+
+        async def answer(verb: str, who: str, out: list[subprocess.CompletedProcess[str]]) -> None:
+            out.append(
+                await anyio.to_thread.run_sync(
+                    tenure_cli,
+                    "approvals",
+                    verb,
+                    request_id,
+                    "--approver",
+                    who,
+                    "--backend",
+                    pg_url,
+                )
+            )
+
+        answers: list[subprocess.CompletedProcess[str]] = []
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(answer, "approve", "bob", answers)
+            tg.start_soon(answer, "deny", "eve", answers)
+        winners = [a for a in answers if a.returncode == 0]
+        losers = [a for a in answers if a.returncode == 1]
+        assert len(winners) == 1 and len(losers) == 1
+        assert "was already decided" in losers[0].stderr
+        with anyio.fail_after(10):
+            if "granted" in winners[0].stdout:
+                assert await handle.result() == "paid 120"
+            else:
+                with pytest.raises(PolicyDenied):
+                    await handle.result()
+    records = [
+        json.loads(line)
+        for line in (handle.evidence_path / "ledger.jsonl").read_text().splitlines()
+    ]
+    answered = [r for r in records if r["kind"] in ("approval.granted", "approval.denied")]
+    assert len(answered) == 1
+    assert answered[0]["approver"] in {"bob", "eve"}
+    assert verify_run(handle.evidence_path).verdict == "verified"

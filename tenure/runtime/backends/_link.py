@@ -100,6 +100,14 @@ class LinkHost(Protocol):
         """The set in force."""
         ...
 
+    def awaits_approval(self, request_id: str) -> bool:
+        """Whether a step here waits on that request."""
+        ...
+
+    def apply_approval(self, request_id: str, decision: str, approver: str, reason: str) -> None:
+        """Apply a request's one decision (recorded, then the step released or refused)."""
+        ...
+
     def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
         """Stop every live run with its own ``violation()``."""
         ...
@@ -232,6 +240,10 @@ class BackendLink:
             return
         await self.backend.policies.put_policy(policy.digest, documents)
 
+    def spawn(self, fn: Callable[..., object], *args: object) -> None:
+        """Run ``fn(*args)`` against the backend in the background, retried while open."""
+        self._spawn(fn, *args)
+
     def _spawn(self, fn: Callable[..., object], *args: object) -> None:
         tg = self._tg
         if tg is None:  # closing: what is not sent now is covered by the members' leases
@@ -358,6 +370,14 @@ class BackendLink:
                 self._host.apply_revocation(
                     target, str(data.get("reason") or "revoked"), f"log:{data.get('by', '')}"
                 )
+        elif event.kind == "approval.decided":
+            request = data.get("request")
+            if isinstance(request, str) and self._host.awaits_approval(request):
+                record = await self.backend.approvals.get(request)
+                if record is not None and record.decision is not None:
+                    self._host.apply_approval(
+                        request, record.decision, record.approver, record.reason
+                    )
         elif event.kind == "policy.epoch":
             digest = data.get("digest")
             if isinstance(digest, str) and digest != self._host.policy_digest():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from pydantic import BaseModel, ConfigDict
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..kernel._control import RunControl
     from ..kernel._state import Step
 
-__all__ = ["ApprovalRequest", "Approvals"]
+__all__ = ["ApprovalBoard", "ApprovalRequest", "Approvals"]
 
 
 @final
@@ -63,6 +63,28 @@ class _Pending:
     denied: str | None = None
 
 
+class ApprovalBoard(Protocol):
+    """Where requests are decided when several processes share a backend.
+
+    With a board, a request is filed there too; a decision made anywhere (``tenure
+    approvals ... --backend``, ``rt.approve`` on any host) is one compare-and-set on the
+    board, and comes back here through :meth:`Approvals.resolve`.
+    """
+
+    async def file(self, request: ApprovalRequest, args_digest: str) -> None:
+        """File a new request (raises ``GovernanceUnavailable`` if it cannot)."""
+        ...
+
+    def decide(self, request_id: str, decision: str, approver: str, reason: str) -> None:
+        """Try to decide a request (in the background; the winner comes back resolved)."""
+        ...
+
+    async def time_out(self, request_id: str) -> tuple[str, str, str] | None:
+        """The waiter's timeout races the deciders: ``None`` if it won, else the
+        ``(decision, approver, reason)`` that did."""
+        ...
+
+
 class Approvals:
     """The runtime's table of pending approval requests."""
 
@@ -70,6 +92,8 @@ class Approvals:
         self._key = key
         self._timeout = timeout
         self._pending: dict[str, _Pending] = {}
+        #: set when the runtime shares a backend (see :class:`ApprovalBoard`)
+        self.board: ApprovalBoard | None = None
 
     def pending(self) -> list[ApprovalRequest]:
         """Requests still waiting, oldest first."""
@@ -103,9 +127,16 @@ class Approvals:
         )
         parent_span.event(EVENT_APPROVAL, approval_event(request.id, "requested"))
         self._pending[request.id] = pending
+        board = self.board
         try:
+            if board is not None:
+                await board.file(request, step.args_digest)
             with anyio.move_on_after(self._timeout):
                 await pending.event.wait()
+            if not pending.event.is_set() and board is not None:
+                winner = await board.time_out(request.id)
+                if winner is not None:  # a decision won the race against the timeout
+                    self._answer(pending, *winner)
         finally:
             self._pending.pop(request.id, None)
         if pending.granted_index is not None:
@@ -127,16 +158,38 @@ class Approvals:
         )
 
     def approve(self, request_id: str, approver: str) -> None:
-        """Grant a pending request: signed, recorded, then the step is released."""
+        """Grant a pending request: signed, recorded, then the step is released.
+
+        With a board the grant is first won on the board (exactly one decision across
+        every process); the step is released when it comes back (:meth:`resolve`).
+        """
         pending = self._take(request_id)
-        pending.granted_index = self._record_answer(pending, APPROVAL_GRANTED, approver, "")
-        pending.event.set()
+        if self.board is not None:
+            self.board.decide(request_id, "granted", approver, "")
+            return
+        self._answer(pending, "granted", approver, "")
 
     def deny(self, request_id: str, approver: str, reason: str) -> None:
         """Refuse a pending request; the step raises :class:`PolicyDenied`."""
         pending = self._take(request_id)
-        self._record_answer(pending, APPROVAL_DENIED, approver, reason)
-        pending.denied = f"denied by {approver}: {reason}"
+        if self.board is not None:
+            self.board.decide(request_id, "denied", approver, reason)
+            return
+        self._answer(pending, "denied", approver, reason)
+
+    def resolve(self, request_id: str, decision: str, approver: str, reason: str) -> None:
+        """Apply the decision the board recorded (from this process or any other)."""
+        pending = self._pending.get(request_id)
+        if pending is not None and not pending.event.is_set():
+            self._answer(pending, decision, approver, reason)
+
+    def _answer(self, pending: _Pending, decision: str, approver: str, reason: str) -> None:
+        if decision == "granted":
+            pending.granted_index = self._record_answer(pending, APPROVAL_GRANTED, approver, "")
+        elif decision == "denied":
+            self._record_answer(pending, APPROVAL_DENIED, approver, reason)
+            pending.denied = f"denied by {approver}: {reason}"
+        # "timeout": another waiter's timeout won; the wait ends as a timeout here too
         pending.event.set()
 
     def _take(self, request_id: str) -> _Pending:
