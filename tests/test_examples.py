@@ -146,3 +146,16 @@ def test_readme_first_screen_says_what_tenure_is_and_the_two_commands() -> None:
     first = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()[:40]
     assert any(line.startswith("make demo") for line in first)
     assert any(line.startswith("make test") for line in first)
+
+
+def test_streaming_reads_tokens_from_a_local_model_and_a_revoke_stops_the_stream(
+    tmp_path: Path,
+) -> None:
+    proc = _run("streaming.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "recorded: 13 tokens, status ok" in out
+    assert "run stopped fail closed: LeaseRevoked (lease.revoked)" in out
+    assert "tokens after the revocation: 0" in out
+    assert "recorded: 5 tokens delivered, status stopped" in out
+    assert out.count(": verified (run status") == 2

@@ -120,6 +120,8 @@ class Tool(_Governable):
     ) -> None:
         super().__init__(func, name, scopes, isolation)
         self.is_async = inspect.iscoroutinefunction(func)
+        #: An ``async def`` generator: ``await ctx.call(...)`` returns a governed stream.
+        self.is_stream = inspect.isasyncgenfunction(func)
         self.timeout = timeout
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -195,12 +197,28 @@ def _make_tool(
     isolation: Isolation,
     timeout: float | None = None,
 ) -> Tool:
-    is_async = inspect.iscoroutinefunction(func)
-    if timeout is not None and (isolation == "none" or not 0 < timeout < math.inf):
+    is_async = inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+    if inspect.isgeneratorfunction(func):
+        raise TypeError(
+            f"@tool {func.__qualname__}: a synchronous generator cannot be governed item by "
+            "item (its items would be produced outside any await the runtime can check); "
+            "write it as an `async def` generator (`async def f(...): ... yield item`)"
+        )
+    if timeout is not None and not 0 < timeout < math.inf:
         raise ValueError(
-            f"@tool {func.__qualname__}: timeout={timeout!r} needs isolation='process' (the "
-            "worker is killed) or 'thread' (the thread is abandoned) and a positive, "
-            "finite number of seconds"
+            f"@tool {func.__qualname__}: timeout={timeout!r}, expected a positive, finite "
+            "number of seconds"
+        )
+    if timeout is not None and isolation == "none" and not is_async:
+        raise ValueError(
+            f"@tool {func.__qualname__}: timeout={timeout!r} on a synchronous tool running on "
+            "the event loop cannot interrupt it; declare isolation='thread' (the thread is "
+            "abandoned) or 'process' (the worker is killed), or make the tool `async def`"
+        )
+    if inspect.isasyncgenfunction(func) and isolation != "none":
+        raise TypeError(
+            f"@tool {func.__qualname__}: a streaming (async generator) tool runs on the event "
+            f"loop; isolation={isolation!r} is for synchronous functions"
         )
     if isolation == "process" and is_async:
         raise TypeError(
@@ -236,9 +254,15 @@ def tool(
     """Declare a tool and the scopes a caller's lease must hold to call it.
 
     ``isolation``: ``"none"`` (inline), ``"thread"`` (abandoned on a stop) or ``"process"``
-    (a worker process, killed on a stop). ``timeout`` (seconds, thread/process only): a
-    call running longer raises ``TimeoutError`` to the agent (worker killed / thread
-    abandoned, and recorded).
+    (a worker process, killed on a stop). ``timeout`` (seconds): a call running longer
+    raises ``TimeoutError`` to the agent — an async tool is cancelled (its cleanup runs), a
+    thread is abandoned, a worker killed, and it is recorded; a synchronous tool on the
+    event loop cannot take one.
+
+    An ``async def`` generator is a streaming tool: ``stream = await ctx.call(tool, ...)``
+    is decided and recorded before the first item, then ``async for item in stream`` is
+    gated item by item (a stop ends it within one item) and its end is recorded with the
+    item count and a digest of the items. A synchronous generator is refused.
     """
     if func is not None:
         return _make_tool(func, None, frozenset(), "none")

@@ -256,7 +256,16 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "depth": "int",
         "args": "str",
     },
-    STEP_END: {"step": "str", "status": "str", "result": "str", "error": "str", "message": "str"},
+    # ``items`` (since streaming tools): how many items a streamed tool call delivered; its
+    # ``result`` is then a running SHA-256 over their value digests, in order.
+    STEP_END: {
+        "step": "str",
+        "status": "str",
+        "result": "str",
+        "items": "int",
+        "error": "str",
+        "message": "str",
+    },
     # ``outcome`` (``cleaned``: unwound within the cleanup grace; ``abandoned``: still running
     # when it ended) is written since the cleanup grace; older ledgers do not have it.
     STEPS_STOPPED: {

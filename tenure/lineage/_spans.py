@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -235,6 +236,15 @@ class SpanHandle:
             self._ctx = ctx
         return ctx
 
+    def current(self) -> _Current:
+        """``with handle.current():`` — this span is the current OpenTelemetry span inside.
+
+        The runtime wraps every agent and tool body in it, so that instrumented libraries
+        (HTTP clients, database drivers, LLM SDKs) called there join the run's trace, with
+        the SDK or with light spans alike.
+        """
+        return _Current(self.otel_context())
+
     def set(self, key: str, value: AttributeValue) -> None:
         """Set one attribute (ignored once ended or when not recording)."""
         if self._span is not None and not self._ended:
@@ -272,6 +282,22 @@ class SpanHandle:
 
     def __repr__(self) -> str:
         return f"SpanHandle(trace_id={self.trace_id!r}, span_id={self.span_id!r})"
+
+
+class _Current:
+    """Attaches an OpenTelemetry context for the length of a ``with`` block."""
+
+    __slots__ = ("_ctx", "_token")
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._token: object = None
+
+    def __enter__(self) -> None:
+        self._token = otel_context.attach(self._ctx)
+
+    def __exit__(self, *exc: object) -> None:
+        otel_context.detach(self._token)  # type: ignore[arg-type]
 
 
 #: A handle that records nothing and has empty ids; a parent of NOOP_SPAN means "no parent".

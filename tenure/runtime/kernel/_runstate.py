@@ -32,7 +32,7 @@ from ..._errors import (
     LeaseRevoked,
     PolicyDenied,
 )
-from ...agents import Agent
+from ...agents import Agent, Tool
 from ...evidence._format import STEP_END, STEPS_STOPPED, VIOLATION
 from ...lineage._names import EVENT_VIOLATION, violation_event
 from ._lease import wall_us
@@ -123,6 +123,26 @@ class RunState:
     def lease_clock_us(self) -> int:
         """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
         return self._wall0_us + int((monotonic() - self._mono0) * 1e6)
+
+    def blocking_hint(self) -> str:
+        """Name a live synchronous tool running on the event loop, and the fix.
+
+        Called from the stall detector's thread while the loop is blocked (so the steps do
+        not change under it; a change mid-read gives no hint rather than a wrong one).
+        """
+        try:
+            live = list(self.steps.values())
+        except RuntimeError:
+            return ""
+        for step in reversed(live):
+            target = step.target
+            if isinstance(target, Tool) and not target.is_async and target.isolation == "none":
+                return (
+                    f"{target.qualified} is a synchronous tool running on the event loop: "
+                    f'declare it @tool(isolation="thread") or @tool(isolation="process") so '
+                    "that it runs off the loop and can be stopped"
+                )
+        return ""
 
     @property
     def busy(self) -> bool:

@@ -36,6 +36,7 @@ from ._gate import Gate, Governed
 from ._lease import Lease
 from ._runstate import RunState
 from ._state import NO_LEASE, LeaseState, Step, value_digest
+from ._stream import ToolStream
 
 __all__ = ["GovernedSteps", "first_error"]
 
@@ -171,7 +172,8 @@ class GovernedSteps(RunState):
             raise self._over_budget(over[0], over[1], step)
         self.steps[step.id] = step
 
-    def _leave(self, step: Step) -> None:
+    def leave(self, step: Step) -> None:
+        """A step ended: it is no longer live (nor counted against concurrency)."""
         if self.steps.pop(step.id, None) is not None:
             self.tracker.leave()
 
@@ -278,7 +280,8 @@ class GovernedSteps(RunState):
             try:
                 if fresh:
                     gate.bind(lease, agent.qualified)
-                    result = await self._body(step, agent, gate, args, kwargs)
+                    with step.span.current():
+                        result = await self._body(step, agent, gate, args, kwargs)
                 else:
                     result = await self._in_own_task(step, agent, args, kwargs)
             except BaseException as exc:
@@ -288,7 +291,7 @@ class GovernedSteps(RunState):
             return result
         finally:
             lease.active = False
-            self._leave(step)
+            self.leave(step)
             self._release(lease)
 
     def _body(
@@ -341,7 +344,8 @@ class GovernedSteps(RunState):
     ) -> None:
         gate = Gate(self, step.lease, agent.qualified)
         try:
-            value = await Governed(self._body(step, agent, gate, args, kwargs), gate)
+            with step.span.current():
+                value = await Governed(self._body(step, agent, gate, args, kwargs), gate)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # handed to the delegating frame, raised there as is
@@ -420,6 +424,7 @@ class GovernedSteps(RunState):
         missing = tool.scopes - caller.lease.lease.scope_set
         decision, approval = await self._authorize(step, missing)
         self._enter(step)
+        streaming = False
         try:
             step.span = self.services.lineage.start_tool(
                 caller.span,
@@ -433,11 +438,15 @@ class GovernedSteps(RunState):
             self._start_record(step, decision, approval)
             if self.services.after_start is not None:
                 await self.services.after_start(self)  # the step.start is durable first
+            if tool.is_stream:
+                # Decided and recorded; the generator is driven item by item by the caller.
+                with step.span.current():
+                    agen = tool.func(*args, **kwargs)
+                streaming = True
+                return ToolStream(self, caller, step, agen, gate)
             try:
-                if tool.is_async:
-                    result = await tool.func(*args, **kwargs)
-                else:
-                    result = await self.services.isolation.call(self, step, tool, args, kwargs)
+                with step.span.current():
+                    result = await self._tool_body(step, tool, args, kwargs)
             except BaseException as exc:
                 self.end_record(step, exc)
                 raise
@@ -448,7 +457,18 @@ class GovernedSteps(RunState):
             self.end_record(step, None, result)
             return result
         finally:
-            self._leave(step)
+            if not streaming:
+                self.leave(step)
+
+    async def _tool_body(
+        self, step: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not tool.is_async:
+            return await self.services.isolation.call(self, step, tool, args, kwargs)
+        if tool.timeout is None:
+            return await tool.func(*args, **kwargs)
+        with anyio.fail_after(tool.timeout):
+            return await tool.func(*args, **kwargs)
 
     def spawn(self, fn: Any, *args: Any) -> None:
         """Start a task in the run's task group (inside the run's cancel scope)."""

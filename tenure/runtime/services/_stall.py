@@ -53,6 +53,10 @@ class Breachable(Protocol):
         """Set the stop flag from this (non-loop) thread."""
         ...
 
+    def blocking_hint(self) -> str:
+        """Which live step is likely blocking the loop, and how to fix it ('' if unknown)."""
+        ...
+
     def try_record(self, kind: str, fields: dict[str, Any]) -> None:
         """Append a record on a stopping path."""
         ...
@@ -113,9 +117,11 @@ class StallDetector:
         where = "".join(traceback.format_stack(frame, limit=3)).strip() if frame else "unknown"
         runs = [r for r in self._live_runs() if r.busy and r.stop is None]
         for run in runs:
+            hint = run.blocking_hint()
             exc = GovernanceUnavailable(
                 f"the event loop was blocked for more than {self._bound:g}s by synchronous "
-                f"code; governance could not run (blocking frame: {_last_line(where)})",
+                f"code; governance could not run (blocking frame: {_last_line(where)})"
+                + (f"; {hint}" if hint else ""),
                 run_id=run.id,
                 check="loop.stall",
                 source="stall-detector",
