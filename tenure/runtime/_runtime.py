@@ -63,7 +63,7 @@ from .services._revocations import (
     RevocationRequest,
     RevocationSource,
 )
-from .services._stall import StallDetector
+from .services._stall import RuntimeIO, StallDetector
 from .services._watchdog import Watchdog
 
 __all__ = ["RunHandle", "Runtime"]
@@ -433,7 +433,7 @@ class Runtime:
             # A part of a run shares the run id with the others: its witness copy is kept
             # apart by segment, so two parts never overwrite each other's.
             self.evidence_dir / WITNESS_DIR / (name if segment is not None else ""),
-            file_ops=mirror,
+            file_ops=RuntimeIO(self._stall, mirror),
         )
         try:
             self._attestor.write(run_dir, envelope, durable=self.config.fsync == "record")

@@ -9,6 +9,12 @@ stop (evidence record, scope cancellation) for when the loop turns again.
 
 Cooperative code cannot be interrupted while it blocks; process isolation is the real stop
 for such code (see ``@tool(isolation="process")``).
+
+The runtime's own durable writes (an evidence ``fsync`` or atomic rename, which a loaded
+disk can hold for seconds) are not a stall by synchronous code: they go through
+:class:`RuntimeIO`, which marks them, and the detector does not count their time (the loop
+is doing governance's own work, no user code runs meanwhile). A disk that never answers is
+still caught: the watchdog heartbeat, checked by every gate, goes stale.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import contextlib
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from time import monotonic
 from typing import Any, Protocol
 
@@ -26,9 +33,10 @@ from anyio.lowlevel import current_token
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
 from ...evidence._format import STALL
+from ...evidence._ledger import FileOps
 from .._config import RuntimeConfig
 
-__all__ = ["Breachable", "StallDetector"]
+__all__ = ["Breachable", "RuntimeIO", "StallDetector"]
 
 
 class Breachable(Protocol):
@@ -80,6 +88,7 @@ class StallDetector:
         self._thread: threading.Thread | None = None
         self._loop_thread = threading.get_ident()
         self._token = current_token()
+        self._own_io = 0
         self.breaches = 0
 
     async def heartbeat(self) -> None:
@@ -99,9 +108,20 @@ class StallDetector:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
+    def own_io_started(self) -> None:
+        """The loop thread entered one of the runtime's own durable writes."""
+        self._own_io += 1
+
+    def own_io_ended(self) -> None:
+        """It returned: the loop is the runtime's again, as at a heartbeat."""
+        self._own_io -= 1
+        self._beat = monotonic()
+
     def _watch(self) -> None:
         breached_at: float | None = None
         while not self._stop.wait(self._interval):
+            if self._own_io:
+                continue
             gap = monotonic() - self._beat
             if gap <= self._bound:
                 breached_at = None
@@ -137,6 +157,54 @@ class StallDetector:
         for run in runs:
             run.try_record(STALL, {"duration_ms": duration_ms, "frame": where[-2000:]})
             run.apply_stop()
+
+
+class RuntimeIO(FileOps):
+    """The evidence's file operations (``inner``'s), the slow ones marked as the runtime's
+    own so that the stall detector does not count them."""
+
+    def __init__(self, detector: StallDetector | None, inner: FileOps | None = None) -> None:
+        self._detector = detector
+        self._inner = inner if inner is not None else FileOps()
+
+    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
+        """``inner.open``."""
+        return self._inner.open(path, flags, mode)
+
+    def write(self, fd: int, data: bytes) -> int:
+        """``inner.write``."""
+        return self._inner.write(fd, data)
+
+    def close(self, fd: int) -> None:
+        """``inner.close``."""
+        self._inner.close(fd)
+
+    def fsync(self, fd: int) -> None:
+        """``inner.fsync``, not counted as a stall."""
+        with self._own():
+            self._inner.fsync(fd)
+
+    def replace(self, src: Path, dst: Path) -> None:
+        """``inner.replace``, not counted as a stall."""
+        with self._own():
+            self._inner.replace(src, dst)
+
+    def fsync_dir(self, path: Path) -> None:
+        """``inner.fsync_dir``, not counted as a stall."""
+        with self._own():
+            self._inner.fsync_dir(path)
+
+    @contextlib.contextmanager
+    def _own(self) -> Iterator[None]:
+        detector = self._detector
+        if detector is None:
+            yield
+            return
+        detector.own_io_started()
+        try:
+            yield
+        finally:
+            detector.own_io_ended()
 
 
 def _last_line(where: str) -> str:
