@@ -18,6 +18,7 @@ lease times): a figure that needs them relaxed would be a miss, not a pass.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import resource
@@ -248,7 +249,7 @@ async def bench_agent_fan(b: _Bench, report: Report, sizes: list[int], rounds: i
 
         lags: list[float] = []
 
-        async def governed(n: int = n) -> float:
+        async def governed(n: int = n, lags: list[float] = lags) -> float:
             async with b.runtime() as rt:
                 lag = _Lag()
                 async with anyio.create_task_group() as tg:
@@ -400,10 +401,8 @@ async def bench_revoke_call(b: _Bench, report: Report, sizes: list[int]) -> None
             t0 = perf_counter_ns()
             rt.revoke(handle.run_id, reason="benchmark")
             took = (perf_counter_ns() - t0) / 1e6
-            try:
+            with contextlib.suppress(LeaseRevoked):
                 await handle.result()
-            except LeaseRevoked:
-                pass
         report.add(
             "scale", f"rt.revoke call itself, {n:,} live tasks", took, "ms", target=Target(1)
         )

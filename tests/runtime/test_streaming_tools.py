@@ -136,6 +136,8 @@ async def test_streamed_tool_revoked_mid_stream_yields_no_item_after_the_revocat
         revoked = True
         with pytest.raises(LeaseRevoked):
             await handle.result()
+    model.send.close()
+    model.receive.close()
     assert received == ["t0", "t1", "t2"]
     assert after_revoke == []
     assert model.closed

@@ -24,17 +24,50 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncGenerator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ...evidence._format import STEP_END
+from ...lineage._spans import SpanHandle
 from ._state import value_digest
 
 if TYPE_CHECKING:
+    from ..._errors import GovernanceViolation
     from ._gate import Gate
     from ._state import Step
-    from ._steps import GovernedSteps
 
-__all__ = ["ToolStream"]
+__all__ = ["StreamHost", "ToolStream"]
+
+
+class StreamHost(Protocol):
+    """What a stream asks of its run."""
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The run's stop, if it stopped."""
+        ...
+
+    def stop_error(self) -> GovernanceViolation:
+        """The run's stop, ready to raise."""
+        ...
+
+    def ensure_live(self, caller: Step | None, gate: Gate | None = None, what: str = "") -> None:
+        """Raise the stop (or the caller's failed check) before the next item."""
+        ...
+
+    def try_record(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        span: SpanHandle | None = None,
+        *,
+        flush: bool = True,
+    ) -> None:
+        """Append a record on a path that may be stopping."""
+        ...
+
+    def leave(self, step: Step) -> None:
+        """The step ended."""
+        ...
 
 
 class ToolStream:
@@ -44,7 +77,7 @@ class ToolStream:
 
     def __init__(
         self,
-        run: GovernedSteps,
+        run: StreamHost,
         caller: Step,
         step: Step,
         agen: AsyncGenerator[Any, None],
