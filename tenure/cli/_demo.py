@@ -31,6 +31,8 @@ fails the demo instead of hanging it.
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -469,14 +471,35 @@ def _report(console: Console, out: DemoOutcome, pub_path: Path) -> None:
         except (LedgerReadError, OSError) as exc:
             console.print(Text(f"cannot show the lineage: {exc}", style="red"))
     console.rule("Look deeper")
-    for _label, _run_id, run_dir in out.runs:
+    tenure = tenure_command()
+    for _label, run_id, run_dir in out.runs:
+        for command in (
+            f"{tenure} verify {run_dir} --key {pub_path}",
+            f"{tenure} trace {run_dir}",
+            f"{tenure} report {run_dir} --key {pub_path} -o {run_id}.html",
+        ):
+            console.print(f"  {command}", soft_wrap=True, highlight=False, markup=False)
+    if tenure != "tenure":
         console.print(
-            f"  tenure verify {run_dir} --key {pub_path}",
+            Text(f"(`tenure` is not on your PATH: the commands use {tenure})", style="dim"),
             soft_wrap=True,
-            highlight=False,
-            markup=False,
         )
-        console.print(f"  tenure trace {run_dir}", soft_wrap=True, highlight=False, markup=False)
+
+
+def tenure_command() -> str:
+    """How to call ``tenure`` from here: the bare name when the PATH finds this install,
+    else this interpreter's script (relative when under the current directory, as after
+    ``make demo``: ``.venv/bin/tenure``), else ``python -m tenure``."""
+    script = Path(sys.executable).parent / "tenure"
+    found = shutil.which("tenure")
+    if found is not None and (not script.exists() or Path(found).resolve() == script.resolve()):
+        return "tenure"
+    if not script.exists():
+        return f"{sys.executable} -m tenure"
+    try:
+        return str(script.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 async def run_demo(

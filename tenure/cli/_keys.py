@@ -1,9 +1,10 @@
-"""``tenure keys generate``: create the runtime's Ed25519 signing key pair.
+"""``tenure keys generate`` and ``tenure keys show``: the runtime's Ed25519 signing key.
 
 Invariants: an existing private key is never overwritten without ``--force`` (exit code 1,
 one line naming the file); the private key is written with mode 0600 by
 :func:`tenure.crypto._keys.generate_key_files`; on success the key id and both paths are
-printed.
+printed. ``show`` reads only the public half and never creates a key: a missing or
+malformed key is one line, exit code 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Annotated
 
 import typer
 
-from ..crypto._keys import PRIVATE_KEY_NAME, PUBLIC_KEY_NAME, default_key_dir, generate_key_files
+from ..crypto._keys import (
+    PRIVATE_KEY_NAME,
+    PUBLIC_KEY_NAME,
+    default_key_dir,
+    generate_key_files,
+    key_id_of,
+    load_public_key,
+    public_key_pem,
+)
 
 __all__ = ["register"]
 
@@ -54,6 +63,40 @@ def generate(
     typer.echo(f"key id:      {key.key_id}")
     typer.echo(f"private key: {private_path}")
     typer.echo(f"public key:  {target / PUBLIC_KEY_NAME}")
+
+
+@keys_app.command("show")
+def show(
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Directory holding tenure.pub (default: $TENURE_KEY_DIR or the per-user data "
+            "directory).",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Print the key id, the key files' paths and the public key (PEM)."""
+    target = directory if directory is not None else default_key_dir()
+    public_path = target / PUBLIC_KEY_NAME
+    if not public_path.exists():
+        typer.echo(
+            f"error: no key in {target} ({PUBLIC_KEY_NAME} is missing); create one with "
+            "`tenure keys generate`",
+            err=True,
+        )
+        raise typer.Exit(code=1)
+    try:
+        key = load_public_key(public_path)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    private_path = target / PRIVATE_KEY_NAME
+    typer.echo(f"key id:      {key_id_of(key)}")
+    typer.echo(f"private key: {private_path}" + ("" if private_path.exists() else " (absent)"))
+    typer.echo(f"public key:  {public_path}")
+    typer.echo(public_key_pem(key).decode("ascii"), nl=False)
 
 
 def register(app: typer.Typer) -> None:

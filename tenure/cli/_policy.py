@@ -67,7 +67,10 @@ def render_summary(ps: PolicySet, console: Console) -> None:
 
 
 def policy_check(path: Path, *, width: int = 120) -> tuple[int, str]:
-    """Validate ``path``; return ``(exit code, text to print)``."""
+    """Validate ``path``; return ``(exit code, text to print)``: 0 valid, 1 invalid, 2 no
+    such file."""
+    if not path.exists():
+        return 2, f"error: {path}: no such policy file or folder"
     try:
         ps = PolicySet.load(path)
     except PolicyError as exc:

@@ -5,14 +5,23 @@ Without ``--backend`` it drops a revocation request (``_revocations``) into
 applies it on its next watchdog pass. With ``--backend URL`` (or ``TENURE_BACKEND``) it
 appends the revocation to the shared governance log: every runtime and worker on every
 host applies it within milliseconds (LISTEN) or, with notifications lost, at its next
-renewal. Either way the run's ledger records who asked and why. Exit codes: 0 the request
-was written, 1 the backend refused or could not be reached, 2 a usage error (an id that
-cannot be a run or lease id, a folder that cannot be written).
+renewal. Either way the run's ledger records who asked and why.
+
+Through the folder the command checks first, from the evidence alone, that the id names a
+live run (its directory has no ``run.end``) or a lease issued in one, and refuses otherwise
+without writing anything; then it waits up to ``--wait`` seconds for a runtime to apply
+the request (it deletes an applied request) and says whether one did.
+
+Exit codes: 0 the revocation was applied (or, with ``--backend``, logged); 1 nothing live
+by that id, no runtime applied it in time, or the backend refused or could not be reached;
+2 a usage error (an id that cannot be a run or lease id, an evidence folder that does not
+exist or cannot be written). Nothing is created when the command refuses.
 """
 
 from __future__ import annotations
 
 import getpass
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +29,8 @@ import anyio
 import typer
 
 from .._errors import GovernanceViolation
-from ..evidence._format import valid_run_id
+from ..evidence._format import LEASE_ISSUED, LEDGER_NAME, RUN_END, valid_run_id
+from ..evidence._reader import LedgerReader, LedgerReadError
 from ..runtime.backends import open_backend, redact
 from ..runtime.services._revocations import REVOCATIONS_DIR, write_request
 from ._db import BACKEND_OPTION
@@ -50,6 +60,10 @@ def revoke_command(
         Path, typer.Option("--evidence-dir", help="the evidence folder the runtime writes to")
     ] = Path("runs"),
     backend: Annotated[str | None, BACKEND_OPTION] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", min=0, help="seconds to wait for a runtime to apply it"),
+    ] = 5.0,
 ) -> None:
     """Revoke a live run or lease held by a runtime in another process (or on another host)."""
     if not reason.strip():
@@ -58,6 +72,22 @@ def revoke_command(
     if backend is not None:
         _revoke_everywhere(backend, target, reason, by or _requester())
         return
+    if not valid_run_id(target):
+        typer.echo(
+            f"error: {target!r} is not a run or lease id ([A-Za-z0-9._-], 1-128 chars)", err=True
+        )
+        raise typer.Exit(EXIT_USAGE)
+    if not evidence_dir.is_dir():
+        typer.echo(
+            f"error: {evidence_dir}: no such evidence directory (no runtime writes "
+            "there; pass --evidence-dir)",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    problem = _not_live(evidence_dir, target)
+    if problem is not None:
+        typer.echo(f"error: {problem}; nothing to revoke", err=True)
+        raise typer.Exit(EXIT_FAILED)
     folder = evidence_dir / REVOCATIONS_DIR
     try:
         path = write_request(folder, target, reason, by or _requester())
@@ -68,10 +98,43 @@ def revoke_command(
         typer.echo(f"error: cannot write to {folder}: {exc.strerror or exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     typer.echo(f"revocation requested: {path}")
-    typer.echo(
-        "a runtime writing evidence to "
-        f"{evidence_dir} applies it on its next watchdog pass (0.25 s by default)"
-    )
+    deadline = time.monotonic() + wait
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if path.exists():
+        typer.echo(
+            f"error: no runtime applied it within {wait:g}s (is one running with "
+            f"--evidence-dir {evidence_dir}?); the request stays in {folder}",
+            err=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
+    typer.echo(f"applied: the runtime holding {target} revoked it")
+
+
+def _scan(ledger: Path, lease: str) -> tuple[str | None, bool]:
+    """``run.end``'s status (``None``: still live) and whether ``lease`` was issued in it."""
+    issued = False
+    try:
+        for _, _, rec in LedgerReader(ledger):
+            if rec["kind"] == RUN_END:
+                return str(rec.get("status", "?")), issued
+            issued = issued or (rec["kind"] == LEASE_ISSUED and rec.get("lease") == lease)
+    except (LedgerReadError, OSError):
+        return "unreadable", issued
+    return None, issued
+
+
+def _not_live(evidence_dir: Path, target: str) -> str | None:
+    """Why ``target`` is neither a live run nor a lease of one under ``evidence_dir``."""
+    run = evidence_dir / target / LEDGER_NAME
+    if run.is_file():
+        status, _ = _scan(run, target)
+        return None if status is None else f"run {target} already ended ({status})"
+    for ledger in sorted(evidence_dir.glob(f"*/{LEDGER_NAME}")):
+        status, issued = _scan(ledger, target)
+        if issued:
+            return None if status is None else f"lease {target}'s run already ended ({status})"
+    return f"no live run or lease {target!r} in {evidence_dir}"
 
 
 def _revoke_everywhere(url: str, target: str, reason: str, by: str) -> None:

@@ -1,7 +1,8 @@
 """``tenure trace RUN_DIR``: the lineage of a run as a tree, from its evidence ledger alone.
 
 Exit codes: 0 the tree was printed (whatever the run's own outcome); 1 the ledger could
-not be read (one line on stderr naming file, line and field).
+not be read (one line on stderr naming file, line and field); 2 usage (no such run
+directory or file, a ``--jaeger`` file that cannot be written).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ._tree import print_trace
 __all__ = ["register", "trace_command"]
 
 EXIT_UNREADABLE = 1
+EXIT_USAGE = 2
 
 
 def trace_command(
@@ -39,6 +41,9 @@ def trace_command(
     ] = None,
 ) -> None:
     """Show a run as a tree: agents, tools, decisions, timings, where and why it stopped."""
+    if not run_dir.exists():
+        typer.echo(f"error: {run_dir}: no such run directory or ledger file", err=True)
+        raise typer.Exit(EXIT_USAGE)
     try:
         tr = load_trace(run_dir)
     except (LedgerReadError, OSError) as exc:
@@ -53,7 +58,7 @@ def trace_command(
             jaeger.write_text(json.dumps(to_jaeger(tr), indent=1), encoding="utf-8")
         except OSError as exc:
             typer.echo(f"error: cannot write {jaeger}: {exc.strerror}", err=True)
-            raise typer.Exit(EXIT_UNREADABLE) from exc
+            raise typer.Exit(EXIT_USAGE) from exc
         typer.echo(f"wrote Jaeger JSON to {jaeger} (Jaeger UI: Search → Upload JSON)", err=True)
 
 

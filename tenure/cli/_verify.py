@@ -125,8 +125,8 @@ def verify_command(
 ) -> None:
     """Verify a run's evidence offline: signatures, hash chain, Merkle roots, leases, end."""
     # Evidence is untrusted: everything from it is printed escaped, never as markup.
-    console = Console(highlight=False)
-    err = Console(stderr=True, highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     if not run_dir.exists():
         err.print(f"error: {escape(str(run_dir))}: no such run directory or bundle")
         raise typer.Exit(EXIT_USAGE)

@@ -94,3 +94,36 @@ def test_demo_output_has_no_control_codes_when_stdout_is_not_a_terminal(
     code, out = _demo("--evidence-dir", str(tmp_path / "runs"))
     assert code == 0
     assert "\x1b[" not in out
+
+
+def test_the_commands_the_demo_prints_work_as_printed(tmp_path: Path) -> None:
+    """As after `make demo`: `tenure` is not on the PATH, the printed commands still run."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PATH": "/usr/bin:/bin", "TENURE_KEY_DIR": str(tmp_path / "keys")}
+    demo = subprocess.run(
+        [sys.executable, "-m", "tenure", "demo", "--evidence-dir", "runs"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    deeper = demo.stdout.split("Look deeper", 1)[1]
+    commands = [line.strip() for line in deeper.splitlines() if line.startswith("  ")]
+    assert len(commands) == 6 and "is not on your PATH" in deeper
+    for command in commands:
+        done = subprocess.run(
+            shlex.split(command),
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+    assert len(list(tmp_path.glob("run_*.html"))) == 2

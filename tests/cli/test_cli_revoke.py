@@ -1,0 +1,78 @@
+"""``tenure revoke`` through the folder: it refuses what is not live and creates nothing,
+and says whether a runtime applied the request."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+from typer.testing import CliRunner
+
+from tenure import Context, LeaseRevoked, Runtime, agent
+from tenure.cli import app
+from tenure.policies import PolicySet
+from tests.support.run_builder import build_run
+
+
+def _revoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["revoke", *args, "--reason", "r", "--wait", "0.2"])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_revoking_in_an_evidence_dir_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    code, _, err = _revoke("run_a", "--evidence-dir", str(missing))
+    assert code == 2 and "no such evidence directory" in err and err.count("\n") == 1
+    assert not missing.exists()
+
+
+def test_revoking_an_unknown_run_says_so_and_writes_no_request(tmp_path: Path) -> None:
+    build_run(tmp_path, 1, run_id="run_other")
+    code, _, err = _revoke("run_unknown", "--evidence-dir", str(tmp_path))
+    assert code == 1 and "no live run or lease 'run_unknown'" in err
+    assert not (tmp_path / ".revocations").exists()
+
+
+def test_revoking_a_run_that_already_ended_says_so(tmp_path: Path) -> None:
+    b = build_run(tmp_path, 1, run_id="run_done")
+    code, _, err = _revoke(b.run_id, "--evidence-dir", str(tmp_path))
+    assert code == 1 and "run run_done already ended (ok)" in err
+    assert not (tmp_path / ".revocations").exists()
+
+
+async def test_revoking_a_live_run_reports_that_its_runtime_applied_it(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    started = anyio.Event()
+
+    @agent
+    async def waiter(ctx: Context) -> None:
+        started.set()
+        await anyio.sleep(30)
+
+    async with Runtime(policies=allow_all, evidence_dir=evidence) as rt:
+        handle = await rt.start(waiter, principal="alice", scopes=set(), ttl=30)
+        await started.wait()
+        result = await anyio.to_thread.run_sync(
+            lambda: CliRunner().invoke(
+                app,
+                ["revoke", handle.run_id, "--reason", "ops", "--evidence-dir", str(evidence)],
+            )
+        )
+        assert result.exit_code == 0, result.stderr
+        assert f"applied: the runtime holding {handle.run_id} revoked it" in result.stdout
+        with pytest.raises(LeaseRevoked) as info:
+            await handle.result()
+        assert info.value.source.startswith("request:")
+
+
+def test_a_request_no_runtime_applies_is_reported_not_silently_accepted(tmp_path: Path) -> None:
+    b = build_run(tmp_path, 1, run_id="run_live")
+    ledger = b.run_dir / "ledger.jsonl"  # a crashed run: its records up to run.end, no end
+    lines = ledger.read_bytes().splitlines(keepends=True)
+    end = next(n for n, line in enumerate(lines) if b'"kind":"run.end"' in line)
+    ledger.write_bytes(b"".join(lines[:end]))
+    code, out, err = _revoke("run_live", "--evidence-dir", str(tmp_path))
+    assert code == 1 and "revocation requested" in out
+    assert "no runtime applied it within 0.2s" in err
