@@ -76,7 +76,7 @@ async def main(evidence_dir: Path) -> int:
         print(f"{SYNCERS} syncers underway, batches copied: {dict(sorted(batches.items()))}")
         command = [sys.executable, "-m", "tenure", "revoke", handle.run_id]
         command += ["--reason", "incident 42: data leaving the region", "--by", "oncall"]
-        command += ["--evidence-dir", str(evidence_dir)]
+        command += ["--evidence-dir", str(evidence_dir), "--wait", "20"]
         print("$ tenure revoke", handle.run_id, "--reason 'incident 42: ...' --by oncall")
         done = await anyio.run_process(command, check=False)
         print(done.stdout.decode().strip())

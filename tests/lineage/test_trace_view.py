@@ -625,8 +625,15 @@ def test_cli_json_and_jaeger_outputs(cli: typer.Typer, tmp_path: Path) -> None:
     assert f"wrote Jaeger JSON to {out}" in res.stderr
 
 
-def test_cli_unreadable_ledger_exits_1_with_one_line(cli: typer.Typer, tmp_path: Path) -> None:
+def test_cli_missing_run_dir_exits_2_and_a_dir_without_ledger_exits_1(
+    cli: typer.Typer, tmp_path: Path
+) -> None:
     res = CliRunner().invoke(cli, ["trace", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    assert res.stderr.count("\n") == 1
+    assert res.stderr.startswith("error: ") and "no such run directory" in res.stderr
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(cli, ["trace", str(tmp_path / "empty")])
     assert res.exit_code == 1
     assert res.stderr.count("\n") == 1
     assert res.stderr.startswith("error: no ledger at ")
