@@ -64,6 +64,10 @@ class _Governable(metaclass=NoPublicConstructor):
         self.__doc__ = func.__doc__
         _REGISTRY.add(self)
 
+    def __tenure_canonical__(self) -> str:
+        """The canonical form of this handle when passed as an argument: kind and name."""
+        return f"{self.kind}:{self.qualified}"
+
     @property
     def qualified(self) -> str:
         """``"agent:<name>"`` or ``"tool:<name>"``: how evidence and errors name it."""

@@ -18,6 +18,8 @@ What a snapshot holds (the canonical domain; anything else is refused with
 * ``list``, ``tuple``, ``dict`` (keys canonical and hashable), ``set``, ``frozenset``,
   ``bytearray``; subclasses of ``dict``/``list``/``tuple`` as the exact base type, named
   tuples as named tuples;
+* objects whose class declares a canonical form (``__tenure_canonical__``, e.g. an
+  ``@agent`` or ``@tool`` handed to an agent), as themselves;
 * :class:`enum.Enum` members, the immutable values of
   :data:`~tenure.crypto._values.TEXT_FORMS` (``Decimal``, ``UUID``, dates and times, pure
   paths) as themselves;
@@ -41,6 +43,7 @@ from ._values import (
     TEXT_FORMS,
     Frozen,
     dataclass_fields,
+    declared_form,
     model_fields,
     qualified_name,
 )
@@ -49,8 +52,8 @@ __all__ = ["ACCEPTED", "NotCanonical", "Snapshot", "decision_view", "snapshot_ca
 
 ACCEPTED: Final = (
     "JSON data (None, bool, int, float, str, list, dict), bytes, bytearray, tuple, set, "
-    "frozenset, an Enum member, Decimal, UUID, a date or time, a pure path, a pydantic model "
-    "or a dataclass"
+    "frozenset, an Enum member, Decimal, UUID, a date or time, a pure path, a pydantic model, "
+    "a dataclass, an @agent or @tool"
 )
 _ATOMS: Final = frozenset({type(None), bool, int, float, str, bytes})
 
@@ -184,6 +187,8 @@ def _freeze(v: Any, depth: int) -> Any:
         return Frozen("model", t, (fields, frozenset(fields_set)))
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return Frozen("dataclass", t, _freeze_fields(dataclass_fields(v), d))
+    if declared_form(v) is not None:
+        return v
     raise _Refused(v, "has no canonical form")
 
 

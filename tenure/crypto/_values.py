@@ -30,6 +30,9 @@ over the canonical domain:
                           ``["c", cls, [...]]`` a dataclass by its fields
   ``["x", cls, text]``    ``Decimal``, ``UUID``, ``datetime``/``date``/``time``/
                           ``timedelta``, pure paths, by their exact text form
+  ``["g", cls, text]``    an object whose class declares its canonical form:
+                          ``__tenure_canonical__(self) -> str`` (an identity handle such
+                          as an ``@agent`` or ``@tool``, passed to the body as itself)
   ======================  ================================================================
 
   ``cls`` is ``module.qualname``. Subclasses of ``int``/``float``/``str``/``bytes`` take
@@ -59,7 +62,15 @@ from typing import Any, Final
 import orjson
 from pydantic import BaseModel
 
-__all__ = ["DOMAIN", "MAX_DEPTH", "Frozen", "encode", "qualified_name", "value_digest"]
+__all__ = [
+    "DOMAIN",
+    "MAX_DEPTH",
+    "Frozen",
+    "declared_form",
+    "encode",
+    "qualified_name",
+    "value_digest",
+]
 
 #: Prefix of every hashed encoding (versioned: the v1 digests were not type-tagged).
 DOMAIN: Final = b"tenure.value.v2\n"
@@ -173,6 +184,9 @@ def _tree(v: Any, depth: int) -> list[Any]:
     form = TEXT_FORMS.get(t)
     if form is not None:
         return ["x", qualified_name(t), form(v)]
+    declared = declared_form(v)
+    if declared is not None:
+        return ["g", qualified_name(t), _text(declared)]
     if depth >= MAX_DEPTH:
         return _opaque(v, f"nested deeper than {MAX_DEPTH}")
     d = depth + 1
@@ -222,6 +236,18 @@ def _field_trees(fields: dict[str, Any], depth: int) -> list[Any]:
 def namedtuple_fields(v: tuple[Any, ...]) -> dict[str, Any]:
     """A named tuple's fields by name (read with ``tuple``'s own iteration)."""
     return dict(zip(type(v)._fields, tuple.__iter__(v), strict=True))  # type: ignore[attr-defined]
+
+
+def declared_form(v: Any) -> str | None:
+    """``type(v).__tenure_canonical__(v)`` when the class declares one (a ``str``), else None."""
+    method = getattr(type(v), "__tenure_canonical__", None)
+    if method is None:
+        return None
+    try:
+        form = method(v)
+    except Exception:  # a declared form that fails: not canonical after all
+        return None
+    return str.__str__(form) if isinstance(form, str) else None
 
 
 def model_fields(v: BaseModel) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from anyio.abc import TaskGroup
 from opentelemetry.trace import TracerProvider
 
 from .._checks import check_principal, check_scopes, check_ttl
-from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked
+from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked, PolicyDenied
 from .._util import NoPublicConstructor, final
 from .._version import __version__
 from ..agents._decorators import Agent, Tool, registered
@@ -55,7 +55,7 @@ from .kernel._control import RunServices
 from .kernel._lease import LeaseAuthority
 from .kernel._pace import Pacer
 from .kernel._run import Run
-from .kernel._state import GovState, value_digest
+from .kernel._state import GOVERNED_RUN, GovState, value_digest
 from .services._approvals import ApprovalRequest, Approvals
 from .services._revocations import (
     REVOCATIONS_DIR,
@@ -382,6 +382,7 @@ class Runtime:
     ) -> RunHandle:
         """Start ``agent`` as a new run and return its handle at once."""
         services = self._require()
+        self._refuse_governed_caller("rt.start (or rt.run)")
         if services.pacer.due():
             await services.pacer.pace()  # many runs started at once share the loop's turns
         if not isinstance(agent, Agent):
@@ -492,6 +493,26 @@ class Runtime:
         self._tg.start_soon(run.drive, self._forget)
         return run
 
+    def _refuse_governed_caller(self, what: str) -> None:
+        """Refuse (and stop the calling run) when governed code reaches for the runtime.
+
+        A governed task holds only its lease; the runtime's own authority (starting runs
+        as any principal, answering approvals, swapping policies) is never its to use.
+        """
+        caller = GOVERNED_RUN.get()
+        if caller is None:
+            return
+        violation = PolicyDenied(
+            f"{what} was called from inside governed run {caller}: governed code may not "
+            "use the runtime's own authority (start runs, answer approvals, reload "
+            "policies, revoke other runs)",
+            run_id=caller,
+            check="runtime.reentry",
+            source="runtime",
+        )
+        run = self._runs.get(caller)
+        raise run.fail(violation) if run is not None else violation
+
     def _forget(self, run: Run) -> None:
         name = run.ledger.run_dir.name
         self._runs.pop(name, None)
@@ -507,8 +528,13 @@ class Runtime:
 
         Without a backend an id this runtime does not hold raises ``KeyError``. With one,
         the revocation is also appended to the governance log (whoever holds the id, on
-        any host, stops), so an id held elsewhere is not an error.
+        any host, stops), so an id held elsewhere is not an error. From governed code,
+        only the calling run's own leases (it may give up authority, never stop another
+        principal's work).
         """
+        caller = GOVERNED_RUN.get()
+        if caller is not None and self._holder(run_or_lease_id) is not self._runs.get(caller):
+            self._refuse_governed_caller(f"rt.revoke of {run_or_lease_id!r} (not its own run)")
         held = self._revoke(run_or_lease_id, reason, "revoke")
         if self._link is not None:
             self._link.publish_revocation(run_or_lease_id, reason, "revoke")
@@ -607,6 +633,7 @@ class Runtime:
 
     def _reload(self, path_or_policyset: str | Path | PolicySet, *, publish: bool) -> None:
         services = self._require()
+        self._refuse_governed_caller("rt.reload_policies")
         try:
             policy = _load_policies(path_or_policyset)
         except (PolicyError, OSError) as exc:
@@ -642,11 +669,13 @@ class Runtime:
     def approve(self, request_id: str, *, approver: str) -> None:
         """Approve a pending request (signed and recorded before the step resumes)."""
         self._require()
+        self._refuse_governed_caller("rt.approve")
         self._approvals.approve(request_id, approver)
 
     def deny(self, request_id: str, *, approver: str, reason: str = "denied") -> None:
         """Deny a pending request: the waiting step raises :class:`PolicyDenied`."""
         self._require()
+        self._refuse_governed_caller("rt.deny")
         self._approvals.deny(request_id, approver, reason)
 
     def check_attestation(self) -> None:

@@ -19,6 +19,7 @@ import anyio.lowlevel
 from tenure import Context, Runtime, SignatureInvalid, SigningKey, agent
 from tenure.crypto._canonical import b64d, b64e
 from tenure.policies import PolicySet
+from tenure.runtime.kernel._lease import Lease
 from tenure.runtime.kernel._state import LeaseState
 
 INTERLEAVINGS = 1_000
@@ -106,7 +107,7 @@ async def test_no_interleaving_of_renewals_and_reverification_stops_a_healthy_ru
         payload = bytearray(b64d(envelope["payload"]))
         payload[-2] ^= 1
         envelope["payload"] = b64e(bytes(payload))
-        victim.lease.envelope = envelope
+        victim.lease = Lease._create(victim.lease.claims, victim.lease.payload, envelope)
         assert not watchdog.verify_lease(run, victim)
         assert isinstance(run.stop, SignatureInvalid)
         assert run.stop.lease_id == victim.id

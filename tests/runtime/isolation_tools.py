@@ -16,6 +16,10 @@ from pathlib import Path
 from tenure import agent, tool
 from tenure.runtime.isolation._worker import WorkerContext
 
+#: Events shared with thread tools by key (arguments reach a tool as snapshot copies, so
+#: synchronisation objects are looked up here rather than passed).
+THREAD_SYNC: dict[str, tuple[threading.Event, threading.Event, list[str]]] = {}
+
 
 def _started(marker: str) -> None:
     tmp = marker + ".tmp"
@@ -103,8 +107,9 @@ def sleep_past_timeout(marker: str) -> None:
 
 
 @tool(isolation="thread")
-def wait_then_return(ready: threading.Event, go: threading.Event, returned: list[str]) -> str:
+def wait_then_return(key: str) -> str:
     """A thread tool: signal, block until ``go``, then return a value (late, after a stop)."""
+    ready, go, returned = THREAD_SYNC[key]
     ready.set()
     go.wait(10)
     returned.append("late")
@@ -112,9 +117,9 @@ def wait_then_return(ready: threading.Event, go: threading.Event, returned: list
 
 
 @tool(isolation="thread", timeout=0.2)
-def thread_past_timeout(go: threading.Event) -> str:
+def thread_past_timeout(key: str) -> str:
     """A thread tool blocked past its timeout."""
-    go.wait(10)
+    THREAD_SYNC[key][1].wait(10)
     return "late"
 
 

@@ -23,6 +23,7 @@ from tenure import (
     GovernanceUnavailable,
     GovernanceViolation,
     LeaseRevoked,
+    PolicyDenied,
     Runtime,
     SigningKey,
     agent,
@@ -330,23 +331,23 @@ async def test_arguments_and_results_cross_the_boundary_and_tool_errors_come_bac
     assert pid1 == pid2
 
 
-async def test_unpicklable_arguments_are_refused_before_any_worker_runs(
+async def test_arguments_that_cannot_cross_are_refused_before_any_worker_runs(
     allow_all: PolicySet, evidence: Path, key: SigningKey
 ) -> None:
-    """A lock cannot cross the boundary: TypeError to the agent, recorded as an error."""
+    """A lock is not data: denied (``args.canonical``) and recorded; no worker starts."""
 
     @agent
     async def send_lock(ctx: Context) -> str:
         try:
             await ctx.call(T.echo, threading.Lock())
-        except TypeError as exc:
-            return str(exc)
+        except PolicyDenied as exc:
+            return f"{exc.check}: {exc}"
         return "sent"
 
     async with _runtime(allow_all, evidence, key) as rt:
         message = await rt.run(send_lock, principal="alice", ttl=60)
         assert rt._isolation.pool.started == 0
-    assert "cannot cross the process boundary" in message
+    assert message.startswith("args.canonical: ") and "_thread.lock" in message
 
 
 async def test_worker_crash_stops_the_run_with_governance_unavailable(
@@ -410,10 +411,11 @@ async def test_thread_tool_late_result_is_discarded_and_recorded_as_abandoned(
     ready, go = threading.Event(), threading.Event()
     returned: list[str] = []
     seen: list[str] = []
+    T.THREAD_SYNC["late"] = (ready, go, returned)
 
     @agent
     async def caller(ctx: Context) -> None:
-        seen.append(await ctx.call(T.wait_then_return, ready, go, returned))
+        seen.append(await ctx.call(T.wait_then_return, "late"))
 
     async with _runtime(allow_all, evidence, key) as rt:
         handle = await rt.start(caller, principal="alice", ttl=60)
@@ -462,11 +464,12 @@ async def test_thread_tool_timeout_abandons_the_thread(
 ) -> None:
     """``timeout=`` on a thread tool: TimeoutError to the agent, abandonment recorded."""
     go = threading.Event()
+    T.THREAD_SYNC["timeout"] = (threading.Event(), go, [])
 
     @agent
     async def impatient(ctx: Context) -> str:
         try:
-            await ctx.call(T.thread_past_timeout, go)
+            await ctx.call(T.thread_past_timeout, "timeout")
         except TimeoutError as exc:
             return str(exc)
         return "finished"

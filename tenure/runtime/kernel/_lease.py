@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -77,16 +78,46 @@ class Lease(metaclass=NoPublicConstructor):
     Only a :class:`LeaseAuthority` creates leases (issue, renew or verify); the lease id
     (``lid``) is also its revocation id, and ``digest`` (SHA-256 of the payload) is what a
     child lease binds as its parent.
+
+    Immutable: every attribute is set once, at creation, and assigning or deleting one
+    raises ``AttributeError`` (``ctx.lease`` is this object, so an agent assigning
+    ``ctx.lease.scope_set`` used to widen its own authority). The claims are a frozen
+    model of tuples; ``envelope`` hands out a copy. The runtime's scope checks read this
+    object's claims-derived ``scope_set``, and a child lease is checked against the
+    parent's signed claims before it is signed.
     """
 
-    __slots__ = ("claims", "digest", "envelope", "payload", "scope_set")
+    __slots__ = ("_envelope", "claims", "digest", "payload", "scope_set")
+
+    claims: LeaseClaims
+    payload: bytes
+    digest: str
+    scope_set: frozenset[str]
+    _envelope: tuple[str, str, tuple[tuple[tuple[str, Any], ...], ...]]
 
     def __init__(self, claims: LeaseClaims, payload: bytes, envelope: dict[str, Any]) -> None:
-        self.claims = claims
-        self.payload = payload
-        self.envelope = envelope
-        self.digest = digest(payload)
-        self.scope_set = frozenset(claims.scopes)
+        init = object.__setattr__
+        init(self, "claims", claims)
+        init(self, "payload", payload)
+        init(self, "_envelope", _frozen_envelope(envelope))
+        init(self, "digest", digest(payload))
+        init(self, "scope_set", frozenset(claims.scopes))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Lease is immutable: cannot assign {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"a Lease is immutable: cannot delete {name!r}")
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The signed DSSE envelope (a fresh copy: editing it changes no lease)."""
+        payload_type, payload, signatures = self._envelope
+        return {
+            "payloadType": payload_type,
+            "payload": payload,
+            "signatures": [dict(sig) for sig in signatures],
+        }
 
     @property
     def id(self) -> str:
@@ -202,11 +233,14 @@ class LeaseAuthority:
                 check="lease.revoked",
             )
         wanted = frozenset(scopes)
-        extra = wanted - parent.scope_set
+        # Narrowed against the scopes in the parent's signed payload: whatever happened to
+        # the in-memory objects, no child is signed wider than what was signed for it.
+        signed = frozenset(orjson.loads(parent.payload)["scopes"])
+        extra = wanted - (signed & parent.scope_set)
         if extra:
             raise PolicyDenied(
                 f"child lease for {subject} asks for scopes {sorted(extra)} that the parent "
-                f"lease does not hold (parent has {sorted(parent.scope_set)})",
+                f"lease does not hold (parent has {sorted(signed)})",
                 run_id=parent.claims.run,
                 lease_id=parent.claims.lid,
                 check="lease.narrowing",
@@ -375,6 +409,12 @@ def _check_intact(lease: Lease) -> None:
             check="lease.signature",
             task=c.sub,
         )
+
+
+def _frozen_envelope(envelope: Any) -> tuple[str, str, tuple[tuple[tuple[str, Any], ...], ...]]:
+    """An envelope as immutable tuples (rebuilt as a dict by :attr:`Lease.envelope`)."""
+    signatures = tuple(tuple(sorted(sig.items())) for sig in envelope["signatures"])
+    return envelope["payloadType"], envelope["payload"], signatures
 
 
 def _decode_claims(payload: bytes) -> Any:

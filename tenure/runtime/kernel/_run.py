@@ -21,7 +21,7 @@ from ...evidence._format import LEASE_RENEWED, LEASE_REVOKED, RUN_END
 from ...lineage._names import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED, lease_event
 from ._gate import Gate, Governed
 from ._runstate import stands
-from ._state import NO_LEASE, LeaseState, value_digest
+from ._state import GOVERNED_RUN, NO_LEASE, LeaseState, value_digest
 from ._steps import GovernedSteps, first_error
 
 __all__ = ["Run"]
@@ -42,6 +42,9 @@ class Run(GovernedSteps):
 
     async def drive(self, on_exit: Callable[[Run], None]) -> None:
         """Run the root agent to its end, record how it ended, then ``on_exit(self)``."""
+        # Every task of the run descends from this one and so inherits this context: the
+        # runtime knows when a call into it comes from governed code (see GOVERNED_RUN).
+        GOVERNED_RUN.set(self.id)
         try:
             with anyio.CancelScope(deadline=self.hard_deadline) as scope:
                 self.scope = scope

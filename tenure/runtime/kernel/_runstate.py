@@ -269,7 +269,7 @@ class RunState:
             self.record(STEP_END, fields, step.span, flush=False)
             return
         step.span.end(self.stop if self.stop is not None else error)
-        message = str(error)[:500]
+        message = _message(error)
         if self.stop is not None or self.cancelled_reason:
             # Thousands of tasks unwinding at once each note only their id and end time; one
             # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
@@ -479,3 +479,12 @@ class RunState:
 def stands(decision: Decision, step: Step) -> bool:
     """Whether a live step may go on: allowed, or approval required and already granted."""
     return decision.effect == "allow" or (decision.effect == "require_approval" and step.approved)
+
+
+def _message(error: BaseException) -> str:
+    """``str(error)``, at most 500 characters; never raises (a step always gets its end)."""
+    try:
+        text = str(error)
+    except Exception as exc:  # an exception whose __str__ raises still ends its step
+        return f"<str() of the error raised {type(exc).__name__}>"
+    return text[:500] if isinstance(text, str) else "<str() of the error is not a str>"

@@ -5,7 +5,8 @@ Invariants:
 - A :class:`LeaseState` deadline is a ``time.monotonic`` deadline, converted once when a
   lease generation is adopted and never later than the run's hard deadline: a wall-clock
   jump cannot move it.
-- A :class:`Step` binds its arguments by parameter name only when a policy needs them.
+- A :class:`Step` holds its arguments as a canonical snapshot (``tenure.crypto._snapshot``)
+  taken before the decision; it binds them by parameter name only when a policy needs them.
 - :func:`value_digest` (``tenure.crypto._values``) is the one digest of arguments and
   results: type-tagged, injective over canonical values, never raising; raw content never
   reaches the evidence.
@@ -13,11 +14,13 @@ Invariants:
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ...agents._decorators import Agent, Tool
+from ...crypto._snapshot import Snapshot
 from ...crypto._values import value_digest
 from ...lineage._spans import SpanHandle
 from ._lease import Lease, wall_us
@@ -25,7 +28,12 @@ from ._lease import Lease, wall_us
 if TYPE_CHECKING:
     from ...policies import PolicySet
 
-__all__ = ["NO_LEASE", "GovState", "LeaseState", "Step", "value_digest"]
+__all__ = ["GOVERNED_RUN", "NO_LEASE", "GovState", "LeaseState", "Step", "value_digest"]
+
+#: The id of the run whose governed task is executing, ``None`` outside governed code. Set
+#: once in each run's root task and inherited by every task and worker thread of the run,
+#: so the runtime can refuse calls that governed code makes into its own authority.
+GOVERNED_RUN: ContextVar[str | None] = ContextVar("tenure_governed_run", default=None)
 
 _INF = float("inf")
 
@@ -130,6 +138,8 @@ class Step:
     args_digest: str = ""
     rule: str = ""
     pool: str | None = None  # delegated to a worker of this pool (``on="pool:NAME"``)
+    #: the canonical arguments the step was decided on; the body gets ``snapshot.thaw()``
+    snapshot: Snapshot | None = None
 
     def bound_args(self) -> dict[str, Any]:
         """Arguments by parameter name (bound lazily: only policies with conditions need it)."""

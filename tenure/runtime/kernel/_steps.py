@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
 from ..._errors import GovernanceViolation, PolicyDenied
 from ...agents import Agent, Context, Tool
+from ...crypto._snapshot import NotCanonical, snapshot_call
 from ...evidence._format import DECISION, LEASE_ISSUED, STEP_START, USAGE
 from ...lineage._names import EVENT_DECISION, EVENT_LEASE_ISSUED, decision_event, lease_event
 from ...lineage._spans import SpanHandle
@@ -39,6 +40,9 @@ from ._state import NO_LEASE, LeaseState, Step, value_digest
 from ._stream import ToolStream
 
 __all__ = ["GovernedSteps", "first_error"]
+
+#: the check (and rule) of a deny for arguments without a canonical form
+ARGS_CHECK = "args.canonical"
 
 
 class GovernedSteps(RunState):
@@ -87,7 +91,14 @@ class GovernedSteps(RunState):
             over = await self.services.shared_debit(self, step)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
-        step.args_digest = value_digest([step.args, step.kwargs])
+        try:
+            # Once, before deciding: the decision, the digest and the body all use it.
+            snap = step.snapshot = snapshot_call(step.args, step.kwargs)
+        except NotCanonical as exc:
+            step.args_digest = value_digest([step.args, step.kwargs])
+            self._refuse_arguments(step, exc)
+        step.args, step.kwargs = snap.args, snap.kwargs
+        step.args_digest = value_digest(snap.value())
         if missing_scopes:
             missing = sorted(missing_scopes)
             effect, rule = "deny", f"scope.{missing[0]}"
@@ -124,6 +135,20 @@ class GovernedSteps(RunState):
                 self._recheck_after_reload(step, parent_span)
             return index, granted
         return index, -1
+
+    def _refuse_arguments(self, step: Step, exc: NotCanonical) -> NoReturn:
+        """Deny a step whose arguments have no canonical form (recorded like any deny)."""
+        parent_span = step.parent.span if step.parent is not None else self.span
+        step.rule = ARGS_CHECK
+        self._record_decision(step, "deny", ARGS_CHECK, str(exc), parent_span, flush=True)
+        raise PolicyDenied(
+            f"{step.target.qualified} denied for principal {self.principal!r}: {exc}",
+            run_id=self.id,
+            lease_id=step.lease.id,
+            check=ARGS_CHECK,
+            task=step.target.qualified,
+            source="policy",
+        )
 
     def _recheck_after_reload(self, step: Step, parent_span: SpanHandle) -> None:
         decision = self.redecide(self.gov.policy, step)
@@ -277,6 +302,7 @@ class GovernedSteps(RunState):
             if services.after_start is not None:
                 await services.after_start(self)  # the step.start is durable before the body
             lease.step = step
+            args, kwargs = _thawed(step)
             try:
                 if fresh:
                     gate.bind(lease, agent.qualified)
@@ -438,6 +464,9 @@ class GovernedSteps(RunState):
             self._start_record(step, decision, approval)
             if self.services.after_start is not None:
                 await self.services.after_start(self)  # the step.start is durable first
+            # Fresh objects built from the snapshot: whatever changed the caller's objects
+            # since the decision (or the approval) changes nothing that runs.
+            args, kwargs = _thawed(step)
             if tool.is_stream:
                 # Decided and recorded; the generator is driven item by item by the caller.
                 with step.span.current():
@@ -487,6 +516,11 @@ class GovernedSteps(RunState):
         )
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
+
+
+def _thawed(step: Step) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    assert step.snapshot is not None  # taken by _authorize before any step may start
+    return step.snapshot.thaw()
 
 
 class _AgentPort:
