@@ -98,31 +98,41 @@ class Snapshot:
         return [list(self.args), self.kwargs]
 
 
-def snapshot_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Snapshot:
-    """Snapshot a call's arguments; raise :class:`NotCanonical` for one outside the domain."""
+def snapshot_call(
+    args: tuple[Any, ...], kwargs: dict[str, Any], *, opaque: bool = False
+) -> Snapshot:
+    """Snapshot a call's arguments; raise :class:`NotCanonical` for one outside the domain.
+
+    With ``opaque=True`` (agent invocations: an orchestrating agent may be handed an event,
+    a client, a callback) an argument outside the domain is kept as an :class:`Opaque`
+    node instead: passed to the body as itself, digested by type and ``repr``, and never
+    compared by a policy condition (one that names it denies).
+    """
     shallow = True
     out_args: list[Any] = []
     out_kwargs: dict[str, Any] = {}
-    name = ""
-    try:
-        for i, a in enumerate(args):
-            name = f"args[{i}]"
-            if type(a) in _ATOMS:
-                out_args.append(a)
-            else:
-                shallow = False
-                out_args.append(_freeze(a, 0))
-        for k, a in kwargs.items():
-            if type(a) in _ATOMS:
-                out_kwargs[k] = a
-            else:
-                name = f"args.{k}"
-                shallow = False
-                out_kwargs[k] = _freeze(a, 0)
-    except _Refused as r:
-        path = name + "".join(reversed(r.steps))
-        raise NotCanonical(path, r.value, r.why) from None
+    for i, a in enumerate(args):
+        if type(a) in _ATOMS:
+            out_args.append(a)
+        else:
+            shallow = False
+            out_args.append(_top(a, f"args[{i}]", opaque))
+    for k, a in kwargs.items():
+        if type(a) in _ATOMS:
+            out_kwargs[k] = a
+        else:
+            shallow = False
+            out_kwargs[k] = _top(a, f"args.{k}", opaque)
     return Snapshot(tuple(out_args), out_kwargs, shallow)
+
+
+def _top(value: Any, name: str, opaque: bool) -> Any:
+    try:
+        return _freeze(value, 0)
+    except _Refused as r:
+        if opaque:
+            return Frozen("opaque", type(value), value)
+        raise NotCanonical(name + "".join(reversed(r.steps)), r.value, r.why) from None
 
 
 def _freeze(v: Any, depth: int) -> Any:
@@ -220,6 +230,8 @@ def _thaw(v: Any) -> Any:
         return frozenset(_thaw(x) for x in value)
     if kind == "bytearray":
         return bytearray(value)
+    if kind == "opaque":
+        return value
     if kind == "namedtuple":
         return tuple.__new__(cls, [_thaw(x) for x in value])
     if kind == "model":
@@ -239,4 +251,6 @@ def decision_view(v: Any) -> Any:
             return _freeze(v.value, 0)
         except _Refused:
             return v
+    if type(v) is Frozen and v.kind == "opaque":
+        return v.value  # never an exact scalar: no condition compares it
     return v

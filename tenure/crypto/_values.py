@@ -105,7 +105,7 @@ class Frozen:
     __slots__ = ("cls", "kind", "value")
 
     def __init__(self, kind: str, cls: type, value: Any) -> None:
-        #: "set", "frozenset", "bytearray", "model", "dataclass" or "namedtuple"
+        #: "set", "frozenset", "bytearray", "model", "dataclass", "namedtuple" or "opaque"
         self.kind = kind
         self.cls = cls
         #: frozenset / bytes / (fields, fields_set) / fields / tuple of items
@@ -217,6 +217,8 @@ def _tree(v: Any, depth: int) -> list[Any]:
 
 def _frozen_tree(node: Frozen, depth: int) -> list[Any]:
     kind, cls, value = node.kind, node.cls, node.value
+    if kind == "opaque":
+        return _opaque(value, None)
     if kind == "set" or kind == "frozenset":
         return ["S" if kind == "set" else "F", _sorted_items([_tree(x, depth) for x in value])]
     if kind == "bytearray":

@@ -240,3 +240,20 @@ def test_enum_members_and_decimals_are_canonical() -> None:
     assert snap.thaw()[0] == (_Color.RED, decimal.Decimal("1.10"))
     assert decision_view(_Color.RED) == "red"
     assert value_digest(decimal.Decimal("1.1")) != value_digest(decimal.Decimal("1.10"))
+
+
+def test_agent_arguments_without_a_canonical_form_pass_as_opaque_and_are_never_compared() -> None:
+    """An orchestrating agent may get an event or a client: kept as itself, digested by type
+    and repr, and a policy condition that names it denies (it is no exact scalar)."""
+    from tenure.policies import PolicySet
+
+    event = object()
+    snap = snapshot_call((), {"done": event, "n": 1}, opaque=True)
+    assert snap.thaw()[1]["done"] is event
+    assert value_digest(snap.value()).startswith("sha256:")
+    ps = PolicySet.from_text(
+        'version = 1\n[[rules]]\nid = "r"\neffect = "allow"\n'
+        'when = { "args.done" = { eq = "x" } }\n'
+    )
+    d = ps.decide("alice", "invoke_agent", "a", None, snap.kwargs)
+    assert d.effect == "deny" and "cannot compare object" in d.reason

@@ -93,7 +93,9 @@ class GovernedSteps(RunState):
             raise self._over_budget(over[0], over[1], step)
         try:
             # Once, before deciding: the decision, the digest and the body all use it.
-            snap = step.snapshot = snapshot_call(step.args, step.kwargs)
+            snap = step.snapshot = snapshot_call(
+                step.args, step.kwargs, opaque=step.action == "invoke_agent"
+            )
         except NotCanonical as exc:
             step.args_digest = value_digest([step.args, step.kwargs])
             self._refuse_arguments(step, exc)
