@@ -71,8 +71,10 @@ def _label(tr: RunTrace, node: TraceNode) -> Text:
             text.append(f": {node.decision['reason']}", style="red")
     if node.approval:
         a = node.approval
+        key = f" (key {a['approver_key']})" if a.get("approver_key") else ""
+        why = f": {a['reason']}" if a.get("reason") else ""
         text.append(
-            f"  approval {a['status']} by {a['approver']}",
+            f"  approval {a['status']} by {a['approver']}{key}{why}",
             style="dim" if a["status"] == "granted" else "red",
         )
     if node.error and node.kind != "run":

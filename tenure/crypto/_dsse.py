@@ -1,9 +1,13 @@
 """DSSE envelopes (secure-systems-lab/dsse v1).
 
 ``SIG = Ed25519(PAE(payloadType, payload))`` with
-``PAE(t, b) = "DSSEv1" SP LEN(t) SP t SP LEN(b) SP b``. The ``keyid`` is only a hint: the
-verifier tries the trusted key it was given and never selects keys by it. Order of checks
-as the spec asks: signature first, then payload type, then parsing (left to the caller).
+``PAE(t, b) = "DSSEv1" SP LEN(t) SP t SP LEN(b) SP b``. The ``keyid`` is the one standard
+tooling computes for the key (securesystemslib's default, :func:`~._keys.dsse_key_id`), so
+in-toto and sigstore-style verifiers match it to a key imported the standard way. Here it is
+only a hint: the verifier tries the trusted key it was given and never selects keys by it
+(envelopes written by earlier versions carried Tenure's short key id and still verify).
+Order of checks as the spec asks: signature first, then payload type, then parsing (left
+to the caller).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ def sign_envelope(key: SigningKey, payload_type: str, payload: bytes) -> Envelop
     return {
         "payload": b64e(payload),
         "payloadType": payload_type,
-        "signatures": [{"keyid": key.key_id, "sig": b64e(sig)}],
+        "signatures": [{"keyid": key.dsse_key_id, "sig": b64e(sig)}],
     }
 
 

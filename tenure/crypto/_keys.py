@@ -10,6 +10,7 @@ the path, never a silent fallback to a fresh key.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "PUBLIC_KEY_NAME",
     "SigningKey",
     "default_key_dir",
+    "dsse_key_id",
     "generate_key_files",
     "key_id_of",
     "load_public_key",
@@ -39,6 +41,16 @@ __all__ = [
 
 PRIVATE_KEY_NAME = "tenure.key"
 PUBLIC_KEY_NAME = "tenure.pub"
+
+
+def dsse_key_id(public_key: Ed25519PublicKey) -> str:
+    """The key id standard DSSE / in-toto tooling computes for this key (securesystemslib's
+    default: SHA-256 of the canonical JSON ``{"keytype": "ed25519", "keyval": {"public":
+    <hex>}, "scheme": "ed25519"}``), so a key imported the standard way matches it."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    key = {"keytype": "ed25519", "keyval": {"public": raw.hex()}, "scheme": "ed25519"}
+    canonical = json.dumps(key, sort_keys=True, separators=(",", ":")).encode("ascii")
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
@@ -66,6 +78,7 @@ class SigningKey:
     _public: Ed25519PublicKey = field(init=False, repr=False, compare=False)
     _public_raw: bytes = field(init=False, repr=False, compare=False)
     _public_pem: bytes = field(init=False, repr=False, compare=False)
+    _dsse_key_id: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         public = self.private_key.public_key()
@@ -73,6 +86,7 @@ class SigningKey:
         object.__setattr__(self, "_public", public)
         object.__setattr__(self, "_public_raw", raw)
         object.__setattr__(self, "_public_pem", public_key_pem(public))
+        object.__setattr__(self, "_dsse_key_id", dsse_key_id(public))
 
     @classmethod
     def generate(cls) -> SigningKey:
@@ -94,6 +108,11 @@ class SigningKey:
     def public_pem(self) -> bytes:
         """The SubjectPublicKeyInfo PEM form of the public key."""
         return self._public_pem
+
+    @property
+    def dsse_key_id(self) -> str:
+        """The key id DSSE envelopes carry (:func:`dsse_key_id`)."""
+        return self._dsse_key_id
 
     def sign(self, message: bytes) -> bytes:
         """A 64-byte Ed25519 signature over ``message``."""

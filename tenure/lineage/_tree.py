@@ -222,6 +222,7 @@ class _Builder:
             node.approval = {
                 "status": "granted",
                 "approver": _s(appr, "approver"),
+                "approver_key": _s(appr, "approver_key"),
                 "reason": _s(appr, "reason"),
             }
         parent = self.steps.get(node.parent_step) if node.parent_step else self.run
@@ -310,6 +311,7 @@ class _Builder:
         node.approval = {
             "status": status,
             "approver": _s(rec, "approver"),
+            "approver_key": _s(rec, "approver_key"),
             "reason": _s(rec, "reason"),
         }
         if status == "denied" and not node.started:

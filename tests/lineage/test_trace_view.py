@@ -439,7 +439,12 @@ def test_approvals_attach_to_their_step() -> None:
     led.run_end()
     tr = build_trace(led.records)
     pay_ok, pay_denied = tr.root.children[0].children
-    assert pay_ok.approval == {"status": "granted", "approver": "bob", "reason": "fine"}
+    assert pay_ok.approval == {
+        "status": "granted",
+        "approver": "bob",
+        "approver_key": "",
+        "reason": "fine",
+    }
     assert pay_ok.decision is not None and pay_ok.decision["effect"] == "require_approval"
     assert [e["kind"] for e in pay_ok.events] == ["approval.requested"]
     assert pay_denied.status == "approval denied" and not pay_denied.started
