@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean postgresql debian-tools
+.PHONY: demo test bench lint clean postgresql debian-tools package test-floors
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,24 @@ test: $(STAMP) postgresql debian-tools
 	$(BIN)/mypy
 	if { $(INITDB); } >/dev/null 2>&1; then export TENURE_REQUIRE_POSTGRES=1; fi; \
 	$(BIN)/pytest -q -p no:cacheprovider --cov --cov-report=term --cov-fail-under=90
+	$(MAKE) --no-print-directory package
+
+# The distributions a user installs: built from a clean tree and checked as PyPI would.
+package: $(STAMP)
+	rm -rf build/ dist/ tenure.egg-info
+	$(BIN)/python -m build --outdir dist/ >/dev/null
+	$(BIN)/twine check --strict dist/*
+
+# The declared dependency floors (`name>=X` in pyproject.toml) are versions the code works
+# with: install exactly those in a separate venv and run the whole suite there.
+FLOORS := .venv-floors
+test-floors: postgresql debian-tools
+	test -d $(FLOORS) || $(PYTHON) -m venv $(FLOORS)
+	$(FLOORS)/bin/pip install --quiet --upgrade pip
+	$(PYTHON) .ci/floors.py > $(FLOORS)/floors.txt
+	$(FLOORS)/bin/pip install --quiet -c $(FLOORS)/floors.txt -e '.[dev]'
+	if { $(INITDB); } >/dev/null 2>&1; then export TENURE_REQUIRE_POSTGRES=1; fi; \
+	$(FLOORS)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -63,4 +81,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache
+	rm -rf $(VENV) $(FLOORS) runs .pytest_cache .mypy_cache build dist tenure.egg-info

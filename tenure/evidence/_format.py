@@ -337,17 +337,23 @@ _EXPECTED = {
 }
 
 
-def _has_type(value: Any, want: str) -> bool:
-    tv = type(value)
-    if want == "str":
-        return tv is str
-    if want == "int":
-        return tv is int
-    if want == "object":
-        return tv is dict
-    if want == "list[str]":
-        return tv is list and all(type(v) is str for v in value)
-    return tv is list and all(type(v) is int for v in value)
+_PYTYPE: Final = {"str": str, "int": int, "object": dict, "list[str]": list, "list[int]": list}
+_ELEMENT: Final = {"list[str]": str, "list[int]": int}
+_MISSING: Final = object()
+
+
+def _plan(fields: Mapping[str, str]) -> tuple[tuple[str, type, str], ...]:
+    return tuple((name, _PYTYPE[want], want) for name, want in fields.items())
+
+
+# Per kind, precomputed once: (field, Python type, declared type), and the list fields
+# whose elements are checked too. ``field_problem`` runs on every record a view reads.
+_COMMON_PLAN: Final = _plan(COMMON_FIELDS)
+_PLANS: Final = {kind: _plan(fields) for kind, fields in RECORD_FIELDS.items()}
+_LIST_PLANS: Final = {
+    kind: tuple((name, _ELEMENT[want]) for name, want in fields.items() if want in _ELEMENT)
+    for kind, fields in RECORD_FIELDS.items()
+}
 
 
 def field_problem(rec: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -357,17 +363,24 @@ def field_problem(rec: Mapping[str, Any]) -> tuple[str, str] | None:
     ``rec`` must already have a string ``kind``; kinds not declared here have only their
     common fields checked.
     """
-    for name, want in COMMON_FIELDS.items():
-        if name in rec and not _has_type(rec[name], want):
+    get = rec.get
+    for name, pytype, want in _COMMON_PLAN:
+        value = get(name, _MISSING)
+        if value is not _MISSING and type(value) is not pytype:
             return name, _EXPECTED[want]
     kind = rec["kind"]
-    declared = RECORD_FIELDS.get(kind)
-    if declared is None:
+    plan = _PLANS.get(kind)
+    if plan is None:
         return None
     for name in REQUIRED_FIELDS.get(kind, ()):
         if name not in rec:
-            return name, f"{_EXPECTED[declared[name]]} (required in a {kind} record)"
-    for name, want in declared.items():
-        if name in rec and not _has_type(rec[name], want):
+            return name, f"{_EXPECTED[RECORD_FIELDS[kind][name]]} (required in a {kind} record)"
+    for name, pytype, want in plan:
+        value = get(name, _MISSING)
+        if value is not _MISSING and type(value) is not pytype:
             return name, _EXPECTED[want]
+    for name, element in _LIST_PLANS[kind]:
+        value = get(name)
+        if value is not None and any(type(v) is not element for v in value):
+            return name, _EXPECTED[RECORD_FIELDS[kind][name]]
     return None

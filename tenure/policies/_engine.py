@@ -1,6 +1,6 @@
 """The compiled, immutable policy set and its decision procedure.
 
-Semantics (DESIGN.md, "Scopes and policy files"): default deny; of the rules that match a
+Semantics (the README's "Policies"): default deny; of the rules that match a
 request, any ``deny`` wins, then ``require_approval``, then ``allow``; among rules of the
 winning effect the first in load order (files sorted by name, then file order) is named.
 
