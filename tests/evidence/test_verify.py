@@ -47,7 +47,7 @@ def test_no_key_at_all_fails(tmp_path: Path) -> None:
     b = build_run(tmp_path)
     (b.run_dir / "tenure.pub").unlink()
     rep = verify_run(b.run_dir)
-    assert not rep.ok and "no public key" in (rep.problem or "")
+    assert not rep.ok and rep.failures[0].code == "key.missing"
 
 
 def test_a_given_key_that_differs_from_the_copy_is_noted(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_missing_ledger_is_reported(tmp_path: Path) -> None:
     b = build_run(tmp_path)
     (b.run_dir / "ledger.jsonl").unlink()
     rep = verify_run(b.run_dir, b.key.public_key)
-    assert not rep.ok and "missing" in (rep.problem or "")
+    assert not rep.ok and rep.failures[0].code == "evidence.missing"
 
 
 def _app() -> typer.Typer:
@@ -181,3 +181,16 @@ def test_cli_verify_exit_2_on_usage_errors(tmp_path: Path) -> None:
     bad_key.write_text("not a key")
     result = CliRunner().invoke(_app(), ["verify", str(b.run_dir), "--key", str(bad_key)])
     assert result.exit_code == 2
+
+
+def test_every_code_a_report_carries_is_declared(tmp_path: Path) -> None:
+    """Codes are the stable interface: each one the verifier emits is listed in CODES."""
+    import re
+
+    from tenure.evidence import CODES
+
+    source = "".join(
+        p.read_text() for p in (Path(__file__).parents[2] / "tenure" / "evidence").glob("*.py")
+    )
+    emitted = set(re.findall(r'(?:Fail|Finding)\(\s*"([a-z_.]+)"', source))
+    assert emitted and emitted <= set(CODES), emitted - set(CODES)

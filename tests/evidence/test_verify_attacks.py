@@ -69,7 +69,7 @@ def test_flipped_byte_in_a_record_is_detected_and_named(tmp_path: Path) -> None:
     rep = _verify(b)
     assert not rep.ok
     assert rep.first_bad_index == k + 1 and rep.first_bad_kind == "decision"
-    assert "hash chain broken" in (rep.problem or "")
+    assert rep.failures[0].code == "chain.prev"
 
 
 def test_deleted_record_is_detected(tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_deleted_record_is_detected(tmp_path: Path) -> None:
     write_lines(b.run_dir, lines)
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == 3
-    assert "expected i=3" in (rep.problem or "")
+    assert rep.failures[0].code == "chain.index"
 
 
 def test_two_swapped_records_are_detected(tmp_path: Path) -> None:
@@ -122,7 +122,7 @@ def test_tail_truncated_is_detected_against_the_signed_checkpoint(tmp_path: Path
     rep = _verify(b)
     assert not rep.ok
     assert rep.first_bad_index == len(lines) - 3
-    assert "truncated" in (rep.problem or "")
+    assert rep.failures[0].code == "ledger.truncated"
 
 
 def test_checkpoint_resigned_with_another_key_is_rejected(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_checkpoint_resigned_with_another_key_is_rejected(tmp_path: Path) -> Non
     (b.run_dir / "checkpoint").write_text(forged)
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_kind == "checkpoint file"
-    assert "no signature by the trusted key" in (rep.problem or "")
+    assert rep.failures[0].code == "checkpoint.signature"
 
 
 def test_whole_run_resigned_with_another_key_fails_under_the_real_key(tmp_path: Path) -> None:
@@ -145,7 +145,7 @@ def test_whole_run_resigned_with_another_key_fails_under_the_real_key(tmp_path: 
     shutil.rmtree(tmp_path / ".witness")
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == 0 and rep.first_bad_kind == "run.start"
-    assert "not the trusted key" in (rep.problem or "")
+    assert rep.failures[0].code == "key.mismatch"
     copy_rep = verify_run(b.run_dir)  # trusting the copy accepts the forgery, loudly
     assert copy_rep.ok and copy_rep.key_source == "run-directory copy"
     assert "key.run_copy" in copy_rep.codes
@@ -175,7 +175,7 @@ def test_step_start_without_an_allow_decision_is_rejected(tmp_path: Path) -> Non
     b.end()
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == bad and rep.first_bad_kind == "step.start"
-    assert "no allowing decision" in (rep.problem or "")
+    assert rep.failures[0].code == "step.decision"
 
 
 def test_step_start_referencing_no_decision_is_rejected(tmp_path: Path) -> None:
@@ -216,7 +216,7 @@ def test_require_approval_without_a_granted_approval_is_rejected(tmp_path: Path)
     b.end()
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == bad
-    assert "needed approval" in (rep.problem or "")
+    assert rep.failures[0].code == "step.approval"
 
 
 def test_step_under_a_revoked_lease_is_rejected(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_step_under_a_revoked_lease_is_rejected(tmp_path: Path) -> None:
     b.end()
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == bad and rep.first_bad_kind == "step.start"
-    assert "revoked" in (rep.problem or "")
+    assert rep.failures[0].code == "step.revoked"
 
 
 def test_step_under_a_child_of_a_revoked_lease_is_rejected(tmp_path: Path) -> None:
@@ -241,7 +241,7 @@ def test_step_under_a_child_of_a_revoked_lease_is_rejected(tmp_path: Path) -> No
     bad = b.step_start("s1", "L1", d)
     b.end()
     rep = _verify(b)
-    assert not rep.ok and rep.first_bad_index == bad and "L0 was revoked" in (rep.problem or "")
+    assert not rep.ok and rep.first_bad_index == bad and rep.failures[0].code == "step.revoked"
 
 
 def test_step_under_an_expired_lease_is_rejected(tmp_path: Path) -> None:
@@ -251,7 +251,7 @@ def test_step_under_an_expired_lease_is_rejected(tmp_path: Path) -> None:
     bad = b.step_start("s1", "L0", d)
     b.end()
     rep = _verify(b)
-    assert not rep.ok and rep.first_bad_index == bad and "expired" in (rep.problem or "")
+    assert not rep.ok and rep.first_bad_index == bad and rep.failures[0].code == "step.expired"
 
 
 def test_step_under_a_lease_never_issued_is_rejected(tmp_path: Path) -> None:
@@ -260,7 +260,7 @@ def test_step_under_a_lease_never_issued_is_rejected(tmp_path: Path) -> None:
     bad = b.step_start("s1", "ghost", d)
     b.end()
     rep = _verify(b)
-    assert not rep.ok and rep.first_bad_index == bad and "never issued" in (rep.problem or "")
+    assert not rep.ok and rep.first_bad_index == bad and rep.failures[0].code == "step.lease"
 
 
 def test_lease_signed_by_another_key_is_rejected(tmp_path: Path) -> None:
@@ -296,7 +296,7 @@ def test_child_lease_widening_its_parent_is_rejected(tmp_path: Path) -> None:
     bad = b.issue("L1", parent="L0", scopes=["web:read", "payments"])
     b.end()
     rep = _verify(b)
-    assert not rep.ok and rep.first_bad_index == bad and "widens" in (rep.problem or "")
+    assert not rep.ok and rep.first_bad_index == bad and rep.failures[0].code == "lease.widens"
 
 
 def test_torn_final_line_at_every_offset_is_never_silently_accepted(tmp_path: Path) -> None:
@@ -324,7 +324,7 @@ def test_torn_final_line_at_every_offset_is_never_silently_accepted(tmp_path: Pa
     for cut in range(len(closed[-1]) - 1, 0, -1):
         os.truncate(c.run_dir / "ledger.jsonl", keep + cut)
         rep = _verify(c)
-        assert rep.torn_tail and not rep.ok and "truncated" in (rep.problem or ""), cut
+        assert rep.torn_tail and rep.failures[0].code == "ledger.truncated", cut
 
 
 def test_torn_tail_does_not_hide_earlier_tampering(tmp_path: Path) -> None:
@@ -378,7 +378,7 @@ def test_rollback_to_an_older_consistent_prefix_is_detected_via_the_witness(tmp_
     shutil.copytree(snapshot, b.run_dir)
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_kind == "witness checkpoint"
-    assert "rollback" in (rep.problem or "")
+    assert rep.failures[0].code == "witness.rollback"
     # Without the witness the older prefix is internally consistent: only a warning says so.
     shutil.rmtree(tmp_path / ".witness")
     rep = _verify(b)
@@ -389,7 +389,7 @@ def test_deleted_checkpoint_file_is_detected_via_the_witness(tmp_path: Path) -> 
     b = _valid(tmp_path)
     (b.run_dir / "checkpoint").unlink()
     rep = _verify(b)
-    assert not rep.ok and "rollback" in (rep.problem or "")
+    assert not rep.ok and rep.failures[0].code == "witness.rollback"
 
 
 def test_witness_split_view_is_detected(tmp_path: Path) -> None:
@@ -398,7 +398,7 @@ def test_witness_split_view_is_detected(tmp_path: Path) -> None:
     other = sign_checkpoint(f"tenure.local/{b.run_id}", n, bytes(32), b.key)
     (tmp_path / ".witness" / f"{b.run_id}.checkpoint").write_text(other)
     rep = _verify(b)
-    assert not rep.ok and "split view" in (rep.problem or "")
+    assert not rep.ok and rep.failures[0].code == "witness.split_view"
 
 
 def test_records_appended_after_run_end_are_rejected(tmp_path: Path) -> None:
@@ -408,7 +408,7 @@ def test_records_appended_after_run_end_are_rejected(tmp_path: Path) -> None:
     write_lines(b.run_dir, _rechain(recs))
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == len(recs) - 1
-    assert "after run.end" in (rep.problem or "")
+    assert rep.failures[0].code == "run.after_end"
 
 
 def test_forged_run_end_in_an_unsigned_tail_is_rejected(tmp_path: Path) -> None:
@@ -438,7 +438,7 @@ def test_forged_run_end_in_an_unsigned_tail_is_rejected(tmp_path: Path) -> None:
     write_lines(b.run_dir, _rechain(recs))
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_kind == "run.end"
-    assert "not covered by a signed checkpoint" in (rep.problem or "")
+    assert rep.failures[0].code == "run.end"
 
 
 def test_attestation_payload_swapped_is_rejected(tmp_path: Path) -> None:
@@ -452,11 +452,7 @@ def test_attestation_payload_swapped_is_rejected(tmp_path: Path) -> None:
     env = sign_envelope(b.key, INTOTO_PAYLOAD_TYPE, canonical(statement))
     (b.run_dir / "attestation.intoto.json").write_text(json.dumps(env))
     rep = _verify(b)
-    assert (
-        not rep.ok
-        and rep.first_bad_index == 0
-        and "attestation digest mismatch" in (rep.problem or "")
-    )
+    assert not rep.ok and rep.first_bad_index == 0 and rep.failures[0].code == "attestation.digest"
 
 
 def test_attestation_signed_by_another_key_is_rejected(tmp_path: Path) -> None:
@@ -473,7 +469,8 @@ def test_deleted_attestation_is_rejected(tmp_path: Path) -> None:
     b = _valid(tmp_path)
     (b.run_dir / "attestation.intoto.json").unlink()
     rep = _verify(b)
-    assert not rep.ok and rep.first_bad_kind == "run.start" and "missing" in (rep.problem or "")
+    assert not rep.ok and rep.first_bad_kind == "run.start"
+    assert rep.failures[0].code == "attestation.missing"
 
 
 @pytest.mark.parametrize("first", ["decision", "checkpoint"])
