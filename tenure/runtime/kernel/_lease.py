@@ -324,8 +324,17 @@ class LeaseAuthority:
         )
         return self._sign(claims)
 
-    def revoke(self, lease_id: str) -> list[str]:
-        """Revoke ``lease_id`` and its descendants; returns every id newly revoked."""
+    def revoke(self, lease_id: str, *, descendants: Iterable[str] | None = None) -> list[str]:
+        """Revoke ``lease_id`` and its descendants; returns every id newly revoked.
+
+        ``descendants``: every live descendant, when the caller already knows them (a run
+        revoking its root lease: all its live leases), marked at C speed instead of walked.
+        """
+        if descendants is not None:
+            ids = [lease_id, *descendants]
+            newly_set = set(ids) - self._revoked
+            self._revoked |= newly_set
+            return [lid for lid in ids if lid in newly_set]
         newly: list[str] = []
         stack = [lease_id]
         while stack:

@@ -144,10 +144,11 @@ class Run(GovernedSteps):
     def watchdog_pass(self, now: float) -> bool:
         """Renew leases that are still allowed; check ttl and wall-time budget.
 
-        At most ``renew_per_tick`` leases are renewed per pass, the most urgent (earliest
+        About ``renew_per_tick`` leases are renewed per pass, the most urgent (earliest
         deadline) first, parents before their children: a fan-out whose leases all came due
-        together is renewed over several short passes instead of one long one. Returns
-        whether leases due for renewal are left (the watchdog comes back sooner).
+        together is renewed over several short passes instead of one long one. Leases with
+        less than half the renewal margin left are renewed in this pass whatever the budget.
+        Returns whether leases due for renewal are left (the watchdog comes back sooner).
         """
         if self.stop is not None:
             return False
@@ -169,12 +170,20 @@ class Run(GovernedSteps):
         if not due:
             return False
         budget = cfg.renew_per_tick
-        batch = due if len(due) <= budget else heapq.nsmallest(budget, due, key=_deadline)
+        if len(due) <= budget:
+            batch = due
+        else:
+            # Past the budget only what would otherwise expire soon: a longer pass is
+            # better than a healthy run stopped for a renewal it did not get in time.
+            critical = now + cfg.lease_seconds * cfg.renew_fraction / 2
+            batch = heapq.nsmallest(budget, due, key=_deadline)
+            cut = batch[-1].deadline
+            batch += [s for s in due if cut < s.deadline <= critical]
         for state in sorted(batch, key=_depth):
             self._renew(state)
             if self.stop is not None:
                 return False
-        return len(due) > budget
+        return len(due) > len(batch)
 
     def _renew(self, state: LeaseState) -> None:
         step = state.step
@@ -223,17 +232,29 @@ class Run(GovernedSteps):
             return
 
     def revoke_lease(self, lease_id: str, reason: str, by: str) -> None:
-        """Revoke a lease and its descendants; the run stops (fail closed)."""
-        cascade = self.services.authority.revoke(lease_id)
-        for lid in cascade:
-            state = self.leases.get(lid)
-            if state is not None:
-                state.revoked = True
+        """Revoke a lease and its descendants; the run stops (fail closed).
+
+        Revoking the root lease revokes every live lease of the run: they are known, so
+        no tree walk, and each lease's flag is not set one by one — the run's stop, which
+        every gate and the watchdog read first, covers them all.
+        """
+        state = self.leases.get(lease_id)
+        authority = self.services.authority
+        if state is not None and state.parent is None:
+            cascade = authority.revoke(
+                lease_id, descendants=[k for k in self.leases if k != lease_id]
+            )
+            state.revoked = True
+        else:
+            cascade = authority.revoke(lease_id)
+            for lid in cascade:
+                live = self.leases.get(lid)
+                if live is not None:
+                    live.revoked = True
         self.try_record(
             LEASE_REVOKED, {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
         )
         self.span.event(EVENT_LEASE_REVOKED, lease_event(lease_id, reason=reason))
-        state = self.leases.get(lease_id)
         task = state.lease.claims.sub if state is not None else None
         self.fail(
             LeaseRevoked(

@@ -3,9 +3,9 @@
 Each pass it beats its heartbeat (gates refuse to resume work once the heartbeat is older
 than ``watchdog_liveness``), and for every live run: checks the wall-time budget,
 re-decides live steps after a policy epoch change, renews leases that are still allowed,
-re-verifies a bounded number of lease signatures round-robin (so every live lease is
-re-verified within a few passes without paying a signature per await), and re-measures
-the attested code and policy files every ``attest_interval``.
+re-verifies lease signatures round-robin (each live lease about once per two lease
+lifetimes, at most ``verify_per_tick`` per pass: never a signature per await), and
+re-measures the attested code and policy files every ``attest_interval``.
 
 Before any renewal in a pass it also stats (cheaply: ``mtime_ns``, ``ctime_ns``, size,
 inode) the signing key file, when the key was loaded from one, and — with
@@ -312,9 +312,10 @@ class Watchdog:
         leases = [s for s in run.leases.values() if s.active and not s.revoked]
         if not leases:
             return
-        # Each live lease about once per lease lifetime, within the per-tick ceiling.
+        # Each live lease about once per two lease lifetimes, within the per-tick ceiling:
+        # every renewal also checks that a lease's claims, payload and envelope agree.
         cfg = self._config
-        share = len(leases) * cfg.watchdog_interval / cfg.lease_seconds
+        share = len(leases) * cfg.watchdog_interval / (2 * cfg.lease_seconds)
         budget = min(cfg.verify_per_tick, max(1, math.ceil(share)))
         start = next(self._verify_cursor) * budget
         for k in range(min(budget, len(leases))):
