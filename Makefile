@@ -73,7 +73,7 @@ test-floors: postgresql debian-tools
 	$(FLOORS)/bin/pytest -q -p no:cacheprovider
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(if $(PROFILE),--profile $(PROFILE))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
