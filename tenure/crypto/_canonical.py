@@ -80,12 +80,15 @@ def _in_domain(obj: Any) -> bool:
     if isinstance(obj, float):
         return False
     if isinstance(obj, list):
-        return all(_in_domain(item) for item in obj)
+        for item in obj:
+            if not _in_domain(item):
+                return False
+        return True
     if isinstance(obj, dict):
-        return all(
-            isinstance(key, str) and key.isascii() and _in_domain(value)
-            for key, value in obj.items()
-        )
+        for key, value in obj.items():
+            if not (isinstance(key, str) and key.isascii() and _in_domain(value)):
+                return False
+        return True
     return False
 
 
