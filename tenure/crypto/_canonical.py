@@ -80,7 +80,7 @@ def _in_domain(obj: Any) -> bool:
     if isinstance(obj, float):
         return False
     if isinstance(obj, list):
-        for item in obj:
+        for item in obj:  # noqa: SIM110 - a loop, not all(genexpr): this is a hot path
             if not _in_domain(item):
                 return False
         return True
