@@ -51,8 +51,13 @@ END = "<!-- bench:end -->"
 # Module order: cheap and core-first; memory (the longest) last.
 MODULES = [
     "core",
+<<<<<<< HEAD
     "scale",
     "policy",
+=======
+    "policy",
+    "security",
+>>>>>>> 67b3b28 (Benchmarks: bench_security (RE2 decision on a 10 kB argument, canonical snapshot, thaw and digest costs), chain step before/after in RESULTS.md; RE2 matched on UTF-8 bytes without captures (79 -> 37 us))
     "ledger",
     "lineage",
     "attest",
@@ -64,6 +69,8 @@ MODULES = [
 # Targets from the issues for figures that other modules return from ``main()``.
 KNOWN_TARGETS: dict[str, Target] = {
     "policy decide cached (µs median)": Target(10),
+    "regex decision, 10 kB argument (µs median)": Target(50),
+    "snapshot, dict of 10 scalars (µs median)": Target(5),
     "policy decide new principal (µs median)": Target(10),
     "policy decide cold, caches cleared (µs median)": Target(10),
     "policy decide with conditions (µs median)": Target(10),

@@ -162,3 +162,13 @@ def test_patterns_that_need_backtracking_are_refused_with_file_and_line(pattern:
         PolicySet.from_text(text, source="rx.toml")
     assert err.value.path == "rx.toml" and err.value.line == 5
     assert "RE2 syntax" in err.value.reason
+
+
+def test_patterns_and_values_are_matched_as_text_not_as_bytes() -> None:
+    """RE2 runs on UTF-8: ``.`` is one character, a non-ASCII literal matches itself."""
+    ps = PolicySet.from_text(
+        'version = 1\n[[rules]]\nid = "r"\neffect = "allow"\n'
+        'when = { "args.x" = { matches = "é.ü" } }\n'
+    )
+    assert ps.decide("a", "execute_tool", "t", None, {"x": "é€ü"}).allowed
+    assert not ps.decide("a", "execute_tool", "t", None, {"x": "é€€ü"}).allowed
