@@ -58,7 +58,7 @@ def main() -> dict[str, Any]:
     assert typical.decide("alice", "execute_tool", "save_note", None, text).allowed
     assert not evil.decide("alice", "execute_tool", "save_note", None, evil_text).allowed
 
-    invoice = {f"field{i}": (i if i % 3 else f"value-{i}") for i in range(10)}
+    invoice: dict[str, object] = {f"field{i}": (i if i % 3 else f"value-{i}") for i in range(10)}
     invoice["amount"] = 12.5
     one_dict = snapshot_call((invoice,), {})
     kwargs = snapshot_call((), invoice)

@@ -2,9 +2,12 @@
 
 The inline policy holds every `pay_invoice` for a person, under two rules told apart by a
 condition on the call's `amount` argument. The simulated approver grants requests under
-`small-payments` and denies those under `large-payments`. An approval is a signed statement
-recorded in the evidence *before* the step starts; a denied step never starts and raises
-`PolicyDenied` at the call site, where this agent catches it and carries on.
+`small-payments` and denies those under `large-payments`. The approver holds an Ed25519 key
+of its own, which the policy declares in `[approvers]`: a grant is that key's signature over
+the request and exactly the action it holds (target, arguments, rule), recorded in the
+evidence *before* the step starts; the runtime's own key could never approve. A denied step
+never starts and raises `PolicyDenied` at the call site, where this agent catches it and
+carries on.
 
     .venv/bin/python examples/approval.py [--evidence-dir runs]
 """
@@ -16,14 +19,20 @@ from pathlib import Path
 
 import anyio
 
-from tenure import Context, PolicyDenied, Runtime, agent, tool
+from tenure import Context, PolicyDenied, Runtime, SigningKey, agent, tool
 from tenure.crypto import default_key_dir, load_public_key
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-POLICY = """
+#: the approver's key: in production it lives with the person, never with the runtime
+FINANCE_LEAD = SigningKey.generate()
+
+POLICY = f"""
 version = 1
 default = "deny"
+
+[approvers]
+finance-lead = "{FINANCE_LEAD.public_text}"
 
 [[rules]]
 id = "accounts-team"
@@ -35,13 +44,14 @@ targets = ["accounts_payable"]
 id = "small-payments"
 effect = "require_approval"
 targets = ["pay_invoice"]
-when = { "args.amount" = { le = 1000 } }
+approvers = ["finance-lead"]
+when = {{ "args.amount" = {{ le = 1000 }} }}
 
 [[rules]]
 id = "large-payments"
 effect = "require_approval"
 targets = ["pay_invoice"]
-when = { "args.amount" = { gt = 1000 } }
+when = {{ "args.amount" = {{ gt = 1000 }} }}
 """
 
 
@@ -68,11 +78,13 @@ async def approver(rt: Runtime) -> None:
     while True:
         for request in rt.pending_approvals():
             if request.rule_id == "small-payments":
-                print(f"approver: GRANT {request.id} ({request.target}, rule {request.rule_id})")
-                rt.approve(request.id, approver="finance-lead")
+                args = " ".join(request.args.split())  # the arguments it will run on
+                held = f"{request.id} ({request.target}, rule {request.rule_id})"
+                print(f"approver: GRANT {held} {args}")
+                rt.approve(request.id, approver=FINANCE_LEAD)
             else:
                 print(f"approver: DENY  {request.id} ({request.target}, rule {request.rule_id})")
-                rt.deny(request.id, approver="finance-lead", reason="over the 1000 limit")
+                rt.deny(request.id, approver=FINANCE_LEAD, reason="over the 1000 limit")
         await anyio.sleep(0.01)
 
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import anyio
 
-from tenure import Context, PolicyDenied, Runtime, agent, tool
+from tenure import Context, PolicyDenied, Runtime, SigningKey, agent, tool
 from tenure.crypto import default_key_dir, load_public_key
 from tenure.evidence import verify_run
+from tenure.policies import PolicySet
 
 CORPUS = (
     "Leases are short-lived signed capabilities; a child lease can only narrow its parent.",
@@ -108,18 +109,26 @@ async def planner(ctx: Context, topic: str) -> dict[str, Any]:
     return {"topic": topic, "points": len(notes), "review": review, "receipt": receipt}
 
 
+#: the simulated approver's own key (declared in the policy below; never the runtime's)
+FINANCE_LEAD = SigningKey.generate()
+
+
 async def approver(rt: Runtime) -> None:
-    """A simulated person who approves every payment request it sees."""
+    """A simulated person who approves every payment request it sees, with their key."""
     while True:
         for request in rt.pending_approvals():
             print(f"  approver    approving {request.target} (rule {request.rule_id})")
-            rt.approve(request.id, approver="finance-lead")
+            rt.approve(request.id, approver=FINANCE_LEAD)
         await anyio.sleep(0.01)
 
 
 async def main(evidence_dir: Path) -> int:
     """Run the team once, then verify its evidence with the runtime's public key."""
-    async with Runtime(evidence_dir=evidence_dir) as rt, anyio.create_task_group() as tg:
+    policy = PolicySet.default().with_approvers({"finance-lead": FINANCE_LEAD.public_text})
+    async with (
+        Runtime(policies=policy, evidence_dir=evidence_dir) as rt,
+        anyio.create_task_group() as tg,
+    ):
         tg.start_soon(approver, rt)
         handle = await rt.start(
             planner, "governed execution", principal="alice", scopes=SCOPES, ttl=30

@@ -44,7 +44,13 @@ from rich.text import Text
 
 from .._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ..agents import Context, agent, tool
-from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir, load_public_key, load_signing_key
+from ..crypto._keys import (
+    PUBLIC_KEY_NAME,
+    SigningKey,
+    default_key_dir,
+    load_public_key,
+    load_signing_key,
+)
 from ..evidence import verify_run
 from ..evidence._format import (
     APPROVAL_DENIED,
@@ -341,8 +347,13 @@ class DemoOutcome:
         return not self.problems
 
 
-async def _approver(rt: Runtime, narrator: Narrator) -> None:
-    """A simulated person: approves every pending request after reading it."""
+#: the simulated approver's name in the policy the demo runs under
+DEMO_APPROVER = "finance-lead"
+
+
+async def _approver(rt: Runtime, narrator: Narrator, key: SigningKey) -> None:
+    """A simulated person holding their own approver key: reads each pending request (its
+    arguments included) and signs a grant over exactly that action."""
     seen: set[str] = set()
     while True:
         for req in rt.pending_approvals():
@@ -351,12 +362,13 @@ async def _approver(rt: Runtime, narrator: Narrator) -> None:
             seen.add(req.id)
             narrator.say(
                 "approver",
-                f"reviewing {req.id}: {req.action} {req.target} "
-                f"for {req.principal} (rule {req.rule_id})",
+                f"reviewing {req.id}: {req.action} {req.target}"
+                f"({', '.join(f'{k}={v!r}' for k, v in json.loads(req.args).items())}) "
+                f"for {req.principal} (rule {req.rule_id}); signing with key {key.key_id}",
                 run_id=req.run_id,
             )
             await anyio.sleep(0.05)  # a quick read
-            rt.approve(req.id, approver="finance-lead (simulated)")
+            rt.approve(req.id, approver=key)
             narrator.approvals += 1
         await anyio.sleep(0.01)
 
@@ -515,6 +527,10 @@ async def run_demo(
     key = load_signing_key()
     pub_path = default_key_dir() / PUBLIC_KEY_NAME
     policies = PolicySet.load(policy) if policy is not None else PolicySet.default()
+    # The simulated approver holds a key of its own, which the policy declares: the run's
+    # key could never approve, and a name alone proves nothing.
+    approver_key = SigningKey.generate()
+    policies = policies.with_approvers({DEMO_APPROVER: approver_key.public_text})
     narrator = Narrator(console)
     out = DemoOutcome()
     console.rule("Tenure demo: a governed research team (offline, deterministic agents)")
@@ -539,7 +555,7 @@ async def run_demo(
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(narrator.follow)
-            tg.start_soon(_approver, rt, narrator)
+            tg.start_soon(_approver, rt, narrator, approver_key)
             await _research_run(rt, narrator, out)
             await _revoked_run(rt, narrator, out)
             tg.cancel_scope.cancel()

@@ -9,6 +9,7 @@ the path, never a silent fallback to a fresh key.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -103,6 +104,11 @@ class SigningKey:
     def public_raw(self) -> bytes:
         """The 32 raw public key bytes."""
         return self._public_raw
+
+    @property
+    def public_text(self) -> str:
+        """The public key as a policy declares an approver: ``"ed25519:<base64>"``."""
+        return "ed25519:" + base64.b64encode(self._public_raw).decode("ascii")
 
     @property
     def public_pem(self) -> bytes:

@@ -222,6 +222,10 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "reason": "str",
         "args": "str",
     },
+    # ``args`` (the canonical arguments' digest), ``action_digest`` (what an approver
+    # signs) and the approvers the policy accepted for the rule (names, and their keys as
+    # ``"ed25519:<base64>"`` in the same order) are written since approvals are decided by
+    # keys; older ledgers lack them.
     APPROVAL_REQUESTED: {
         "request": "str",
         "step": "str",
@@ -229,6 +233,10 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "action": "str",
         "target": "str",
         "principal": "str",
+        "args": "str",
+        "action_digest": "str",
+        "approvers": "list[str]",
+        "approver_keys": "list[str]",
     },
     # ``approver_key`` (the approver's key id) is written by runtimes whose approvals are
     # signed by declared approver keys; older ledgers name only ``approver``.

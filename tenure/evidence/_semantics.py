@@ -32,10 +32,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..crypto._canonical import digest
 from ..crypto._dsse import verify_envelope
+from ._approval_check import ApprovalCheck
 from ._format import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
-    APPROVAL_PAYLOAD_TYPE,
+    APPROVAL_REQUESTED,
     ATTESTATION,
     ATTESTATION_NAME,
     CHECKPOINT,
@@ -110,6 +111,7 @@ class Semantics:
         self.leases: dict[str, _Lease] = {}
         self.decisions: dict[int, tuple[Any, Any, Any, Any, str]] = {}
         self.approvals: dict[int, str] = {}
+        self.approval_check = ApprovalCheck(key)
         self.run_end: int | None = None
         self.last_cp_size = 0
         self.last_cp_root: str | None = None
@@ -121,6 +123,7 @@ class Semantics:
             LEASE_REVOKED: self._lease_revoked,
             DECISION: self._decision,
             ATTESTATION: self._attestation_record,
+            APPROVAL_REQUESTED: self._approval_requested,
             APPROVAL_GRANTED: self._approval_granted,
             APPROVAL_DENIED: self._approval_denied,
             STEP_START: self._step_start,
@@ -345,15 +348,19 @@ class Semantics:
             get = rec.get
             self.decisions[n] = (get("step"), get("lease"), get("action"), get("target"), effect)
 
+    def _approval_requested(self, rec: dict[str, Any], n: int) -> None:
+        problem = self.approval_check.requested(rec)
+        if problem is not None:
+            raise Fail("approval.request", n, rec["kind"], problem)
+
     def _approval_granted(self, rec: dict[str, Any], n: int) -> None:
         self._approval_denied(rec, n)
         self.approvals[n] = self._str(rec, "step", n)
 
     def _approval_denied(self, rec: dict[str, Any], n: int) -> None:
-        try:
-            verify_envelope(rec.get("envelope"), self.key, APPROVAL_PAYLOAD_TYPE)
-        except ValueError as exc:
-            raise Fail("approval.envelope", n, rec["kind"], f"approval envelope: {exc}") from exc
+        problem = self.approval_check.answered(rec)
+        if problem is not None:
+            raise Fail("approval.envelope", n, rec["kind"], problem)
 
     def _step_start(self, rec: dict[str, Any], n: int) -> None:
         get = rec.get

@@ -36,7 +36,7 @@ from .._util import final
 from ..crypto._canonical import canonical, digest
 from ..crypto._snapshot import decision_view
 from ._loader import Merged, load_path, load_text, merge
-from ._model import Budgets, Decision, PolicyError, Rule, kind_of, parse_rate
+from ._model import Budgets, Decision, PolicyDocument, PolicyError, Rule, kind_of, parse_rate
 from ._regex import Regex, compile_regex
 
 __all__ = ["PolicySet", "default_policy_path"]
@@ -234,10 +234,13 @@ class PolicySet:
     """
 
     __slots__ = (
+        "_approvers",
         "_by_action",
         "_cache",
+        "_merged",
         "_origins",
         "_rate_limits",
+        "_rule_approvers",
         "_target_cache",
         "budgets",
         "digest",
@@ -259,10 +262,13 @@ class PolicySet:
 
     def __init__(self, merged: Merged, sources: tuple[Path, ...]) -> None:
         """Internal: use :meth:`load`, :meth:`from_text` or :meth:`default`."""
+        self._merged = merged
         self.rules = merged.rules
         self.budgets = merged.budgets
         self.sources = sources
         self._origins = dict(merged.origins)
+        self._approvers = MappingProxyType(dict(merged.approvers))
+        self._rule_approvers = {r.id: tuple(r.approvers) for r in merged.rules if r.approvers}
         self._rate_limits = MappingProxyType(
             {k: parse_rate(v) for k, v in merged.rate_limits.items()}
         )
@@ -281,6 +287,8 @@ class PolicySet:
             "budgets": merged.budgets.model_dump(exclude_none=True),
             "rate_limits": dict(merged.rate_limits),
         }
+        if merged.approvers:  # absent when none are declared: older digests stay the same
+            content["approvers"] = dict(merged.approvers)
         try:
             self.digest = digest(canonical(content))
         except Exception as exc:  # rfc8785 refuses values the validators should have refused
@@ -307,12 +315,49 @@ class PolicySet:
         path = default_policy_path()
         return cls(merge([load_text(ref.read_bytes(), str(path))]), (path,))
 
+    def with_approvers(self, approvers: Mapping[str, str]) -> PolicySet:
+        """This set with more approvers declared (name -> ``"ed25519:<base64>"``).
+
+        For embedding (a demo, a test harness) where the approvers' keys are known only at
+        run time; a deployed policy declares them in its ``[approvers]`` table. A name
+        already declared with another key is a :class:`PolicyError`.
+        """
+        merged = dict(self._approvers)
+        for name, text in approvers.items():
+            if merged.get(name, text) != text:
+                raise PolicyError("<approvers>", None, f"approver {name!r} is already declared")
+            merged[name] = text
+        doc = PolicyDocument.model_validate({"version": 1, "approvers": merged})
+        return PolicySet(
+            Merged(
+                files=self._merged.files,
+                rules=self.rules,
+                origins=self._origins,
+                budgets=self.budgets,
+                rate_limits=self._merged.rate_limits,
+                approvers=dict(doc.approvers),
+            ),
+            self.sources,
+        )
+
     # -- inspection ---------------------------------------------------------------------------
 
     @property
     def rate_limits(self) -> Mapping[str, tuple[int, int]]:
         """Target name or glob → ``(count, per_seconds)``."""
         return self._rate_limits
+
+    @property
+    def approvers(self) -> Mapping[str, str]:
+        """Every declared approver: name -> Ed25519 public key (``"ed25519:<base64>"``)."""
+        return self._approvers
+
+    def approvers_for(self, rule_id: str) -> dict[str, str]:
+        """Who may answer a request held by ``rule_id``: its own list, else every approver."""
+        names = self._rule_approvers.get(rule_id)
+        if names is None:
+            return dict(self._approvers)
+        return {name: self._approvers[name] for name in names}
 
     def origin(self, rule_id: str) -> str:
         """``"file:line"`` where the rule was defined (``KeyError`` for an unknown id)."""

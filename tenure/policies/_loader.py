@@ -67,6 +67,7 @@ class Merged:
     origins: dict[str, tuple[str, int | None]]  # rule id -> (file, line)
     budgets: Budgets
     rate_limits: dict[str, str]
+    approvers: dict[str, str] = field(default_factory=dict)  # name -> "ed25519:<base64>"
 
 
 def _fmt(value: Any) -> str:
@@ -205,6 +206,29 @@ def _check_rules(f: LoadedFile) -> None:
             )
 
 
+def _check_approvers(files: list[LoadedFile], approvers: dict[str, Any]) -> None:
+    """Every rule's ``approvers`` are declared, and only ``require_approval`` rules name any."""
+    for f in files:
+        for i, rule in enumerate(f.doc.rules):
+            if rule.approvers is None:
+                continue
+            if rule.effect != "require_approval":
+                raise PolicyError(
+                    f.path,
+                    f.line("rules", i, "approvers"),
+                    f'rule {rule.id!r}: approvers apply only to effect = "require_approval"',
+                )
+            unknown = [name for name in rule.approvers if name not in approvers]
+            if unknown:
+                declared = ", ".join(sorted(approvers)) or "none"
+                raise PolicyError(
+                    f.path,
+                    f.line("rules", i, "approvers"),
+                    f"rule {rule.id!r}: approver(s) {unknown} are not declared in [approvers] "
+                    f"(declared: {declared})",
+                )
+
+
 def _merge_limits(
     f: LoadedFile,
     section: str,
@@ -232,6 +256,7 @@ def merge(files: list[LoadedFile]) -> Merged:
     origins: dict[str, tuple[str, int | None]] = {}
     budgets: dict[str, Any] = {}
     rates: dict[str, Any] = {}
+    approvers: dict[str, Any] = {}
     limit_origin: dict[tuple[str, str], tuple[str, int | None]] = {}
     for f in files:
         for i, rule in enumerate(f.doc.rules):
@@ -249,12 +274,15 @@ def merge(files: list[LoadedFile]) -> Merged:
             f, "budgets", f.doc.budgets.model_dump(exclude_none=True), budgets, limit_origin
         )
         _merge_limits(f, "rate_limits", f.doc.rate_limits, rates, limit_origin)
+        _merge_limits(f, "approvers", f.doc.approvers, approvers, limit_origin)
+    _check_approvers(files, approvers)
     return Merged(
         files=tuple(files),
         rules=tuple(rules),
         origins=origins,
         budgets=Budgets.model_validate(budgets),
         rate_limits=rates,
+        approvers=approvers,
     )
 
 

@@ -35,6 +35,7 @@ from pydantic import (
 
 from .._errors import TenureError
 from .._util import final
+from ..crypto._grants import parse_key_text
 from ._regex import compile_regex
 
 __all__ = [
@@ -184,6 +185,20 @@ def _ordered(value: object) -> object:
     raise ValueError(f"expected a number or a string, got {_describe(value)}")
 
 
+def _approver_key(value: str) -> str:
+    parse_key_text(value)  # ValueError names the fault; the loader adds file and line
+    return value
+
+
+def _approver_name(value: str) -> str:
+    if not _RULE_ID.fullmatch(value):
+        raise ValueError(
+            f"approver name {value!r} must be 1-128 characters of letters, digits and "
+            "'_.:@/-', starting with a letter or digit"
+        )
+    return value
+
+
 def _positive(value: object) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         _check_number(value)
@@ -194,6 +209,8 @@ def _positive(value: object) -> float:
 
 
 Glob = Annotated[StrictStr, AfterValidator(check_glob)]
+ApproverKey = Annotated[StrictStr, AfterValidator(_approver_key)]
+ApproverName = Annotated[StrictStr, AfterValidator(_approver_name)]
 RateText = Annotated[StrictStr, AfterValidator(_check_rate)]
 Scalar = Annotated[Any, PlainValidator(_scalar)]
 Ordered = Annotated[Any, PlainValidator(_ordered)]
@@ -284,6 +301,9 @@ class Rule(BaseModel):
     targets: Annotated[list[Glob], AfterValidator(_nonempty)] | None = None
     callers: Annotated[list[Glob], AfterValidator(_nonempty)] | None = None
     when: dict[str, Condition] | None = None
+    #: for ``require_approval``: who may answer (names from ``[approvers]``); omitted =
+    #: every declared approver
+    approvers: Annotated[list[ApproverName], AfterValidator(_nonempty)] | None = None
 
     @field_validator("id")
     @classmethod
@@ -337,6 +357,8 @@ class PolicyDocument(BaseModel):
     rules: list[Rule] = Field(default_factory=list)
     budgets: Budgets = Field(default_factory=Budgets)
     rate_limits: dict[Glob, RateText] = Field(default_factory=dict)
+    #: approver name -> Ed25519 public key (``"ed25519:<base64>"``)
+    approvers: dict[ApproverName, ApproverKey] = Field(default_factory=dict)
 
     @field_validator("version")
     @classmethod

@@ -15,10 +15,10 @@ import dataclasses
 import os
 import secrets
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup
@@ -30,6 +30,7 @@ from .._util import NoPublicConstructor, final
 from .._version import __version__
 from ..agents._decorators import Agent, Tool, registered
 from ..crypto._canonical import b64e
+from ..crypto._grants import sign_grant
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
 from ..evidence._format import (
@@ -198,7 +199,7 @@ class Runtime:
         self._gov = GovState(policy)
         self._authority = LeaseAuthority(key, "tenure:" + secrets.token_hex(8))
         self._lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
-        self._approvals = Approvals(key, self.config.approval_timeout)
+        self._approvals = Approvals(key, self.config.approval_timeout, self._gov)
         self._isolation = Isolation(self.config)
         self._revocations: RevocationSource | None = None
         if self.config.revocation_requests:
@@ -616,9 +617,16 @@ class Runtime:
         """Whether a step of this runtime waits on ``request_id``."""
         return any(r.id == request_id for r in self._approvals.pending())
 
-    def apply_approval(self, request_id: str, decision: str, approver: str, reason: str) -> None:
-        """Apply the one decision the shared board recorded for ``request_id``."""
-        self._approvals.resolve(request_id, decision, approver, reason)
+    def apply_approval(
+        self,
+        request_id: str,
+        decision: str,
+        approver: str,
+        reason: str,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Apply the one decision the shared board recorded (verified before it applies)."""
+        self._approvals.resolve(request_id, decision, approver, reason, envelope)
 
     def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
         """Swap the policy set: bump the epoch and re-decide every live step at once.
@@ -666,17 +674,54 @@ class Runtime:
         self._require()
         return self._approvals.pending()
 
-    def approve(self, request_id: str, *, approver: str) -> None:
-        """Approve a pending request (signed and recorded before the step resumes)."""
+    def approve(self, request_id: str, *, approver: SigningKey | Mapping[str, Any]) -> None:
+        """Approve a pending request with an approver's key or their signed grant.
+
+        ``approver`` is the approver's :class:`SigningKey` (the grant is signed here, over
+        the request id and its action digest) or a grant they signed elsewhere (the DSSE
+        envelope :func:`sign_grant` or ``tenure approvals approve`` makes). The key must be
+        declared for the request's rule in the policy, and is never the runtime's own.
+        Raises ``KeyError`` (no such pending request), :class:`SignatureInvalid` (the grant
+        does not hold: nothing changes), ``TypeError`` for a bare name.
+        """
         self._require()
         self._refuse_governed_caller("rt.approve")
-        self._approvals.approve(request_id, approver)
+        self._approvals.submit(self._grant(request_id, approver, "granted", ""))
 
-    def deny(self, request_id: str, *, approver: str, reason: str = "denied") -> None:
-        """Deny a pending request: the waiting step raises :class:`PolicyDenied`."""
+    def deny(
+        self,
+        request_id: str,
+        *,
+        approver: SigningKey | Mapping[str, Any],
+        reason: str = "denied",
+    ) -> None:
+        """Deny a pending request (signed like a grant): the step raises :class:`PolicyDenied`."""
         self._require()
         self._refuse_governed_caller("rt.deny")
-        self._approvals.deny(request_id, approver, reason)
+        self._approvals.submit(self._grant(request_id, approver, "denied", reason))
+
+    def _grant(
+        self,
+        request_id: str,
+        approver: SigningKey | Mapping[str, Any],
+        decision: Literal["granted", "denied"],
+        reason: str,
+    ) -> Mapping[str, Any]:
+        if isinstance(approver, SigningKey):
+            request = self._approvals.request(request_id)
+            return sign_grant(
+                approver,
+                request=request.id,
+                action=request.action_digest,
+                decision=decision,
+                reason=reason,
+            )
+        if isinstance(approver, Mapping):
+            return approver
+        raise TypeError(
+            f"approver must be the approver's SigningKey or a grant they signed, got "
+            f"{type(approver).__name__} {approver!r:.40}: a name proves nothing"
+        )
 
     def check_attestation(self) -> None:
         """Re-measure code and policy files now; a change stops every live run."""

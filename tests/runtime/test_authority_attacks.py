@@ -185,7 +185,7 @@ async def test_governed_code_cannot_use_the_runtime_that_governs_it(
             elif what == "revoke_other":
                 rt.revoke(other.run_id, reason="sabotage")
             else:
-                rt.deny("apr_any", approver="me")
+                rt.deny("apr_any", approver=SigningKey.generate())
 
         handle = await rt.start(reach, principal="alice", ttl=30)
         with pytest.raises(PolicyDenied) as err:

@@ -27,12 +27,20 @@ from tenure import (
     tool,
 )
 from tenure.crypto._dsse import verify_envelope
-from tenure.evidence import APPROVAL_PAYLOAD_TYPE, verify_run
+from tenure.crypto._grants import GRANT_PAYLOAD_TYPE, key_text
+from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-POLICY = """
+#: the approver the policies below declare; MALLORY holds a key nobody declared
+CAROL = SigningKey.generate()
+MALLORY = SigningKey.generate()
+
+POLICY = f"""
 version = 1
 default = "deny"
+
+[approvers]
+carol = "{key_text(CAROL.public_key)}"
 
 [[rules]]
 id = "agents"
@@ -122,9 +130,9 @@ async def _start(rt: Runtime, bank: _Bank, amount: int = 50) -> RunHandle:
 
 
 def _signed_statement(rec: dict[str, Any], key: SigningKey) -> dict[str, Any]:
-    """The approval statement a ledger record carries, after checking its signature."""
+    """The approver's statement a ledger record carries, after checking its signature."""
     statement: dict[str, Any] = json.loads(
-        verify_envelope(rec["envelope"], key.public_key, APPROVAL_PAYLOAD_TYPE)
+        verify_envelope(rec["envelope"], key.public_key, GRANT_PAYLOAD_TYPE)
     )
     return statement
 
@@ -145,7 +153,7 @@ async def test_approved_step_runs_after_a_signed_recorded_grant(
             request.rule_id,
         ) == (handle.run_id, "alice", "execute_tool", "pay", "pay-needs-a-human")
         assert request.id.startswith("apr_")
-        rt.approve(request.id, approver="carol")
+        rt.approve(request.id, approver=CAROL)
         assert await handle.result() == "ok"
         assert rt.pending_approvals() == []
     assert bank.paid == [("bob", 50)]
@@ -161,16 +169,17 @@ async def test_approved_step_runs_after_a_signed_recorded_grant(
         "alice",
     )
     assert grant["request"] == request.id and grant["approver"] == "carol"
+    assert grant["approver_key"] == CAROL.key_id
     assert start["approval"] == grant["i"] and start["decision"] == dec["i"]
     assert dec["i"] < req["i"] < grant["i"] < start["i"]
-    statement = _signed_statement(grant, key)
-    assert (
-        statement["request"],
-        statement["decision"],
-        statement["approver"],
-        statement["run"],
-        statement["step"],
-    ) == (request.id, "granted", "carol", handle.run_id, start["step"])
+    assert req["action_digest"] == request.action_digest and req["approvers"] == ["carol"]
+    statement = _signed_statement(grant, CAROL)
+    assert (statement["request"], statement["decision"], statement["action"]) == (
+        request.id,
+        "granted",
+        request.action_digest,
+    )
+    assert json.loads(request.args) == {"to": "bob", "amount": 50}
     assert verify_run(handle.evidence_path, key.public_key).ok
 
 
@@ -181,7 +190,7 @@ async def test_denied_approval_refuses_the_step_and_the_tool_never_runs(
     async with _runtime(evidence, key) as rt:
         handle = await _start(rt, bank)
         request = await _next_request(rt)
-        rt.deny(request.id, approver="carol", reason="not this week")
+        rt.deny(request.id, approver=CAROL, reason="not this week")
         with pytest.raises(PolicyDenied) as info:
             await handle.result()
     assert bank.paid == []
@@ -190,8 +199,8 @@ async def test_denied_approval_refuses_the_step_and_the_tool_never_runs(
     recs = _records(handle.evidence_path)
     [denied] = [r for r in recs if r["kind"] == "approval.denied"]
     assert (denied["approver"], denied["reason"]) == ("carol", "not this week")
-    statement = _signed_statement(denied, key)
-    assert statement["decision"] == "denied"
+    statement = _signed_statement(denied, CAROL)
+    assert statement["decision"] == "denied" and statement["reason"] == "not this week"
     assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "pay"]
     assert verify_run(handle.evidence_path, key.public_key).ok
 
@@ -227,7 +236,7 @@ async def test_an_agent_can_catch_a_refused_approval_and_carry_on(
 
     async with _runtime(evidence, key) as rt:
         handle = await rt.start(clerk, principal="alice")
-        rt.deny((await _next_request(rt)).id, approver="carol")
+        rt.deny((await _next_request(rt)).id, approver=CAROL)
         assert await handle.result() == "fallback after approval.denied"
     assert bank.paid == []
     assert verify_run(handle.evidence_path, key.public_key).ok
@@ -241,12 +250,12 @@ async def test_approving_an_unknown_or_answered_request_is_a_key_error(
         handle = await _start(rt, bank)
         request = await _next_request(rt)
         with pytest.raises(KeyError):
-            rt.approve("apr_doesnotexist", approver="carol")
-        rt.approve(request.id, approver="carol")
+            rt.approve("apr_doesnotexist", approver=CAROL)
+        rt.approve(request.id, approver=CAROL)
         with pytest.raises(KeyError):
-            rt.approve(request.id, approver="mallory")
+            rt.approve(request.id, approver=MALLORY)
         with pytest.raises(KeyError):
-            rt.deny(request.id, approver="mallory")
+            rt.deny(request.id, approver=MALLORY)
         assert await handle.result() == "ok"
     grants = [r for r in _records(handle.evidence_path) if r["kind"] == "approval.granted"]
     assert [g["approver"] for g in grants] == ["carol"]
@@ -263,7 +272,7 @@ async def test_approval_request_cannot_be_forged_or_altered_by_users(
         with pytest.raises(pydantic.ValidationError):
             request.target = "something-else"  # type: ignore[misc]
         assert rt.pending_approvals()[0].target == "pay"
-        rt.approve(request.id, approver="carol")
+        rt.approve(request.id, approver=CAROL)
         await handle.result()
 
 
@@ -279,7 +288,7 @@ async def test_revoking_a_run_waiting_for_approval_drops_the_request_and_never_r
             await handle.result()
         assert rt.pending_approvals() == []
         with pytest.raises(KeyError):
-            rt.approve(request.id, approver="carol")
+            rt.approve(request.id, approver=CAROL)
     assert bank.paid == []
     assert verify_run(handle.evidence_path, key.public_key).ok
 
@@ -303,7 +312,7 @@ async def test_an_approved_agent_keeps_its_lease_renewed_past_one_generation(
 
     async with _runtime(evidence, key, lease_seconds=0.5, watchdog_interval=0.02) as rt:
         handle = await rt.start(boss, principal="alice")
-        rt.approve((await _next_request(rt)).id, approver="carol")
+        rt.approve((await _next_request(rt)).id, approver=CAROL)
         # Wait until the approved agent's lease has been renewed twice, then let it finish.
         with anyio.fail_after(10):
             while True:
@@ -338,7 +347,7 @@ async def test_a_reload_during_the_wait_still_allowing_it_keeps_an_approved_agen
 
     async with _runtime(evidence, key) as rt:
         handle = await rt.start(boss, principal="alice")
-        rt.approve((await _next_request(rt)).id, approver="carol")
+        rt.approve((await _next_request(rt)).id, approver=CAROL)
         await running.wait()
         # Same rules, new digest: the live approved step is re-decided and still stands.
         rt.reload_policies(PolicySet.from_text(POLICY + "\n# v2\n[budgets]\nmax_steps = 99\n"))
@@ -357,7 +366,7 @@ async def test_a_grant_after_a_reload_that_denies_the_step_does_not_run_it(
         request = await _next_request(rt)
         rt.reload_policies(PolicySet.from_text(DENY_PAY, source="deny-pay.toml"))
         if rt.pending_approvals():
-            rt.approve(request.id, approver="carol")
+            rt.approve(request.id, approver=CAROL)
         with pytest.raises(PolicyDenied) as info:
             await handle.result()
     assert bank.paid == []

@@ -13,7 +13,8 @@ which the waiting runtime verifies against the policy's keys before it releases 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._types import ApprovalRecord
 
@@ -46,7 +47,14 @@ class LinkBoard:
             ),
         )
 
-    def decide(self, request_id: str, decision: str, approver: str, reason: str) -> None:
+    def decide(
+        self,
+        request_id: str,
+        decision: str,
+        approver: str,
+        reason: str,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> None:
         approvals = self._link.backend.approvals
 
         async def cas() -> None:
@@ -55,9 +63,14 @@ class LinkBoard:
                 decision,  # type: ignore[arg-type]
                 approver=approver,
                 reason=reason,
+                envelope=envelope,
             )
 
         self._link.spawn(cas)
+
+    def withdraw(self, request_id: str) -> None:
+        # A decided (or timed-out) request stays in the store as its record of decision.
+        return None
 
     async def time_out(self, request_id: str) -> tuple[str, str, str] | None:
         approvals = self._link.backend.approvals

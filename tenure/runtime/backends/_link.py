@@ -104,8 +104,16 @@ class LinkHost(Protocol):
         """Whether a step here waits on that request."""
         ...
 
-    def apply_approval(self, request_id: str, decision: str, approver: str, reason: str) -> None:
-        """Apply a request's one decision (recorded, then the step released or refused)."""
+    def apply_approval(
+        self,
+        request_id: str,
+        decision: str,
+        approver: str,
+        reason: str,
+        envelope: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Apply a request's one decision (verified, recorded, then the step released or
+        refused)."""
         ...
 
     def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
@@ -376,7 +384,7 @@ class BackendLink:
                 record = await self.backend.approvals.get(request)
                 if record is not None and record.decision is not None:
                     self._host.apply_approval(
-                        request, record.decision, record.approver, record.reason
+                        request, record.decision, record.approver, record.reason, record.envelope
                     )
         elif event.kind == "policy.epoch":
             digest = data.get("digest")
