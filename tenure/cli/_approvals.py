@@ -1,24 +1,37 @@
-"""``tenure approvals list|approve|deny --backend URL``: answer approval requests from anywhere.
+"""``tenure approvals list|approve|deny``: answer approval requests from another process.
 
-Requests waiting in any runtime or worker sharing the backend are listed oldest first; an
-answer is one compare-and-set on the shared board, so two approvers (or an approver and
-the waiter's timeout) racing on one request produce exactly one decision, and the loser is
-told who won. The waiting process records the decision and releases or refuses the step.
+An answer is signed with the approver's own key (``--key``, a private key file as ``tenure
+keys generate`` writes it) over the request id and its action digest; the waiting runtime
+releases the step only if that key is one its policy declares for the rule.
+
+Two ways to reach the waiting runtime:
+
+* ``--evidence-dir DIR`` (the default ``runs``; one host): requests are shown in
+  ``DIR/.approvals``, the signed answer is dropped there and picked up within a watchdog
+  interval (see ``_approval_folder``);
+* ``--backend URL``: requests waiting in any runtime or worker sharing the backend; an
+  answer is one compare-and-set on the shared board, so two approvers (or an approver and
+  the waiter's timeout) racing on one request produce exactly one decision, and the loser
+  is told who won.
+
 Exit codes: 0 decided (or listed), 1 already decided, unknown, or the backend could not be
-reached, 2 a usage error.
+reached, 2 a usage error (no such key file, an id that cannot be a request id).
 """
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import anyio
 import typer
 
 from .._errors import GovernanceViolation
+from ..crypto._grants import sign_grant
+from ..crypto._keys import SigningKey, load_signing_key
 from ..runtime.backends import ApprovalRecord, open_backend
+from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
 from ._db import BACKEND_OPTION
 
 __all__ = ["register"]
@@ -32,13 +45,6 @@ approvals_app = typer.Typer(
     help="List and answer steps waiting for approval (across every host of a backend).",
     no_args_is_help=True,
 )
-
-
-def _who() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
@@ -61,22 +67,66 @@ def _decide(url: str, request_id: str, decision: str, approver: str, reason: str
     async def cas() -> str:
         backend = await open_backend(url)
         try:
+            record = await backend.approvals.get(request_id)
+            if record is None:
+                return f"no approval request {request_id!r}"
+            action = record.details.get("action_digest")
+            if not isinstance(action, str):
+                return f"{request_id} names no action digest to sign (filed by an older runtime)"
+            key = _key(approver)
+            envelope = sign_grant(
+                key,
+                request=request_id,
+                action=action,
+                decision=decision,  # type: ignore[arg-type]
+                reason=reason,
+            )
             won = await backend.approvals.decide(
                 request_id,
                 decision,  # type: ignore[arg-type]
-                approver=approver,
+                approver=key.key_id,
                 reason=reason,
+                envelope=envelope,
             )
             if won is not None:
                 return ""
             record = await backend.approvals.get(request_id)
-            if record is None:
-                return f"no approval request {request_id!r}"
+            assert record is not None
             return f"{request_id} was already decided: {record.decision} by {record.approver}"
         finally:
             await backend.close()
 
     return anyio.run(cas)
+
+
+def _key(path: str) -> SigningKey:
+    try:
+        return load_signing_key(Path(path), create=False)
+    except GovernanceViolation as exc:
+        raise ValueError(f"--key {path}: {exc.reason}") from None
+
+
+def _drop(evidence_dir: Path, request_id: str, decision: str, key_path: str, reason: str) -> str:
+    folder = evidence_dir / APPROVALS_DIR
+    request = next((r for r in read_requests(folder) if r.get("id") == request_id), None)
+    if request is None:
+        return f"no approval request {request_id!r} is waiting under {evidence_dir}"
+    key = _key(key_path)
+    if key.public_text not in request.get("approver_keys", []):
+        accepted = ", ".join(request.get("approvers", [])) or "no one"
+        return (
+            f"key {key.key_id} is not one the policy accepts for {request_id} (rule "
+            f"{request.get('rule_id')!r} accepts {accepted})"
+        )
+    envelope = sign_grant(
+        key,
+        request=request_id,
+        action=str(request.get("action_digest", "")),
+        decision=decision,  # type: ignore[arg-type]
+        reason=reason,
+    )
+    write_grant(folder, request_id, envelope)
+    return ""
 
 
 def _run(fn: Callable[..., T], *args: str) -> T:
@@ -88,50 +138,82 @@ def _run(fn: Callable[..., T], *args: str) -> T:
         raise _fail(str(getattr(exc, "reason", exc))) from None
 
 
+_EVIDENCE_OPTION = typer.Option(
+    "--evidence-dir", help="the evidence folder the waiting runtime writes to (one host)"
+)
+_KEY_OPTION = typer.Option(
+    "--key", help="the approver's private key file (its public key is declared in the policy)"
+)
+
+
 @approvals_app.command("list")
-def list_command(backend: Annotated[str, BACKEND_OPTION]) -> None:
-    """Every request still waiting, oldest first."""
-    records = _run(_pending, backend)
-    if not records:
-        typer.echo("no approval requests are waiting")
+def list_command(
+    backend: Annotated[str | None, BACKEND_OPTION] = None,
+    evidence_dir: Annotated[Path, _EVIDENCE_OPTION] = Path("runs"),
+) -> None:
+    """Every request still waiting, oldest first, with the arguments it would run on."""
+    if backend:
+        records = _run(_pending, backend)
+        if not records:
+            typer.echo("no approval requests are waiting")
+        for r in records:
+            typer.echo(
+                f"{r.id}  run {r.run_id}  {r.principal}  {r.action} {r.target}  "
+                f"rule {r.rule_id}  step {r.step}  args {r.args_digest[:19]}"
+            )
         return
-    for r in records:
+    waiting = read_requests(evidence_dir / APPROVALS_DIR)
+    if not waiting:
+        typer.echo(f"no approval requests are waiting under {evidence_dir}")
+    for w in waiting:
+        accepted = ", ".join(w.get("approvers", [])) or "(none declared)"
         typer.echo(
-            f"{r.id}  run {r.run_id}  {r.principal}  {r.action} {r.target}  "
-            f"rule {r.rule_id}  step {r.step}  args {r.args_digest[:19]}"
+            f"{w.get('id')}  run {w.get('run_id')}  {w.get('principal')}  {w.get('action')} "
+            f"{w.get('target')}  rule {w.get('rule_id')}  approvers {accepted}"
         )
+        args = " ".join(str(w.get("args", "")).split())
+        typer.echo(f"    args {str(w.get('args_digest', ''))[:19]}: {args}")
 
 
-def _answer(backend: str, request_id: str, decision: str, approver: str, reason: str) -> None:
-    lost = _run(_decide, backend, request_id, decision, approver, reason)
+def _answer(
+    backend: str | None,
+    evidence_dir: Path,
+    request_id: str,
+    decision: str,
+    key: str,
+    reason: str,
+) -> None:
+    if backend:
+        lost = _run(_decide, backend, request_id, decision, key, reason)
+    else:
+        lost = _run(_drop, evidence_dir, request_id, decision, key, reason)  # type: ignore[arg-type]
     if lost:
         raise _fail(lost)
-    typer.echo(f"{request_id}: {decision} by {approver}")
+    where = f"backend {backend}" if backend else f"{evidence_dir}/{APPROVALS_DIR}"
+    typer.echo(f"{request_id}: {decision}, signed with {key} ({where})")
 
 
 @approvals_app.command("approve")
 def approve_command(
     request_id: Annotated[str, typer.Argument(metavar="REQUEST_ID")],
-    backend: Annotated[str, BACKEND_OPTION],
-    approver: Annotated[
-        str | None, typer.Option("--approver", help="who approves (default: current user)")
-    ] = None,
+    key: Annotated[str, _KEY_OPTION],
+    backend: Annotated[str | None, BACKEND_OPTION] = None,
+    evidence_dir: Annotated[Path, _EVIDENCE_OPTION] = Path("runs"),
 ) -> None:
-    """Grant a waiting request (the step runs on exactly the arguments it was filed with)."""
-    _answer(backend, request_id, "granted", approver or _who(), "")
+    """Grant a waiting request: the step runs on exactly the arguments it was filed with."""
+    _answer(backend, evidence_dir, request_id, "granted", key, "")
 
 
 @approvals_app.command("deny")
 def deny_command(
     request_id: Annotated[str, typer.Argument(metavar="REQUEST_ID")],
-    backend: Annotated[str, BACKEND_OPTION],
+    key: Annotated[str, _KEY_OPTION],
     reason: Annotated[str, typer.Option("--reason", "-r", help="why (recorded)")] = "denied",
-    approver: Annotated[
-        str | None, typer.Option("--approver", help="who denies (default: current user)")
-    ] = None,
+    backend: Annotated[str | None, BACKEND_OPTION] = None,
+    evidence_dir: Annotated[Path, _EVIDENCE_OPTION] = Path("runs"),
 ) -> None:
     """Refuse a waiting request: the step raises PolicyDenied."""
-    _answer(backend, request_id, "denied", approver or _who(), reason)
+    _answer(backend, evidence_dir, request_id, "denied", key, reason)
 
 
 def register(app: typer.Typer) -> None:

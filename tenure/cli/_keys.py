@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from ..crypto._grants import key_text
 from ..crypto._keys import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
@@ -96,6 +97,7 @@ def show(
     typer.echo(f"key id:      {key_id_of(key)}")
     typer.echo(f"private key: {private_path}" + ("" if private_path.exists() else " (absent)"))
     typer.echo(f"public key:  {public_path}")
+    typer.echo(f"as approver: {key_text(key)}  (the form a policy's [approvers] table takes)")
     typer.echo(public_key_pem(key).decode("ascii"), nl=False)
 
 

@@ -76,6 +76,11 @@ class RuntimeConfig(BaseModel):
         False, description="on an invalid reload keep the previous set instead of stopping"
     )
     watch_policies: bool = Field(False, description="reload policy files when they change")
+    approval_requests: bool = Field(
+        True,
+        description="show waiting approval requests in <evidence_dir>/.approvals and accept "
+        "signed grants dropped there (tenure approvals --evidence-dir)",
+    )
     revocation_requests: bool = Field(
         True,
         description="apply revocation requests other processes drop in "

@@ -57,6 +57,7 @@ from .kernel._lease import LeaseAuthority
 from .kernel._pace import Pacer
 from .kernel._run import Run
 from .kernel._state import GOVERNED_RUN, GovState, value_digest
+from .services._approval_folder import APPROVALS_DIR, ApprovalFolder
 from .services._approvals import ApprovalRequest, Approvals
 from .services._revocations import (
     REVOCATIONS_DIR,
@@ -201,6 +202,9 @@ class Runtime:
         self._lineage = Lineage(self._tracer_provider, otlp_endpoint=self._otlp_endpoint)
         self._approvals = Approvals(key, self.config.approval_timeout, self._gov)
         self._isolation = Isolation(self.config)
+        if self.config.approval_requests:
+            self._approvals.folder = ApprovalFolder(self.evidence_dir / APPROVALS_DIR)
+            self._approvals.poll_interval = self.config.watchdog_interval
         self._revocations: RevocationSource | None = None
         if self.config.revocation_requests:
             self._revocations = self._revocation_source or FolderRevocations(

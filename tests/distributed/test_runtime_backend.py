@@ -23,6 +23,7 @@ from tenure import (
     agent,
     tool,
 )
+from tenure.crypto import generate_key_files
 from tenure.evidence import verify_run
 from tenure.runtime.backends._pg import upgrade
 
@@ -316,8 +317,10 @@ async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
     pg_url: str, tmp_path: Path
 ) -> None:
     await upgrade(pg_url)
+    keys = {who: generate_key_files(tmp_path / who) for who in ("bob", "eve")}
     policy = tmp_path / "approval.toml"
-    policy.write_text(APPROVAL)
+    declared = "".join(f'{who} = "{key.public_text}"\n' for who, key in keys.items())
+    policy.write_text(APPROVAL + "\n[approvers]\n" + declared)
     async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
         handle = await rt.start(payer, 120, principal="alice", ttl=60)
         with anyio.fail_after(10):
@@ -339,8 +342,8 @@ async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
                     "approvals",
                     verb,
                     request_id,
-                    "--approver",
-                    who,
+                    "--key",
+                    str(keys[who].path),
                     "--backend",
                     pg_url,
                 )

@@ -122,7 +122,7 @@ def test_report_of_the_demo_runs_renders_in_chromium_with_verdict_denial_approva
     assert len(denials) == 1 and "shell_exec" in denials[0] and "no-shell-or-delete" in denials[0]
     approvals = dom.find("tr", **{"data-decision": "granted"})
     assert len(approvals) == 1 and "pay_invoice" in approvals[0][1]
-    assert dom.by_class("approver") == ["finance-lead (simulated)"]
+    assert dom.by_class("approver") == ["finance-lead"]
     assert dom.find("div", **{"data-kind": "tool", "data-status": "denied"})
 
     dom = _rendered(revoked)

@@ -172,3 +172,35 @@ def test_patterns_and_values_are_matched_as_text_not_as_bytes() -> None:
     )
     assert ps.decide("a", "execute_tool", "t", None, {"x": "é€ü"}).allowed
     assert not ps.decide("a", "execute_tool", "t", None, {"x": "é€€ü"}).allowed
+
+
+@pytest.mark.parametrize(
+    ("tail", "line", "reason"),
+    [
+        ('[approvers]\ncfo = "ed25519:abc"\n', 7, "is not valid base64"),
+        ('[approvers]\ncfo = "rsa:AAAA"\n', 7, "expected an Ed25519 public key"),
+        ('[approvers]\ncfo = "ed25519:AAAA"\n', 7, "is 32 bytes, got 3"),
+        ('[approvers]\n"bad name" = "ed25519:AAAA"\n', 7, "approver name 'bad name'"),
+    ],
+)
+def test_approver_keys_that_are_not_ed25519_keys_are_refused_with_file_and_line(
+    tail: str, line: int, reason: str
+) -> None:
+    """An approver declaration that cannot verify a signature is a load error, not an
+    approver nobody can ever be."""
+    text = 'version = 1\n[[rules]]\nid = "r"\neffect = "require_approval"\n\n' + tail
+    with pytest.raises(PolicyError) as err:
+        PolicySet.from_text(text, source="ap.toml")
+    assert (err.value.path, err.value.line) == ("ap.toml", line)
+    assert reason in err.value.reason
+
+
+def test_a_rule_naming_an_undeclared_approver_is_refused() -> None:
+    """``approvers = ["ceo"]`` with no ``ceo`` declared would hold steps nobody can answer."""
+    text = 'version = 1\n[[rules]]\nid = "r"\neffect = "require_approval"\napprovers = ["ceo"]\n'
+    with pytest.raises(PolicyError) as err:
+        PolicySet.from_text(text, source="ap.toml")
+    assert err.value.line == 5 and "not declared in [approvers]" in err.value.reason
+    allow = 'version = 1\n[[rules]]\nid = "r"\neffect = "allow"\napprovers = ["ceo"]\n'
+    with pytest.raises(PolicyError, match="approvers apply only to"):
+        PolicySet.from_text(allow)

@@ -20,13 +20,13 @@ STRICT_CASES = [
         "unknown_top_key",
         H + 'defualt = "deny"\n',
         "p.toml:2: unknown key 'defualt' in top level "
-        "(expected one of version, default, rules, budgets, rate_limits)",
+        "(expected one of version, default, rules, budgets, rate_limits, approvers)",
     ),
     (
         "unknown_rule_key",
         H + R + 'target = ["x"]\n',
         "p.toml:5: rule 'a': unknown key 'target' in [[rules]] (expected one of id, effect, "
-        "description, principals, actions, targets, callers, when)",
+        "description, principals, actions, targets, callers, when, approvers)",
     ),
     (
         "unknown_budget_key",

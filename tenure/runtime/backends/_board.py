@@ -44,6 +44,13 @@ class LinkBoard:
                 step=request.step,
                 args_digest=args_digest,
                 requested_at_us=request.requested_at_us,
+                # What an approver elsewhere needs to see and sign (tenure approvals).
+                details={
+                    "action_digest": request.action_digest,
+                    "args": request.args,
+                    "approvers": list(request.approvers),
+                    "approver_keys": list(request.approver_keys),
+                },
             ),
         )
 

@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from ...evidence._format import (
 )
 from ...lineage._names import EVENT_APPROVAL, approval_event
 from ..kernel._lease import wall_us
+from ._approval_folder import ApprovalFolder
 
 if TYPE_CHECKING:
     from ...crypto._keys import SigningKey
@@ -175,8 +177,10 @@ class Approvals:
         self._pending: dict[str, _Pending] = {}
         #: set when requests must be answerable from elsewhere (see :class:`ApprovalBoard`)
         self.board: ApprovalBoard | None = None
-        #: decisions that came back from the board: request id -> envelope
-        self._envelopes: dict[str, Mapping[str, Any]] = {}
+        #: set when requests are shown in (and answered through) ``.approvals``
+        self.folder: ApprovalFolder | None = None
+        #: how often a waiting request looks for a grant dropped in the folder
+        self.poll_interval = 0.25
 
     def pending(self) -> list[ApprovalRequest]:
         """Requests still waiting, oldest first."""
@@ -249,17 +253,20 @@ class Approvals:
         try:
             if board is not None:
                 await board.file(request, step.args_digest)
+            if self.folder is not None:
+                self.folder.publish(request.model_dump())
             with anyio.move_on_after(self._timeout):
-                await pending.event.wait()
+                await self._wait_answer(pending)
             if not pending.event.is_set() and board is not None:
                 winner = await board.time_out(request.id)
                 if winner is not None:  # a decision won the race against the timeout
                     self.resolve(request.id, *winner)
         finally:
             self._pending.pop(request.id, None)
-            self._envelopes.pop(request.id, None)
             if board is not None:
                 board.withdraw(request.id)
+            if self.folder is not None:
+                self.folder.withdraw(request.id)
         if pending.granted_index is not None:
             return pending.granted_index
         reason = pending.denied
@@ -278,13 +285,33 @@ class Approvals:
             source="approval",
         )
 
+    async def _wait_answer(self, pending: _Pending) -> None:
+        folder = self.folder
+        while not pending.event.is_set():
+            with anyio.move_on_after(self.poll_interval if folder is not None else math.inf):
+                await pending.event.wait()
+            if folder is not None and not pending.event.is_set():
+                dropped = folder.grant_for(pending.request.id)
+                if dropped is not None:
+                    try:
+                        self.submit(dropped)  # type: ignore[arg-type]
+                    except (SignatureInvalid, KeyError) as exc:
+                        _log.warning("refused a grant for %s: %s", pending.request.id, exc)
+
     def submit(self, envelope: Mapping[str, Any]) -> Grant:
         """Answer a pending request with an approver's signed grant or denial.
 
         Raises ``KeyError`` if no request with the grant's id waits here and
         :class:`SignatureInvalid` if the grant does not hold (nothing changes then).
         """
-        grant = self._verify(envelope, _claimed_request(envelope))
+        claimed = _claimed_request(envelope)
+        if claimed is None:
+            raise SignatureInvalid(
+                "approval grant refused: it is not a signed statement naming a request",
+                check="approval.signature",
+                source="approval",
+            )
+        grant = self._verify(envelope, claimed)
         pending = self._take(grant.request)
         name = pending.keys[grant.key_id][0]
         if self.board is not None:

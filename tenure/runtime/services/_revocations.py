@@ -46,6 +46,7 @@ import orjson
 
 from ..._util import final
 from ...evidence._format import REVOCATIONS_DIR, valid_run_id
+from ._files import read_small_file
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -61,7 +62,6 @@ REQUEST_SUFFIX = ".revoke.json"
 #: The largest request file read (a request is three short strings).
 MAX_REQUEST_BYTES: Final = 4096
 _MAX_TEXT = 500
-_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 _log = logging.getLogger("tenure.revocations")
 
@@ -175,7 +175,7 @@ def _read_request(path: Path, mode: int) -> tuple[RevocationRequest | None, str 
     if not stat.S_ISREG(mode):
         return None, "not a regular file (symlinks, FIFOs and devices are never opened)"
     try:
-        data = _read_bounded(path)
+        data = read_small_file(path, MAX_REQUEST_BYTES, "a request")
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
@@ -200,25 +200,6 @@ def _read_request(path: Path, mode: int) -> tuple[RevocationRequest | None, str 
         ),
         None,
     )
-
-
-def _read_bounded(path: Path) -> bytes:
-    """The file's bytes; ``ValueError`` if it is not a regular file of at most the bound."""
-    fd = os.open(path, _OPEN_FLAGS)  # a symlink: ELOOP; a FIFO: opens without blocking
-    try:
-        st = os.fstat(fd)  # what was opened, not what the name pointed at before
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError("not a regular file (symlinks, FIFOs and devices are never read)")
-        if st.st_size > MAX_REQUEST_BYTES:
-            raise ValueError(
-                f"{st.st_size} bytes, more than the {MAX_REQUEST_BYTES} a request may hold"
-            )
-        data = os.read(fd, MAX_REQUEST_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_REQUEST_BYTES:  # grew after the fstat
-        raise ValueError(f"more than the {MAX_REQUEST_BYTES} bytes a request may hold")
-    return data
 
 
 def _short(value: object) -> str:
