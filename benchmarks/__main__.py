@@ -51,13 +51,9 @@ END = "<!-- bench:end -->"
 # Module order: cheap and core-first; memory (the longest) last.
 MODULES = [
     "core",
-<<<<<<< HEAD
     "scale",
     "policy",
-=======
-    "policy",
     "security",
->>>>>>> 67b3b28 (Benchmarks: bench_security (RE2 decision on a 10 kB argument, canonical snapshot, thaw and digest costs), chain step before/after in RESULTS.md; RE2 matched on UTF-8 bytes without captures (79 -> 37 us))
     "ledger",
     "lineage",
     "attest",
