@@ -29,8 +29,7 @@ import anyio
 
 from tenure import Context, PolicyDenied, Runtime, agent, tool
 from tenure.crypto import default_key_dir, load_public_key
-from tenure.crypto._canonical import record_bytes
-from tenure.evidence import VerifyReport, verify_run
+from tenure.evidence import VerifyReport, record_bytes, verify_run
 from tenure.policies import PolicySet
 
 POLICY = """

@@ -116,6 +116,21 @@ def test_tamper_evidence_cleans_up_its_temporary_evidence_by_default(tmp_path: P
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
+def test_every_example_imports_only_public_names(name: str) -> None:
+    """Examples are what users copy: no ``tenure.x._private`` module, no ``_name`` import."""
+    import ast
+
+    tree = ast.parse((EXAMPLES / name).read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tenure"):
+            assert not any(part.startswith("_") for part in (node.module or "").split("."))
+            assert not any(alias.name.startswith("_") for alias in node.names), node.module
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                assert not any(p.startswith("_") for p in alias.name.split(".")), alias.name
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in EXAMPLES.glob("*.py")))
 def test_every_example_has_a_docstring_saying_how_to_run_it(name: str) -> None:
     text = (EXAMPLES / name).read_text(encoding="utf-8")
     assert text.startswith('"""')

@@ -17,6 +17,7 @@ directory with this package and a public key alone::
 """
 
 from ..crypto import PUBLIC_KEY_NAME, default_key_dir, load_public_key
+from ..crypto._canonical import record_bytes
 from ._format import (
     APPROVAL_PAYLOAD_TYPE,
     ATTESTATION_NAME,
@@ -48,5 +49,6 @@ __all__ = [
     "VerifyReport",
     "default_key_dir",
     "load_public_key",
+    "record_bytes",
     "verify_run",
 ]

@@ -18,6 +18,7 @@ import hashlib
 import re
 from typing import Any
 
+from ._names import PROVIDER_NAME
 from ._tree import BAD_STATUSES, RunTrace, TraceNode
 
 __all__ = ["to_jaeger", "trace_to_dict"]
@@ -93,7 +94,12 @@ def _node_tags(tr: RunTrace, node: TraceNode) -> list[dict[str, Any]]:
     if node.kind == "run":
         tags.append(("gen_ai.workflow.name", node.name))
     elif node.kind == "agent":
-        tags += [("gen_ai.agent.name", node.name), ("gen_ai.agent.id", node.step)]
+        tags += [
+            ("gen_ai.provider.name", PROVIDER_NAME),
+            ("gen_ai.agent.name", node.name),
+            ("gen_ai.agent.id", node.name),  # the ledger names agents, not their code paths
+            ("tenure.step.id", node.step),
+        ]
     else:
         tags += [
             ("gen_ai.tool.name", node.name),
