@@ -8,6 +8,7 @@ reason and checks the browser made no element of it.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -123,6 +124,13 @@ def test_report_of_the_demo_runs_renders_in_chromium_with_verdict_denial_approva
     approvals = dom.find("tr", **{"data-decision": "granted"})
     assert len(approvals) == 1 and "pay_invoice" in approvals[0][1]
     assert dom.by_class("approver") == ["finance-lead"]
+    granted = next(
+        json.loads(line)
+        for line in (demo_runs.research / "ledger.jsonl").read_text().splitlines()
+        if '"kind":"approval.granted"' in line
+    )
+    assert granted["approver_key"]  # the approver's key id, shown as recorded
+    assert dom.by_class("approver-key") == [granted["approver_key"]]
     assert dom.find("div", **{"data-kind": "tool", "data-status": "denied"})
 
     dom = _rendered(revoked)
