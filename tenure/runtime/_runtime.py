@@ -420,7 +420,7 @@ class Runtime:
         """
         services = self._require()
         policy = self._gov.policy
-        code = self._code_items()
+        code, attested = self._code_items()
         envelope, att_digest = self._attestor.sign_run(
             run_id, code, policy.digest, self._policy_files, self._config_record
         )
@@ -465,6 +465,7 @@ class Runtime:
             attestation=att_digest,
             code=code,
         )
+        run.attested = attested
         run.record(
             RUN_START,
             {
@@ -737,16 +738,18 @@ class Runtime:
             if change is not None:
                 run.fail(change.to_error(run_id=run.id))
 
-    def _code_items(self) -> Sequence[CodeItem]:
-        """Code items of every registered agent and tool (hashed once per runtime each)."""
+    def _code_items(self) -> tuple[Sequence[CodeItem], frozenset[Agent | Tool]]:
+        """Code items of every registered agent and tool (hashed once per runtime each),
+        and those agents and tools: the only ones a run attested at its start may run."""
         items = []
-        for obj in registered():
+        objects = registered()
+        for obj in objects:
             item = self._code_cache.get(obj)
             if item is None:
                 item = CodeItem.of(obj.kind, obj.name, obj.func)
                 self._code_cache[obj] = item
             items.append(item)
-        return items
+        return items, frozenset(objects)
 
 
 def _background_failure(group: BaseExceptionGroup[BaseException]) -> GovernanceUnavailable:

@@ -344,3 +344,30 @@ async def test_an_argument_without_a_canonical_form_is_denied_and_the_tool_never
     denies = [d for d in _records(handle.evidence_path, "decision") if d["effect"] == "deny"]
     assert [d["rule"] for d in denies] == ["args.canonical"]
     assert verify_run(handle.evidence_path, key.public_key).ok
+
+
+async def test_a_tool_built_during_the_run_is_refused_before_it_first_runs(
+    allow_all: PolicySet, evidence: Path, key: SigningKey
+) -> None:
+    """The attack: an agent turns model-written source into a tool mid-run and calls it.
+    Its code was never measured into the run's attestation: refused (recorded), never run."""
+    ran: list[str] = []
+
+    @agent
+    async def improviser(ctx: Context) -> str:
+        namespace: dict[str, Any] = {"ran": ran}
+        exec("async def generated():\n    ran.append('generated')\n", namespace)
+        generated = tool(name="generated")(namespace["generated"])
+        try:
+            await ctx.call(generated)
+        except PolicyDenied as exc:
+            return exc.check or ""
+        return "ran"
+
+    async with Runtime(policies=allow_all, evidence_dir=evidence, key=key) as rt:
+        handle = await rt.start(improviser, principal="alice", ttl=30)
+        assert await handle.result() == "attestation.unattested"
+    assert ran == []
+    [deny] = [d for d in _records(handle.evidence_path, "decision") if d["effect"] == "deny"]
+    assert deny["rule"] == "attestation.unattested" and deny["target"] == "generated"
+    assert verify_run(handle.evidence_path, key.public_key).ok

@@ -96,6 +96,8 @@ class RunState:
         self.span = span
         self.attestation = attestation
         self.code = code
+        #: the agents and tools measured into the run's attestation (None: not checked)
+        self.attested: frozenset[Any] | None = None
         self.stop: GovernanceViolation | None = None
         self.cancelled_reason: str | None = None
         self.validated_epoch = self.gov.epoch

@@ -43,6 +43,8 @@ __all__ = ["GovernedSteps", "first_error"]
 
 #: the check (and rule) of a deny for arguments without a canonical form
 ARGS_CHECK = "args.canonical"
+#: the check (and rule) of a deny for an agent or tool created after the run started
+UNATTESTED_CHECK = "attestation.unattested"
 
 
 class GovernedSteps(RunState):
@@ -91,6 +93,8 @@ class GovernedSteps(RunState):
             over = await self.services.shared_debit(self, step)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
+        if self.attested is not None and step.target not in self.attested:
+            self._refuse_unattested(step)
         try:
             # Once, before deciding: the decision, the digest and the body all use it.
             snap = step.snapshot = snapshot_call(
@@ -137,6 +141,28 @@ class GovernedSteps(RunState):
                 self._recheck_after_reload(step, parent_span)
             return index, granted
         return index, -1
+
+    def _refuse_unattested(self, step: Step) -> NoReturn:
+        """Deny a target created after the run started: its code is not in the attestation.
+
+        (Model-written source turned into a tool mid-run would otherwise run unmeasured.)
+        """
+        step.args_digest = value_digest([step.args, step.kwargs])
+        reason = (
+            f"{step.target.qualified} was created after the run started, so its code is not "
+            "in the run's attestation; define agents and tools before starting the run"
+        )
+        parent_span = step.parent.span if step.parent is not None else self.span
+        step.rule = UNATTESTED_CHECK
+        self._record_decision(step, "deny", UNATTESTED_CHECK, reason, parent_span, flush=True)
+        raise PolicyDenied(
+            reason,
+            run_id=self.id,
+            lease_id=step.lease.id,
+            check=UNATTESTED_CHECK,
+            task=step.target.qualified,
+            source="attestation",
+        )
 
     def _refuse_arguments(self, step: Step, exc: NotCanonical) -> NoReturn:
         """Deny a step whose arguments have no canonical form (recorded like any deny)."""
