@@ -39,13 +39,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._keys import key_id_of, load_public_key
+from ..crypto._keys import key_id_of
 from ._format import (
     CHECKPOINT,
     CHECKPOINT_NAME,
     DECISION,
     LEDGER_NAME,
-    PUBLIC_KEY_NAME,
     RUN_START,
     STEP_END,
     STEP_START,
@@ -56,9 +55,10 @@ from ._format import (
     witness_path,
 )
 from ._note import Checkpoint, NoteError, open_checkpoint, origin_for, verifier_key
-from ._reader import MAX_SMALL_FILE_BYTES, LedgerReader, LedgerReadError, read_evidence_file
+from ._reader import LedgerReader, LedgerReadError, read_evidence_file
 from ._report_model import Finding, VerifyReport
-from ._semantics import Fail, Semantics, raw_key
+from ._semantics import Fail, Semantics
+from ._trust import coerce_key, resolve_key
 
 __all__ = ["verify_run"]
 
@@ -329,64 +329,6 @@ class _Verifier:
         return roots
 
 
-def _resolve_key(
-    rep: VerifyReport,
-    run_dir: Path,
-    given: Ed25519PublicKey | None,
-    bundle_key: Path | None,
-) -> Ed25519PublicKey:
-    copy = run_dir / PUBLIC_KEY_NAME
-    if given is not None:
-        rep.key_source = "given"
-        if copy.is_file():
-            try:
-                if raw_key(_load_key(copy)) != raw_key(given):
-                    rep.warnings.append(
-                        Finding("key.copy_differs", f"{copy} differs from the given key (ignored)")
-                    )
-            except Fail:
-                rep.warnings.append(
-                    Finding("key.copy_differs", f"{copy} is not a valid public key (ignored)")
-                )
-        return given
-    source, path = (
-        ("bundle copy", bundle_key) if bundle_key is not None else ("run-directory copy", copy)
-    )
-    if not path.exists():
-        raise Fail(
-            "key.missing",
-            None,
-            PUBLIC_KEY_NAME,
-            f"no public key: none given and {path} is missing",
-        )
-    key = _load_key(path)
-    rep.key_source = source
-    rep.warnings.append(
-        Finding(
-            "key.run_copy",
-            f"trusted only {path}, the key copy shipped with the evidence: whoever can rewrite "
-            "the evidence can replace it too; pass the runtime's public key (--key) to verify",
-        )
-    )
-    return key
-
-
-def _load_key(path: Path) -> Ed25519PublicKey:
-    try:
-        read_evidence_file(path, MAX_SMALL_FILE_BYTES)
-        return load_public_key(path)
-    except (LedgerReadError, ValueError) as exc:
-        raise Fail("key.invalid", None, PUBLIC_KEY_NAME, str(exc)) from exc
-
-
-def _coerce_key(key: Ed25519PublicKey | Path | str | None) -> Ed25519PublicKey | None:
-    if key is None or isinstance(key, Ed25519PublicKey):
-        return key
-    if isinstance(key, str | Path):
-        return _load_key(Path(key))
-    raise TypeError(f"key must be an Ed25519PublicKey or a PEM file path, got {key!r}")
-
-
 def verify_run(
     path: Path | str,
     key: Ed25519PublicKey | Path | str | None = None,
@@ -425,8 +367,8 @@ def verify_run(
                 raise Fail(
                     "evidence.missing", None, LEDGER_NAME, f"{run_dir / LEDGER_NAME} is missing"
                 )
-            given = _coerce_key(key)
-            trusted = _resolve_key(
+            given = coerce_key(key)
+            trusted = resolve_key(
                 rep, run_dir, given, bundle.public_key if bundle is not None else None
             )
             rep.key_id = key_id_of(trusted)
