@@ -27,6 +27,7 @@ from ._model import OPERATORS, Budgets, PolicyDocument, PolicyError, Rule
 
 __all__ = ["LoadedFile", "Merged", "load_path", "load_text", "merge"]
 
+_RULES_AT_ONCE = 64  # more rules than this are validated one by one (see _validate)
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column \d+\)$")
 _TOML_END = re.compile(r"\s*\(at end of document\)$")
 
@@ -180,9 +181,9 @@ def load_text(text: str | bytes, source: str) -> LoadedFile:
         raise PolicyError(source, None, f"TOML could not be parsed: {type(exc).__name__}") from exc
     lines = key_lines(text)
     try:
-        doc = PolicyDocument.model_validate(data)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
+        doc = _validate(data)
+    except _Invalid as exc:
+        errors = exc.errors
         # The first error in document order that is most specific.
         errors.sort(key=lambda e: (line_of(lines, e["loc"]) or 0, *_sort_key(e)))
         loc, reason = _reason(errors[0], data)
@@ -192,6 +193,34 @@ def load_text(text: str | bytes, source: str) -> LoadedFile:
     loaded = LoadedFile(source, doc, lines)
     _check_rules(loaded)
     return loaded
+
+
+class _Invalid(Exception):
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
+
+
+def _validate(data: Any) -> PolicyDocument:
+    """The validated document; rules one by one, so that a load in a worker thread lets the
+    event loop run between them (one pydantic call over thousands of rules holds the GIL
+    for its whole length)."""
+    rules = data.get("rules") if isinstance(data, dict) else None
+    try:
+        if not isinstance(rules, list) or len(rules) <= _RULES_AT_ONCE:
+            return PolicyDocument.model_validate(data)
+        head = PolicyDocument.model_validate({**data, "rules": []})
+    except ValidationError as exc:
+        raise _Invalid(exc.errors(include_url=False)) from None
+    validated: list[Rule] = []
+    errors: list[Any] = []
+    for i, rule in enumerate(rules):
+        try:
+            validated.append(Rule.model_validate(rule))
+        except ValidationError as exc:
+            errors += [{**e, "loc": ("rules", i, *e["loc"])} for e in exc.errors(include_url=False)]
+    if errors:
+        raise _Invalid(errors)
+    return head.model_copy(update={"rules": validated})
 
 
 def _check_rules(f: LoadedFile) -> None:

@@ -187,7 +187,8 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         if self._services is not None:
             raise RuntimeError("this Runtime is already running")
-        policy = _load_policies(self._policies)
+        # Off the loop: another runtime on this loop may have live runs while a big set loads.
+        policy = await anyio.to_thread.run_sync(_load_policies, self._policies)
         key = (
             self._key_arg
             if isinstance(self._key_arg, SigningKey)
@@ -644,27 +645,53 @@ class Runtime:
         """
         self._reload(path_or_policyset, publish=True)
 
+    async def reload_policies_async(self, path_or_policyset: str | Path | PolicySet) -> None:
+        """:meth:`reload_policies`, with the file read, validated and compiled off the loop.
+
+        A big policy (thousands of rules) takes long enough to parse and compile that doing
+        it on the event loop would stall every live run; here it happens in a worker thread
+        and only the swap (epoch bump, re-decision of live steps) runs on the loop, in one
+        step: no decision ever sees half of the new set. Same failure rules as
+        :meth:`reload_policies`.
+        """
+        self._require()
+        self._refuse_governed_caller("rt.reload_policies_async")
+        try:
+            policy = await anyio.to_thread.run_sync(_load_policies, path_or_policyset)
+        except (PolicyError, OSError) as exc:
+            self._refused_reload(exc)
+            raise
+        source = None if isinstance(path_or_policyset, PolicySet) else Path(path_or_policyset)
+        self._swap(policy, source, publish=True)
+
     def _reload(self, path_or_policyset: str | Path | PolicySet, *, publish: bool) -> None:
-        services = self._require()
+        self._require()
         self._refuse_governed_caller("rt.reload_policies")
         try:
             policy = _load_policies(path_or_policyset)
         except (PolicyError, OSError) as exc:
-            if not self.config.keep_last_good_policy:
-                reason = f"policy reload refused: {exc}"
-                self.stop_all(
-                    lambda: GovernanceUnavailable(
-                        reason, check="policy.reload", source="policy-reload"
-                    )
-                )
+            self._refused_reload(exc)
             raise
+        source = None if isinstance(path_or_policyset, PolicySet) else Path(path_or_policyset)
+        self._swap(policy, source, publish=publish)
+
+    def _refused_reload(self, exc: Exception) -> None:
+        if not self.config.keep_last_good_policy:
+            reason = f"policy reload refused: {exc}"
+            self.stop_all(
+                lambda: GovernanceUnavailable(reason, check="policy.reload", source="policy-reload")
+            )
+
+    def _swap(self, policy: PolicySet, source: Path | None, *, publish: bool) -> None:
+        """Put ``policy`` in force: one loop step, so every decision sees one set or the other."""
+        services = self._require()
         self._attestor.baseline_policy(policy.digest, policy.sources)
         gov = self._gov
         gov.policy = policy
         gov.epoch += 1
-        if not isinstance(path_or_policyset, PolicySet):
+        if source is not None:
             self._policy_files = tuple(policy.sources)
-            self.policy_source = Path(path_or_policyset)
+            self.policy_source = source
         for run in list(self._runs.values()):
             run.span.event(EVENT_POLICY_RELOADED, policy_event(policy.digest, gov.epoch))
             run.try_record(POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})

@@ -404,3 +404,73 @@ async def test_reload_that_tightens_a_budget_applies_to_live_runs(
             await handle.result()
     assert info.value.check == "budget.max_wall_seconds"
     _verified(handle, key)
+
+
+def _big_policy(n: int) -> str:
+    """``n`` rules (exact targets, globs, conditions), the last of which denies ``probe``."""
+    out = ["version = 1"]
+    for i in range(n):
+        out += ["[[rules]]", f'id = "r{i}"', 'effect = "allow"', f'targets = ["t{i}", "g{i}*"]']
+        if i % 5 == 0:
+            out.append(f'when = {{ "args.x" = {{ lt = {i} }} }}')
+    out += ["[[rules]]", 'id = "probe-denied"', 'effect = "deny"', 'targets = ["probe"]']
+    out += ["[[rules]]", 'id = "agents"', 'effect = "allow"', 'actions = ["invoke_agent"]']
+    return "\n".join(out) + "\n"
+
+
+async def test_a_5000_rule_reload_is_parsed_off_the_loop_and_swapped_in_one_step(
+    evidence: Path, key: SigningKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the big set is parsed and compiled (in a worker thread, held there until the
+    test has seen the loop go on), a live run keeps taking steps under the old set; after
+    the swap the new set decides, and the live run is re-decided under it."""
+    import threading
+
+    path = tmp_path / "big.toml"
+    path.write_text(_big_policy(5000))
+    loading, release = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+    real_load = PolicySet.load.__func__  # type: ignore[attr-defined]
+
+    def held_load(cls: type[PolicySet], p: Any) -> PolicySet:
+        threads.append(threading.current_thread())
+        loading.set()
+        release.wait(30)
+        result: PolicySet = real_load(cls, p)
+        return result
+
+    monkeypatch.setattr(PolicySet, "load", classmethod(held_load))
+    steps: list[int] = []
+    goal: list[int] = []
+    progressed = anyio.Event()
+
+    @tool
+    async def probe(i: int) -> int:
+        if goal and len(steps) >= goal[0]:
+            progressed.set()
+        return i
+
+    @agent
+    async def busy(ctx: Context) -> None:
+        i = 0
+        while True:
+            steps.append(await ctx.call(probe, i))
+            i += 1
+            await anyio.sleep(0.001)
+
+    old = PolicySet.from_text('version = 1\n[[rules]]\nid = "all"\neffect = "allow"\n')
+    async with Runtime(policies=old, evidence_dir=evidence, key=key) as rt:
+        handle = await rt.start(busy, principal="alice", ttl=60)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rt.reload_policies_async, path)
+            await anyio.to_thread.run_sync(loading.wait, 10)
+            goal.append(len(steps) + 5)
+            with anyio.fail_after(10):
+                await progressed.wait()  # the loop and the run go on meanwhile
+            assert rt._gov.policy is old  # nothing swapped yet
+            release.set()
+        assert threads and threads[0] is not threading.main_thread()
+        assert len(rt._gov.policy.rules) == 5002
+        with pytest.raises(PolicyDenied) as stop:
+            await handle.result()  # the live run's next probe is denied by the new set
+    assert stop.value.check == "rule:probe-denied"
