@@ -24,6 +24,7 @@ from ..crypto import PUBLIC_KEY_NAME, default_key_dir
 from ..evidence import load_public_key, verify_run
 from ..evidence._bundle import write_bundle
 from ..evidence._format import WITNESS_DIR, witness_path
+from ._cluster import export_from_backend
 from ._verify import EXIT_INVALID, EXIT_USAGE
 
 __all__ = ["register"]
@@ -35,7 +36,12 @@ def _fail(code: int, message: str) -> typer.Exit:
 
 
 def export_command(
-    run: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="the run directory to export")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR|RUN_ID", help="the run directory (or, with --backend, the run id)"
+        ),
+    ],
     out: Annotated[
         Path, typer.Option("--out", "-o", help="the bundle to write: FILE.tar.gz or a new DIR")
     ],
@@ -43,8 +49,17 @@ def export_command(
         Path | None,
         typer.Option("--key", help="the runtime's public key (default: the key directory's)"),
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", help="export every segment of run RUN_ID from this shared backend"
+        ),
+    ] = None,
 ) -> None:
     """Write an audit bundle: run directory, witness copy, public key and manifest."""
+    if backend is not None:
+        export_from_backend(backend, str(run), out)
+        return
     if not run.is_dir():
         raise _fail(EXIT_USAGE, f"{run}: no such run directory")
     if out.exists():

@@ -1,4 +1,4 @@
-"""``tenure keys generate`` and ``tenure keys show``: the runtime's Ed25519 signing key.
+"""``tenure keys generate|show|certify``: the runtime's Ed25519 signing key, and certificates.
 
 Invariants: an existing private key is never overwritten without ``--force`` (exit code 1,
 one line naming the file); the private key is written with mode 0600 by
@@ -9,11 +9,13 @@ malformed key is one line, exit code 1.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from .._errors import GovernanceViolation
 from ..crypto._grants import key_text
 from ..crypto._keys import (
     PRIVATE_KEY_NAME,
@@ -22,8 +24,10 @@ from ..crypto._keys import (
     generate_key_files,
     key_id_of,
     load_public_key,
+    load_signing_key,
     public_key_pem,
 )
+from ..evidence._certs import CERT_NAME, certify
 
 __all__ = ["register"]
 
@@ -99,6 +103,35 @@ def show(
     typer.echo(f"public key:  {public_path}")
     typer.echo(f"as approver: {key_text(key)}  (the form a policy's [approvers] table takes)")
     typer.echo(public_key_pem(key).decode("ascii"), nl=False)
+
+
+@keys_app.command("certify")
+def certify_command(
+    public_key: Annotated[
+        Path, typer.Argument(metavar="WORKER.pub", help="the public key to certify (PEM)")
+    ],
+    name: Annotated[str, typer.Option("--name", help="the process the key belongs to")],
+    by: Annotated[Path, typer.Option("--by", help="the operator's private key (PEM)")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="the certificate file (default: tenure.cert beside WORKER.pub)"),
+    ] = None,
+) -> None:
+    """Certify a runtime's or worker's key with the operator's, for one-key audits."""
+    target = out if out is not None else public_key.with_name(CERT_NAME)
+    try:
+        subject = load_public_key(public_key)
+        operator = load_signing_key(by, create=False)
+        certificate = certify(operator, subject, name)
+    except (ValueError, GovernanceViolation) as exc:
+        typer.echo(f"error: {getattr(exc, 'reason', exc)}", err=True)
+        raise typer.Exit(code=2) from None
+    try:
+        target.write_text(json.dumps(certificate, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        typer.echo(f"error: cannot write {target}: {exc.strerror or exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"certified {key_id_of(subject)} as {name!r} by {operator.key_id}: {target}")
 
 
 def register(app: typer.Typer) -> None:

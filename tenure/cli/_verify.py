@@ -33,6 +33,8 @@ from ..evidence import (
     load_public_key,
     verify_run,
 )
+from ..evidence._cluster import is_cluster_dir
+from ._cluster import verify_exported
 
 __all__ = [
     "EXIT_INCOMPLETE",
@@ -137,6 +139,8 @@ def verify_command(
         except ValueError as exc:
             err.print(f"error: {escape(str(exc))}")
             raise typer.Exit(EXIT_USAGE) from exc
+    if is_cluster_dir(run_dir):  # a run from many processes (tenure export --backend)
+        verify_exported(run_dir, public_key, allow_incomplete)
     rep = verify_run(run_dir, public_key, expect_run_id=expect_run_id)
     if rep.failures and rep.failures[0].code == "evidence.missing" and _not_a_run(run_dir):
         err.print(escape(f"error: {run_dir} is not a run directory: {rep.failures[0].message}"))

@@ -12,6 +12,7 @@ reached (a schema it does not know included), 2 a usage error.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import socket
@@ -95,12 +96,12 @@ def worker_command(
     """Serve the agents of MODULE for pool NAME until SIGTERM."""
     try:
         _import_agents(agents)
-        certificate = cert.read_text(encoding="utf-8") if cert is not None else None
+        certificate = json.loads(cert.read_text(encoding="utf-8")) if cert is not None else None
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    except OSError as exc:
-        typer.echo(f"error: cannot read --cert {cert}: {exc.strerror or exc}", err=True)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: cannot read --cert {cert}: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     try:
         worker = PoolWorker(

@@ -12,6 +12,7 @@ it resumes) and its cancel scope is cancelled (sleeping tasks wake at once).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import weakref
@@ -33,6 +34,7 @@ from ..crypto._canonical import b64e
 from ..crypto._grants import sign_grant
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
+from ..evidence._certs import CERT_NAME
 from ..evidence._format import (
     ATTESTATION,
     POLICY_RELOADED,
@@ -253,6 +255,11 @@ class Runtime:
         assert backend is not None
         cfg = self.config
         name, pool, info = self._identity
+        info = {**info}
+        if "certificate" not in info:
+            certificate = _certificate_beside(self._key)
+            if certificate is not None:
+                info["certificate"] = certificate
         link = BackendLink(
             backend,
             self,
@@ -789,6 +796,23 @@ def _background_failure(group: BaseExceptionGroup[BaseException]) -> GovernanceU
     )
     failure.__cause__ = group
     return failure
+
+
+def _certificate_beside(key: SigningKey) -> Any:
+    """The operator's certificate kept beside the key file (``tenure.cert``), if any."""
+    if key.path is None:
+        return None
+    path = key.path.parent / CERT_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise GovernanceUnavailable(
+            f"{path}: the key's certificate cannot be read: {exc}",
+            check="key.certificate",
+            source="runtime",
+        ) from exc
 
 
 def _load_policies(source: str | Path | PolicySet | None) -> PolicySet:

@@ -170,6 +170,8 @@ class BackendLink:
         self._host = host
         self._writers: dict[str, SegmentWriter] = {}
         self._closing: dict[str, anyio.Event] = {}
+        # The operator's certificate of this process's key, declared with its segments.
+        self._certificate: Any = (info or {}).get("certificate")
         #: every run or lease id the governance log revoked so far (checked on each claim)
         self.revoked: set[str] = set()
         self.plane = ControlPlane(
@@ -297,7 +299,13 @@ class BackendLink:
     ) -> None:
         """Open the run's segment in the backend and ship its first records."""
         member = self.member()
-        meta = {"key": key.key_id, "pubkey": b64e(key.public_raw), "name": self.plane.name}
+        meta: dict[str, Any] = {
+            "key": key.key_id,
+            "pubkey": b64e(key.public_raw),
+            "name": self.plane.name,
+        }
+        if self._certificate is not None:
+            meta["certificate"] = self._certificate
         info = SegmentInfo(
             name,
             run.id,

@@ -78,7 +78,7 @@ class PoolWorker:
         pool: str,
         name: str,
         concurrency: int = 4,
-        certificate: str | None = None,
+        certificate: Any = None,
         **runtime: Any,
     ) -> None:
         if runtime.get("backend") is None:
