@@ -79,10 +79,11 @@ _MAX_SLICE_S = 0.02  # the runtime's own work per loop turn (see kernel._pace)
 class RunHandle(metaclass=NoPublicConstructor):
     """A started run: its id, where its evidence is, and its outcome (``rt.start`` makes it)."""
 
-    __slots__ = ("_run",)
+    __slots__ = ("_link", "_run")
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, link: BackendLink | None = None) -> None:
         self._run = run
+        self._link = link
 
     @property
     def run_id(self) -> str:
@@ -100,8 +101,14 @@ class RunHandle(metaclass=NoPublicConstructor):
         return self._run.done.is_set()
 
     async def result(self) -> Any:
-        """Wait for the end; return the root agent's result or raise why it stopped."""
+        """Wait for the end; return the root agent's result or raise why it stopped.
+
+        With a shared backend it returns once the run's last records are in its segment
+        too (an export right after sees the whole run).
+        """
         await self._run.done.wait()
+        if self._link is not None:
+            await self._link.flush_segment(self._run.evidence_name)
         run = self._run
         if run.stop is not None:
             raise run.stop_error()
@@ -311,6 +318,7 @@ class Runtime:
                     await run.done.wait()
         link, self._link = self._link, None
         if link is not None:
+            await link.drain()
             await link.stop()
         tg.cancel_scope.cancel()
         failure: GovernanceUnavailable | None = None
@@ -407,7 +415,7 @@ class Runtime:
         agent.bind(args, kwargs)  # a wrong call is the caller's mistake: TypeError here
         run_id = "run_" + secrets.token_hex(8)
         run = await self._open(agent, args, kwargs, principal, granted, ttl, run_id, run_id)
-        return RunHandle._create(run)
+        return RunHandle._create(run, self._link)
 
     async def _open(
         self,

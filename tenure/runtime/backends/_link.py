@@ -170,6 +170,8 @@ class BackendLink:
         self._host = host
         self._writers: dict[str, SegmentWriter] = {}
         self._closing: dict[str, anyio.Event] = {}
+        #: how long closing waits for the last records to reach the backend
+        self.backend_timeout = 10.0
         # The operator's certificate of this process's key, declared with its segments.
         self._certificate: Any = (info or {}).get("certificate")
         #: every run or lease id the governance log revoked so far (checked on each claim)
@@ -335,6 +337,12 @@ class BackendLink:
         done = self._closing.get(name)
         if done is not None:
             await done.wait()
+
+    async def drain(self) -> None:
+        """Wait (bounded) for every finished run's last records to be shipped."""
+        with anyio.move_on_after(self.backend_timeout):
+            for done in list(self._closing.values()):
+                await done.wait()
 
     def close_segment(self, name: str) -> None:
         """A run ended: ship its last records (its final checkpoint) in the background."""
