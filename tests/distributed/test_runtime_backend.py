@@ -223,9 +223,11 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
         frozen = pg_private.freeze()
         t0 = anyio.current_time()
         try:
-            with anyio.fail_after(10), pytest.raises(GovernanceUnavailable) as caught:
-                await handle.result()
+            with anyio.fail_after(10):
+                await handle._run.done.wait()  # stopped and its evidence closed
             stopped_after = anyio.current_time() - t0
+            with anyio.fail_after(10), pytest.raises(GovernanceUnavailable) as caught:
+                await handle.result()  # waits (bounded) for the frozen backend's segment too
         finally:
             pg_private.thaw(frozen)
         assert caught.value.check == "backend.liveness"

@@ -333,10 +333,15 @@ class BackendLink:
 
     async def flush_segment(self, name: str) -> None:
         """Wait until a finished run's last records are shipped (a worker, before it
-        answers, so its parent can record the child's final signed tree head)."""
+        answers, so its parent can record the child's final signed tree head).
+
+        Bounded by the liveness ttl: a backend that cannot take them now does not hold up
+        the run's outcome (they are shipped when it can, while this process lives).
+        """
         done = self._closing.get(name)
         if done is not None:
-            await done.wait()
+            with anyio.move_on_after(self.plane.ttl):
+                await done.wait()
 
     async def drain(self) -> None:
         """Wait (bounded) for every finished run's last records to be shipped."""
