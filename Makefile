@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint clean postgresql debian-tools package test-floors
+.PHONY: demo demo-cluster test bench lint clean postgresql debian-tools package test-floors
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/tenure demo
+
+# A planner delegating researchers to two workers over a throwaway local PostgreSQL,
+# revoked from the command line, then exported and verified (examples/distributed/).
+demo-cluster: $(STAMP)
+	bash examples/distributed/demo.sh
 
 # The distributed tests start a throwaway PostgreSQL of their own; a fresh Debian machine
 # (CI: root) gets the server package here. Once it is installed, a server that does not
