@@ -191,7 +191,12 @@ class PgServer:
             )
         return done
 
-    def start(self) -> None:
+    def trust(self, cidr: str) -> None:
+        """Let clients from ``cidr`` in without a password (a test network namespace)."""
+        with open(self.data / "pg_hba.conf", "a") as f:
+            f.write(f"host all all {cidr} trust\n")
+
+    def start(self, listen: tuple[str, ...] = ("127.0.0.1",)) -> None:
         """Start the server (on a new free port the first time; the same one after).
 
         The postmaster is this process's own child (not daemonized by pg_ctl), so a
@@ -209,7 +214,7 @@ class PgServer:
                         "-D",
                         str(self.data),
                         "-c",
-                        "listen_addresses=127.0.0.1",
+                        f"listen_addresses={','.join(listen)}",
                         "-c",
                         f"port={self.port}",
                         "-c",

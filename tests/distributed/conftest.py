@@ -146,28 +146,36 @@ class WorkerProcess:
 
 
 def start_worker(
-    url: str, evidence: Path, name: str, pool: str = "research", concurrency: int = 4
+    url: str,
+    evidence: Path,
+    name: str,
+    pool: str = "research",
+    concurrency: int = 4,
+    wrap: Callable[[list[str]], list[str]] = list,
 ) -> WorkerProcess:
-    """Start ``tenure worker`` for the test agents and wait for its ready line."""
+    """Start ``tenure worker`` for the test agents (``wrap``: e.g. inside a network
+    namespace) and wait for its ready line."""
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tenure",
-            "worker",
-            "--backend",
-            url,
-            "--agents",
-            "tests.distributed.pool_agents",
-            "--pool",
-            pool,
-            "--name",
-            name,
-            "--concurrency",
-            str(concurrency),
-            "--evidence-dir",
-            str(evidence),
-        ],
+        wrap(
+            [
+                sys.executable,
+                "-m",
+                "tenure",
+                "worker",
+                "--backend",
+                url,
+                "--agents",
+                "tests.distributed.pool_agents",
+                "--pool",
+                pool,
+                "--name",
+                name,
+                "--concurrency",
+                str(concurrency),
+                "--evidence-dir",
+                str(evidence),
+            ]
+        ),
         stdout=subprocess.PIPE,
         stderr=None,
         text=True,
@@ -188,8 +196,14 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes (each stopped with SIGTERM at the end)."""
     started: list[WorkerProcess] = []
 
-    def start(url: str, name: str, pool: str = "research", concurrency: int = 4) -> WorkerProcess:
-        worker = start_worker(url, tmp_path / name, name, pool, concurrency)
+    def start(
+        url: str,
+        name: str,
+        pool: str = "research",
+        concurrency: int = 4,
+        wrap: Callable[[list[str]], list[str]] = list,
+    ) -> WorkerProcess:
+        worker = start_worker(url, tmp_path / name, name, pool, concurrency, wrap)
         started.append(worker)
         return worker
 

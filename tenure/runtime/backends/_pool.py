@@ -132,12 +132,12 @@ class PoolWorker:
 
     async def _claim(self) -> ClaimedTask | None:
         link = self.link
-        await link.backend.queue.wait_queued(self.pool, _POLL)
-        if self._draining.is_set() or not link.plane.live():
-            return None
         try:
+            await link.backend.queue.wait_queued(self.pool, _POLL)
+            if self._draining.is_set() or not link.plane.live():
+                return None
             return await link.backend.queue.claim(link.member(), self.pool)
-        except GovernanceViolation as exc:
+        except GovernanceViolation as exc:  # the backend is away: the worker waits it out
             _log.warning("claim failed: %s", exc)
             await anyio.sleep(_POLL / 4)
             return None
