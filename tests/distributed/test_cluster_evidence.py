@@ -7,19 +7,20 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import anyio
+import asyncpg
 import pytest
 
 from tenure import Runtime
-from tenure.crypto import default_key_dir, generate_key_files, load_public_key
+from tenure.crypto import generate_key_files, load_public_key
 from tenure.evidence._certs import CERT_NAME, certify
 from tenure.evidence._cluster import verify_cluster
 from tenure.runtime.backends._pg import upgrade
 
-from .conftest import ROOT, WorkerProcess
+from ._pg import PgServer
+from .conftest import ROOT, WorkerProcess, start_worker
 from .pool_agents import planner
 
 ALLOW = 'version = 1\ndefault = "deny"\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
@@ -47,32 +48,63 @@ def _certified_key(directory: Path, name: str, operator_key: Path) -> None:
     assert (directory / CERT_NAME).is_file()
 
 
-@pytest.fixture
-async def exported(
-    pg_url: str, tmp_path: Path, workers: Callable[..., WorkerProcess]
-) -> tuple[Path, Path, str]:
-    """A run of the planner on two certified workers, exported: (dir, operator.pub, run id)."""
-    await upgrade(pg_url)
-    operator = tmp_path / "operator"
+async def _make_export(root: Path, url: str) -> tuple[Path, Path, str]:
+    await upgrade(url)
+    operator = root / "operator"
     generate_key_files(operator)
-    _certified_key(default_key_dir(), "api-server", operator / "tenure.key")
-    for name in ("w1", "w2"):
-        _certified_key(tmp_path / name / "key", name, operator / "tenure.key")
-        workers(pg_url, name)
-    policy = tmp_path / "allow.toml"
-    policy.write_text(ALLOW)
-    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
-        topics = ["a", "b", "c", "d"]
-        handle = await rt.start(planner, topics, principal="alice", scopes={"notes:read"}, ttl=60)
-        with anyio.fail_after(60):
-            await handle.result()
-    out = tmp_path / "export"
+    _certified_key(root / "api", "api-server", operator / "tenure.key")
+    started: list[WorkerProcess] = []
+    try:
+        for name in ("w1", "w2"):
+            _certified_key(root / name / "key", name, operator / "tenure.key")
+            started.append(start_worker(url, root / name, name))
+        policy = root / "allow.toml"
+        policy.write_text(ALLOW)
+        key = root / "api" / "tenure.key"
+        async with Runtime(backend=url, evidence_dir=root / "runs", policies=policy, key=key) as rt:
+            topics = ["a", "b", "c", "d"]
+            handle = await rt.start(
+                planner, topics, principal="alice", scopes={"notes:read"}, ttl=60
+            )
+            with anyio.fail_after(60):
+                await handle.result()
+    finally:
+        for worker in started:
+            worker.stop()
+    out = root / "export"
     done = await anyio.to_thread.run_sync(
-        tenure_cli, "export", handle.run_id, "--backend", pg_url, "--out", str(out)
+        tenure_cli, "export", handle.run_id, "--backend", url, "--out", str(out)
     )
     assert done.returncode == 0, done.stderr
     assert "5 segment(s)" in done.stdout
     return out, operator / "tenure.pub", handle.run_id
+
+
+@pytest.fixture(scope="module")
+def made(pg_cluster: PgServer, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """One run of the planner on two certified workers, exported once for every test here:
+    (export dir, operator.pub, run id). Each test works on its own copy."""
+    root = tmp_path_factory.mktemp("cluster")
+    database = "cluster_export"
+
+    async def make() -> tuple[Path, Path, str]:
+        admin = await asyncpg.connect(pg_cluster.dsn)
+        try:
+            await admin.execute(f'CREATE DATABASE "{database}"')
+        finally:
+            await admin.close()
+        return await _make_export(root, pg_cluster.url(database))
+
+    return anyio.run(make)
+
+
+@pytest.fixture
+def exported(made: tuple[Path, Path, str], tmp_path: Path) -> tuple[Path, Path, str]:
+    """A private copy of the export (attacks tamper with it)."""
+    out, operator_pub, run_id = made
+    copy = tmp_path / "export"
+    shutil.copytree(out, copy)
+    return copy, operator_pub, run_id
 
 
 async def test_an_exported_run_of_many_workers_verifies_with_the_operator_key_alone(
