@@ -53,6 +53,7 @@ __all__ = [
 _log = logging.getLogger("tenure.backend")
 
 _MAX_TEXT = 500
+_RETRYABLE = frozenset({"backend.unreachable"})
 _PUBLISH_ATTEMPTS = 20
 
 
@@ -383,9 +384,16 @@ class BackendLink:
             for key, (count, per) in policy.rate_limits.items()
             if fnmatchcase(step.target.name, key)
         )
-        refusal = await self.backend.budgets.debit(
-            self.member(), Debit(run.id, amounts, limits, rates)
-        )
+        debit = Debit(run.id, amounts, limits, rates)
+        try:
+            refusal = await self.backend.budgets.debit(self.member(), debit)
+        except GovernanceViolation as exc:
+            if exc.check not in _RETRYABLE:
+                raise
+            # One more try on a fresh connection (a restarted server dropped the old one).
+            # Had the first landed without its acknowledgement, the run is debited twice:
+            # it gets less than its limit, never more.
+            refusal = await self.backend.budgets.debit(self.member(), debit)
         return None if refusal is None else (refusal.check, refusal.reason)
 
     # -- in -------------------------------------------------------------------------------

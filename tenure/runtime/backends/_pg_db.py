@@ -47,6 +47,16 @@ DRIVER_ERRORS: Final = (
 _SEGMENT: Final = "TN002"
 
 
+def _broken(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves its connection in an unknown state (anything but an answer
+    the server gave, or an error of ours)."""
+    if isinstance(exc, GovernanceUnavailable):
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        return isinstance(exc, asyncpg.PostgresConnectionError)
+    return True
+
+
 async def _setup(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -149,7 +159,16 @@ class PgDb:
         try:
             with anyio.fail_after(self.op_timeout):
                 async with pool.acquire() as conn:
-                    yield conn
+                    try:
+                        yield conn
+                    except BaseException as exc:
+                        if _broken(exc):
+                            # Its state is unknown (cut mid-operation): never reuse it, and
+                            # if the server went away the others are dead too (a restart).
+                            with contextlib.suppress(asyncpg.InterfaceError):
+                                conn.terminate()  # (the pool may have dropped it already)
+                            await pool.expire_connections()
+                        raise
         except DRIVER_ERRORS as exc:
             raise self.translate(exc) from exc
 

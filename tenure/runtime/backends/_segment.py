@@ -97,36 +97,44 @@ class SegmentWriter:
         await self.backend.evidence.open_segment(self.member, self.info)
 
     async def ship(self) -> None:
-        """Commit every line kept so far (raises ``GovernanceUnavailable`` if it cannot)."""
-        async with self._lock:
-            ops = self.ops
-            if not ops.lines and ops.checkpoint is None:
-                return
-            lines, note = tuple(ops.lines), ops.checkpoint
-            try:
-                await self.backend.evidence.commit(
-                    self.member, Batch(self.info.id, self.shipped, lines, checkpoint=note)
-                )
-            except GovernanceViolation as exc:
-                if exc.check == "backend.fenced":
-                    raise
-                await self._reconcile(len(lines))
-                raise
-            del ops.lines[: len(lines)]
-            if ops.checkpoint == note:
-                ops.checkpoint = None
-            self.shipped += len(lines)
+        """Commit every line kept so far (raises ``GovernanceUnavailable`` if it cannot).
 
-    async def _reconcile(self, sent: int) -> None:
+        A failed commit is reconciled and sent once more: a connection the server dropped
+        (a restart) fails one call, and the second goes out on a fresh one.
+        """
+        async with self._lock:
+            for attempt in (1, 2):
+                try:
+                    await self._send()
+                    return
+                except GovernanceViolation as exc:
+                    if exc.check == "backend.fenced" or attempt == 2:
+                        raise
+                    await self._reconcile()
+
+    async def _send(self) -> None:
+        ops = self.ops
+        if not ops.lines and ops.checkpoint is None:
+            return
+        lines, note = tuple(ops.lines), ops.checkpoint
+        await self.backend.evidence.commit(
+            self.member, Batch(self.info.id, self.shipped, lines, checkpoint=note)
+        )
+        del ops.lines[: len(lines)]
+        if ops.checkpoint == note:
+            ops.checkpoint = None
+        self.shipped += len(lines)
+
+    async def _reconcile(self) -> None:
         """After a failed commit: learn whether it landed, and drop what did."""
         try:
             size = await self.backend.evidence.size(self.info.id)
         except GovernanceViolation:
-            return  # still unknown: the next ship reconciles again (or is refused)
+            return  # still unknown: the next send is refused if it would overwrite
         landed = size - self.shipped
-        if 0 < landed <= sent:
+        if 0 < landed <= len(self.ops.lines):
             del self.ops.lines[:landed]
-            self.shipped = size
+            self.shipped = size  # a note sent with them is sent again: stored, harmless
 
     async def ship_or_stop(self) -> None:
         """Ship; a failure is a governance failure of the run (the step must not start)."""
