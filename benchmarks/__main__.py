@@ -60,6 +60,7 @@ MODULES = [
     "isolation",
     "memory",
     "report",
+    "distributed",
 ]
 
 # Targets from the issues for figures that other modules return from ``main()``.

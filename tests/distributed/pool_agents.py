@@ -6,6 +6,8 @@ a delegation pins is the one each worker measures.
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
 from tenure import Context, agent, tool
@@ -65,3 +67,23 @@ async def budget_planner(ctx: Context, width: int) -> list[int]:
         for _ in range(width):
             p.start(spender, on="pool:research")
     return list(p.results)
+
+
+@agent
+async def fan_lingerers(ctx: Context, markers: list[str]) -> list[str]:
+    """One lingering part per marker, in parallel on the pool (the revocation benchmark)."""
+    async with ctx.parallel() as p:
+        for marker in markers:
+            p.start(lingerer, marker, on="pool:research")
+    return list(p.results)
+
+
+@agent(scopes={"notes:read"})
+async def caller(ctx: Context, n: int) -> list[int]:
+    """``n`` governed tool calls in a row; each call's latency in ns (the per-call benchmark)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        await ctx.call(lookup, "x")
+        times.append(time.perf_counter_ns() - t0)
+    return times

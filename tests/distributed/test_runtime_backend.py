@@ -109,13 +109,13 @@ async def test_a_runtime_refuses_a_schema_newer_than_it_knows(
         async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
             pass
     assert caught.value.check == "backend.schema"
-    assert "version 99, newer than this Tenure knows (up to 1)" in caught.value.reason
+    assert "version 99, newer than this Tenure knows (up to 2)" in caught.value.reason
 
 
 async def test_tenure_db_upgrade_creates_the_schema_once(pg_url: str) -> None:
     first = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "applied schema migration(s) 1" in first.stdout
+    assert "applied schema migration(s) 1, 2" in first.stdout
     again = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
     assert again.returncode == 0 and "schema already current" in again.stdout
     unreachable = await anyio.to_thread.run_sync(
@@ -373,3 +373,31 @@ async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
     assert len(answered) == 1
     assert answered[0]["approver"] in {"bob", "eve"}
     assert verify_run(handle.evidence_path).verdict == "verified"
+
+
+async def test_a_database_at_an_older_schema_is_refused_until_upgraded(
+    pg_url: str, evidence: Path, policy: Path
+) -> None:
+    """A database left at schema 1 by an older Tenure: refused with what to run, then
+    ``upgrade`` applies only what is missing."""
+    from tenure.runtime.backends._pg_schema import MIGRATIONS
+
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE TABLE tenure_schema (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+            )
+            await conn.execute(MIGRATIONS[0][1])
+            await conn.execute("INSERT INTO tenure_schema (version) VALUES (1)")
+    finally:
+        await conn.close()
+    with pytest.raises(GovernanceUnavailable) as caught:
+        async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
+            pass
+    assert "at version 1, older than this Tenure's 2" in caught.value.reason
+    assert await upgrade(pg_url) == [2]
+    assert await upgrade(pg_url) == []
+    async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy) as rt:
+        assert await rt.run(ticking_once, principal="alice", ttl=10) == 1

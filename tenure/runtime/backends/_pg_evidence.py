@@ -31,18 +31,16 @@ class PgEvidence:
             raise ValueError(
                 f"segment {segment.id} names member {segment.member}, not its writer {member.id}"
             )
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            await conn.execute(
-                "INSERT INTO tenure_segments (id, run_id, member, parent, parent_index, meta) "
-                "VALUES ($1, $2, $3, $4, $5, $6)",
-                segment.id,
-                segment.run_id,
-                segment.member,
-                segment.parent,
-                segment.parent_index,
-                dict(segment.meta),
-            )
+        await self._db.execute(
+            "SELECT tenure_open_segment($1, $2, $3, $4, $5, $6, $7)",
+            member.id,
+            member.generation,
+            segment.id,
+            segment.run_id,
+            segment.parent,
+            segment.parent_index,
+            dict(segment.meta),
+        )
 
     async def commit(
         self, member: Member, batch: Batch, debit: Debit | None = None

@@ -282,8 +282,83 @@ BEGIN
 END $$;
 """
 
+# Version 2: every fenced write in one round trip (a function doing fence + write), where
+# version 1 took a transaction of several statements (BEGIN, fence, write, notify, COMMIT).
+_V2: Final = r"""
+CREATE FUNCTION tenure_debit_fenced(p_member text, p_gen bigint, p_run text, p_amounts jsonb,
+                                    p_limits jsonb, p_rates jsonb, p_reserve boolean)
+RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    RETURN tenure_debit(p_run, p_amounts, p_limits, p_rates, p_reserve);
+END $$;
+
+CREATE FUNCTION tenure_enqueue(p_member text, p_gen bigint, p_id text, p_pool text,
+                               p_run text, p_payload jsonb) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    INSERT INTO tenure_tasks (id, pool, run_id, state, payload, enqueued_by)
+        VALUES (p_id, p_pool, p_run, 'queued', p_payload, p_member);
+    PERFORM pg_notify('tenure_queue', p_pool);
+END $$;
+
+CREATE FUNCTION tenure_claim(p_member text, p_gen bigint, p_pool text)
+RETURNS TABLE (task text, task_pool text, task_run text, task_payload jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v record;
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    UPDATE tenure_tasks t SET state = 'claimed', claimer = p_member, claimer_gen = p_gen,
+           claimed_at = clock_timestamp()
+        WHERE t.id = (SELECT q.id FROM tenure_tasks q
+                      WHERE q.pool = p_pool AND q.state = 'queued'
+                      ORDER BY q.created_at, q.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING t.id, t.pool, t.run_id, t.payload INTO v;
+    IF FOUND THEN
+        PERFORM pg_notify('tenure_task', v.id);
+        task := v.id; task_pool := v.pool; task_run := v.run_id; task_payload := v.payload;
+        RETURN NEXT;
+    END IF;
+END $$;
+
+CREATE FUNCTION tenure_finish(p_member text, p_gen bigint, p_id text, p_state text,
+                              p_result jsonb, p_error jsonb) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    UPDATE tenure_tasks SET state = p_state, result = p_result, error = p_error,
+           finished_at = clock_timestamp()
+        WHERE id = p_id AND claimer = p_member AND claimer_gen = p_gen AND state = 'claimed';
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    PERFORM pg_notify('tenure_task', p_id);
+    RETURN true;
+END $$;
+
+CREATE FUNCTION tenure_open_segment(p_member text, p_gen bigint, p_id text, p_run text,
+                                    p_parent text, p_index bigint, p_meta jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    INSERT INTO tenure_segments (id, run_id, member, parent, parent_index, meta)
+        VALUES (p_id, p_run, p_member, p_parent, p_index, p_meta);
+END $$;
+
+CREATE FUNCTION tenure_request_approval(p_member text, p_gen bigint, p_id text, p_run text,
+                                        p_request jsonb, p_at bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM tenure_fence(p_member, p_gen);
+    INSERT INTO tenure_approvals (id, run_id, request, requested_at_us, requested_by)
+        VALUES (p_id, p_run, p_request, p_at, p_member);
+END $$;
+"""
+
 #: (version, SQL) in order; a released migration is never edited, only followed.
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1),)
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2))
 
 #: The schema version this Tenure reads and writes.
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

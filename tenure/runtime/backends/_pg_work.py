@@ -96,17 +96,15 @@ class PgApprovals:
             "args_digest": record.args_digest,
             "details": dict(record.details),
         }
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            await conn.execute(
-                "INSERT INTO tenure_approvals (id, run_id, request, requested_at_us, "
-                "requested_by) VALUES ($1, $2, $3, $4, $5)",
-                record.id,
-                record.run_id,
-                body,
-                record.requested_at_us,
-                member.id,
-            )
+        await self._db.execute(
+            "SELECT tenure_request_approval($1, $2, $3, $4, $5, $6)",
+            member.id,
+            member.generation,
+            record.id,
+            record.run_id,
+            body,
+            record.requested_at_us,
+        )
 
     async def decide(
         self,
@@ -159,11 +157,12 @@ class PgBudgets:
         self._db = db
 
     async def debit(self, member: Member, debit: Debit) -> Refusal | None:
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            text: str | None = await conn.fetchval(
-                "SELECT tenure_debit($1, $2, $3, $4::jsonb, $5)", *debit_args(debit)
-            )
+        text: str | None = await self._db.fetchval(
+            "SELECT tenure_debit_fenced($1, $2, $3, $4, $5, $6::jsonb, $7)",
+            member.id,
+            member.generation,
+            *debit_args(debit),
+        )
         return refusal_of(text)
 
     async def used(self, run_id: str) -> dict[str, float]:
@@ -171,15 +170,6 @@ class PgBudgets:
             "SELECT used FROM tenure_runs WHERE id = $1", run_id
         )
         return {k: float(v) for k, v in (used or {}).items()}
-
-
-_CLAIM = """
-UPDATE tenure_tasks SET state = 'claimed', claimer = $1, claimer_gen = $2,
-       claimed_at = clock_timestamp()
-WHERE id = (SELECT id FROM tenure_tasks WHERE pool = $3 AND state = 'queued'
-            ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING id, pool, run_id, payload
-"""
 
 
 class PgQueue:
@@ -192,29 +182,27 @@ class PgQueue:
         self, member: Member, pool: str, run_id: str, payload: Mapping[str, Any]
     ) -> str:
         task_id = "task_" + secrets.token_hex(8)
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            await conn.execute(
-                "INSERT INTO tenure_tasks (id, pool, run_id, state, payload, enqueued_by) "
-                "VALUES ($1, $2, $3, 'queued', $4, $5)",
-                task_id,
-                pool,
-                run_id,
-                dict(payload),
-                member.id,
-            )
-            await conn.execute("SELECT pg_notify('tenure_queue', $1)", pool)
+        await self._db.execute(
+            "SELECT tenure_enqueue($1, $2, $3, $4, $5, $6)",
+            member.id,
+            member.generation,
+            task_id,
+            pool,
+            run_id,
+            dict(payload),
+        )
         return task_id
 
     async def claim(self, member: Member, pool: str) -> ClaimedTask | None:
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            row = await conn.fetchrow(_CLAIM, member.id, member.generation, pool)
-            if row is not None:
-                await conn.execute("SELECT pg_notify('tenure_task', $1)", row["id"])
+        row = await self._db.fetchrow(
+            "SELECT task, task_pool, task_run, task_payload FROM tenure_claim($1, $2, $3)",
+            member.id,
+            member.generation,
+            pool,
+        )
         if row is None:
             return None
-        return ClaimedTask(row["id"], row["pool"], row["run_id"], row["payload"])
+        return ClaimedTask(row["task"], row["task_pool"], row["task_run"], row["task_payload"])
 
     async def wait_queued(self, pool: str, max_wait: float) -> None:
         async def queued() -> bool:
@@ -237,23 +225,17 @@ class PgQueue:
     ) -> None:
         if state not in ("done", "failed"):
             raise ValueError(f"a task finishes as 'done' or 'failed', not {state!r}")
-        async with self._db.connection() as conn, conn.transaction():
-            await conn.execute("SELECT tenure_fence($1, $2)", member.id, member.generation)
-            found = await conn.fetchval(
-                "UPDATE tenure_tasks SET state = $4, result = $5, error = $6, "
-                "finished_at = clock_timestamp() "
-                "WHERE id = $1 AND claimer = $2 AND claimer_gen = $3 AND state = 'claimed' "
-                "RETURNING id",
-                task_id,
-                member.id,
-                member.generation,
-                state,
-                result,
-                dict(error) if error is not None else None,
-            )
-            if found is None:
-                raise fenced(member, f"task {task_id} is not claimed by it in this generation")
-            await conn.execute("SELECT pg_notify('tenure_task', $1)", task_id)
+        found = await self._db.fetchval(
+            "SELECT tenure_finish($1, $2, $3, $4, $5, $6)",
+            member.id,
+            member.generation,
+            task_id,
+            state,
+            result,
+            dict(error) if error is not None else None,
+        )
+        if not found:
+            raise fenced(member, f"task {task_id} is not claimed by it in this generation")
 
     async def outcome(self, task_id: str) -> TaskOutcome:
         row = await self._db.fetchrow(
