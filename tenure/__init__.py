@@ -7,7 +7,17 @@ whole run stops, fail closed, and the stop is recorded in verifiable evidence.
 
 from ._errors import TenureError
 from ._version import __version__ as __version__
-from .agents import Agent, Context, Parallel, ParallelTask, Tool, agent, tool
+from .agents import (
+    Agent,
+    Context,
+    ModelCall,
+    Parallel,
+    ParallelTask,
+    Tool,
+    agent,
+    current_context,
+    tool,
+)
 from .runtime import (
     ApprovalRequest,
     AttestationMismatch,
@@ -34,6 +44,7 @@ __all__ = [
     "Lease",
     "LeaseExpired",
     "LeaseRevoked",
+    "ModelCall",
     "Parallel",
     "ParallelTask",
     "PolicyDenied",
@@ -45,5 +56,6 @@ __all__ = [
     "TenureError",
     "Tool",
     "agent",
+    "current_context",
     "tool",
 ]

@@ -58,6 +58,8 @@ DESIGN_API_TYPES = {
     "RuntimeConfig": "Runtime(config=...)",
     "SigningKey": "Runtime(key=...)",
     "TenureError": "the root of every error Tenure raises on purpose (``except TenureError``)",
+    "ModelCall": "what ctx.model_call(...) returns (the governed model-call seam)",
+    "current_context": "the running step's Context, the seam framework adapters start from",
 }
 
 EXCEPTIONS = sorted(

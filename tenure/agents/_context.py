@@ -1,26 +1,56 @@
 """The :class:`Context` an agent receives: its only way to act.
 
 Every method goes through the run's governance (decision, evidence, lease). A context is
-created by the runtime for one agent step; it has no public constructor.
+created by the runtime for one agent step (and one for each tool call, which the tool's body
+reaches through :func:`current_context`); it has no public constructor.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 
 from .._checks import check_scopes, check_usage
+from .._errors import GovernanceViolation
 from .._util import NoPublicConstructor, final
+from ._calls import ModelCall
 from ._decorators import Agent, Tool
 from ._ports import LeaseView, StepPort
 
-__all__ = ["Context", "Parallel", "ParallelTask"]
+__all__ = ["Context", "Parallel", "ParallelTask", "current_context", "current_step_context"]
+
+T = TypeVar("T")
+
+#: The context of the governed step running in this task (set by the runtime around every
+#: agent body and tool body; copied into the tasks and worker threads started from there).
+current_step_context: ContextVar[Context | None] = ContextVar("tenure_context", default=None)
+
+
+def current_context() -> Context:
+    """The :class:`Context` of the governed agent or tool running here.
+
+    Framework adapters use it to govern the calls a framework makes on behalf of the agent
+    that runs it. Inside a tool body it is the tool call's own context: calls made through
+    it are children of the tool call, under the calling agent's lease.
+
+    Raises:
+        RuntimeError: no governed step is running in this task or thread (nothing runs
+            ungoverned: an adapter refuses the call).
+    """
+    ctx = current_step_context.get()
+    if ctx is None:
+        raise RuntimeError(
+            "no governed Tenure step is running here: run the framework inside an @agent "
+            "or @tool (rt.run(...)), or pass the agent's ctx to the adapter"
+        )
+    return ctx
 
 
 @final
@@ -85,13 +115,133 @@ class Context(metaclass=NoPublicConstructor):
         """Fan out: ``async with ctx.parallel() as p: p.start(...)``; ``p.results`` after."""
         return Parallel._create(self._port)
 
-    def record_usage(self, tokens: int = 0, cost: float = 0.0) -> None:
-        """Count model usage against the run's token and cost budgets.
+    def record_usage(
+        self,
+        tokens: int = 0,
+        cost: float = 0.0,
+        *,
+        model: str = "",
+        provider: str = "",
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+    ) -> None:
+        """Record model usage and count it against the run's token and cost budgets.
 
-        ``tokens`` must be a non-negative integer and ``cost`` a finite number >= 0
-        (``TypeError``/``ValueError`` otherwise, before any counter is touched).
+        ``tokens`` is the total (by default ``input_tokens + output_tokens``). Counts must
+        be non-negative integers and ``cost`` a finite number >= 0 (``TypeError`` /
+        ``ValueError`` otherwise, before any counter is touched). Exceeding ``max_tokens``
+        or ``max_cost`` stops the run. Calls made with :meth:`model_call` record their own.
         """
-        self._port.record_usage(*check_usage(tokens, cost))
+        total, spent = check_usage(tokens, cost)
+        self._port.record_usage(
+            total or None,
+            spent,
+            model=model,
+            provider=provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    # -- calls made by other frameworks (the adapters' seam) ------------------------------
+
+    @property
+    def stop(self) -> GovernanceViolation | None:
+        """The violation that stopped the run, or ``None`` while it may go on.
+
+        An adapter that catches a :class:`~tenure.GovernanceViolation` from :meth:`govern`
+        tells a refused call (``stop is None``: show the model the denial, go on) from a
+        stopped run (end the framework's run and raise it).
+        """
+        stopped = self._port.stopped()
+        return stopped if isinstance(stopped, GovernanceViolation) else None
+
+    async def govern(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], Awaitable[T]],
+        /,
+        *,
+        call_id: str | None = None,
+        framework: str = "",
+        scopes: Iterable[str] = (),
+        tool_type: str = "function",
+    ) -> T:
+        """Run a framework's tool call ``name(**args)`` as a governed step of this one.
+
+        Decided (scopes, budgets, policy, approval) and recorded before ``body()`` is
+        awaited; the body runs in a cancel scope the run's stop cancels, under the step's
+        span (itself under the framework's current span); how it ends is recorded.
+
+        Args:
+            name: the tool's name, matched by the policy's ``targets``.
+            args: its arguments by name (what ``when`` conditions see).
+            body: runs the tool; awaited at most once, and only when allowed.
+            call_id: the framework's tool-call id: re-entering a call id that completed
+                (or was denied) returns that outcome without running anything again.
+            framework: who calls (``"mcp"``, ``"langgraph"``, ...), for the evidence.
+            scopes: the scopes this tool needs from the lease.
+            tool_type: ``gen_ai.tool.type`` (``"function"``, ``"extension"``, ...).
+
+        Raises:
+            PolicyDenied: the call was refused (then ``self.stop is None``).
+            GovernanceViolation: the run stopped before or while the body ran.
+        """
+        return await self._port.govern(
+            name,
+            args,
+            body,
+            call_id=call_id,
+            framework=framework,
+            scopes=check_scopes(scopes),
+            tool_type=tool_type,
+        )
+
+    def govern_sync(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], T],
+        /,
+        *,
+        call_id: str | None = None,
+        framework: str = "",
+        scopes: Iterable[str] = (),
+        tool_type: str = "function",
+    ) -> T:
+        """:meth:`govern` for sync frameworks, from a worker thread (never the loop's).
+
+        A sync body cannot be interrupted: if the run stops while it runs, what it returns
+        is discarded and the stop is raised.
+        """
+        return self._port.govern_sync(
+            name,
+            args,
+            body,
+            call_id=call_id,
+            framework=framework,
+            scopes=check_scopes(scopes),
+            tool_type=tool_type,
+        )
+
+    def model_call(
+        self,
+        model: str,
+        /,
+        *,
+        provider: str = "",
+        call_id: str | None = None,
+        max_tokens: int | None = None,
+    ) -> ModelCall:
+        """A governed request to ``model``: ``async with ctx.model_call("gpt-4.1") as m:``.
+
+        ``max_tokens`` (the request's output limit, if it sets one) is what the token budget
+        must still have room for: a call it has no room for stops the run before anything
+        is sent. ``provider`` becomes ``gen_ai.provider.name`` (``"openai"``, ...).
+        """
+        return self._port.model_call(
+            model, provider=provider, call_id=call_id, max_tokens=max_tokens
+        )
 
 
 _PENDING: Final = object()

@@ -7,11 +7,14 @@ through it. The port is bound to one agent step, so it never has to be told whic
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from ._calls import ModelCall
     from ._decorators import Agent, Tool
+
+T = TypeVar("T")
 
 __all__ = ["LeaseView", "StepPort"]
 
@@ -90,6 +93,50 @@ class StepPort(Protocol):
         """The run's stop, ready to raise, or ``None`` while it runs."""
         ...
 
-    def record_usage(self, tokens: int, cost: float) -> None:
-        """Count model usage against the run's budgets."""
+    def record_usage(
+        self,
+        tokens: int | None,
+        cost: float,
+        *,
+        model: str,
+        provider: str,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        """Record model usage and count it against the run's budgets (``tokens=None``: the
+        sum of input and output)."""
+        ...
+
+    async def govern(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], Awaitable[T]],
+        *,
+        call_id: str | None,
+        framework: str,
+        scopes: frozenset[str],
+        tool_type: str,
+    ) -> T:
+        """A framework's tool call as a governed step of this one."""
+        ...
+
+    def govern_sync(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], T],
+        *,
+        call_id: str | None,
+        framework: str,
+        scopes: frozenset[str],
+        tool_type: str,
+    ) -> T:
+        """:meth:`govern` from a worker thread, for sync frameworks."""
+        ...
+
+    def model_call(
+        self, model: str, *, provider: str, call_id: str | None, max_tokens: int | None
+    ) -> ModelCall:
+        """A governed request to a model."""
         ...

@@ -15,6 +15,7 @@ from ._approvals import register as _register_approvals
 from ._db import register as _register_db
 from ._export import register as _register_export
 from ._keys import register as _register_keys
+from ._mcp_proxy import register as _register_mcp_proxy
 from ._policy import register as _register_policy
 from ._prove import register as _register_prove
 from ._report import register as _register_report
@@ -68,6 +69,7 @@ for _register in (
     _register_db,
     _register_worker,
     _register_approvals,
+    _register_mcp_proxy,
 ):
     _register(app)
 

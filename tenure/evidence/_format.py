@@ -214,6 +214,8 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
     },
     LEASE_RENEWED: {"lease": "str", "exp": "int", "envelope": "object"},
     LEASE_REVOKED: {"lease": "str", "reason": "str", "by": "str", "cascade": "list[str]"},
+    # ``call`` / ``framework`` (since foreign calls): a call another framework made through
+    # ``Context.govern`` / ``model_call``, by its own id (a tool-call id); absent otherwise.
     DECISION: {
         **_STEP_FIELDS,
         "caller": "str",
@@ -221,6 +223,8 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "rule": "str",
         "reason": "str",
         "args": "str",
+        "call": "str",
+        "framework": "str",
     },
     # ``args`` (the canonical arguments' digest), ``action_digest`` (what an approver
     # signs) and the approvers the policy accepted for the rule (names, and their keys as
@@ -263,6 +267,8 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "parent": "str",
         "depth": "int",
         "args": "str",
+        "call": "str",
+        "framework": "str",
     },
     # ``items`` (since streaming tools): how many items a streamed tool call delivered; its
     # ``result`` is then a running SHA-256 over their value digests, in order.
@@ -284,7 +290,17 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "ended": "list[int]",
     },
     STEP_ABANDONED: {"step": "str", "reason": "str"},
-    USAGE: {"step": "str", "tokens": "int", "cost_micros": "int"},
+    # ``model`` / ``provider`` / ``input_tokens`` / ``output_tokens`` (since model calls): who
+    # was called and the split of ``tokens``; older ledgers have the total only.
+    USAGE: {
+        "step": "str",
+        "tokens": "int",
+        "cost_micros": "int",
+        "model": "str",
+        "provider": "str",
+        "input_tokens": "int",
+        "output_tokens": "int",
+    },
     VIOLATION: {**_STOP_FIELDS, "lease": "str", "task": "str", "source": "str"},
     STALL: {"duration_ms": "int", "frame": "str"},
     ISOLATION_KILLED: {"step": "str", "pid": "int", "reason": "str"},

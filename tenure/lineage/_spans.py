@@ -2,7 +2,8 @@
 
 One trace per run: ``invoke_workflow {workflow}`` at the root, ``invoke_agent {name}`` for
 every governed agent task and ``execute_tool {name}`` for every tool call, each an INTERNAL
-span whose parent is the span of the task that started it. Governance data rides on the
+span whose parent is the span of the task that started it, and ``chat {model}`` (CLIENT) for
+every governed model call. Governance data rides on the
 spans as ``tenure.*`` attributes and events; the evidence ledger, not the trace, is the
 record of truth, and every ledger record carries the trace and span id of its span.
 
@@ -69,19 +70,25 @@ from ._names import (
     ATTR_CHECK,
     ATTR_DECISION,
     ATTR_ERROR_TYPE,
+    ATTR_FRAMEWORK,
     ATTR_LEASE_ID,
     ATTR_OPERATION_NAME,
     ATTR_POLICY_DIGEST,
     ATTR_PRINCIPAL,
     ATTR_PROVIDER_NAME,
+    ATTR_REQUEST_MODEL,
+    ATTR_RESPONSE_MODEL,
     ATTR_RULE_ID,
     ATTR_RUN_ID,
     ATTR_STEP_ID,
     ATTR_TOOL_CALL_ID,
     ATTR_TOOL_NAME,
     ATTR_TOOL_TYPE,
+    ATTR_USAGE_INPUT_TOKENS,
+    ATTR_USAGE_OUTPUT_TOKENS,
     ATTR_WORKFLOW_NAME,
     INSTRUMENTATION_NAME,
+    OP_CHAT,
     OP_EXECUTE_TOOL,
     OP_INVOKE_AGENT,
     OP_INVOKE_WORKFLOW,
@@ -204,6 +211,14 @@ class SpanHandle:
             self.trace_id = f"{span_context.trace_id:032x}"
             self.span_id = f"{span_context.span_id:016x}"
 
+    @classmethod
+    def borrowed(cls, span: Span) -> SpanHandle:
+        """A handle on someone else's span (a framework's), to parent spans under: it is
+        never set or ended through this handle."""
+        handle = cls(span, span.get_span_context())
+        handle._ended = True
+        return handle
+
     @property
     def is_recording(self) -> bool:
         """Whether attributes and events set on this handle go anywhere."""
@@ -254,6 +269,17 @@ class SpanHandle:
         """Record the policy decision that let this step run (``tenure.decision``/``rule.id``)."""
         if self._span is not None and not self._ended:
             self._span.set_attributes({ATTR_DECISION: effect, ATTR_RULE_ID: rule_id})
+
+    def set_usage(self, input_tokens: int, output_tokens: int, response_model: str) -> None:
+        """Record a model call's usage (``gen_ai.usage.*``, ``gen_ai.response.model``)."""
+        if self._span is not None and not self._ended:
+            self._span.set_attributes(
+                {
+                    ATTR_USAGE_INPUT_TOKENS: input_tokens,
+                    ATTR_USAGE_OUTPUT_TOKENS: output_tokens,
+                    ATTR_RESPONSE_MODEL: response_model,
+                }
+            )
 
     def event(self, name: str, attrs: Mapping[str, AttributeValue] | None = None) -> None:
         """Add a span event, e.g. :data:`EVENT_LEASE_REVOKED` (ignored once ended)."""
@@ -433,6 +459,7 @@ class Lineage:
         name: str,
         parent: SpanHandle | None,
         attributes: dict[str, AttributeValue],
+        kind: SpanKind = SpanKind.INTERNAL,
     ) -> SpanHandle:
         tracer = self._tracer
         if tracer is None:
@@ -441,7 +468,7 @@ class Lineage:
             return self._light(parent._span_context)
         context = None if parent is None else parent.otel_context()
         try:
-            span = tracer.start_span(name, context, SpanKind.INTERNAL, attributes)
+            span = tracer.start_span(name, context, kind, attributes)
         except Exception:  # a user's span processor raised in on_start
             _lineage_fault("span start")
             return self._light(parent._span_context if parent is not None else None)
@@ -524,21 +551,47 @@ class Lineage:
         call_id: str,
         lease_id: str,
         principal: str,
+        tool_type: str = TOOL_TYPE_FUNCTION,
+        framework: str = "",
     ) -> SpanHandle:
-        """Start ``execute_tool {name}`` under ``parent`` (the calling agent's span)."""
-        return self._start(
-            f"{OP_EXECUTE_TOOL} {name}",
-            parent,
-            {
-                ATTR_OPERATION_NAME: OP_EXECUTE_TOOL,
-                ATTR_TOOL_NAME: name,
-                ATTR_TOOL_CALL_ID: call_id,
-                ATTR_TOOL_TYPE: TOOL_TYPE_FUNCTION,
-                ATTR_RUN_ID: run_id,
-                ATTR_LEASE_ID: lease_id,
-                ATTR_PRINCIPAL: principal,
-            },
-        )
+        """Start ``execute_tool {name}`` under ``parent`` (the calling agent's span, or the
+        span of the framework that made the call)."""
+        attributes: dict[str, AttributeValue] = {
+            ATTR_OPERATION_NAME: OP_EXECUTE_TOOL,
+            ATTR_TOOL_NAME: name,
+            ATTR_TOOL_CALL_ID: call_id,
+            ATTR_TOOL_TYPE: tool_type,
+            ATTR_RUN_ID: run_id,
+            ATTR_LEASE_ID: lease_id,
+            ATTR_PRINCIPAL: principal,
+        }
+        if framework:
+            attributes[ATTR_FRAMEWORK] = framework
+        return self._start(f"{OP_EXECUTE_TOOL} {name}", parent, attributes)
+
+    def start_model(
+        self,
+        parent: SpanHandle,
+        model: str,
+        *,
+        provider: str,
+        run_id: str,
+        step_id: str,
+        lease_id: str,
+        principal: str,
+    ) -> SpanHandle:
+        """Start the inference span ``chat {model}`` (CLIENT) under ``parent``."""
+        attributes: dict[str, AttributeValue] = {
+            ATTR_OPERATION_NAME: OP_CHAT,
+            ATTR_REQUEST_MODEL: model,
+            ATTR_RUN_ID: run_id,
+            ATTR_STEP_ID: step_id,
+            ATTR_LEASE_ID: lease_id,
+            ATTR_PRINCIPAL: principal,
+        }
+        if provider:
+            attributes[ATTR_PROVIDER_NAME] = provider
+        return self._start(f"{OP_CHAT} {model}", parent, attributes, SpanKind.CLIENT)
 
     def carrier(self, handle: SpanHandle) -> dict[str, str]:
         """W3C ``traceparent`` (and ``tracestate``) headers for ``handle``'s span, to pass

@@ -65,8 +65,11 @@ class _Window:
         return None
 
 
+_KIND_OF_ACTION = {"invoke_agent": "agent", "execute_tool": "tool", "call_model": "model"}
+
+
 def _task(action: str, target: str) -> str:
-    return f"agent:{target}" if action == "invoke_agent" else f"tool:{target}"
+    return f"{_KIND_OF_ACTION.get(action, action)}:{target}"
 
 
 @final
@@ -176,6 +179,27 @@ class BudgetTracker:
             return (
                 "budget.max_cost",
                 f"run exceeded max_cost={b.max_cost:g} (spent {self.cost:g})",
+            )
+        return None
+
+    def before_model_call(self, reserve_tokens: int | None = None) -> Violation | None:
+        """Whether a model call fits what is left of max_tokens / max_cost, before it is sent.
+
+        ``reserve_tokens`` is the most the call may use (its requested output limit); without
+        it, any call needs at least one token. Spent budgets refuse the call, not the usage.
+        """
+        b = self.budgets
+        need = 1 if reserve_tokens is None else reserve_tokens
+        if b.max_tokens is not None and self.tokens + need > b.max_tokens:
+            asked = "" if reserve_tokens is None else f" + up to {reserve_tokens} requested"
+            return (
+                "budget.max_tokens",
+                f"a model call would exceed max_tokens={b.max_tokens} (used {self.tokens}{asked})",
+            )
+        if b.max_cost is not None and self.cost >= b.max_cost:
+            return (
+                "budget.max_cost",
+                f"a model call would exceed max_cost={b.max_cost:g} (spent {self.cost:g})",
             )
         return None
 

@@ -36,7 +36,16 @@ from .._util import final
 from ..crypto._canonical import canonical, digest
 from ..crypto._snapshot import decision_view
 from ._loader import Merged, load_path, load_text, merge
-from ._model import Budgets, Decision, PolicyDocument, PolicyError, Rule, kind_of, parse_rate
+from ._model import (
+    ACTIONS,
+    Budgets,
+    Decision,
+    PolicyDocument,
+    PolicyError,
+    Rule,
+    kind_of,
+    parse_rate,
+)
 from ._regex import Regex, compile_regex
 
 __all__ = ["PolicySet", "default_policy_path"]
@@ -150,7 +159,7 @@ class _Compiled:
         self.rank = _RANK[rule.effect]
         self.principals = _Globs(rule.principals) if rule.principals is not None else None
         self.callers = _Globs(rule.callers) if rule.callers is not None else None
-        self.actions = frozenset(rule.actions or ("invoke_agent", "execute_tool"))
+        self.actions = frozenset(rule.actions or ACTIONS)
         self.targets = _Globs(rule.targets) if rule.targets is not None else None
         # Target globs that are not plain names, each with its literal prefix (for indexing).
         self.target_globs = tuple(
@@ -275,8 +284,7 @@ class PolicySet:
         compiled = [_Compiled(i, r) for i, r in enumerate(merged.rules)]
         self.uses_args = any(c.conditions for c in compiled)
         self._by_action = {
-            action: _TargetIndex([c for c in compiled if action in c.actions])
-            for action in ("invoke_agent", "execute_tool")
+            action: _TargetIndex([c for c in compiled if action in c.actions]) for action in ACTIONS
         }
         self._cache: dict[_KEY, _Entry] = {}
         self._target_cache: dict[tuple[str, str], tuple[_Compiled, ...]] = {}
@@ -381,9 +389,10 @@ class PolicySet:
 
         Args:
             principal: who the run acts for.
-            action: ``"invoke_agent"`` or ``"execute_tool"`` (anything else: ``ValueError``).
-            target: the agent or tool name.
-            caller: for tools, the name of the calling agent (``None`` if none).
+            action: one of :data:`ACTIONS` (anything else: ``ValueError``).
+            target: the agent, tool or model name.
+            caller: for tools and model calls, the name of the calling agent (``None`` if
+                none).
             args: the target's bound parameters with defaults applied, or ``None`` when
                 not bound (then a matching rule with conditions denies).
         """
@@ -412,9 +421,7 @@ class PolicySet:
             return found
         index = self._by_action.get(action)
         if index is None:
-            raise ValueError(
-                f"unknown action {action!r} (expected 'invoke_agent' or 'execute_tool')"
-            )
+            raise ValueError(f"unknown action {action!r} (expected one of {', '.join(ACTIONS)})")
         found = index.lookup(target)
         if len(self._target_cache) >= _CACHE_MAX:
             self._target_cache.clear()

@@ -229,9 +229,9 @@ def _check_rules(f: LoadedFile) -> None:
             raise PolicyError(
                 f.path,
                 f.line("rules", i, "callers"),
-                f"rule {rule.id!r}: callers applies only to execute_tool; "
+                f"rule {rule.id!r}: callers applies only to execute_tool and call_model; "
                 'set actions = ["execute_tool"]'
-                + (" (actions omitted means both)" if rule.actions is None else ""),
+                + (" (actions omitted means all three)" if rule.actions is None else ""),
             )
 
 

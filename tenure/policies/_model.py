@@ -54,12 +54,13 @@ __all__ = [
 ]
 
 Effect = Literal["allow", "deny", "require_approval"]
-Action = Literal["invoke_agent", "execute_tool"]
+Action = Literal["invoke_agent", "execute_tool", "call_model"]
 
 #: the effects a rule may have, in the order of precedence they lose to (deny wins)
 EFFECTS: tuple[str, ...] = ("allow", "deny", "require_approval")
-#: the actions a rule may name
-ACTIONS: tuple[str, ...] = ("invoke_agent", "execute_tool")
+#: the actions a rule may name: run an agent, call a tool, send a request to a model
+#: (its target is the model name, e.g. ``gpt-4.1-mini``)
+ACTIONS: tuple[str, ...] = ("invoke_agent", "execute_tool", "call_model")
 #: the condition operators, in file spelling
 OPERATORS: tuple[str, ...] = ("eq", "ne", "in", "not_in", "gt", "ge", "lt", "le", "matches")
 

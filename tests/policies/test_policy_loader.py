@@ -99,7 +99,8 @@ STRICT_CASES = [
     (
         "unknown_action",
         H + R + 'actions = ["execute_tool", "run"]\n',
-        "p.toml:5: rule 'a': unknown action 'run' (expected 'invoke_agent' or 'execute_tool')",
+        "p.toml:5: rule 'a': unknown action 'run' "
+        "(expected 'invoke_agent', 'execute_tool' or 'call_model')",
     ),
     (
         "default_not_deny",
@@ -133,8 +134,8 @@ STRICT_CASES = [
     (
         "callers_on_agents",
         H + R + 'callers = ["x"]\n',
-        "p.toml:5: rule 'a': callers applies only to execute_tool; "
-        'set actions = ["execute_tool"] (actions omitted means both)',
+        "p.toml:5: rule 'a': callers applies only to execute_tool and call_model; "
+        'set actions = ["execute_tool"] (actions omitted means all three)',
     ),
     (
         "condition_key_not_args",

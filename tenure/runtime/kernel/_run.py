@@ -66,6 +66,8 @@ class Run(GovernedSteps):
                 and self.scope.cancelled_caught
             ):
                 self._classify(anyio.get_cancelled_exc_class()())
+            with anyio.CancelScope(shield=True):
+                await self.foreign.drain()  # foreign calls in other tasks record their end
             self._finish()
             on_exit(self)
             self.done.set()

@@ -104,6 +104,9 @@ class RunState:
         self.leases: dict[str, LeaseState] = {}
         self.steps: dict[str, Step] = {}
         self.scope: anyio.CancelScope | None = None
+        # Scopes outside the run's own that its stop cancels too (foreign calls running in
+        # tasks the run does not own; see ``_foreign``).
+        self.cancel_scopes: set[anyio.CancelScope] = set()
         self.tg: TaskGroup | None = None
         self.done = anyio.Event()
         self.result: Any = None
@@ -255,12 +258,17 @@ class RunState:
         fields = stop.to_record()
         self.span.event(EVENT_VIOLATION, violation_event(stop, fields))
         self.try_record(VIOLATION, fields)
+        self._cancel_scopes()
+        self.services.wake_watchdog()
+
+    def _cancel_scopes(self) -> None:
         if self.scope is not None:
             # Delivered as the loop turns: anyio cancels every task of the scope one by one,
             # which at 10,000 tasks would hold the caller (``rt.revoke``) for tens of ms.
             # Nothing governed resumes meanwhile: every gate already sees ``self.stop``.
             asyncio.get_running_loop().call_soon(self.scope.cancel)
-        self.services.wake_watchdog()
+        for scope in self.cancel_scopes:  # foreign calls in tasks the run does not own: few
+            scope.cancel()
 
     def end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
         if error is None:
@@ -329,6 +337,8 @@ class RunState:
             self._open_grace()
             if self.scope is not None:
                 self.scope.cancel()
+            for scope in self.cancel_scopes:
+                scope.cancel()
             self.services.wake_watchdog()
 
     # -- the per-resumption checks --------------------------------------------------------

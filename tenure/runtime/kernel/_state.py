@@ -28,7 +28,7 @@ from ._lease import Lease, wall_us
 if TYPE_CHECKING:
     from ...policies import PolicySet
 
-__all__ = ["GOVERNED_RUN", "NO_LEASE", "GovState", "LeaseState", "Step", "value_digest"]
+__all__ = ["GOVERNED_RUN", "NO_LEASE", "ForeignTarget", "GovState", "LeaseState", "Step", "value_digest"]
 
 #: The id of the run whose governed task is executing, ``None`` outside governed code. Set
 #: once in each run's root task and inherited by every task and worker thread of the run,
@@ -119,13 +119,36 @@ def _mono_deadline(exp_us: int, hard_deadline: float, now_us: int | None = None)
     return min(monotonic() + (exp_us - now) / 1e6, hard_deadline)
 
 
+class ForeignTarget:
+    """What a foreign call targets: a framework's tool or a model, known only by name.
+
+    Its arguments arrive as one mapping (a tool call's JSON arguments), bound as given.
+    """
+
+    __slots__ = ("kind", "name", "scopes")
+
+    def __init__(self, kind: str, name: str, scopes: frozenset[str]) -> None:
+        self.kind = kind
+        self.name = name
+        self.scopes = scopes
+
+    @property
+    def qualified(self) -> str:
+        """``"tool:<name>"`` or ``"model:<name>"``: how evidence and errors name it."""
+        return f"{self.kind}:{self.name}"
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by name: the mapping the framework passed."""
+        return dict(kwargs)
+
+
 @dataclass(slots=True)
 class Step:
-    """One governed agent invocation or tool call."""
+    """One governed agent invocation, tool call or model call."""
 
     id: str
     action: str
-    target: Agent | Tool
+    target: Agent | Tool | ForeignTarget
     parent: Step | None
     lease: LeaseState
     depth: int
@@ -140,6 +163,8 @@ class Step:
     pool: str | None = None  # delegated to a worker of this pool (``on="pool:NAME"``)
     #: the canonical arguments the step was decided on; the body gets ``snapshot.thaw()``
     snapshot: Snapshot | None = None
+    call: str = ""  # a foreign call's own id (the framework's tool-call id)
+    framework: str = ""  # who made a foreign call ("mcp", "pydantic-ai", ...)
 
     def bound_args(self) -> dict[str, Any]:
         """Arguments by parameter name (bound lazily: only policies with conditions need it)."""

@@ -22,21 +22,23 @@ An agent body reaches its run only through the :class:`_AgentPort` it is given (
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, NoReturn
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 
 from ..._errors import GovernanceViolation, PolicyDenied
-from ...agents import Agent, Context, Tool
+from ...agents import Agent, Context, ModelCall, Tool
+from ...agents._context import current_step_context
 from ...crypto._snapshot import NotCanonical, snapshot_call
 from ...evidence._format import DECISION, LEASE_ISSUED, STEP_START, USAGE
 from ...lineage._names import EVENT_DECISION, EVENT_LEASE_ISSUED, decision_event, lease_event
 from ...lineage._spans import SpanHandle
+from ._foreign import ForeignCalls, Usage
 from ._gate import Gate, Governed
 from ._lease import Lease
 from ._runstate import RunState
-from ._state import NO_LEASE, LeaseState, Step, value_digest
+from ._state import NO_LEASE, ForeignTarget, LeaseState, Step, value_digest
 from ._stream import ToolStream
 
 __all__ = ["GovernedSteps", "first_error"]
@@ -46,6 +48,8 @@ ARGS_CHECK = "args.canonical"
 #: the check (and rule) of a deny for an agent or tool created after the run started
 UNATTESTED_CHECK = "attestation.unattested"
 
+T = TypeVar("T")
+
 
 class GovernedSteps(RunState):
     """The step layer of a run (see the module docstring)."""
@@ -53,6 +57,7 @@ class GovernedSteps(RunState):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._ids = itertools.count(1)
+        self.foreign = ForeignCalls(self)
 
     def _record_decision(
         self, step: Step, effect: str, rule: str, reason: str, span: SpanHandle, *, flush: bool
@@ -69,6 +74,7 @@ class GovernedSteps(RunState):
                 "rule": rule,
                 "reason": reason,
                 "args": step.args_digest,
+                **_call_fields(step),
             },
             span,
             flush=flush,
@@ -200,7 +206,7 @@ class GovernedSteps(RunState):
     def _new_step(
         self,
         action: str,
-        target: Agent | Tool,
+        target: Agent | Tool | ForeignTarget,
         parent: Step | None,
         lease: LeaseState,
         args: tuple[Any, ...],
@@ -243,6 +249,7 @@ class GovernedSteps(RunState):
                 "parent": step.parent.id if step.parent is not None else "",
                 "depth": step.depth,
                 "args": step.args_digest,
+                **_call_fields(step),
             },
             step.span,
         )
@@ -360,9 +367,8 @@ class GovernedSteps(RunState):
             return self.services.remote.run_agent(self, step, agent, args, kwargs)
         ctx = Context._create(_AgentPort(self, step, gate))
         if agent.isolation == "none":
-            body: Coroutine[Any, Any, Any] = agent.func(ctx, *args, **kwargs)
-            return body
-        return self.services.isolation.run_agent(self, step, agent, args, kwargs)
+            return _as_current(ctx, agent.func(ctx, *args, **kwargs))
+        return _as_current(ctx, self.services.isolation.run_agent(self, step, agent, args, kwargs))
 
     async def _in_own_task(
         self, step: Step, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -464,7 +470,7 @@ class GovernedSteps(RunState):
         tool: Tool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        gate: Gate | None = None,
+        gate: Gate,
     ) -> Any:
         """Call ``tool`` for the agent step ``caller``, under the caller's lease."""
         self.ensure_live(caller, gate, tool.qualified)
@@ -501,12 +507,15 @@ class GovernedSteps(RunState):
                     agen = tool.func(*args, **kwargs)
                 streaming = True
                 return ToolStream(self, caller, step, agen, gate)
+            current = current_step_context.set(Context._create(_AgentPort(self, step, gate)))
             try:
                 with step.span.current():
                     result = await self._tool_body(step, tool, args, kwargs)
             except BaseException as exc:
                 self.end_record(step, exc)
                 raise
+            finally:
+                current_step_context.reset(current)
             if self.stop is not None:
                 # A result that arrives after the stop is discarded, not returned.
                 self.end_record(step, self.stop)
@@ -533,13 +542,20 @@ class GovernedSteps(RunState):
             raise RuntimeError(f"run {self.id} is not running")
         self.tg.start_soon(fn, *args)
 
-    def record_usage(self, step: Step, tokens: int, cost: float) -> None:
-        """Count usage; exceeding the token or cost budget stops the run."""
-        self.ensure_live(step)
-        over = self.tracker.record_usage(tokens, cost)
+    def record_usage(self, step: Step, usage: Usage) -> None:
+        """Record and count usage; exceeding the token or cost budget stops the run."""
+        over = self.tracker.record_usage(usage.tokens, usage.cost)
         self.try_record(
             USAGE,
-            {"step": step.id, "tokens": tokens, "cost_micros": round(cost * 1e6)},
+            {
+                "step": step.id,
+                "tokens": usage.tokens,
+                "cost_micros": round(usage.cost * 1e6),
+                "model": usage.model,
+                "provider": usage.provider,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            },
             step.span,
         )
         if over is not None:
@@ -605,7 +621,7 @@ class _AgentPort:
         # lease, then (an agent) its body under its own lease, in the same task.
         gate = Gate(run, step.lease, target.qualified)
         body = (
-            run.call_tool(step, target, args, kwargs)
+            run.call_tool(step, target, args, kwargs, gate)
             if isinstance(target, Tool)
             else run.invoke_agent(step, target, args, kwargs, None, pool, gate=gate, fresh=True)
         )
@@ -617,8 +633,92 @@ class _AgentPort:
     def stopped(self) -> BaseException | None:
         return self._run.stop_error() if self._run.stop is not None else None
 
-    def record_usage(self, tokens: int, cost: float) -> None:
-        self._run.record_usage(self._step, tokens, cost)
+    def record_usage(
+        self,
+        tokens: int | None,
+        cost: float,
+        *,
+        model: str,
+        provider: str,
+        input_tokens: int,
+        output_tokens: int,
+    ) -> None:
+        self._run.foreign.report_usage(
+            self._step,
+            tokens=tokens,
+            cost=cost,
+            model=model,
+            provider=provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    async def govern(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], Awaitable[T]],
+        *,
+        call_id: str | None,
+        framework: str,
+        scopes: frozenset[str],
+        tool_type: str,
+    ) -> T:
+        return await self._run.foreign.govern(
+            self._step,
+            name,
+            args,
+            body,
+            call_id=call_id,
+            framework=framework,
+            scopes=scopes,
+            tool_type=tool_type,
+        )
+
+    def govern_sync(
+        self,
+        name: str,
+        args: Mapping[str, Any] | None,
+        body: Callable[[], T],
+        *,
+        call_id: str | None,
+        framework: str,
+        scopes: frozenset[str],
+        tool_type: str,
+    ) -> T:
+        return self._run.foreign.govern_sync(
+            self._step,
+            name,
+            args,
+            body,
+            call_id=call_id,
+            framework=framework,
+            scopes=scopes,
+            tool_type=tool_type,
+        )
+
+    def model_call(
+        self, model: str, *, provider: str, call_id: str | None, max_tokens: int | None
+    ) -> ModelCall:
+        return self._run.foreign.model_call(
+            self._step, model, provider=provider, call_id=call_id, max_tokens=max_tokens
+        )
+
+
+async def _as_current(ctx: Context, body: Coroutine[Any, Any, Any]) -> Any:
+    """Run an agent's body with ``ctx`` as the current context (adapters find it there)."""
+    token = current_step_context.set(ctx)
+    try:
+        return await body
+    finally:
+        current_step_context.reset(token)
+
+
+def _call_fields(step: Step) -> dict[str, str]:
+    """A foreign call's own id and framework, for its records (native steps have none)."""
+    if not step.framework:
+        return {}
+    return {"call": step.call, "framework": step.framework}
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
