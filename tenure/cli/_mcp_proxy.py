@@ -21,7 +21,7 @@ import typer
 
 from .._errors import GovernanceViolation, UsageError
 from ._run import EXIT_FAILED, EXIT_OK, EXIT_USAGE, EvidenceDirOption, PolicyOption
-from ._run import _load_policy as load_policy
+from ._target import load_policy
 
 __all__ = ["register"]
 
