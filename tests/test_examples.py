@@ -174,3 +174,63 @@ def test_streaming_reads_tokens_from_a_local_model_and_a_revoke_stops_the_stream
     assert "tokens after the revocation: 0" in out
     assert "recorded: 5 tokens delivered, status stopped" in out
     assert out.count(": verified (run status") == 2
+
+
+def test_pydantic_ai_example_governs_an_unchanged_agent(tmp_path: Path) -> None:
+    proc = _run("pydantic_ai_agent.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "approving refund (rule refunds-need-a-human) as bob" in out
+    assert "Denied by Tenure (no-deletes)" in out and "refunded 19.00 on A-42" in out
+    assert out.rstrip().endswith(": verified")
+
+
+def test_langgraph_example_governs_both_ainvoke_and_invoke(tmp_path: Path) -> None:
+    proc = _run("langgraph_agent.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for path in ("ainvoke:", "invoke :"):
+        line = next(x for x in out.splitlines() if x.startswith(path))
+        assert "search_wiki: 3 pages about leases [success]" in line
+        assert "Denied by Tenure (never-wipe)" in line and "[error]" in line
+    assert out.count(": verified") == 2
+
+
+def test_openai_agents_example_hands_the_model_the_denial(tmp_path: Path) -> None:
+    proc = _run("openai_agents.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "the model was told: T-7: printer on floor 3 is out of toner" in out
+    assert "the model was told: Denied by Tenure (no-bulk-close)" in out
+    assert out.rstrip().endswith(": verified")
+
+
+def test_model_agent_example_governs_calls_to_a_local_model_until_the_budget_stops_it(
+    tmp_path: Path,
+) -> None:
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "model_agent.py"), "--evidence-dir", _evidence(tmp_path)],
+        cwd=ROOT,
+        env={**env_free, "TENURE_KEY_DIR": str(tmp_path / "keys"), "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "answer: Leases are short" in out and "streamed: Leases are short" in out
+    assert "refused before sending: rule:default-deny" in out
+    assert "run stopped: budget.max_tokens" in out and "was not sent" in out
+    assert ": verified" in out
+
+
+def test_mcp_proxy_guide_policy_loads_and_its_server_exists() -> None:
+    from tenure.policies import PolicySet
+
+    guide = (EXAMPLES / "mcp_proxy.md").read_text(encoding="utf-8")
+    (policy,) = re.findall(r"```toml\n(.*?)```", guide, re.S)
+    rules = {r.id for r in PolicySet.from_text(policy, source="mcp_proxy.md").rules}
+    assert {"the-session", "no-delete", "payments-need-a-human"} <= rules
+    assert (ROOT / "tests" / "adapters" / "mcp_server.py").is_file()

@@ -68,6 +68,7 @@ async def _serve(
     scopes: list[str],
     ttl: float,
     tool_scopes: dict[str, list[str]],
+    backend: str | None,
 ) -> int:
     from ..lineage._spans import Lineage
     from ..runtime._runtime import Runtime
@@ -86,7 +87,10 @@ async def _serve(
         trace.set_tracer_provider(provider)
     try:
         async with Runtime(
-            policies=policy, evidence_dir=evidence_dir, tracer_provider=provider
+            policies=policy,
+            evidence_dir=evidence_dir,
+            tracer_provider=provider,
+            backend=backend,
         ) as rt:
             proxy = McpProxy(
                 rt,
@@ -141,6 +145,15 @@ def mcp_proxy_command(
         float, typer.Option("--ttl", min=0.001, help="seconds the session may last at most")
     ] = 3600.0,
     evidence_dir: EvidenceDirOption = Path("runs"),
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            envvar="TENURE_BACKEND",
+            help="a shared governance backend (postgresql://...): approvals answered with "
+            "`tenure approvals`, revocations and policy epochs from any host",
+        ),
+    ] = None,
 ) -> None:
     """Serve MCP on stdio in front of SERVER_COMMAND; every tool call is governed."""
     try:
@@ -161,6 +174,7 @@ def mcp_proxy_command(
                 scopes=list(scope or []),
                 ttl=ttl,
                 tool_scopes=_tool_scopes(list(tool_scope or [])),
+                backend=backend,
             )
         )
     except Exception as exc:  # the runtime's task group may wrap what was raised in it

@@ -58,8 +58,11 @@ def _label(tr: RunTrace, node: TraceNode) -> Text:
         text.append(tr.run_id or "?", style="bold")
         text.append(f"  workflow {node.name}  principal {tr.principal or '?'}", style="dim")
     else:
-        text.append(f"{node.kind} ", style="cyan" if node.kind == "agent" else "magenta")
+        style = {"agent": "cyan", "model": "blue"}.get(node.kind, "magenta")
+        text.append(f"{node.kind} ", style=style)
         text.append(node.name, style="bold")
+        if node.framework:
+            text.append(f"  via {node.framework}" + (f" ({node.call})" if node.call else ""), "dim")
     text.append("  ")
     text.append(node.status, style=status_style)
     if node.started:
@@ -69,6 +72,8 @@ def _label(tr: RunTrace, node: TraceNode) -> Text:
         text.append(f"  {effect} by {rule}", style="red" if effect == "deny" else "dim")
         if effect == "deny" and node.decision["reason"]:
             text.append(f": {node.decision['reason']}", style="red")
+    if node.usage is not None:
+        text.append(f"  {_usage(node.usage)}", style="blue")
     if node.approval:
         a = node.approval
         key = f" (key {a['approver_key']})" if a.get("approver_key") else ""
@@ -84,6 +89,15 @@ def _label(tr: RunTrace, node: TraceNode) -> Text:
     if node.stopped_here:
         text.append("  ◀ stopped here", style="bold red")
     return text
+
+
+def _usage(usage: dict[str, int]) -> str:
+    """``120 tokens (100 in, 20 out), cost 0.0012``: what model calls used."""
+    split = ""
+    if usage["input_tokens"] or usage["output_tokens"]:
+        split = f" ({usage['input_tokens']} in, {usage['output_tokens']} out)"
+    cost = f", cost {usage['cost_micros'] / 1e6:g}" if usage["cost_micros"] else ""
+    return f"{usage['tokens']} tokens{split}{cost}"
 
 
 def _event_text(ev: dict[str, Any]) -> Text | None:
@@ -148,6 +162,9 @@ def _summary(tr: RunTrace) -> Iterable[Text]:
         yield Text(f"Ended: {tr.status} — {tr.stop_reason}", style="bold red")
     if tr.stop_path:
         yield Text("Stopped at: " + " › ".join(tr.stop_path), style="red")
+    if tr.model_calls or tr.usage["tokens"] or tr.usage["cost_micros"]:
+        calls = f"{tr.model_calls} model call{'s' if tr.model_calls != 1 else ''}, "
+        yield Text(f"Usage: {calls}{_usage(tr.usage)}", style="blue")
     if tr.root.trace_id:
         yield Text(f"Trace id: {tr.root.trace_id}", style="dim")
     for w in tr.warnings:

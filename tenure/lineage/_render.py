@@ -25,7 +25,12 @@ __all__ = ["to_jaeger", "trace_to_dict"]
 
 _HEX32 = re.compile(r"^[0-9a-f]{32}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
-_OP_OF_KIND = {"run": "invoke_workflow", "agent": "invoke_agent", "tool": "execute_tool"}
+_OP_OF_KIND = {
+    "run": "invoke_workflow",
+    "agent": "invoke_agent",
+    "tool": "execute_tool",
+    "model": "chat",
+}
 
 
 # --- JSON --------------------------------------------------------------------------------
@@ -49,6 +54,10 @@ def _node_dict(node: TraceNode) -> dict[str, Any]:
         "message": node.message,
         "started": node.started,
         "stopped_here": node.stopped_here,
+        "framework": node.framework,
+        "call": node.call,
+        "usage": node.usage,
+        "usage_model": node.usage_model,
         "events": node.events,
         "children": [_node_dict(c) for c in node.children],
     }
@@ -65,6 +74,7 @@ def trace_to_dict(tr: RunTrace) -> dict[str, Any]:
         "stop": {"path": tr.stop_path, "reason": tr.stop_reason},
         "records": tr.records,
         "warnings": tr.warnings,
+        "usage": {**tr.usage, "model_calls": tr.model_calls},
         "tree": _node_dict(tr.root),
     }
 

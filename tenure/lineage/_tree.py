@@ -28,7 +28,8 @@ from ..evidence._format import APPROVAL_GRANTED, DECISION, RUN_START, STEP_START
 __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
 _MAX_TEXT = 300
-_KIND_OF_ACTION = {"invoke_agent": "agent", "execute_tool": "tool"}
+_KIND_OF_ACTION = {"invoke_agent": "agent", "execute_tool": "tool", "call_model": "model"}
+_USAGE_COUNTS = ("tokens", "input_tokens", "output_tokens", "cost_micros")
 #: Node statuses that mean the step did not end well (rendered as failures).
 BAD_STATUSES = frozenset(
     {"error", "stopped", "abandoned", "unfinished", "denied", "approval denied"}
@@ -69,6 +70,10 @@ class TraceNode:
     message: str = ""
     started: bool = True
     stopped_here: bool = False
+    framework: str = ""  # the framework that made a foreign call ("mcp", "langgraph", ...)
+    call: str = ""  # that framework's own id of the call
+    usage: dict[str, int] | None = None  # a model call's (or a step's reported) usage
+    usage_model: str = ""
     events: list[dict[str, Any]] = field(default_factory=list)
     children: list[TraceNode] = field(default_factory=list)
 
@@ -101,6 +106,10 @@ class RunTrace:
     stop_reason: str = ""
     records: int = 0
     warnings: list[str] = field(default_factory=list)
+    #: the run's usage totals (``tokens``, ``input_tokens``, ``output_tokens``,
+    #: ``cost_micros``) and how many model calls it made
+    usage: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_USAGE_COUNTS, 0))
+    model_calls: int = 0
 
 
 # --- building ----------------------------------------------------------------------------
@@ -213,7 +222,11 @@ class _Builder:
             status="running",
             trace_id=_s(rec, "trace"),
             span_id=_s(rec, "span"),
+            framework=_s(rec, "framework"),
+            call=_s(rec, "call"),
         )
+        if kind == "model":
+            self.trace.model_calls += 1
         dec = self.by_index.get(rec.get("decision"))
         if dec is not None and dec.get("kind") == DECISION:
             node.decision = {k: _s(dec, k) for k in ("effect", "rule", "reason")}
@@ -272,6 +285,19 @@ class _Builder:
         node.message = message
         if node in self.open:
             self.open.remove(node)
+
+    def _on_usage(self, rec: dict[str, Any]) -> None:
+        counts = {k: rec.get(k, 0) for k in _USAGE_COUNTS}
+        if not all(type(v) is int and v >= 0 for v in counts.values()):
+            self.warnings.append(f"record {rec.get('i')}: usage with bad counts; not counted")
+            return
+        for k, v in counts.items():
+            self.trace.usage[k] += v
+        node = self.steps.get(_s(rec, "step"))
+        if node is not None:
+            mine = node.usage or dict.fromkeys(_USAGE_COUNTS, 0)
+            node.usage = {k: mine[k] + counts[k] for k in _USAGE_COUNTS}
+            node.usage_model = _s(rec, "model") or node.usage_model
 
     def _on_decision(self, rec: dict[str, Any]) -> None:
         if rec.get("step") in self.started_ids:

@@ -76,10 +76,12 @@ def _command(tmp: Path, *extra: str) -> list[str]:
 
 
 @asynccontextmanager
-async def launched(tmp: Path, env: dict[str, str] | None = None) -> AsyncIterator[Proxy]:
+async def launched(
+    tmp: Path, env: dict[str, str] | None = None, extra: tuple[str, ...] = ()
+) -> AsyncIterator[Proxy]:
     """What an MCP client does with the proxy's entry in its configuration."""
     params = StdioServerParameters(
-        command=TENURE, args=_command(tmp), env={**os.environ, **(env or {})}
+        command=TENURE, args=_command(tmp, *extra), env={**os.environ, **(env or {})}
     )
     with (tmp / "proxy.log").open("w") as log:
         async with (
