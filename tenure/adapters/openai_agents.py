@@ -117,15 +117,31 @@ def governed_tools(
 
 
 class GovernedModel(Model):
-    """An Agents SDK ``Model`` whose every request is a governed ``call_model`` step."""
+    """An Agents SDK ``Model`` whose every request is a governed ``call_model`` step.
+
+    ``inner`` is the model, or its name (resolved by the SDK's default provider when the
+    first request is made, so that building the agent needs no API key).
+    """
 
     def __init__(
-        self, inner: Model, name: str, *, provider: str = "", ctx: Context | None = None
+        self,
+        inner: Model | str | None,
+        name: str,
+        *,
+        provider: str = "",
+        ctx: Context | None = None,
     ) -> None:
-        self.inner = inner
+        self._inner = inner
         self.name = name
         self.provider = provider
         self._ctx = ctx
+
+    @property
+    def inner(self) -> Model:
+        """The model that serves the requests."""
+        if not isinstance(self._inner, Model):
+            self._inner = MultiProvider().get_model(self._inner)
+        return self._inner
 
     async def get_response(self, *args: Any, **kwargs: Any) -> ModelResponse:
         """The inner model's response, decided and recorded with its usage."""
@@ -167,9 +183,7 @@ def _model_of(agent: Agent[Any], ctx: Context | None, name: str | None) -> Gover
     if isinstance(model, GovernedModel):
         return model
     if model is None or isinstance(model, str):
-        label = name or model or "default"
-        inner = MultiProvider().get_model(model)
-        return GovernedModel(inner, label, provider="openai", ctx=ctx)
+        return GovernedModel(model, name or model or "default", provider="openai", ctx=ctx)
     label = name or getattr(model, "model", None) or type(model).__name__
     provider = "openai" if type(model).__module__.startswith("agents.models.openai") else ""
     return GovernedModel(model, str(label), provider=provider, ctx=ctx)

@@ -419,3 +419,26 @@ async def test_middleware_a_denied_model_name_never_reaches_the_model(
             await rt.run(agent_runner(model, fx, sync), principal="alice")
     assert denied.value.check == "rule:default-deny"
     assert model.sent == [] and fx.log == []
+
+
+def test_governed_tool_node_sets_its_own_wrappers() -> None:
+    with pytest.raises(TypeError, match="sets wrap_tool_call itself"):
+        governed_tool_node(make_tools(Effects()), wrap_tool_call=lambda r, e: e(r))
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["ainvoke", "invoke"])
+async def test_middleware_can_leave_model_calls_ungoverned(
+    evidence: Path, key: SigningKey, sync: bool
+) -> None:
+    fx = Effects()
+    model = scripted(call("read_file", path="k"))
+    lc_agent = create_agent(
+        model, make_tools(fx), middleware=[TenureMiddleware(govern_models=False)]
+    )
+    async with _runtime(evidence, key) as rt:
+        handle = await rt.start(runner(lc_agent, sync), principal="alice")
+        await handle.result()
+    recs = _records(handle.evidence_path)
+    assert not [r for r in recs if r.get("action") == "call_model"]
+    assert fx.log == ["read:k"]  # the tool call is still governed
+    assert [r["target"] for r in recs if r["kind"] == "step.start"][1:] == ["read_file"]

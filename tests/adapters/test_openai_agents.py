@@ -229,3 +229,37 @@ def test_hosted_tools_and_mcp_servers_are_refused_unless_named_unsafe() -> None:
     with pytest.warns(UserWarning, match="runs UNGOVERNED"):
         governed = govern_agent(hosted, unsafe_ungoverned=["web_search"])
     assert isinstance(governed.tools[-1], WebSearchTool)
+
+
+async def test_a_streamed_run_is_governed_and_its_usage_recorded(
+    evidence: Path, key: SigningKey
+) -> None:
+    fx = Effects()
+    sdk, model = sdk_agent(fx, function_call("read_file", {"path": "s"}, call_id="call_s1"))
+
+    @agent
+    async def run_it(ctx: Context) -> str:
+        streamed = Runner.run_streamed(govern_agent(sdk, model_name="scripted-sdk-model"), "go")
+        async for _ in streamed.stream_events():
+            pass
+        return str(streamed.final_output)
+
+    async with _runtime(evidence, key) as rt:
+        handle = await rt.start(run_it, principal="alice")
+        assert await handle.result() == "done"
+    assert fx.log == ["read:s"]
+    recs = _records(handle.evidence_path)
+    assert len([r for r in recs if r["kind"] == "step.start" and r["action"] == "call_model"]) == 2
+
+
+def test_a_named_model_is_resolved_and_arguments_that_are_not_json_still_decided() -> None:
+    from tenure.adapters.openai_agents import GovernedModel
+
+    fx = Effects()
+    sdk, _ = sdk_agent(fx)
+    named = govern_agent(sdk.clone(model="gpt-4.1-mini"))
+    assert isinstance(named.model, GovernedModel) and named.model.name == "gpt-4.1-mini"
+    again = govern_agent(named)
+    assert again.model is named.model  # not wrapped twice
+    unnamed = govern_agent(sdk)
+    assert isinstance(unnamed.model, GovernedModel) and unnamed.model.name == "ScriptedModel"

@@ -212,3 +212,24 @@ async def test_revoking_mid_stream_cuts_the_stream_and_the_run_ends_with_the_vio
     recs = _records(handle.evidence_path)
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
     assert verify_run(handle.evidence_path, key.public_key).ok
+
+
+async def test_other_requests_pass_through_and_a_failed_request_is_recorded_as_an_error(
+    evidence: Path, key: SigningKey, llm: Any
+) -> None:
+    @agent
+    async def host(ctx: Context) -> list[int]:
+        async with httpx.AsyncClient(base_url=llm.base_url, transport=governed_transport()) as h:
+            listed = await h.get("/models")  # not a model call: passes through
+            missing = await h.post("/completions", json={"model": "gpt-4.1-mini"})
+            with pytest.raises(ValueError, match="names no model"):
+                await h.post("/chat/completions", json={"messages": []})
+        return [listed.status_code, missing.status_code]
+
+    async with _runtime(evidence, key) as rt:
+        handle = await rt.start(host, principal="alice")
+        assert await handle.result() == [501, 404]
+    recs = _records(handle.evidence_path)
+    (start,) = [r for r in recs if r["kind"] == "step.start" and r["action"] == "call_model"]
+    (end,) = [r for r in recs if r["kind"] == "step.end" and r["step"] == start["step"]]
+    assert end["status"] == "error" and "HTTP 404" in end["message"]

@@ -316,16 +316,3 @@ async def test_tenure_spans_nest_under_pydantic_ai_spans_in_one_trace(
 
 def _scope(span: Any) -> str:
     return span.instrumentation_scope.name if span.instrumentation_scope else ""
-
-
-def test_a_missing_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    monkeypatch.setitem(sys.modules, "pydantic_ai", None)
-    monkeypatch.delitem(sys.modules, "tenure.adapters.pydantic_ai", raising=False)
-    with pytest.raises(ModuleNotFoundError) as missing:
-        import tenure.adapters.pydantic_ai  # noqa: F401
-    assert str(missing.value).startswith(
-        "tenure.adapters.pydantic_ai needs the 'pydantic-ai' extra: "
-        "pip install 'tenure[pydantic-ai]'"
-    )

@@ -1,0 +1,318 @@
+"""What governing another framework costs per tool call (issue 15).
+
+Each framework is measured governed and ungoverned in the same process, back to back in
+each round (order alternating), median of the rounds; both run inside the same Tenure
+agent, so the difference is the adapter plus one governed step (decision, step.start,
+step.end records, a span) per call. The frameworks run on their own offline models:
+pydantic-ai ``FunctionModel``, a scripted LangGraph node, the Agents SDK's
+``ScriptedModel``. The MCP figures are per ``tools/call`` from a real stdio client to a real
+stdio server, directly and through a ``tenure mcp-proxy`` process. Default runtime settings
+(stall bound included), allow-all policy, evidence on local disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from benchmarks._report import Report, Target
+from tenure import Context, Runtime, agent
+from tenure.policies import PolicySet
+
+ALLOW_ALL = 'version = 1\ndefault = "deny"\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
+GOAL_US = 50.0
+SERVER = Path(__file__).resolve().parents[1] / "tests" / "adapters" / "mcp_server.py"
+
+Timed = Callable[[], Awaitable[float]]
+
+
+async def _pair(governed: Timed, bare: Timed, rounds: int) -> tuple[float, float]:
+    """Median seconds of each, measured alternately (a warm-up round first)."""
+    await governed()
+    await bare()
+    g: list[float] = []
+    b: list[float] = []
+    for i in range(rounds):
+        for fn, out in ((governed, g), (bare, b)) if i % 2 == 0 else ((bare, b), (governed, g)):
+            out.append(await fn())
+    return statistics.median(g), statistics.median(b)
+
+
+def _rows(report: Report, name: str, calls: int, g: float, b: float) -> None:
+    g_us, b_us = g / calls * 1e6, b / calls * 1e6
+    report.add("adapters", f"{name}, per tool call", g_us, "µs", baseline=b_us)
+    report.add(
+        "adapters",
+        f"{name}, added per tool call",
+        g_us - b_us,
+        "µs",
+        target=Target(GOAL_US),
+    )
+
+
+# -- the seam itself ---------------------------------------------------------------------------
+
+
+async def _seam(calls: int) -> tuple[Timed, Timed, Timed]:
+    async def body() -> int:
+        return 1
+
+    def timed(fn: Callable[[Context], Awaitable[None]]) -> Timed:
+        @agent(name="bench_seam")
+        async def host(ctx: Context) -> float:
+            t = time.perf_counter()
+            await fn(ctx)
+            return time.perf_counter() - t
+
+        async def run() -> float:
+            seconds: float = await _RT.run(host, principal="bench")
+            return seconds
+
+        return run
+
+    async def governed(ctx: Context) -> None:
+        for i in range(calls):
+            await ctx.govern("t", {"i": i}, body, call_id=str(i), framework="bench")
+
+    async def bare(ctx: Context) -> None:
+        for _ in range(calls):
+            await body()
+
+    async def model(ctx: Context) -> None:
+        for _ in range(calls):
+            async with ctx.model_call("m") as call:
+                call.record_usage(input_tokens=1, output_tokens=1)
+
+    return timed(governed), timed(bare), timed(model)
+
+
+# -- pydantic-ai --------------------------------------------------------------------------------
+
+
+def _pydantic(calls: int) -> tuple[Timed, Timed]:
+    from pydantic_ai import Agent as PydanticAgent
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+    from pydantic_ai.usage import UsageLimits
+
+    from tenure.adapters.pydantic_ai import tenure_capability
+
+    def script(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        n = len(messages) // 2
+        if n < calls:
+            return ModelResponse(parts=[ToolCallPart("lookup", json.dumps({"n": n}), f"c{n}")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    support = PydanticAgent(FunctionModel(script))
+
+    @support.tool_plain
+    def lookup(n: int) -> int:
+        return n
+
+    def timed(capabilities: list[Any]) -> Timed:
+        @agent(name="bench_pydantic")
+        async def host(ctx: Context) -> float:
+            t = time.perf_counter()
+            limits = UsageLimits(request_limit=calls + 5)
+            await support.run("go", capabilities=capabilities, usage_limits=limits)
+            return time.perf_counter() - t
+
+        async def run() -> float:
+            seconds: float = await _RT.run(host, principal="bench")
+            return seconds
+
+        return run
+
+    return timed([tenure_capability(govern_models=False)]), timed([])
+
+
+# -- LangGraph ---------------------------------------------------------------------------------
+
+
+def _langgraph(calls: int) -> tuple[Timed, Timed, Timed, Timed]:
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.tools import tool as lc_tool
+    from langgraph.graph import END, START, MessagesState, StateGraph
+    from langgraph.prebuilt import ToolNode
+
+    from tenure.adapters.langgraph import governed_tool_node
+
+    @lc_tool
+    def lookup(n: int) -> int:
+        """Look up."""
+        return n
+
+    def graph(node: Any) -> Any:
+        def model(state: MessagesState) -> dict[str, Any]:
+            n = len(state["messages"])
+            return {
+                "messages": [
+                    AIMessage("", tool_calls=[{"name": "lookup", "args": {"n": n}, "id": f"c{n}"}])
+                ]
+            }
+
+        builder = StateGraph(MessagesState)
+        builder.add_node("model", model)
+        builder.add_node("tools", node)
+        builder.add_edge(START, "model")
+        builder.add_edge("model", "tools")
+        builder.add_edge("tools", END)
+        return builder.compile()
+
+    governed, bare = graph(governed_tool_node([lookup])), graph(ToolNode([lookup]))
+
+    def timed(g: Any, sync: bool) -> Timed:
+        @agent(name="bench_langgraph")
+        async def host(ctx: Context) -> float:
+            start = {"messages": [HumanMessage("go")]}
+            t = time.perf_counter()
+            for _ in range(calls):
+                if sync:
+                    await anyio.to_thread.run_sync(lambda: g.invoke(start))
+                else:
+                    await g.ainvoke(start)
+            return time.perf_counter() - t
+
+        async def run() -> float:
+            seconds: float = await _RT.run(host, principal="bench")
+            return seconds
+
+        return run
+
+    return timed(governed, False), timed(bare, False), timed(governed, True), timed(bare, True)
+
+
+# -- OpenAI Agents SDK -------------------------------------------------------------------------
+
+
+def _openai_agents(calls: int) -> tuple[Timed, Timed]:
+    from agents import Agent as SdkAgent
+    from agents import Runner, function_tool, set_tracing_disabled
+    from agents.testing import ScriptedModel, assistant_message, function_call
+
+    from tenure.adapters.openai_agents import govern_agent
+
+    set_tracing_disabled(True)
+
+    @function_tool
+    def lookup(n: int) -> int:
+        """Look up."""
+        return n
+
+    def timed(governed: bool) -> Timed:
+        @agent(name="bench_openai_agents")
+        async def host(ctx: Context) -> float:
+            steps: list[Any] = [
+                [function_call("lookup", {"n": i}, call_id=f"c{i}")] for i in range(calls)
+            ]
+            sdk = SdkAgent(
+                name="b", model=ScriptedModel([*steps, [assistant_message("ok")]]), tools=[lookup]
+            )
+            target = govern_agent(sdk, govern_model=False) if governed else sdk
+            t = time.perf_counter()
+            await Runner.run(target, "go", max_turns=calls + 5)
+            return time.perf_counter() - t
+
+        async def run() -> float:
+            seconds: float = await _RT.run(host, principal="bench")
+            return seconds
+
+        return run
+
+    return timed(True), timed(False)
+
+
+# -- MCP ---------------------------------------------------------------------------------------
+
+
+def _mcp(calls: int, tmp: Path) -> tuple[Timed, Timed]:
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    policy = tmp / "policy.toml"
+    policy.write_text(ALLOW_ALL)
+    server = [str(SERVER), str(tmp / "marks.txt")]
+    tenure = str(Path(sys.executable).with_name("tenure"))
+    proxied = [
+        "mcp-proxy",
+        "--policy",
+        str(policy),
+        "--principal",
+        "bench",
+        "--evidence-dir",
+        str(tmp / "runs"),
+        "--",
+        sys.executable,
+        *server,
+    ]
+
+    quiet = open(os.devnull, "w")  # noqa: SIM115 (the proxy's stderr lines, for the process)
+
+    def timed(command: str, args: list[str]) -> Timed:
+        async def run() -> float:
+            params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
+            async with stdio_client(params, errlog=quiet) as (r, w), ClientSession(r, w) as s:
+                await s.initialize()
+                await s.call_tool("read_file", {"path": "warm"})
+                t = time.perf_counter()
+                for i in range(calls):
+                    await s.call_tool("read_file", {"path": str(i)})
+                return time.perf_counter() - t
+
+        return run
+
+    return timed(tenure, proxied), timed(sys.executable, server)
+
+
+_RT: Runtime
+
+
+def run(report: Report, quick: bool = False) -> None:
+    """Add the adapter rows to ``report``."""
+    calls = 60 if quick else 300
+    rounds = 3 if quick else 7
+
+    async def main() -> None:
+        global _RT
+        with tempfile.TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            policy = PolicySet.from_text(ALLOW_ALL)
+            async with Runtime(policies=policy, evidence_dir=tmp / "evidence") as rt:
+                _RT = rt
+                seam_g, seam_b, seam_m = await _seam(calls)
+                g, b = await _pair(seam_g, seam_b, rounds)
+                _rows(report, "seam: ctx.govern (trivial body)", calls, g, b)
+                m, b = await _pair(seam_m, seam_b, rounds)
+                report.add(
+                    "adapters", "seam: ctx.model_call with usage, per call", m / calls * 1e6, "µs"
+                )
+                g, b = await _pair(*_pydantic(calls), rounds)
+                _rows(report, "pydantic-ai capability", calls, g, b)
+                ag, ab, sg, sb = _langgraph(calls // 3)
+                g, b = await _pair(ag, ab, rounds)
+                _rows(report, "LangGraph ToolNode, ainvoke", calls // 3, g, b)
+                g, b = await _pair(sg, sb, rounds)
+                _rows(report, "LangGraph ToolNode, invoke (thread)", calls // 3, g, b)
+                g, b = await _pair(*_openai_agents(calls // 3), rounds)
+                _rows(report, "OpenAI Agents FunctionTool", calls // 3, g, b)
+            g, b = await _pair(*_mcp(calls, tmp), max(3, rounds // 2))
+            report.add(
+                "adapters",
+                "MCP tools/call through tenure mcp-proxy",
+                g / calls * 1e6,
+                "µs",
+                baseline=b / calls * 1e6,
+                note="vs direct stdio",
+            )
+            report.add("adapters", "MCP proxy, added per tools/call", (g - b) / calls * 1e6, "µs")
+
+    anyio.run(main)
