@@ -235,7 +235,7 @@ async def test_a_streamed_run_is_governed_and_its_usage_recorded(
     evidence: Path, key: SigningKey
 ) -> None:
     fx = Effects()
-    sdk, model = sdk_agent(fx, function_call("read_file", {"path": "s"}, call_id="call_s1"))
+    sdk, _ = sdk_agent(fx, function_call("read_file", {"path": "s"}, call_id="call_s1"))
 
     @agent
     async def run_it(ctx: Context) -> str:

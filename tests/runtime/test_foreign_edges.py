@@ -129,7 +129,7 @@ async def test_the_sync_path_replays_a_call_id_and_records_a_body_that_raised(
 
     @agent
     async def host(ctx: Context) -> list[Any]:
-        with pytest.raises(RuntimeError, match="`async with ctx.model_call"), ctx.model_call("m"):
+        with pytest.raises(RuntimeError, match=r"`async with ctx\.model_call"), ctx.model_call("m"):
             pass
         out: list[Any] = await anyio.to_thread.run_sync(worker, ctx)
         return out
@@ -284,7 +284,6 @@ async def test_a_denied_call_inside_a_stopped_run_raises_the_stop(
 async def test_tenure_trace_shows_foreign_calls_model_calls_and_the_usage_totals(
     evidence: Path, key: SigningKey
 ) -> None:
-    import subprocess
     import sys
 
     from tenure.lineage import load_trace, to_jaeger, trace_to_dict
@@ -314,14 +313,11 @@ async def test_tenure_trace_shows_foreign_calls_model_calls_and_the_usage_totals
     )
     assert any(s["operationName"] == "chat m-1" for s in to_jaeger(tr)["data"][0]["spans"])
     tenure_cli = str(Path(sys.executable).with_name("tenure"))
-    shown = subprocess.run(
+    done = await anyio.run_process(
         [tenure_cli, "trace", str(handle.evidence_path)],
-        capture_output=True,
-        text=True,
         env={"NO_COLOR": "1", "COLUMNS": "200", "PATH": ""},
-        timeout=60,
-        check=True,
-    ).stdout
+    )
+    shown = done.stdout.decode()
     assert "tool lookup  via fw (c-1)" in shown
     assert "model m-1  via p" in shown and "5 tokens (3 in, 2 out), cost 0.5" in shown
     assert "Usage: 1 model call, 9 tokens (3 in, 2 out), cost 0.5" in shown
