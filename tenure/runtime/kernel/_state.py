@@ -28,7 +28,15 @@ from ._lease import Lease, wall_us
 if TYPE_CHECKING:
     from ...policies import PolicySet
 
-__all__ = ["GOVERNED_RUN", "NO_LEASE", "ForeignTarget", "GovState", "LeaseState", "Step", "value_digest"]
+__all__ = [
+    "GOVERNED_RUN",
+    "NO_LEASE",
+    "ForeignTarget",
+    "GovState",
+    "LeaseState",
+    "Step",
+    "value_digest",
+]
 
 #: The id of the run whose governed task is executing, ``None`` outside governed code. Set
 #: once in each run's root task and inherited by every task and worker thread of the run,
