@@ -58,6 +58,7 @@ MODULES = [
     "lineage",
     "attest",
     "isolation",
+    "adapters",
     "memory",
     "report",
     "distributed",

@@ -37,6 +37,8 @@ def test_a_missing_extra_is_one_line_naming_it(
     monkeypatch: pytest.MonkeyPatch, adapter: str, extra: str, packages: tuple[str, ...]
 ) -> None:
     """As if the extra's packages were not installed (even if another test imported them)."""
+    for package in packages:
+        monkeypatch.setitem(sys.modules, package, None)
     for name in list(sys.modules):
         if name.split(".")[0] in packages:
             monkeypatch.setitem(sys.modules, name, None)
