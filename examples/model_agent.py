@@ -121,6 +121,7 @@ async def main(evidence_dir: Path) -> None:
                 await handle.result()
             except PolicyDenied as exc:
                 print(f"run stopped: {exc.check}: {exc.reason}")
+        await CLIENTS.pop(base_url).close()
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
     print(f"evidence {handle.evidence_path}: {report.verdict}")
     print(f"see the model calls with: tenure trace {handle.evidence_path}")

@@ -23,6 +23,8 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
+import anyio
+
 from ._extra import missing_extra
 
 try:
@@ -140,25 +142,37 @@ class _Governed(httpx.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._inner:
-                if self._call.stopped:
-                    self._finish(None)  # raises the run's stop: nothing more reaches the caller
-                self._read(chunk)
-                yield chunk
+                for piece in self._pieces(chunk):
+                    if self._call.stopped:
+                        self._finish(None)  # raises the run's stop: nothing more gets through
+                    yield piece
+            if self._streamed and self._buffer:
+                yield bytes(self._buffer)  # a last event without its blank line
         except BaseException as exc:
+            # Cut short (the run's stop, the consumer's error): the connection is closed
+            # here, since a caller that got an exception may never close the response.
+            with anyio.CancelScope(shield=True):
+                await self._inner.aclose()
             self._finish(exc)
             raise
         self._finish(None)
 
-    def _read(self, chunk: bytes) -> None:
-        if self._streamed:
-            self._buffer += chunk
-            *lines, rest = bytes(self._buffer).split(b"\n")
-            self._buffer = bytearray(rest)
-            for line in lines:
+    def _pieces(self, chunk: bytes) -> list[bytes]:
+        """A stream in whole server-sent events (one check of the stop per event, however
+        the network cut them); a plain body as it came, kept to read its usage."""
+        if not self._streamed:
+            if len(self._buffer) + len(chunk) <= MAX_BODY_BYTES:
+                self._buffer += chunk
+            return [chunk]
+        self._buffer += chunk
+        events: list[bytes] = []
+        while (end := _event_end(self._buffer)) is not None:
+            event, self._buffer = bytes(self._buffer[:end]), self._buffer[end:]
+            for line in event.splitlines():
                 if line.startswith(b"data:"):
                     self._usage(line[5:].strip())
-        elif len(self._buffer) + len(chunk) <= MAX_BODY_BYTES:
-            self._buffer += chunk
+            events.append(event)
+        return events
 
     def _usage(self, data: bytes) -> None:
         try:
@@ -198,6 +212,12 @@ class _Governed(httpx.AsyncByteStream):
             await self._inner.aclose()
         finally:
             self._finish(None)
+
+
+def _event_end(buffer: bytearray) -> int | None:
+    """The end of the first complete event in ``buffer`` (after its blank line)."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.find(sep)) >= 0]
+    return min(ends) if ends else None
 
 
 def governed_transport(

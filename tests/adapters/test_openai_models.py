@@ -82,10 +82,10 @@ async def test_a_chat_completion_is_a_governed_step_with_its_usage_and_cost(
 ) -> None:
     @agent
     async def host(ctx: Context) -> str:
-        client = _client(llm)
-        reply = await client.chat.completions.create(
-            model="gpt-4.1-mini", messages=[{"role": "user", "content": "say five words"}]
-        )
+        async with _client(llm) as client:
+            reply = await client.chat.completions.create(
+                model="gpt-4.1-mini", messages=[{"role": "user", "content": "say five words"}]
+            )
         return reply.choices[0].message.content or ""
 
     async with _runtime(evidence, key) as rt:
@@ -107,12 +107,13 @@ async def test_a_stream_is_governed_and_its_usage_chunk_recorded(
 ) -> None:
     @agent
     async def host(ctx: Context) -> str:
-        stream = await _client(llm).chat.completions.create(
-            model="gpt-4.1-mini",
-            messages=[{"role": "user", "content": "stream please"}],
-            stream=True,
-        )
-        words = [c.choices[0].delta.content or "" async for c in stream if c.choices]
+        async with _client(llm) as client:
+            stream = await client.chat.completions.create(
+                model="gpt-4.1-mini",
+                messages=[{"role": "user", "content": "stream please"}],
+                stream=True,
+            )
+            words = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         return "".join(words)
 
     async with _runtime(evidence, key) as rt:
@@ -127,9 +128,10 @@ async def test_a_denied_model_name_never_reaches_the_server(
 ) -> None:
     @agent
     async def host(ctx: Context) -> None:
-        await _client(llm).chat.completions.create(
-            model="gpt-5-pro", messages=[{"role": "user", "content": "hi"}]
-        )
+        async with _client(llm) as client:
+            await client.chat.completions.create(
+                model="gpt-5-pro", messages=[{"role": "user", "content": "hi"}]
+            )
 
     async with _runtime(evidence, key) as rt:
         with pytest.raises(PolicyDenied) as denied:
@@ -143,13 +145,13 @@ async def test_the_token_budget_stops_the_run_before_the_request_that_would_exce
 ) -> None:
     @agent
     async def host(ctx: Context) -> None:
-        client = _client(llm)
-        for _ in range(10):  # 3 + 5 tokens each; up to 10 more asked for
-            await client.chat.completions.create(
-                model="gpt-4.1-mini",
-                messages=[{"role": "user", "content": "say five words"}],
-                max_tokens=10,
-            )
+        async with _client(llm) as client:
+            for _ in range(10):  # 3 + 5 tokens each; up to 10 more asked for
+                await client.chat.completions.create(
+                    model="gpt-4.1-mini",
+                    messages=[{"role": "user", "content": "say five words"}],
+                    max_tokens=10,
+                )
 
     async with _runtime(evidence, key) as rt:
         handle = await rt.start(host, principal="alice")
@@ -195,14 +197,17 @@ async def test_revoking_mid_stream_cuts_the_stream_and_the_run_ends_with_the_vio
 
         @agent
         async def host(ctx: Context) -> None:
-            stream = await _client(llm).chat.completions.create(
-                model="gpt-4.1-mini", messages=[{"role": "user", "content": "go"}], stream=True
-            )
-            async for chunk in stream:
-                if chunk.choices and chunk.choices[0].delta.content:
-                    seen.append(chunk.choices[0].delta.content)
-                if len(seen) == 3:
-                    rt.revoke(ctx.run_id, reason="enough")
+            async with _client(llm) as client:
+                stream = await client.chat.completions.create(
+                    model="gpt-4.1-mini",
+                    messages=[{"role": "user", "content": "go"}],
+                    stream=True,
+                )
+                async for chunk in stream:
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        seen.append(chunk.choices[0].delta.content)
+                    if len(seen) == 3:
+                        rt.revoke(ctx.run_id, reason="enough")
 
         async with _runtime(evidence, key) as rt:
             handle = await rt.start(host, principal="alice")
