@@ -28,15 +28,21 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from tenure import Context, Runtime, agent
+from tenure import Context, Runtime, SigningKey, agent
 from tenure.adapters.pydantic_ai import tenure_capability
 from tenure.crypto import default_key_dir, load_public_key
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-POLICY = """
+#: the approver's key: in production it lives with the person, never with the runtime
+BOB = SigningKey.generate()
+
+POLICY = f"""
 version = 1
 default = "deny"
+
+[approvers]
+bob = "{BOB.public_text}"
 
 [[rules]]
 id = "desk-runs"
@@ -132,7 +138,7 @@ async def main(evidence_dir: Path) -> None:
                 await anyio.sleep(0.01)
         (request,) = rt.pending_approvals()
         print(f"approving {request.target} (rule {request.rule_id}) as bob")
-        rt.approve(request.id, approver="bob")
+        rt.approve(request.id, approver=BOB)
         print(f"result: {await handle.result()}")
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
     print(f"evidence {handle.evidence_path}: {report.verdict}")

@@ -35,7 +35,7 @@ from tenure.adapters.langgraph import TenureMiddleware, governed_tool_node
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import next_request
+from ..support.approver import APPROVER, next_request, with_approver
 
 POLICY = """
 version = 1
@@ -70,6 +70,7 @@ effect = "allow"
 actions = ["call_model"]
 targets = ["scripted-chat"]
 """
+POLICY = with_approver(POLICY)
 
 
 class Effects:
@@ -252,7 +253,7 @@ async def test_tool_node_an_approval_held_tool_waits_for_the_grant(
         handle = await rt.start(runner(graph, True), principal="alice")
         request = await next_request(rt)
         assert request.target == "pay" and fx.log == []
-        rt.approve(request.id, approver="bob")
+        rt.approve(request.id, approver=APPROVER)
         state = await handle.result()
     assert tool_messages(state)[0].content == "paid 7" and fx.log == ["paid:7"]
     _verified(handle.evidence_path, key)

@@ -25,7 +25,7 @@ from tenure.adapters.mcp import McpProxy
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import next_request
+from ..support.approver import APPROVER, next_request, with_approver
 from ..support.polling import until
 
 SERVER = Path(__file__).with_name("mcp_server.py")
@@ -58,6 +58,7 @@ effect = "require_approval"
 actions = ["execute_tool"]
 targets = ["pay"]
 """
+POLICY = with_approver(POLICY)
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -151,7 +152,7 @@ async def test_an_approval_held_call_waits_and_runs_only_after_the_grant(
             request = await next_request(h.rt)
             assert (request.target, request.rule_id) == ("pay", "pay-needs-a-human")
             assert h.marked() == [] and results == []  # held: the server has not seen it
-            h.rt.approve(request.id, approver="bob")
+            h.rt.approve(request.id, approver=APPROVER)
         assert not results[0].is_error and _text(results[0]) == "paid 30"
         assert h.marked() == ["paid:30"]
     recs = _records(h.handle.evidence_path)

@@ -23,7 +23,7 @@ from tenure.adapters.openai_agents import govern_agent
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import next_request
+from ..support.approver import APPROVER, next_request, with_approver
 
 POLICY = """
 version = 1
@@ -58,6 +58,7 @@ effect = "allow"
 actions = ["call_model"]
 targets = ["scripted-sdk-model"]
 """
+POLICY = with_approver(POLICY)
 
 
 @pytest.fixture(autouse=True)
@@ -180,7 +181,7 @@ async def test_an_approval_held_tool_waits_for_tenure_approval(
         handle = await rt.start(host(sdk), principal="alice")
         request = await next_request(rt)
         assert request.target == "pay" and fx.log == []
-        rt.approve(request.id, approver="bob")
+        rt.approve(request.id, approver=APPROVER)
         assert await handle.result() == "done"
     assert fx.log == ["paid:3"] and _tool_outputs(model) == ["paid 3"]
 

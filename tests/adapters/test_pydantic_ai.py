@@ -33,7 +33,7 @@ from tenure.adapters.pydantic_ai import tenure_capability
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import next_request
+from ..support.approver import APPROVER, next_request, with_approver
 
 POLICY = """
 version = 1
@@ -71,6 +71,7 @@ targets = ["scripted"]
 [budgets]
 max_tokens = 100
 """
+POLICY = with_approver(POLICY)
 
 
 class Script:
@@ -208,7 +209,7 @@ async def test_an_approval_held_tool_waits_for_tenure_approval_then_runs(
         request = await next_request(rt)
         assert (request.target, request.rule_id) == ("pay", "pay-needs-a-human")
         assert effects == []
-        rt.approve(request.id, approver="bob")
+        rt.approve(request.id, approver=APPROVER)
         assert await handle.result() == "model saw: paid 12"
     assert effects == ["paid:12"]
     _verified(handle.evidence_path, key)

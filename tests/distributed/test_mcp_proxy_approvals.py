@@ -12,6 +12,7 @@ import mcp_types as types
 from tenure.runtime.backends._pg import upgrade
 
 from ..adapters.test_mcp_proxy_cli import TENURE, _text, launched
+from ..support.approver import approver_key_file
 
 
 async def _listed(url: str) -> list[str]:
@@ -39,8 +40,9 @@ async def test_a_held_mcp_call_runs_only_after_tenure_approvals_approve(
             assert " pay " in line and "pay-needs-a-human" in line
             assert p.marked() == [] and results == []  # held: the server has not seen it
             request_id = line.split()[0]
+            key = approver_key_file(tmp_path)
             approve = [TENURE, "approvals", "approve", request_id, "--backend", pg_url]
-            done = await anyio.run_process([*approve, "--approver", "bob"], check=False)
+            done = await anyio.run_process([*approve, "--key", str(key)], check=False)
             assert done.returncode == 0, done.stderr.decode()
         assert not results[0].is_error and _text(results[0]) == "paid 30"
     assert p.marked() == ["paid:30"]

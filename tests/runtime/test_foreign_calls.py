@@ -30,7 +30,7 @@ from tenure import (
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import next_request
+from ..support.approver import APPROVER, next_request, with_approver
 
 POLICY = """
 version = 1
@@ -68,6 +68,7 @@ targets = ["gpt-4.1-mini", "local-*"]
 [budgets]
 max_tokens = 100
 """
+POLICY = with_approver(POLICY)
 
 
 def _records(run_dir: Path) -> list[dict[str, Any]]:
@@ -173,7 +174,7 @@ async def test_an_approval_held_foreign_call_runs_only_after_the_grant(
         assert (request.action, request.target) == ("execute_tool", "pay")
         assert events == []
         events.append("approved")
-        rt.approve(request.id, approver="bob")
+        rt.approve(request.id, approver=APPROVER)
         assert await handle.result() == "ok"
     assert events == ["approved", "paid"]
     _verified(handle.evidence_path, key)

@@ -99,7 +99,9 @@ class GovernedSteps(RunState):
             over = await self.services.shared_debit(self, step)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
-        if self.attested is not None and step.target not in self.attested:
+        # Another framework's tool or a model is not Tenure code: nothing to measure.
+        foreign = isinstance(step.target, ForeignTarget)
+        if self.attested is not None and not foreign and step.target not in self.attested:
             self._refuse_unattested(step)
         try:
             # Once, before deciding: the decision, the digest and the body all use it.
