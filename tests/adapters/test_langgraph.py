@@ -5,7 +5,6 @@ worker thread) — never failing open. The models are scripted LangChain chat mo
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -27,50 +26,13 @@ from tenure import (
     GovernanceUnavailable,
     LeaseRevoked,
     PolicyDenied,
-    Runtime,
     SigningKey,
     agent,
 )
 from tenure.adapters.langgraph import TenureMiddleware, governed_tool_node
-from tenure.evidence import verify_run
-from tenure.policies import PolicySet
 
-from ..support.approver import APPROVER, next_request, with_approver
-
-POLICY = """
-version = 1
-default = "deny"
-
-[[rules]]
-id = "agents"
-effect = "allow"
-actions = ["invoke_agent"]
-
-[[rules]]
-id = "reads"
-effect = "allow"
-actions = ["execute_tool"]
-targets = ["read_file", "slow", "slow_sync", "confirm"]
-
-[[rules]]
-id = "no-delete"
-effect = "deny"
-actions = ["execute_tool"]
-targets = ["delete_file"]
-
-[[rules]]
-id = "pay-needs-a-human"
-effect = "require_approval"
-actions = ["execute_tool"]
-targets = ["pay"]
-
-[[rules]]
-id = "scripted-models"
-effect = "allow"
-actions = ["call_model"]
-targets = ["scripted-chat"]
-"""
-POLICY = with_approver(POLICY)
+from ..support.approver import APPROVER, next_request
+from ._shared import recording, records, runtime, verified
 
 
 class Effects:
@@ -151,19 +113,6 @@ def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
     return [m for m in state["messages"] if isinstance(m, ToolMessage)]
 
 
-def _runtime(evidence: Path, key: SigningKey, **kw: Any) -> Runtime:
-    return Runtime(policies=PolicySet.from_text(POLICY), evidence_dir=evidence, key=key, **kw)
-
-
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
-
-
-def _verified(run_dir: Path, key: SigningKey) -> None:
-    report = verify_run(run_dir, key.public_key)
-    assert report.ok, report.failures
-
-
 def runner(graph: Any, sync: bool) -> Any:
     """A Tenure agent running ``graph``: ``ainvoke``, or ``invoke`` in a worker thread."""
     start = {"messages": [HumanMessage("go")]}
@@ -186,15 +135,15 @@ async def test_tool_node_an_allowed_tool_runs_and_is_in_the_evidence(
 ) -> None:
     fx = Effects()
     graph = tool_graph(fx, [call("read_file", path="a.txt")])
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(graph, sync), principal="alice")
         state = await handle.result()
     (msg,) = tool_messages(state)
     assert msg.content == "contents of a.txt" and msg.status == "success"
     assert fx.log == ["read:a.txt"]
-    start = next(r for r in _records(handle.evidence_path) if r.get("target") == "read_file")
+    start = next(r for r in records(handle.evidence_path) if r.get("target") == "read_file")
     assert (start["framework"], start["call"]) == ("langgraph", "c1")
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["ainvoke", "invoke"])
@@ -203,13 +152,13 @@ async def test_tool_node_a_denied_tool_never_runs_and_the_model_gets_an_error_me
 ) -> None:
     fx = Effects()
     graph = tool_graph(fx, [call("delete_file", path="/")])
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(graph, sync), principal="alice")
         state = await handle.result()
     (msg,) = tool_messages(state)
     assert msg.status == "error" and "Denied by Tenure (no-delete)" in str(msg.content)
     assert fx.log == []
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_tool_node_outside_a_governed_step_refuses_every_call(
@@ -237,7 +186,7 @@ async def test_tool_node_invoke_blocking_the_event_loop_stops_the_run_and_runs_n
     async def host(ctx: Context) -> Any:
         return graph.invoke({"messages": [HumanMessage("go")]})  # blocks the loop
 
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         with pytest.raises(GovernanceUnavailable) as stopped:
             await rt.run(host, principal="alice")
     assert stopped.value.check == "loop.stall"
@@ -249,14 +198,14 @@ async def test_tool_node_an_approval_held_tool_waits_for_the_grant(
 ) -> None:
     fx = Effects()
     graph = tool_graph(fx, [call("pay", amount=7)])
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(graph, True), principal="alice")
         request = await next_request(rt)
         assert request.target == "pay" and fx.log == []
         rt.approve(request.id, approver=APPROVER)
         state = await handle.result()
     assert tool_messages(state)[0].content == "paid 7" and fx.log == ["paid:7"]
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_tool_node_revoking_mid_tool_cancels_it_and_the_run_ends_with_the_violation(
@@ -264,16 +213,16 @@ async def test_tool_node_revoking_mid_tool_cancels_it_and_the_run_ends_with_the_
 ) -> None:
     fx = Effects()
     graph = tool_graph(fx, [call("slow")])
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(graph, False), principal="alice")
         await anyio.to_thread.run_sync(fx.slow_started.wait, 10)
         rt.revoke(handle.run_id, reason="stop")
         with pytest.raises(LeaseRevoked):
             await handle.result()
     assert fx.log == ["slow:cancelled"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_tool_node_sync_revoked_mid_tool_discards_its_result_and_ends_with_the_violation(
@@ -283,7 +232,7 @@ async def test_tool_node_sync_revoked_mid_tool_discards_its_result_and_ends_with
     revocation reaches no one and the run ends with the violation."""
     fx = Effects()
     graph = tool_graph(fx, [call("slow_sync")])
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(graph, True), principal="alice")
         await anyio.to_thread.run_sync(fx.slow_started.wait, 10)
         rt.revoke(handle.run_id, reason="stop")
@@ -291,11 +240,11 @@ async def test_tool_node_sync_revoked_mid_tool_discards_its_result_and_ends_with
         with pytest.raises(LeaseRevoked):
             await handle.result()
     assert fx.log == ["slow_sync:returned"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     start = next(r for r in recs if r.get("target") == "slow_sync" and r["kind"] == "step.start")
     assert not [r for r in recs if r["kind"] == "step.end" and r["step"] == start["step"]]
     assert any(start["step"] in r["steps"] for r in recs if r["kind"] == "steps.stopped")
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_tool_node_an_interrupt_re_execution_replays_calls_that_already_ran(
@@ -312,27 +261,21 @@ async def test_tool_node_an_interrupt_re_execution_replays_calls_that_already_ra
         assert "__interrupt__" in first
         return await graph.ainvoke(Command(resume="yes"), config)
 
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host, principal="alice")
         state = await handle.result()
     assert fx.log == ["read:once.txt", "confirmed:yes"]  # read_file ran once, not twice
     assert sorted(str(m.content) for m in tool_messages(state)) == ["contents of once.txt", "yes"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     reads = [r for r in recs if r["kind"] == "decision" and r["target"] == "read_file"]
     assert [r["call"] for r in reads] == ["r1"]  # decided and counted once
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_tool_node_spans_nest_under_the_callers_span_in_one_trace(
     evidence: Path, key: SigningKey
 ) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = recording()
     tracer = provider.get_tracer("app")
     fx = Effects()
     graph = tool_graph(fx, [call("read_file", path="t")])
@@ -342,7 +285,7 @@ async def test_tool_node_spans_nest_under_the_callers_span_in_one_trace(
         with tracer.start_as_current_span("graph ainvoke"):
             return await graph.ainvoke({"messages": [HumanMessage("go")]})
 
-    async with _runtime(evidence, key, tracer_provider=provider) as rt:
+    async with runtime(evidence, key, tracer_provider=provider) as rt:
         await rt.run(host, principal="alice")
     spans = {s.name: s for s in exporter.get_finished_spans()}
     governed, around = spans["execute_tool read_file"], spans["graph ainvoke"]
@@ -393,20 +336,20 @@ async def test_middleware_governs_tools_and_model_calls(
 ) -> None:
     fx = Effects()
     model = scripted(call("read_file", "a1", path="k"), call("delete_file", "a2", path="k"))
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(agent_runner(model, fx, sync), principal="alice")
         state = await handle.result()
     assert fx.log == ["read:k"]  # delete_file was denied: never ran
     denied = next(m for m in model.sent[1] if isinstance(m, ToolMessage) and m.status == "error")
     assert "Denied by Tenure (no-delete)" in str(denied.content)  # the model saw the denial
     assert state["messages"][-1].content == "done"
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     usage = [r for r in recs if r["kind"] == "usage"]
     assert [(u["model"], u["input_tokens"], u["output_tokens"]) for u in usage] == [
         ("scripted-chat", 11, 4),
         ("scripted-chat", 11, 4),
     ]
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 @pytest.mark.parametrize("sync", [False, True], ids=["ainvoke", "invoke"])
@@ -415,7 +358,7 @@ async def test_middleware_a_denied_model_name_never_reaches_the_model(
 ) -> None:
     fx = Effects()
     model = scripted(call("read_file", path="k"), name="gpt-5-pro")
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         with pytest.raises(PolicyDenied) as denied:
             await rt.run(agent_runner(model, fx, sync), principal="alice")
     assert denied.value.check == "rule:default-deny"
@@ -436,10 +379,10 @@ async def test_middleware_can_leave_model_calls_ungoverned(
     lc_agent = create_agent(
         model, make_tools(fx), middleware=[TenureMiddleware(govern_models=False)]
     )
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(runner(lc_agent, sync), principal="alice")
         await handle.result()
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert not [r for r in recs if r.get("action") == "call_model"]
     assert fx.log == ["read:k"]  # the tool call is still governed
     assert [r["target"] for r in recs if r["kind"] == "step.start"][1:] == ["read_file"]

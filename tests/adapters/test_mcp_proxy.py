@@ -6,13 +6,11 @@ appends a mark to a file, so each test sees exactly which side effects happened.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import mcp_types as types
@@ -25,44 +23,11 @@ from tenure.adapters.mcp import McpProxy
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 
-from ..support.approver import APPROVER, next_request, with_approver
+from ..support.approver import APPROVER, next_request
 from ..support.polling import until
+from ._shared import POLICY, records
 
 SERVER = Path(__file__).with_name("mcp_server.py")
-
-POLICY = """
-version = 1
-default = "deny"
-
-[[rules]]
-id = "the-proxy-session"
-effect = "allow"
-actions = ["invoke_agent"]
-targets = ["mcp_proxy"]
-
-[[rules]]
-id = "reads-and-waits"
-effect = "allow"
-actions = ["execute_tool"]
-targets = ["read_*", "slow"]
-
-[[rules]]
-id = "no-delete"
-effect = "deny"
-actions = ["execute_tool"]
-targets = ["delete_*"]
-
-[[rules]]
-id = "pay-needs-a-human"
-effect = "require_approval"
-actions = ["execute_tool"]
-targets = ["pay"]
-"""
-POLICY = with_approver(POLICY)
-
-
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
 
 
 def _text(result: types.CallToolResult) -> str:
@@ -112,7 +77,7 @@ async def test_tools_list_passes_through_and_an_allowed_call_runs_with_evidence(
         "server": f"{sys.executable} {SERVER} {h.marks}",
         "tool_calls": 1,
     }
-    recs = _records(h.handle.evidence_path)
+    recs = records(h.handle.evidence_path)
     start = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "read_file")
     assert (start["framework"], start["action"]) == ("mcp", "execute_tool")
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "ok"
@@ -131,7 +96,7 @@ async def test_a_denied_call_never_reaches_the_server_and_the_model_sees_the_rul
         after = await h.session.call_tool("read_file", {"path": "a"})  # the session goes on
         assert not after.is_error
     assert h.marked() == ["read:a"]
-    recs = _records(h.handle.evidence_path)
+    recs = records(h.handle.evidence_path)
     denied = [r for r in recs if r["kind"] == "decision" and r["target"] == "delete_file"]
     assert [(d["effect"], d["rule"]) for d in denied] == [("deny", "no-delete")]
     assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "delete_file"]
@@ -155,7 +120,7 @@ async def test_an_approval_held_call_waits_and_runs_only_after_the_grant(
             h.rt.approve(request.id, approver=APPROVER)
         assert not results[0].is_error and _text(results[0]) == "paid 30"
         assert h.marked() == ["paid:30"]
-    recs = _records(h.handle.evidence_path)
+    recs = records(h.handle.evidence_path)
     granted = next(r for r in recs if r["kind"] == "approval.granted")
     start = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "pay")
     assert start["approval"] == granted["i"]
@@ -192,7 +157,7 @@ async def test_revoking_mid_call_kills_the_server_and_the_run_ends_with_the_viol
     assert h.marked() == [f"slow:start:{pid}"]  # killed before it could finish
     with pytest.raises(LeaseRevoked):
         await h.handle.result()
-    recs = _records(h.handle.evidence_path)
+    recs = records(h.handle.evidence_path)
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
     slow = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "slow")
     assert any(slow["step"] in r["steps"] for r in recs if r["kind"] == "steps.stopped")

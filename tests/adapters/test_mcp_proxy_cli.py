@@ -27,7 +27,8 @@ from tenure.evidence import verify_run
 
 from ..support.otlp_receiver import OTLPReceiver
 from ..support.polling import until
-from .test_mcp_proxy import POLICY, SERVER, _alive
+from ._shared import POLICY
+from .test_mcp_proxy import SERVER, _alive
 
 TENURE = str(Path(sys.executable).with_name("tenure"))
 

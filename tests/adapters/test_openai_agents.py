@@ -6,7 +6,6 @@ tests reach no network.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,47 +17,12 @@ from agents import Runner, WebSearchTool, function_tool, set_tracing_disabled
 from agents.testing import ScriptedModel, assistant_message, function_call
 from agents.usage import Usage
 
-from tenure import Context, LeaseRevoked, PolicyDenied, Runtime, SigningKey, agent
+from tenure import Context, LeaseRevoked, PolicyDenied, SigningKey, agent
 from tenure.adapters.openai_agents import govern_agent
 from tenure.evidence import verify_run
-from tenure.policies import PolicySet
 
-from ..support.approver import APPROVER, next_request, with_approver
-
-POLICY = """
-version = 1
-default = "deny"
-
-[[rules]]
-id = "agents"
-effect = "allow"
-actions = ["invoke_agent"]
-
-[[rules]]
-id = "reads"
-effect = "allow"
-actions = ["execute_tool"]
-targets = ["read_file", "slow"]
-
-[[rules]]
-id = "no-delete"
-effect = "deny"
-actions = ["execute_tool"]
-targets = ["delete_file"]
-
-[[rules]]
-id = "pay-needs-a-human"
-effect = "require_approval"
-actions = ["execute_tool"]
-targets = ["pay"]
-
-[[rules]]
-id = "scripted-models"
-effect = "allow"
-actions = ["call_model"]
-targets = ["scripted-sdk-model"]
-"""
-POLICY = with_approver(POLICY)
+from ..support.approver import APPROVER, next_request
+from ._shared import records, runtime
 
 
 @pytest.fixture(autouse=True)
@@ -122,14 +86,6 @@ def host(sdk: SdkAgent[Any]) -> Any:
     return run_it
 
 
-def _runtime(evidence: Path, key: SigningKey) -> Runtime:
-    return Runtime(policies=PolicySet.from_text(POLICY), evidence_dir=evidence, key=key)
-
-
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
-
-
 def _tool_outputs(model: ScriptedModel) -> list[str]:
     """What the model was sent back as tool outputs in its second request."""
     second = model.calls[1].input
@@ -141,11 +97,11 @@ async def test_an_allowed_tool_runs_and_tool_and_model_calls_are_in_the_evidence
 ) -> None:
     fx = Effects()
     sdk, model = sdk_agent(fx, function_call("read_file", {"path": "n"}, call_id="call_1"))
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host(sdk), principal="alice")
         assert await handle.result() == "done"
     assert fx.log == ["read:n"] and _tool_outputs(model) == ["contents of n"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     tool = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "read_file")
     assert (tool["framework"], tool["call"]) == ("openai-agents", "call_1")
     usage = [r for r in recs if r["kind"] == "usage"]
@@ -163,7 +119,7 @@ async def test_a_denied_tool_never_runs_and_the_model_receives_the_denial(
 ) -> None:
     fx = Effects()
     sdk, model = sdk_agent(fx, function_call("delete_file", {"path": "/"}, call_id="call_d"))
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host(sdk), principal="alice")
         await handle.result()
     assert fx.log == []
@@ -177,7 +133,7 @@ async def test_an_approval_held_tool_waits_for_tenure_approval(
 ) -> None:
     fx = Effects()
     sdk, model = sdk_agent(fx, function_call("pay", {"amount": 3}, call_id="call_p"))
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host(sdk), principal="alice")
         request = await next_request(rt)
         assert request.target == "pay" and fx.log == []
@@ -191,7 +147,7 @@ async def test_revoking_mid_tool_cancels_it_and_the_run_ends_with_the_violation(
 ) -> None:
     fx = Effects()
     sdk, model = sdk_agent(fx, function_call("slow", {}, call_id="call_s"))
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host(sdk), principal="alice")
         with anyio.fail_after(10):
             await fx.slow_started.wait()
@@ -200,7 +156,7 @@ async def test_revoking_mid_tool_cancels_it_and_the_run_ends_with_the_violation(
             await handle.result()
     assert fx.log == ["slow:cancelled"]
     assert len(model.calls) == 1  # the model never got the revoked call's output
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
     assert verify_run(handle.evidence_path, key.public_key).ok
 
@@ -214,7 +170,7 @@ async def test_a_denied_model_name_never_reaches_the_model(evidence: Path, key: 
         result = await Runner.run(govern_agent(sdk, model_name="gpt-5-pro"), "go")
         return str(result.final_output)
 
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         with pytest.raises(PolicyDenied) as denied:
             await rt.run(run_it, principal="alice")
     assert "gpt-5-pro" in denied.value.reason
@@ -245,11 +201,11 @@ async def test_a_streamed_run_is_governed_and_its_usage_recorded(
             pass
         return str(streamed.final_output)
 
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(run_it, principal="alice")
         assert await handle.result() == "done"
     assert fx.log == ["read:s"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert len([r for r in recs if r["kind"] == "step.start" and r["action"] == "call_model"]) == 2
 
 

@@ -28,50 +28,11 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from pydantic_ai.models.instrumented import InstrumentationSettings
 from pydantic_ai.usage import RequestUsage
 
-from tenure import Context, LeaseRevoked, PolicyDenied, Runtime, SigningKey, agent
+from tenure import Context, LeaseRevoked, PolicyDenied, SigningKey, agent
 from tenure.adapters.pydantic_ai import tenure_capability
-from tenure.evidence import verify_run
-from tenure.policies import PolicySet
 
-from ..support.approver import APPROVER, next_request, with_approver
-
-POLICY = """
-version = 1
-default = "deny"
-
-[[rules]]
-id = "agents"
-effect = "allow"
-actions = ["invoke_agent"]
-
-[[rules]]
-id = "reads"
-effect = "allow"
-actions = ["execute_tool"]
-targets = ["read_file", "slow"]
-
-[[rules]]
-id = "no-delete"
-effect = "deny"
-actions = ["execute_tool"]
-targets = ["delete_file"]
-
-[[rules]]
-id = "pay-needs-a-human"
-effect = "require_approval"
-actions = ["execute_tool"]
-targets = ["pay"]
-
-[[rules]]
-id = "scripted-models"
-effect = "allow"
-actions = ["call_model"]
-targets = ["scripted"]
-
-[budgets]
-max_tokens = 100
-"""
-POLICY = with_approver(POLICY)
+from ..support.approver import APPROVER, next_request
+from ._shared import recording, records, runtime, verified
 
 
 class Script:
@@ -151,36 +112,23 @@ def host_agent(support: Any, settings: dict[str, Any] | None = None) -> Any:
     return host
 
 
-def _runtime(evidence: Path, key: SigningKey, policy: str = POLICY, **kw: Any) -> Runtime:
-    return Runtime(policies=PolicySet.from_text(policy), evidence_dir=evidence, key=key, **kw)
-
-
-def _records(run_dir: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in (run_dir / "ledger.jsonl").read_text().splitlines()]
-
-
-def _verified(run_dir: Path, key: SigningKey) -> None:
-    report = verify_run(run_dir, key.public_key)
-    assert report.ok, report.failures
-
-
 async def test_an_allowed_tool_runs_and_tool_and_model_calls_are_in_the_evidence(
     evidence: Path, key: SigningKey
 ) -> None:
     effects: list[str] = []
     script = Script("read_file", {"path": "notes.txt"})
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host_agent(build(script, effects)), "go", principal="alice")
         assert await handle.result() == "model saw: contents of notes.txt"
     assert effects == ["read:notes.txt"]
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     tool = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "read_file")
     assert (tool["framework"], tool["call"]) == ("pydantic-ai", "call-read_file")
     models = [r for r in recs if r["kind"] == "step.start" and r["action"] == "call_model"]
     usage = [r for r in recs if r["kind"] == "usage"]
     assert len(models) == 2 and [u["model"] for u in usage] == ["scripted", "scripted"]
     assert [(u["input_tokens"], u["output_tokens"]) for u in usage] == [(10, 5), (10, 5)]
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_a_denied_tool_never_runs_and_the_model_sees_the_rule(
@@ -188,15 +136,15 @@ async def test_a_denied_tool_never_runs_and_the_model_sees_the_rule(
 ) -> None:
     effects: list[str] = []
     script = Script("delete_file", {"path": "/"})
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host_agent(build(script, effects)), "go", principal="alice")
         output = await handle.result()
     assert effects == []
     assert "Denied by Tenure (no-delete)" in script.seen[0]
     assert "delete_file was not run" in output
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "delete_file"]
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_an_approval_held_tool_waits_for_tenure_approval_then_runs(
@@ -204,7 +152,7 @@ async def test_an_approval_held_tool_waits_for_tenure_approval_then_runs(
 ) -> None:
     effects: list[str] = []
     script = Script("pay", {"amount": 12})
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host_agent(build(script, effects)), "go", principal="alice")
         request = await next_request(rt)
         assert (request.target, request.rule_id) == ("pay", "pay-needs-a-human")
@@ -212,7 +160,7 @@ async def test_an_approval_held_tool_waits_for_tenure_approval_then_runs(
         rt.approve(request.id, approver=APPROVER)
         assert await handle.result() == "model saw: paid 12"
     assert effects == ["paid:12"]
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_revoking_mid_tool_cancels_the_tool_and_the_run_ends_with_the_violation(
@@ -221,7 +169,7 @@ async def test_revoking_mid_tool_cancels_the_tool_and_the_run_ends_with_the_viol
     effects: list[str] = []
     started = anyio.Event()
     script = Script("slow", {})
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         handle = await rt.start(host_agent(build(script, effects, started)), "go", principal="a")
         with anyio.fail_after(10):
             await started.wait()
@@ -230,11 +178,11 @@ async def test_revoking_mid_tool_cancels_the_tool_and_the_run_ends_with_the_viol
             await handle.result()
     assert effects == ["slow:cancelled"]
     assert script.seen == []  # the model never got a result of the revoked call
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
     slow = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "slow")
     assert any(slow["step"] in r["steps"] for r in recs if r["kind"] == "steps.stopped")
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_the_token_budget_stops_the_run_before_the_model_call_that_would_exceed_it(
@@ -242,7 +190,7 @@ async def test_the_token_budget_stops_the_run_before_the_model_call_that_would_e
 ) -> None:
     effects: list[str] = []
     script = Script("read_file", {"path": "a"}, usage=30, rounds=5)  # 45 tokens a request
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         # each request may answer with up to 15 tokens (the request's own output limit)
         host = host_agent(build(script, effects), {"max_tokens": 15})
         handle = await rt.start(host, "go", principal="alice")
@@ -253,9 +201,9 @@ async def test_the_token_budget_stops_the_run_before_the_model_call_that_would_e
     assert script.requests == 2
     assert "used 90 + up to 15 requested" in stopped.value.reason
     assert "the call to scripted was not sent" in stopped.value.reason
-    recs = _records(handle.evidence_path)
+    recs = records(handle.evidence_path)
     assert sum(r["tokens"] for r in recs if r["kind"] == "usage") == 90
-    _verified(handle.evidence_path, key)
+    verified(handle.evidence_path, key)
 
 
 async def test_a_denied_model_name_never_reaches_the_model(evidence: Path, key: SigningKey) -> None:
@@ -269,7 +217,7 @@ async def test_a_denied_model_name_never_reaches_the_model(evidence: Path, key: 
         result = await support.run("go", model=support_model, capabilities=[tenure_capability()])
         return str(result.output)
 
-    async with _runtime(evidence, key) as rt:
+    async with runtime(evidence, key) as rt:
         with pytest.raises(PolicyDenied) as denied:
             await rt.run(host, principal="alice")
     assert denied.value.check == "rule:default-deny" and "gpt-5-pro" in denied.value.reason
@@ -279,13 +227,7 @@ async def test_a_denied_model_name_never_reaches_the_model(evidence: Path, key: 
 async def test_tenure_spans_nest_under_pydantic_ai_spans_in_one_trace(
     evidence: Path, key: SigningKey
 ) -> None:
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider, exporter = recording()
     effects: list[str] = []
     support = build(Script("read_file", {"path": "t"}), effects)
     instrumented = Instrumentation(settings=InstrumentationSettings(tracer_provider=provider))
@@ -295,7 +237,7 @@ async def test_tenure_spans_nest_under_pydantic_ai_spans_in_one_trace(
         result = await support.run("go", capabilities=[instrumented, tenure_capability()])
         return str(result.output)
 
-    async with _runtime(evidence, key, tracer_provider=provider) as rt:
+    async with runtime(evidence, key, tracer_provider=provider) as rt:
         await rt.run(host, principal="alice")
     spans = exporter.get_finished_spans()
     by_id = {s.context.span_id: s for s in spans}

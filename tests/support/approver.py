@@ -18,7 +18,7 @@ def with_approver(policy: str) -> str:
     """``policy`` (TOML text) with ``bob`` and his public key declared as an approver."""
     table = f'\n[approvers]\nbob = "{APPROVER.public_text}"\n'
     head, sep, rest = policy.partition('default = "deny"\n')
-    assert sep, "the policy must say default = \"deny\""
+    assert sep, 'the policy must say default = "deny"'
     return head + sep + table + rest
 
 
