@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tenure import Context, LeaseRevoked, PolicyDenied, Runtime, SigningKey, agent, tool
 from tenure.adapters.openai import governed_transport
@@ -50,6 +51,19 @@ targets = ["gpt-4.1-mini"]
 [budgets]
 max_tokens = 40
 """
+
+
+def _warm_the_client() -> None:
+    """The openai client's first use imports its resources and builds its response models
+    (hundreds of ms of blocking work on a busy machine): done once here, at import, not on
+    a run's event loop where the stall detector would rightly call it a stall."""
+    importlib.import_module("openai.resources.chat.completions")
+    sample = {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+    ChatCompletion.model_validate(sample)
+    ChatCompletionChunk.model_validate({**sample, "object": "chat.completion.chunk"})
+
+
+_warm_the_client()
 
 
 @pytest.fixture
