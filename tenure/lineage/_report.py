@@ -139,6 +139,8 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     requested: dict[str, dict[str, Any]] = {}
     tokens = cost_micros = steps = tools = 0
     depth = 0
+    # (model, provider) -> calls, input tokens, output tokens, tokens, cost in micros
+    models: dict[tuple[str, str], list[int]] = {}
     for rec in records:
         kind = rec["kind"]
         if kind == DECISION:
@@ -168,6 +170,14 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
         elif kind == USAGE:
             tokens += rec.get("tokens", 0)
             cost_micros += rec.get("cost_micros", 0)
+            # Usage recorded without a model (older ledgers, hand-counted usage) is one row.
+            key = (str(rec.get("model", "")), str(rec.get("provider", "")))
+            row = models.setdefault(key, [0, 0, 0, 0, 0])
+            row[0] += 1
+            row[1] += rec.get("input_tokens", 0)
+            row[2] += rec.get("output_tokens", 0)
+            row[3] += rec.get("tokens", 0)
+            row[4] += rec.get("cost_micros", 0)
         elif kind == STEP_START:
             steps += 1
             tools += rec.get("action") == "execute_tool"
@@ -176,7 +186,22 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
         {"action": a, "target": t, "rule": r, "count": c}
         for (a, t, r), c in sorted(allowed.items(), key=lambda item: (-item[1], item[0]))
     ]
+    model_rows = [
+        {
+            "model": model or "(no model named)",
+            "provider": provider,
+            "calls": n,
+            "input_tokens": i,
+            "output_tokens": o,
+            "tokens": t,
+            "cost": c / 1e6,
+        }
+        for (model, provider), (n, i, o, t, c) in sorted(
+            models.items(), key=lambda item: (-item[1][4], -item[1][3], item[0])
+        )
+    ]
     return {
+        "models": model_rows[:MAX_TABLE_ROWS],
         "decisions": decisions,
         "allowed": allow_rows[:MAX_TABLE_ROWS],
         "approvals": approvals,

@@ -213,3 +213,37 @@ def test_report_of_a_missing_or_unreadable_run_is_one_line(tmp_path: Path) -> No
     result = CliRunner().invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert f"{run / 'ledger.jsonl'}:1" in result.stderr
+
+
+async def test_usage_is_shown_per_model_against_the_budgets(evidence: Path) -> None:
+    """Model calls recorded with their model, provider and token split: one row per model,
+    most expensive first, beside the run's totals (HTML in a model name stays text)."""
+    policy = PolicySet.from_text(
+        'version = 1\ndefault = "deny"\n[[rules]]\nid = "all"\neffect = "allow"\n'
+        "[budgets]\nmax_tokens = 10000\nmax_cost = 5.0\n"
+    )
+
+    @agent
+    async def writer(ctx: Context) -> None:
+        ctx.record_usage(
+            model="gpt-4.1", provider="openai", input_tokens=100, output_tokens=20, cost=0.5
+        )
+        ctx.record_usage(
+            model="gpt-4.1", provider="openai", input_tokens=50, output_tokens=5, cost=0.25
+        )
+        ctx.record_usage(model="<b>local</b>", provider="ollama", input_tokens=7, output_tokens=3)
+
+    async with Runtime(policies=policy, evidence_dir=evidence) as rt:
+        handle = await rt.start(writer, principal="alice")
+        await handle.result()
+    html = render_report(handle.evidence_path)
+    rows = html.split('<table id="usage-by-model">', 1)[1].split("</table>", 1)[0]
+    cells = [
+        [c.split(">", 1)[1] for c in row.split("</td>")[:-1]]
+        for row in rows.split('<tr class="model-row">')[1:]
+    ]
+    assert cells == [
+        ["gpt-4.1", "openai", "2", "150", "25", "175", "0.750000"],
+        ["&lt;b&gt;local&lt;/b&gt;", "ollama", "1", "7", "3", "10", "0.000000"],
+    ]
+    assert "<b>local</b>" not in html
