@@ -171,8 +171,8 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
             tokens += rec.get("tokens", 0)
             cost_micros += rec.get("cost_micros", 0)
             # Usage recorded without a model (older ledgers, hand-counted usage) is one row.
-            key = (str(rec.get("model", "")), str(rec.get("provider", "")))
-            row = models.setdefault(key, [0, 0, 0, 0, 0])
+            model_key = (str(rec.get("model", "")), str(rec.get("provider", "")))
+            row = models.setdefault(model_key, [0, 0, 0, 0, 0])
             row[0] += 1
             row[1] += rec.get("input_tokens", 0)
             row[2] += rec.get("output_tokens", 0)
