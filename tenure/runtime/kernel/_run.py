@@ -27,8 +27,8 @@ from ._steps import GovernedSteps, first_error
 __all__ = ["Run"]
 
 
-def _deadline(state: LeaseState) -> float:
-    return state.deadline
+def _urgency(state: LeaseState) -> tuple[int, float]:
+    return state.lease.claims.depth, state.deadline
 
 
 def _depth(state: LeaseState) -> int:
@@ -146,9 +146,10 @@ class Run(GovernedSteps):
     def watchdog_pass(self, now: float) -> bool:
         """Renew leases that are still allowed; check ttl and wall-time budget.
 
-        About ``renew_per_tick`` leases are renewed per pass, the most urgent (earliest
-        deadline) first, parents before their children: a fan-out whose leases all came due
-        together is renewed over several short passes instead of one long one. Leases with
+        About ``renew_per_tick`` leases are renewed per pass, parents before their children
+        (a child's renewal is capped at its parent's expiry), then the earliest deadline: a
+        fan-out whose leases all came due together is renewed over several short passes
+        instead of one long one. Leases with
         less than half the renewal margin left are renewed in this pass whatever the budget.
         Returns whether leases due for renewal are left (the watchdog comes back sooner).
         """
@@ -178,9 +179,11 @@ class Run(GovernedSteps):
             # Past the budget only what would otherwise expire soon: a longer pass is
             # better than a healthy run stopped for a renewal it did not get in time.
             critical = now + cfg.lease_seconds * cfg.renew_fraction / 2
-            batch = heapq.nsmallest(budget, due, key=_deadline)
-            cut = batch[-1].deadline
-            batch += [s for s in due if cut < s.deadline <= critical]
+            # Parents first: a child's renewal is capped at its parent's expiry, so renewing
+            # children of a parent left for a later pass would extend nothing.
+            batch = heapq.nsmallest(budget, due, key=_urgency)
+            chosen = set(map(id, batch))
+            batch += [s for s in due if id(s) not in chosen and s.deadline <= critical]
         for state in sorted(batch, key=_depth):
             self._renew(state)
             if self.stop is not None:
@@ -207,6 +210,10 @@ class Run(GovernedSteps):
         services = self.services
         now_us = self.lease_clock_us()
         parent = state.parent.lease if state.parent is not None else None
+        if parent is not None and parent.claims.exp <= state.lease.claims.exp:
+            # Capped at the parent's expiry, which it already has: nothing to extend until
+            # the parent is renewed (parents come first in a pass), so no signature now.
+            return
         try:
             lease = services.authority.renew(
                 state.lease,
