@@ -3,8 +3,9 @@
 A long-lived process: it imports MODULE (a dotted module name, or a ``.py`` file) for its
 ``@agent``s, joins the control plane as a member of pool NAME and runs every step
 delegated to that pool (``ctx.delegate(agent, ..., on="pool:NAME")``) governed, with
-its own evidence segment (see ``tenure.runtime.backends._pool``). It prints one line when
-it is ready. SIGTERM or SIGINT drains it: no new claims, running parts finish or are
+its own evidence segment (see ``tenure.runtime.backends._pool``). With ``--operator-key``
+it runs only tasks whose leases are signed by a key the operator certified. It prints one
+line when it is ready. SIGTERM or SIGINT drains it: no new claims, running parts finish or are
 stopped after ``cleanup_grace``, exit 0. Exit codes: 1 the backend refused or could not be
 reached (a schema it does not know included), 2 a usage error.
 """
@@ -24,6 +25,7 @@ import anyio
 import typer
 
 from .._errors import GovernanceViolation, UsageError
+from ..crypto import load_public_key
 from ..runtime.backends._pool import PoolWorker
 from ._db import BACKEND_OPTION
 from ._target import _import_file
@@ -89,6 +91,14 @@ def worker_command(
         Path | None,
         typer.Option("--cert", help="the operator's certificate of the key (tenure keys certify)"),
     ] = None,
+    operator_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--operator-key",
+            help="the operator's public key: run only tasks whose leases are signed by a key "
+            "it certified (default: the key the queuing process registered in the backend)",
+        ),
+    ] = None,
     evidence_dir: Annotated[
         Path, typer.Option("--evidence-dir", help="where this worker's segments are written")
     ] = Path("runs"),
@@ -104,6 +114,11 @@ def worker_command(
         typer.echo(f"error: cannot read --cert {cert}: {exc}", err=True)
         raise typer.Exit(EXIT_USAGE) from None
     try:
+        operator = load_public_key(operator_key) if operator_key is not None else None
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: --operator-key: {exc}", err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
         worker = PoolWorker(
             pool=pool,
             name=name or f"{socket.gethostname()}-{os.getpid()}",
@@ -112,6 +127,7 @@ def worker_command(
             key=key,
             evidence_dir=evidence_dir,
             certificate=certificate,
+            operator_key=operator,
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)

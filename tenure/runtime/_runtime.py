@@ -289,7 +289,13 @@ class Runtime:
         self._approvals.board = LinkBoard(link)
         self._services = dataclasses.replace(
             services,
-            remote=PoolDelegator(link, self._key, self._lineage, self._code_digest),
+            remote=PoolDelegator(
+                link,
+                self._key,
+                self._lineage,
+                self._code_digest,
+                lambda name: self._delegated.get(name, ()),
+            ),
             shared_debit=link.shared_debit,
             after_start=link.after_start,
         )

@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -152,9 +152,10 @@ def start_worker(
     pool: str = "research",
     concurrency: int = 4,
     wrap: Callable[[list[str]], list[str]] = list,
+    extra: Sequence[str] = (),
 ) -> WorkerProcess:
     """Start ``tenure worker`` for the test agents (``wrap``: e.g. inside a network
-    namespace) and wait for its ready line."""
+    namespace; ``extra``: more options) and wait for its ready line."""
     proc = subprocess.Popen(
         wrap(
             [
@@ -174,6 +175,7 @@ def start_worker(
                 str(concurrency),
                 "--evidence-dir",
                 str(evidence),
+                *extra,
             ]
         ),
         stdout=subprocess.PIPE,
@@ -202,8 +204,9 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         pool: str = "research",
         concurrency: int = 4,
         wrap: Callable[[list[str]], list[str]] = list,
+        extra: Sequence[str] = (),
     ) -> WorkerProcess:
-        worker = start_worker(url, tmp_path / name, name, pool, concurrency, wrap)
+        worker = start_worker(url, tmp_path / name, name, pool, concurrency, wrap, extra)
         started.append(worker)
         return worker
 

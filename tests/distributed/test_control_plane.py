@@ -6,6 +6,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from time import monotonic
 
 import anyio
@@ -200,3 +201,79 @@ async def test_events_committed_around_a_server_crash_are_applied_once_in_order(
         assert await cp.renew_once()
     assert [e.revision for e in applied.events] == list(range(1, 61))
     assert [e.data["target"] for e in applied.events] == [f"run_{i}" for i in range(60)]
+
+
+def _count_is(applied: Applied, n: int) -> bool:
+    return len(applied.events) == n
+
+
+@asynccontextmanager
+async def quiet(backend: Backend, applied: Applied) -> AsyncIterator[ControlPlane]:
+    """A control plane that renews far less often than the test lasts: what it applies
+    reaches it through notifications (or the reads they make it do)."""
+    cp = ControlPlane(
+        backend, name="quiet", pool=None, on_event=applied.apply, ttl=60, margin=1, interval=20
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(cp.run)
+        try:
+            yield cp
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def test_an_event_carried_by_its_notification_is_applied_without_reading_the_log(
+    pg_backend: PgBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    applied = Applied()
+    reads: list[int] = []
+    read = pg_backend.log.read
+
+    async def counted(after: int, upto: int | None = None) -> list[GovEvent]:
+        reads.append(after)
+        return await read(after, upto)
+
+    other = await PgBackend.connect(pg_backend.url)
+    try:
+        async with quiet(pg_backend, applied):
+            await pg_backend.db.listen()
+            monkeypatch.setattr(pg_backend.log, "read", counted)
+            for i in range(1, 21):
+                await other.log.append("revoke", _revoke(i - 1))
+                await applied.until(partial(_count_is, applied, i))
+    finally:
+        await other.close()
+    assert [e.data["target"] for e in applied.events] == [f"run_{i}" for i in range(20)]
+    assert [e.revision for e in applied.events] == list(range(1, 21))
+    assert reads == []  # each came with its notification
+
+
+async def test_a_revision_whose_notification_was_lost_is_read_from_the_log_in_order(
+    pg_backend: PgBackend,
+) -> None:
+    """NOTIFY stays a hint: an event committed without one (as if its notification were
+    lost) is read from the log when the next notification shows the gap, and every event
+    is applied once, in revision order."""
+    applied = Applied()
+    other = await PgBackend.connect(pg_backend.url)
+    try:
+        async with quiet(pg_backend, applied):
+            await pg_backend.db.listen()
+            await other.log.append("revoke", _revoke(0))
+            await applied.until(lambda: len(applied.events) == 1)
+            async with other.db.connection() as conn, conn.transaction():
+                revision = await conn.fetchval(
+                    "UPDATE tenure_gov_counter SET revision = revision + 1 WHERE id = 1 "
+                    "RETURNING revision"
+                )
+                await conn.execute(
+                    "INSERT INTO tenure_gov_log (revision, kind, data) VALUES ($1, 'revoke', $2)",
+                    revision,
+                    _revoke(1),
+                )
+            await other.log.append("revoke", _revoke(2))
+            await applied.until(lambda: len(applied.events) == 3)
+    finally:
+        await other.close()
+    assert [e.revision for e in applied.events] == [1, 2, 3]
+    assert [e.data["target"] for e in applied.events] == ["run_0", "run_1", "run_2"]

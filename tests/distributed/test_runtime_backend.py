@@ -26,6 +26,7 @@ from tenure import (
 from tenure.crypto import generate_key_files
 from tenure.evidence import verify_run
 from tenure.runtime.backends._pg import upgrade
+from tenure.runtime.backends._pg_schema import SCHEMA_VERSION
 
 from ._pg import PgServer
 
@@ -109,13 +110,16 @@ async def test_a_runtime_refuses_a_schema_newer_than_it_knows(
         async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
             pass
     assert caught.value.check == "backend.schema"
-    assert "version 99, newer than this Tenure knows (up to 2)" in caught.value.reason
+    assert (
+        f"version 99, newer than this Tenure knows (up to {SCHEMA_VERSION})" in caught.value.reason
+    )
 
 
 async def test_tenure_db_upgrade_creates_the_schema_once(pg_url: str) -> None:
     first = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
     assert first.returncode == 0, first.stderr
-    assert "applied schema migration(s) 1, 2" in first.stdout
+    applied = ", ".join(str(v) for v in range(1, SCHEMA_VERSION + 1))
+    assert f"applied schema migration(s) {applied}" in first.stdout
     again = await anyio.to_thread.run_sync(tenure_cli, "db", "upgrade", "--backend", pg_url)
     assert again.returncode == 0 and "schema already current" in again.stdout
     unreachable = await anyio.to_thread.run_sync(
@@ -396,8 +400,8 @@ async def test_a_database_at_an_older_schema_is_refused_until_upgraded(
     with pytest.raises(GovernanceUnavailable) as caught:
         async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy):
             pass
-    assert "at version 1, older than this Tenure's 2" in caught.value.reason
-    assert await upgrade(pg_url) == [2]
+    assert f"at version 1, older than this Tenure's {SCHEMA_VERSION}" in caught.value.reason
+    assert await upgrade(pg_url) == list(range(2, SCHEMA_VERSION + 1))
     assert await upgrade(pg_url) == []
     async with Runtime(backend=pg_url, evidence_dir=evidence, policies=policy) as rt:
         assert await rt.run(ticking_once, principal="alice", ttl=10) == 1

@@ -26,7 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from time import monotonic
 from typing import Any
 
@@ -116,9 +116,21 @@ class ControlPlane:
         self._on_member(member)
         return member
 
-    async def catch_up(self, upto: int | None = None) -> None:
-        """Apply every event after :attr:`applied` (up to ``upto``), in order, once."""
+    async def catch_up(self, upto: int | None = None, hinted: Sequence[GovEvent] = ()) -> None:
+        """Apply every event after :attr:`applied` (up to ``upto``), in order, once.
+
+        ``hinted`` are events a notification carried: when they follow :attr:`applied`
+        without a gap they are applied as they are, and the log is read only for what they
+        do not cover (a gap before them, or revisions up to ``upto`` beyond them).
+        """
         async with self._apply_lock:
+            if hinted and hinted[0].revision <= self.applied + 1:
+                for event in hinted:
+                    if event.revision == self.applied + 1:
+                        await self._on_event(event)
+                        self.applied = event.revision
+                if upto is None or upto <= self.applied:
+                    return
             if upto is not None and upto <= self.applied:
                 return
             events = await self.backend.log.read(self.applied, upto)
@@ -239,9 +251,9 @@ class ControlPlane:
         # Notifications only bring events sooner: renewals apply them anyway.
         while True:
             try:
-                await self.backend.log.wait(self.applied, self.interval * 4)
+                hinted = await self.backend.log.wait(self.applied, self.interval * 4)
                 with anyio.fail_after(self.interval):
-                    await self.catch_up()
+                    await self.catch_up(hinted=hinted)
             except (GovernanceViolation, TimeoutError) as exc:
                 _log.debug("catch-up after a notification failed: %s", exc)
                 await anyio.sleep(self.interval)

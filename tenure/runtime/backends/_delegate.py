@@ -20,7 +20,7 @@ form); anything else is refused at the call (``TypeError`` naming the parameter)
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ...crypto._keys import SigningKey
     from ...lineage._spans import Lineage
     from ..kernel._control import RunControl
-    from ..kernel._state import Step
+    from ..kernel._state import LeaseState, Step
     from ._link import BackendLink
 
 __all__ = ["PoolDelegator", "error_of", "raise_remote", "to_wire"]
@@ -97,6 +97,18 @@ def raise_remote(error: Mapping[str, Any], where: str) -> None:
     raise RuntimeError(f"{where}: {name}: {reason}")
 
 
+def _chain(state: LeaseState) -> list[dict[str, Any]]:
+    """The delegated lease and every ancestor, root first: each the exact generation its
+    child's claims bind (a parent renewed since then has moved on)."""
+    chain = [state.lease.envelope]
+    bound, parent = state.bound, state.parent
+    while parent is not None and bound is not None:
+        chain.append(bound.envelope)
+        bound, parent = parent.bound, parent.parent
+    chain.reverse()
+    return chain
+
+
 class PoolDelegator:
     """The :class:`~tenure.runtime.kernel._control.RemoteRunner` of a runtime with a backend."""
 
@@ -105,12 +117,18 @@ class PoolDelegator:
         link: BackendLink,
         key: SigningKey,
         lineage: Lineage,
-        code_digest: Any,
+        code_digest: Callable[[Agent], str],
+        upstream: Callable[[str], Iterable[str]],
     ) -> None:
         self._link = link
         self._key = key
         self._lineage = lineage
         self._code_digest = code_digest
+        self._upstream = upstream
+        issuer: dict[str, Any] = {"key": key.key_id, "pubkey": b64e(key.public_raw)}
+        if link.certificate is not None:
+            issuer["certificate"] = link.certificate
+        self._issuer = issuer
 
     def check(self, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Refuse arguments that cannot travel (``TypeError`` naming the parameter)."""
@@ -143,7 +161,9 @@ class PoolDelegator:
             "principal": run.principal,
             "lease": dict(lease.envelope),
             "lease_id": lease.claims.lid,
-            "issuer": {"key": self._key.key_id, "pubkey": b64e(self._key.public_raw)},
+            "chain": _chain(step.lease),
+            "upstream": sorted(self._upstream(run.evidence_name)),
+            "issuer": self._issuer,
             "segment": segment,
             "parent_segment": run.evidence_name,
             "parent_index": index,

@@ -173,8 +173,9 @@ class BackendLink:
         self._closing: dict[str, anyio.Event] = {}
         #: how long closing waits for the last records to reach the backend
         self.backend_timeout = 10.0
-        # The operator's certificate of this process's key, declared with its segments.
-        self._certificate: Any = (info or {}).get("certificate")
+        #: the operator's certificate of this process's key (declared with its segments and
+        #: the tasks it queues)
+        self.certificate: Any = (info or {}).get("certificate")
         #: every run or lease id the governance log revoked so far (checked on each claim)
         self.revoked: set[str] = set()
         self.plane = ControlPlane(
@@ -307,8 +308,8 @@ class BackendLink:
             "pubkey": b64e(key.public_raw),
             "name": self.plane.name,
         }
-        if self._certificate is not None:
-            meta["certificate"] = self._certificate
+        if self.certificate is not None:
+            meta["certificate"] = self.certificate
         info = SegmentInfo(
             name,
             run.id,

@@ -93,6 +93,7 @@ class _Task:
     pool: str
     run_id: str
     payload: Mapping[str, Any]
+    enqueued_by: str = ""
     state: TaskState = "queued"
     claimer: Member | None = None
     result: Any = None
@@ -152,9 +153,10 @@ class MemoryBackend:
     async def head(self) -> int:
         return len(self._events)
 
-    async def wait(self, after: int, max_wait: float) -> None:
+    async def wait(self, after: int, max_wait: float) -> list[GovEvent]:
         if len(self._events) <= after:
             await self._wait_change(max_wait)
+        return self._events[max(after, 0) :]
 
     async def put_policy(self, digest: str, documents: Sequence[Mapping[str, str]]) -> None:
         self._policies.setdefault(digest, [dict(d) for d in documents])
@@ -297,7 +299,7 @@ class MemoryBackend:
         self, member: Member, pool: str, run_id: str, payload: Mapping[str, Any]
     ) -> str:
         self._fence(member)
-        task = _Task("task_" + secrets.token_hex(8), pool, run_id, dict(payload))
+        task = _Task("task_" + secrets.token_hex(8), pool, run_id, dict(payload), member.id)
         self._tasks[task.id] = task
         self._notify()
         return task.id
@@ -311,7 +313,17 @@ class MemoryBackend:
             return None
         task.state, task.claimer = "claimed", member
         self._notify()
-        return ClaimedTask(task.id, task.pool, task.run_id, task.payload)
+        by = self._members.get(task.enqueued_by)
+        registered = dict(by.info) if by is not None else {}
+        return ClaimedTask(
+            task.id,
+            task.pool,
+            task.run_id,
+            task.payload,
+            task.enqueued_by,
+            registered,
+            len(self._events),
+        )
 
     async def wait_queued(self, pool: str, max_wait: float) -> None:
         if not any(t.pool == pool and t.state == "queued" for t in self._tasks.values()):

@@ -12,7 +12,10 @@ Invariants:
   ``evidence.segment``; any other server error with check ``backend.error``.
 - Notifications only wake waiters: a waiter always re-reads the state it waits for, so a
   lost notification (listener connection dropped, frozen or never told) delays it by at
-  most its polling interval, never loses what it waits for.
+  most its polling interval, never loses what it waits for. A governance event that rides
+  in its notification (schema 3) is kept in :attr:`PgDb.hints` by revision, so the log's
+  reader can apply it without reading it back; it still reads the log for any revision it
+  has no hint of.
 """
 
 from __future__ import annotations
@@ -31,9 +34,10 @@ from ._url import redact
 
 __all__ = ["CHANNELS", "DRIVER_ERRORS", "PgDb"]
 
-#: NOTIFY channels: governance log revisions, queued tasks (payload: the pool), finished
-#: tasks (payload: the task id).
+#: NOTIFY channels: governance log revisions (payload: the event), queued tasks (payload:
+#: the pool), finished tasks (payload: the task id).
 CHANNELS: Final = ("tenure_gov", "tenure_queue", "tenure_task")
+_MAX_HINTS: Final = 4096
 
 _FENCED: Final = "TN001"
 #: What the driver raises when the server or the connection fails (translated here).
@@ -80,6 +84,12 @@ class PgDb:
         self._listen_lock = anyio.Lock()
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
         self._closed = False
+        #: governance events seen in notifications: revision -> (kind, data), or ``None``
+        #: for a notification that named the revision only
+        self.hints: dict[int, tuple[str, Any] | None] = {}
+        #: bumped each time the LISTEN connection is opened or lost (what a notification
+        #: cannot have told a waiter must then be read)
+        self.listen_epoch = 0
 
     def unreachable(self, exc: BaseException | str) -> GovernanceUnavailable:
         """The error for a backend that did not answer (or answered with a fault)."""
@@ -207,14 +217,37 @@ class PgDb:
             event = self._waiters[(channel, key)] = asyncio.Event()
         return event
 
+    def listening(self) -> bool:
+        """Whether the LISTEN connection is open now."""
+        return self._listener is not None and not self._listener.is_closed()
+
     def _notified(self, _conn: object, _pid: int, channel: str, payload: str) -> None:
+        if channel == "tenure_gov":
+            self._hint(payload)
         for key in ("", payload):
             event = self._waiters.pop((channel, key), None)
             if event is not None:
                 event.set()
 
+    def _hint(self, payload: str) -> None:
+        try:
+            hint = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(hint, dict) or type(hint.get("r")) is not int:
+            return
+        kind, data = hint.get("k"), hint.get("d")
+        hints = self.hints
+        if len(hints) >= _MAX_HINTS:  # nobody reads them: keep the newest half
+            for revision in sorted(hints)[: _MAX_HINTS // 2]:
+                del hints[revision]
+        hints[hint["r"]] = (
+            (kind, data) if isinstance(kind, str) and isinstance(data, dict) else None
+        )
+
     def _dropped(self, _conn: object) -> None:
         self._listener = None
+        self.listen_epoch += 1
         # Waiters must not sleep on a channel that can no longer wake them.
         for event in self._waiters.values():
             event.set()
@@ -243,6 +276,7 @@ class PgDb:
                     conn.terminate()
                 raise
             self._listener = conn
+            self.listen_epoch += 1
 
     async def wait_notified(
         self, channel: str, key: str, max_wait: float, ready: Callable[[], Any] | None = None

@@ -26,6 +26,9 @@ class PgLog:
 
     def __init__(self, db: PgDb) -> None:
         self._db = db
+        # The LISTEN session in which the head was last found not past a waiter's revision:
+        # from then on, every later event reaches this process as a notification.
+        self._checked_epoch = -1
 
     async def append(self, kind: str, data: Mapping[str, Any]) -> int:
         check_kind(kind)
@@ -48,11 +51,34 @@ class PgLog:
         )
         return revision
 
-    async def wait(self, after: int, max_wait: float) -> None:
-        async def past() -> bool:
-            return await self.head() > after
+    async def wait(self, after: int, max_wait: float) -> list[GovEvent]:
+        db = self._db
 
-        await self._db.wait_notified("tenure_gov", "", max_wait, past)
+        async def past() -> bool:
+            if any(revision > after for revision in db.hints):
+                return True
+            epoch = db.listen_epoch
+            if epoch == self._checked_epoch and db.listening():
+                return False  # nothing committed since the check went unnotified
+            if await self.head() > after:
+                return True
+            self._checked_epoch = epoch
+            return False
+
+        await db.wait_notified("tenure_gov", "", max_wait, past)
+        return self._hinted(after)
+
+    def _hinted(self, after: int) -> list[GovEvent]:
+        """The events notifications carried, in order from ``after + 1`` (up to a gap)."""
+        hints = self._db.hints
+        for revision in [r for r in hints if r <= after]:
+            del hints[revision]
+        events = []
+        revision = after + 1
+        while (hint := hints.get(revision)) is not None:
+            events.append(GovEvent(revision, hint[0], hint[1]))
+            revision += 1
+        return events
 
     async def put_policy(self, digest: str, documents: Sequence[Mapping[str, str]]) -> None:
         await self._db.execute(

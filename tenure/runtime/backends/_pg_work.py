@@ -195,14 +195,23 @@ class PgQueue:
 
     async def claim(self, member: Member, pool: str) -> ClaimedTask | None:
         row = await self._db.fetchrow(
-            "SELECT task, task_pool, task_run, task_payload FROM tenure_claim($1, $2, $3)",
+            "SELECT task, task_pool, task_run, task_payload, task_by, by_info, head "
+            "FROM tenure_claim($1, $2, $3)",
             member.id,
             member.generation,
             pool,
         )
         if row is None:
             return None
-        return ClaimedTask(row["task"], row["task_pool"], row["task_run"], row["task_payload"])
+        return ClaimedTask(
+            row["task"],
+            row["task_pool"],
+            row["task_run"],
+            row["task_payload"],
+            row["task_by"],
+            row["by_info"] or {},
+            row["head"],
+        )
 
     async def wait_queued(self, pool: str, max_wait: float) -> None:
         async def queued() -> bool:

@@ -8,9 +8,11 @@ anything runs:
 
 - the agent is one MODULE registered, and its measured code digest is the one the
   delegating process pinned (else ``AttestationMismatch``);
-- the delegated lease verifies under the delegating process's key, names this run and the
-  task's lease id, and neither it nor the run was revoked in the governance log (else
-  ``SignatureInvalid`` / ``LeaseRevoked``);
+- the lease chain verifies under a key this worker trusts — certified by the operator
+  (``operator_key``), else the one the enqueuing member registered in the backend, never
+  the payload's own — and, once every governance event up to the claim's revision is
+  applied, neither the run nor any lease of the chain is revoked (else ``SignatureInvalid``
+  / ``LeaseRevoked``; see ``_claim_check``);
 - the policy set the lease was issued under is the one in force here (loaded by digest
   when this worker has no live run; else the task is refused, ``GovernanceUnavailable``).
 
@@ -41,14 +43,10 @@ from ..._errors import (
     GovernanceUnavailable,
     GovernanceViolation,
     LeaseRevoked,
-    SignatureInvalid,
 )
 from ...agents._decorators import Agent, registered
-from ...crypto._canonical import b64d
-from ...crypto._dsse import verify_envelope
-from ...evidence._format import LEASE_PAYLOAD_TYPE
-from ...evidence._reader import loads_bounded
 from .._runtime import Runtime
+from ._claim_check import chain_ids, refuse_revoked, trusted_issuer, verify_chain
 from ._delegate import error_of, to_wire
 from ._link import BackendLink, SegmentLink
 from ._types import ClaimedTask
@@ -69,6 +67,8 @@ class PoolWorker:
         concurrency: parts of runs run at once.
         certificate: the operator's certificate of this worker's key (``tenure keys
             certify``), declared with its membership.
+        operator_key: the operator's public key: when given, a task runs only if the key
+            that signed its leases carries the operator's certificate.
         Everything else is passed to its :class:`~tenure.Runtime` (``backend`` required).
     """
 
@@ -79,6 +79,7 @@ class PoolWorker:
         name: str,
         concurrency: int = 4,
         certificate: Any = None,
+        operator_key: Ed25519PublicKey | None = None,
         **runtime: Any,
     ) -> None:
         if runtime.get("backend") is None:
@@ -91,6 +92,7 @@ class PoolWorker:
         self.pool = pool
         self.name = name
         self.concurrency = concurrency
+        self.operator_key = operator_key
         info: dict[str, Any] = {"concurrency": concurrency}
         if certificate is not None:
             info["certificate"] = certificate
@@ -167,6 +169,8 @@ class PoolWorker:
             try:
                 result = await self._run_part(task)
             except GovernanceViolation as exc:
+                if exc.source == "worker":  # refused before anything of it ran
+                    _log.warning("%s", exc)
                 await queue.finish(member, task.id, "failed", error=error_of(exc))
             except Exception as exc:  # the agent's own error travels back to its parent
                 await queue.finish(member, task.id, "failed", error=error_of(exc))
@@ -180,8 +184,15 @@ class PoolWorker:
 
     async def _run_part(self, task: ClaimedTask) -> Any:
         p = task.payload
+        link = self.link
+        chain = verify_chain(task, trusted_issuer(task, self.operator_key))
+        held = chain_ids(task, chain)
+        # The renewal rule, applied to the claim: every event up to the revision the claim
+        # answered first, so a revocation committed before the claim is never missed.
+        await link.plane.catch_up(task.head)
+        refuse_revoked(task, held, link.revoked)
         agent = self._agent(p)
-        claims = self._verify_lease(task, p)
+        claims = chain[-1]
         await self._adopt_policy(str(claims["policy"]))
         origin = SegmentLink(
             segment=str(p["segment"]),
@@ -207,11 +218,12 @@ class PoolWorker:
             )
         finally:
             otel_context.detach(token)
-        self.rt._delegated[origin.segment] = frozenset({str(p["lease_id"])})
-        if self._revoked(task.run_id, str(p["lease_id"])):
+        # Revoking the run, any lease of the chain or an upstream one stops the part.
+        self.rt._delegated[origin.segment] = held
+        if held & link.revoked:
             run.fail(LeaseRevoked("revoked before it started", check="lease.revoked"))
         await run.done.wait()
-        await self.link.flush_segment(origin.segment)
+        await link.flush_segment(origin.segment)
         if run.stop is not None:
             raise run.stop_error()
         if run.error is not None:
@@ -237,37 +249,6 @@ class PoolWorker:
                 source="worker",
             )
         return agent
-
-    def _verify_lease(self, task: ClaimedTask, p: Mapping[str, Any]) -> dict[str, Any]:
-        try:
-            key = Ed25519PublicKey.from_public_bytes(b64d(str(p["issuer"]["pubkey"])))
-            claims = loads_bounded(verify_envelope(p["lease"], key, LEASE_PAYLOAD_TYPE))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SignatureInvalid(
-                f"the delegated lease of task {task.id} does not verify: {exc}",
-                check="lease.signature",
-                source="worker",
-            ) from None
-        if (
-            not isinstance(claims, dict)
-            or claims.get("run") != task.run_id
-            or claims.get("lid") != p.get("lease_id")
-        ):
-            raise SignatureInvalid(
-                f"the delegated lease of task {task.id} is not for run {task.run_id}",
-                check="lease.binding",
-                source="worker",
-            )
-        if self._revoked(task.run_id, str(claims["lid"])):
-            raise LeaseRevoked(
-                f"task {task.id}: its run or lease was revoked", check="lease.revoked"
-            )
-        return claims
-
-    def _revoked(self, run_id: str, lease_id: str) -> bool:
-        """Whether the governance log revoked the run or the delegated lease."""
-        revoked = self.link.revoked
-        return run_id in revoked or lease_id in revoked
 
     async def _adopt_policy(self, digest: str) -> None:
         if digest == self.rt.policy_digest():

@@ -10,8 +10,10 @@ properties against each):
 
 - **Governance log**: append-only; revisions are 1, 2, 3, ... with no gap, and a reader
   that resumes after revision ``r`` sees every entry after ``r`` exactly once, in
-  revision order. ``wait`` is only a wake-up hint: readers always read from where they
-  are, so a lost notification delays an event, never drops it.
+  revision order. ``wait`` is only a hint: the events it returns (those that came with
+  their notification, in order from ``after + 1``) may be applied without a read, and a
+  reader reads the log from where it is for everything else, so a lost notification
+  delays an event, never drops it.
 - **Liveness**: a member's expiry is kept by the backend's clock; ``renew`` extends it
   only while it is unexpired and its generation current, and answers the log's head
   revision at that moment; a reaper bumps a lapsed member's generation exactly once
@@ -79,8 +81,13 @@ class GovernanceLog(Protocol):
         """The latest revision (0 for an empty log)."""
         ...
 
-    async def wait(self, after: int, max_wait: float) -> None:
-        """Return once the head may be past ``after``, or after ``max_wait`` seconds."""
+    async def wait(self, after: int, max_wait: float) -> list[GovEvent]:
+        """Return once the head may be past ``after``, or after ``max_wait`` seconds.
+
+        Returns the events after ``after`` that this process already holds (delivered with
+        their notification), revisions ``after + 1, after + 2, ...`` without a gap; an empty
+        list says nothing of the log: read it.
+        """
         ...
 
 

@@ -132,12 +132,21 @@ class ApprovalRecord:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedTask:
-    """A delegated task as its claimer receives it."""
+    """A delegated task as its claimer receives it.
+
+    ``enqueued_by`` is the member whose fenced write queued it and ``registered`` what that
+    member declared about itself when it joined (its signing key): the backend's word, not
+    the payload's. ``head`` is the governance log's head at the claim: every revocation
+    committed before the claim is at or below it.
+    """
 
     id: str
     pool: str
     run_id: str
     payload: Mapping[str, Any]
+    enqueued_by: str = ""
+    registered: Mapping[str, Any] = field(default_factory=dict)
+    head: int = 0
 
 
 @dataclass(frozen=True, slots=True)
