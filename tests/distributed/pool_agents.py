@@ -10,7 +10,7 @@ import time
 
 import anyio
 
-from tenure import Context, agent, tool
+from tenure import Context, GovernanceUnavailable, agent, tool
 
 
 @tool(scopes={"notes:read"})
@@ -87,3 +87,56 @@ async def caller(ctx: Context, n: int) -> list[int]:
         await ctx.call(lookup, "x")
         times.append(time.perf_counter_ns() - t0)
     return times
+
+
+@tool
+async def hold(marker: str, release: str) -> str:
+    """Mark that it runs, then hold its place until the ``release`` file exists."""
+    await anyio.Path(marker).write_text("held\n")
+    while not await anyio.Path(release).exists():  # noqa: ASYNC110 (another process's file)
+        await anyio.sleep(0.02)
+    return "released"
+
+
+@agent
+async def holder(ctx: Context, marker: str, release: str) -> str:
+    """A part of a run that holds one live tool call until released."""
+    held: str = await ctx.call(hold, marker, release)
+    return held
+
+
+@agent
+async def crowd(ctx: Context, markers: list[str], release: str) -> list[str]:
+    """One holder per marker, in parallel on the pool."""
+    async with ctx.parallel() as p:
+        for marker in markers:
+            p.start(holder, marker, release, on="pool:research")
+    return list(p.results)
+
+
+@agent(scopes={"notes:read"})
+async def sequential(ctx: Context, calls: int) -> int:
+    """``calls`` tool calls one after the other (each ends before the next starts)."""
+    for _ in range(calls):
+        await ctx.call(lookup, "again")
+    return calls
+
+
+@agent(scopes={"notes:read"})
+async def sequentials(ctx: Context, parts: int, calls: int) -> list[int]:
+    async with ctx.parallel() as p:
+        for _ in range(parts):
+            p.start(sequential, calls, on="pool:research")
+    return list(p.results)
+
+
+@agent
+async def resilient(ctx: Context, first: str, second: str, release: str) -> str:
+    """Delegates a holder; when its worker is lost, delegates another one."""
+    try:
+        held: str = await ctx.delegate(holder, first, release, on="pool:research")
+    except GovernanceUnavailable as exc:
+        if exc.check != "worker.lost":
+            raise
+        held = await ctx.delegate(holder, second, release, on="pool:research")
+    return held

@@ -21,7 +21,7 @@ from tenure.runtime.backends._pg import upgrade
 
 from ._pg import PgServer
 from .conftest import ROOT, WorkerProcess, start_worker
-from .pool_agents import planner
+from .pool_agents import crowd
 
 ALLOW = 'version = 1\ndefault = "deny"\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
 
@@ -57,16 +57,23 @@ async def _make_export(root: Path, url: str) -> tuple[Path, Path, str]:
     try:
         for name in ("w1", "w2"):
             _certified_key(root / name / "key", name, operator / "tenure.key")
-            started.append(start_worker(url, root / name, name))
+            # Two parts at a time each: the four held parts are spread over both workers.
+            started.append(start_worker(url, root / name, name, concurrency=2))
         policy = root / "allow.toml"
         policy.write_text(ALLOW)
         key = root / "api" / "tenure.key"
+        markers = [root / f"held-{i}" for i in range(4)]
+        release = root / "release"
         async with Runtime(backend=url, evidence_dir=root / "runs", policies=policy, key=key) as rt:
-            topics = ["a", "b", "c", "d"]
             handle = await rt.start(
-                planner, topics, principal="alice", scopes={"notes:read"}, ttl=60
+                crowd, [str(m) for m in markers], str(release), principal="alice", ttl=60
             )
             with anyio.fail_after(60):
+                while True:  # the workers' files: polled
+                    if all(m.exists() for m in markers):
+                        break
+                    await anyio.sleep(0.02)
+                release.write_text("go\n")
                 await handle.result()
     finally:
         for worker in started:
