@@ -327,12 +327,7 @@ class Ledger:
             "span": span,
         }
         rec.update(fields)
-        line = record_bytes(rec)
-        h = sha256(b"\x00" + line).digest()
-        tree.append(h)
-        self._prev = h.hex()
-        self._last_kind = kind
-        self._pending.append(line + b"\n")
+        self._chain(record_bytes(rec), kind)
         if flush or self._fsync_record:
             self._flush()
             if self._fsync_record:
@@ -343,6 +338,14 @@ class Ledger:
         ):
             self.checkpoint()
         return i
+
+    def _chain(self, line: bytes, kind: str) -> None:
+        """Make ``line`` (a record's bytes, without its newline) the next record."""
+        h = sha256(b"\x00" + line).digest()
+        self._tree.append(h)
+        self._prev = h.hex()
+        self._last_kind = kind
+        self._pending.append(line + b"\n")
 
     def _flush(self) -> None:
         pending = self._pending

@@ -35,6 +35,7 @@ from ..crypto._grants import sign_grant
 from ..crypto._keys import SigningKey, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
 from ..evidence._certs import CERT_NAME
+from ..evidence._fork import ForkingLedger
 from ..evidence._format import (
     ATTESTATION,
     POLICY_RELOADED,
@@ -296,8 +297,8 @@ class Runtime:
                 self._code_digest,
                 lambda name: self._delegated.get(name, ()),
             ),
-            shared_debit=link.shared_debit,
-            after_start=link.after_start,
+            start_step=link.start_step,
+            step_left=link.step_left,
         )
 
     def _code_digest(self, agent: Agent) -> str:
@@ -449,7 +450,8 @@ class Runtime:
         run_dir = self.evidence_dir / name
         link = self._link
         mirror = MirrorOps() if link is not None else None
-        ledger = Ledger.create(
+        # With a backend a step's start is chained once the backend took its debit: forked.
+        ledger = (Ledger if link is None else ForkingLedger).create(
             run_dir,
             run_id,
             self._key,
@@ -511,8 +513,9 @@ class Runtime:
         if segment is not None:
             run.record(SEGMENT_START, segment.record())
         if link is not None and mirror is not None:
+            assert isinstance(ledger, ForkingLedger)
             try:
-                await link.open_segment(run, name, mirror, segment, self._key)
+                await link.open_segment(run, name, mirror, ledger, segment, self._key)
             except GovernanceViolation as exc:
                 ledger.abort(exc.check, exc.reason)
                 raise

@@ -23,6 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
+import anyio
 import asyncpg
 import pytest
 
@@ -121,6 +122,30 @@ def backend(request: pytest.FixtureRequest) -> Backend:
         return MemoryBackend()
     pg: Backend = request.getfixturevalue("pg_backend")
     return pg
+
+
+def tenure_cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The real command line, in a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "tenure", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+async def export_and_verify(
+    url: str, run_id: str, out: Path, *argv: str
+) -> subprocess.CompletedProcess[str]:
+    """``tenure export RUN_ID --backend URL --out OUT`` then ``tenure verify OUT [ARGV]``:
+    the verification's outcome (its exit code and what it printed)."""
+    export = await anyio.to_thread.run_sync(
+        tenure_cli, "export", run_id, "--backend", url, "--out", str(out)
+    )
+    assert export.returncode == 0, export.stderr
+    return await anyio.to_thread.run_sync(tenure_cli, "verify", str(out), *argv)
 
 
 class WorkerProcess:

@@ -13,9 +13,10 @@ import pytest
 
 from tenure import GovernanceUnavailable, LeaseRevoked, PolicyDenied, Runtime
 from tenure.evidence import verify_run
+from tenure.runtime.backends import Backend, SegmentInfo
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
-from .conftest import WorkerProcess
+from .conftest import WorkerProcess, export_and_verify
 from .pool_agents import budget_planner, delegates_lingerer, planner
 
 ALLOW = """
@@ -37,6 +38,19 @@ def policy(tmp_path: Path) -> Path:
 
 def _records(run_dir: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
+
+
+async def _closed(backend: Backend, segments: list[SegmentInfo]) -> None:
+    """Wait until every segment holds its run's end and final checkpoint (the workers'
+    parts end on their own once the run stopped)."""
+    with anyio.fail_after(30):
+        for seg in segments:
+            while True:  # other processes' commits: polled
+                lines, _ = await backend.evidence.records(seg.id)
+                kinds = [json.loads(line)["kind"] for line in lines[-2:]]
+                if kinds == ["run.end", "checkpoint"]:
+                    break
+                await anyio.sleep(0.05)
 
 
 async def _marked(path: Path) -> None:
@@ -145,6 +159,11 @@ async def test_a_worker_killed_mid_step_is_lost_and_the_run_stops_fail_closed(
     assert len(starts) == 2  # the agent and its mark call: each durable before it ran
     report = verify_run(handle.evidence_path)
     assert report.verdict == "verified" and report.run_status == "violation"
+    verify = await export_and_verify(pg_url, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"run {handle.run_id}: verified (2 segments)" in verify.stdout
+    assert f"segment {handle.run_id}: verified" in verify.stdout  # ended violation
+    assert "its worker was lost (outcome unknown)" in " ".join(verify.stderr.split())
 
 
 BUDGET = """
@@ -178,6 +197,7 @@ async def test_four_workers_on_one_1000_call_budget_are_granted_exactly_1000(
         backend = rt._link.backend  # type: ignore[union-attr]
         used = await backend.budgets.used(handle.run_id)
         segments = await backend.evidence.segments(handle.run_id)
+        await _closed(backend, segments)
         tool_starts = 0
         for seg in segments:
             lines, _ = await backend.evidence.records(seg.id)
@@ -188,7 +208,7 @@ async def test_four_workers_on_one_1000_call_budget_are_granted_exactly_1000(
             )
     assert caught.value.check == "budget.max_tool_calls"
     assert used["tool_calls"] == 1000
-    assert tool_starts <= 1000  # a granted call cut short by the stop may not have started
+    assert tool_starts == 1000  # each start committed with its debit, and only those
     assert len({s.member for s in segments[1:]}) == 4  # every worker spent from one budget
     assert verify_run(handle.evidence_path).verdict == "verified"
     for worker in pool:
@@ -199,6 +219,10 @@ async def test_four_workers_on_one_1000_call_budget_are_granted_exactly_1000(
                 witness_dir=worker.evidence / ".witness" / part.name,
             )
             assert report.verdict == "verified", report.failures
+    verify = await export_and_verify(pg_url, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"run {handle.run_id}: verified (5 segments)" in verify.stdout
+    assert verify.stdout.count(": verified, ") == 5  # every part, each ended by the stop
 
 
 async def test_a_paused_worker_resumed_after_its_reap_gets_none_of_its_writes_accepted(

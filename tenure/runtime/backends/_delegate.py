@@ -151,7 +151,7 @@ class PoolDelegator:
         index = run.record(
             DELEGATION_QUEUED, {"step": step.id, "pool": pool, "segment": segment}, step.span
         )
-        await link.after_start(run)  # the expected segment is durable before it is queued
+        await link.ship(run)  # the expected segment is durable before it is queued
         payload = {
             "agent": agent.name,
             "code": self._code_digest(agent),

@@ -24,13 +24,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
+from time import monotonic
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
 
-from ..._errors import GovernanceUnavailable, GovernanceViolation
+from ..._errors import GovernanceUnavailable, GovernanceViolation, PolicyDenied
 from ...crypto._canonical import b64e
+from ...evidence._format import STEP_START
 from ...policies import PolicyError, PolicySet
 from ._control import ControlPlane
 from ._protocols import Backend
@@ -39,6 +41,7 @@ from ._types import Debit, GovEvent, Member, RateWindow, SegmentInfo
 
 if TYPE_CHECKING:
     from ...crypto._keys import SigningKey
+    from ...evidence._fork import ForkingLedger
     from ..kernel._control import RunControl
     from ..kernel._state import Step
 
@@ -53,7 +56,6 @@ __all__ = [
 _log = logging.getLogger("tenure.backend")
 
 _MAX_TEXT = 500
-_RETRYABLE = frozenset({"backend.unreachable"})
 _PUBLISH_ATTEMPTS = 20
 
 
@@ -298,6 +300,7 @@ class BackendLink:
         run: RunControl,
         name: str,
         mirror: MirrorOps,
+        ledger: ForkingLedger,
         origin: SegmentLink | None,
         key: SigningKey,
     ) -> None:
@@ -318,13 +321,13 @@ class BackendLink:
             origin.parent_index if origin is not None else -1,
             meta,
         )
-        writer = SegmentWriter(self.backend, member, info, mirror)
+        writer = SegmentWriter(self.backend, member, info, mirror, ledger)
         await writer.open()
         await writer.ship_or_stop()
         self._writers[name] = writer
 
-    async def after_start(self, run: RunControl) -> None:
-        """Make the run's records (its step.start last) durable in its segment."""
+    async def ship(self, run: RunControl) -> None:
+        """Make the run's records so far durable in its segment (or stop the run)."""
         writer = self._writers.get(run.evidence_name)
         if writer is None:
             return
@@ -332,6 +335,41 @@ class BackendLink:
             await writer.ship_or_stop()
         except GovernanceViolation as exc:
             raise run.fail(exc) from None
+
+    async def start_step(self, run: RunControl, step: Step, fields: dict[str, Any]) -> None:
+        """Record ``step.start`` and commit it with the step's debit of the run's shared
+        budget, in one transaction, before the body runs (else stop the run: refused by
+        the budget, or not committed)."""
+        writer = self._writers.get(run.evidence_name)
+        if writer is None:
+            run.record(STEP_START, fields, step.span)
+            return
+        # A part's root step is its delegating step, counted where that was decided.
+        debit = None if writer.info.parent and step.parent is None else self._debit(run, step)
+        span = step.span
+        deadline = anyio.current_time() + (self.plane.deadline - monotonic())
+        try:
+            refusal = await writer.start(
+                step.id, fields, debit, trace=span.trace_id, span=span.span_id, deadline=deadline
+            )
+        except GovernanceViolation as exc:
+            raise run.fail(exc) from None
+        if refusal is not None:
+            raise run.fail(
+                PolicyDenied(
+                    refusal.reason,
+                    lease_id=step.lease.id,
+                    check=refusal.check,
+                    task=step.target.qualified,
+                    source="budget",
+                )
+            )
+
+    def step_left(self, run: RunControl, step: Step) -> None:
+        """A step ended: its live task is released with its segment's next commit."""
+        writer = self._writers.get(run.evidence_name)
+        if writer is not None:
+            writer.left(step.id)
 
     async def flush_segment(self, name: str) -> None:
         """Wait until a finished run's last records are shipped (a worker, before it
@@ -360,23 +398,22 @@ class BackendLink:
 
         async def last() -> None:
             try:
-                await writer.ship()
+                await writer.ship(close=True)
             finally:
                 done.set()
                 self._closing.pop(name, None)
 
         self._spawn(last)
 
-    async def shared_debit(self, run: RunControl, step: Step) -> tuple[str, str] | None:
-        """Take one step from the run's budget as all its processes count it."""
+    def _debit(self, run: RunControl, step: Step) -> Debit:
+        """What one step takes from its run's budget as every process of the run counts it."""
         policy = self._host.current_policy()
         budgets = policy.budgets
-        tool = step.action == "execute_tool"
         amounts: dict[str, float] = {"steps": 1}
         limits: dict[str, float] = {}
         if budgets.max_steps is not None:
             limits["steps"] = budgets.max_steps
-        if tool:
+        if step.action == "execute_tool":
             amounts["tool_calls"] = 1
             if budgets.max_tool_calls is not None:
                 limits["tool_calls"] = budgets.max_tool_calls
@@ -385,17 +422,7 @@ class BackendLink:
             for key, (count, per) in policy.rate_limits.items()
             if fnmatchcase(step.target.name, key)
         )
-        debit = Debit(run.id, amounts, limits, rates)
-        try:
-            refusal = await self.backend.budgets.debit(self.member(), debit)
-        except GovernanceViolation as exc:
-            if exc.check not in _RETRYABLE:
-                raise
-            # One more try on a fresh connection (a restarted server dropped the old one).
-            # Had the first landed without its acknowledgement, the run is debited twice:
-            # it gets less than its limit, never more.
-            refusal = await self.backend.budgets.debit(self.member(), debit)
-        return None if refusal is None else (refusal.check, refusal.reason)
+        return Debit(run.id, amounts, limits, rates, enter=1, max_live=budgets.max_concurrency)
 
     # -- in -------------------------------------------------------------------------------
 

@@ -61,6 +61,18 @@ def check_kind(kind: str) -> None:
         raise ValueError(f"governance event kind {kind!r} is not one of {sorted(EVENT_KINDS)}")
 
 
+def check_step_debit(debit: Debit) -> None:
+    """Refuse a debit an evidence commit cannot take (a step's start reserves)."""
+    if debit.mode != "reserve":
+        raise ValueError(f"a commit takes a step's reserve debit, not a {debit.mode!r} one")
+
+
+def check_plain_debit(debit: Debit) -> None:
+    """Refuse live tasks outside an evidence commit (no segment would release them)."""
+    if debit.enter:
+        raise ValueError("live governed tasks are taken only with an evidence commit")
+
+
 def over_limit(used: Mapping[str, float], debit: Debit) -> tuple[dict[str, float], Refusal | None]:
     """The counters after ``debit`` and the first limit it passes (shared by backends'
     tests and the in-process store; the PostgreSQL store does the same in SQL)."""
@@ -115,6 +127,8 @@ class MemoryBackend:
         self._rates: dict[tuple[str, str], deque[float]] = {}
         self._tasks: dict[str, _Task] = {}
         self._segments: dict[str, tuple[SegmentInfo, list[bytes], list[str | None]]] = {}
+        # (run, segment) -> (writer member id, live governed tasks)
+        self._live: dict[tuple[str, str], tuple[str, int]] = {}
         self._changed = anyio.Event()
         self.log = self.policies = self.liveness = self.approvals = self
         self.budgets = self.queue = self.evidence = self
@@ -210,6 +224,7 @@ class MemoryBackend:
                 if task.state == "claimed" and task.claimer == old:
                     task.state = "lost"
                     tasks.append(task.id)
+            self._drop_live(old.id)
             lapsed = LostMember(old.id, old.generation, old.name, old.pool, tuple(tasks))
             await self.append(
                 "worker.lost",
@@ -227,6 +242,11 @@ class MemoryBackend:
         m = self._members.get(member.id)
         if m is not None and m.member == member and m.state == "live":
             m.state = "left"
+            self._drop_live(member.id)
+
+    def _drop_live(self, member_id: str) -> None:
+        for key in [k for k, (m, _) in self._live.items() if m == member_id]:
+            del self._live[key]
 
     # -- approvals ------------------------------------------------------------------------
 
@@ -265,6 +285,7 @@ class MemoryBackend:
     # -- budgets --------------------------------------------------------------------------
 
     async def debit(self, member: Member, debit: Debit) -> Refusal | None:
+        check_plain_debit(debit)
         self._fence(member)
         return self._debit(debit)
 
@@ -381,11 +402,35 @@ class MemoryBackend:
                 check="evidence.segment",
                 source="backend",
             )
-        refusal = self._debit(debit) if debit is not None else None
-        refused = refusal is not None and debit is not None and debit.mode == "reserve"
-        lines.extend(batch.instead if refused else batch.lines)
+        run, key = found[0].run_id, (found[0].run_id, batch.segment)
+        if batch.close:
+            self._live.pop(key, None)
+        elif batch.leave and key in self._live:
+            writer, live = self._live[key]
+            self._live[key] = (writer, max(live - batch.leave, 0))
+        refusal = None
+        if debit is not None:
+            check_step_debit(debit)
+            refusal = self._enter(run, key, member, debit)
+        lines.extend(batch.instead if refusal is not None else batch.lines)
         if batch.checkpoint is not None:
             checkpoint[0] = batch.checkpoint
+        return refusal
+
+    def _enter(
+        self, run: str, key: tuple[str, str], member: Member, debit: Debit
+    ) -> Refusal | None:
+        if debit.enter and debit.max_live is not None:
+            live = sum(n for (r, _), (_, n) in self._live.items() if r == run) + debit.enter
+            if live > debit.max_live:
+                return Refusal(
+                    "budget.max_concurrency",
+                    f"run exceeded max_concurrency={debit.max_live} across all its workers "
+                    f"({live} live governed tasks)",
+                )
+        refusal = self._debit(replace(debit, run_id=run))
+        if refusal is None and debit.enter:
+            self._live[key] = (member.id, self._live.get(key, ("", 0))[1] + debit.enter)
         return refusal
 
     async def size(self, segment_id: str) -> int:

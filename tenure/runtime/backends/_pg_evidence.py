@@ -4,6 +4,9 @@ A segment's records are exactly the lines a file ledger would hold (the same rec
 hash chain and checkpoints, computed by the writer); the database only stores them, so an
 export writes them back byte for byte and the offline verifier reads them as any run.
 
+A commit carries the debit of the step whose ``step.start`` it appends (the segment's run is
+debited, under that run's row lock) and the release of its segment's ended steps.
+
 A commit that timed out may still have landed (its acknowledgement was lost): the writer
 asks :meth:`PgEvidence.size` before going on, and never appends at a guessed position —
 a batch at any position but the segment's size is refused (check ``evidence.segment``).
@@ -11,13 +14,14 @@ a batch at any position but the segment's size is refused (check ``evidence.segm
 
 from __future__ import annotations
 
+from ._memory import check_step_debit
 from ._pg_db import PgDb
 from ._pg_work import debit_args, refusal_of
 from ._types import Batch, Debit, Member, Refusal, SegmentInfo
 
 __all__ = ["PgEvidence"]
 
-_COMMIT = "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)"
+_COMMIT = "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
 
 
 class PgEvidence:
@@ -46,9 +50,11 @@ class PgEvidence:
         self, member: Member, batch: Batch, debit: Debit | None = None
     ) -> Refusal | None:
         if debit is None:
-            run, amounts, limits, rates, reserve = None, None, None, None, False
+            amounts, limits, rates, enter, max_live = None, None, None, 0, None
         else:
-            run, amounts, limits, rates, reserve = debit_args(debit)
+            check_step_debit(debit)
+            _, amounts, limits, rates, _ = debit_args(debit)
+            enter, max_live = debit.enter, debit.max_live
         text: str | None = await self._db.fetchval(
             _COMMIT,
             member.id,
@@ -58,11 +64,13 @@ class PgEvidence:
             list(batch.lines),
             list(batch.instead),
             batch.checkpoint,
-            run,
             amounts,
             limits,
             rates,
-            reserve,
+            enter,
+            max_live,
+            batch.leave,
+            batch.close,
         )
         return refusal_of(text)
 

@@ -179,8 +179,9 @@ class PgLiveness:
 
     async def leave(self, member: Member) -> None:
         await self._db.execute(
-            "UPDATE tenure_members SET state = 'left' "
-            "WHERE id = $1 AND generation = $2 AND state = 'live'",
+            "WITH gone AS (UPDATE tenure_members SET state = 'left' "
+            "WHERE id = $1 AND generation = $2 AND state = 'live' RETURNING id) "
+            "DELETE FROM tenure_run_live WHERE member IN (SELECT id FROM gone)",
             member.id,
             member.generation,
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Final
 
 from ._pg_v3 import V3
+from ._pg_v4 import V4
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
 
@@ -360,7 +361,7 @@ END $$;
 """
 
 #: (version, SQL) in order; a released migration is never edited, only followed.
-MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2), (3, V3))
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = ((1, _V1), (2, _V2), (3, V3), (4, V4))
 
 #: The schema version this Tenure reads and writes.
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]

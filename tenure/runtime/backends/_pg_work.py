@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 import asyncpg
 
-from ._memory import fenced
+from ._memory import check_plain_debit, fenced
 from ._pg_db import PgDb
 from ._types import (
     ApprovalRecord,
@@ -157,6 +157,7 @@ class PgBudgets:
         self._db = db
 
     async def debit(self, member: Member, debit: Debit) -> Refusal | None:
+        check_plain_debit(debit)
         text: str | None = await self._db.fetchval(
             "SELECT tenure_debit_fenced($1, $2, $3, $4, $5, $6::jsonb, $7)",
             member.id,

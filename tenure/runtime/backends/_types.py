@@ -101,6 +101,10 @@ class Debit:
     all or nothing: refused when any counter would pass its limit or any ``rates`` window
     is full, and then nothing is taken. A ``record`` debit (usage already spent) is always
     added and reports the limit it passed.
+
+    ``enter`` is how many live governed tasks the step adds to the run's count across every
+    process (refused past ``max_live``, its ``max_concurrency``); it is taken only with an
+    evidence commit (:meth:`~._protocols.EvidenceSink.commit`), whose segment releases it.
     """
 
     run_id: str
@@ -108,6 +112,13 @@ class Debit:
     limits: Mapping[str, float] = field(default_factory=dict)
     rates: tuple[RateWindow, ...] = ()
     mode: Literal["reserve", "record"] = "reserve"
+    enter: int = 0
+    max_live: int | None = None
+
+    @property
+    def refusable(self) -> bool:
+        """Whether any limit could refuse it (else it only counts)."""
+        return bool(self.limits or self.rates) or (self.enter > 0 and self.max_live is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +196,9 @@ class Batch:
     lines) to store with them. ``instead`` is the alternative continuation from the same
     ``first`` to append when the batch's debit is refused (the record of the refusal), so
     that the hash chain never holds a step that did not start.
+
+    ``leave`` releases that many of the segment's live governed tasks (steps that ended
+    since its last commit); ``close`` releases all of them (the segment's last commit).
     """
 
     segment: str
@@ -192,3 +206,5 @@ class Batch:
     lines: tuple[bytes, ...]
     checkpoint: str | None = None
     instead: tuple[bytes, ...] = ()
+    leave: int = 0
+    close: bool = False

@@ -155,9 +155,10 @@ class RunServices:
     """The collaborators every run of one runtime shares (one object, set at start).
 
     The last three are set only with a shared backend: ``remote`` runs delegations to a
-    pool, ``shared_debit`` takes each step from the run's budget as all its processes
-    count it (a ``(check, reason)`` when refused), and ``after_start`` makes a step's
-    ``step.start`` durable in the backend before its body runs.
+    pool; ``start_step`` records a step's ``step.start`` (its fields given) and commits it
+    together with the step's debit of the run's budget as all its processes count it,
+    before the body runs (raising the run's stop when refused); ``step_left`` says a
+    started step ended (its place among the run's live tasks is released).
     """
 
     config: RuntimeConfig
@@ -169,5 +170,5 @@ class RunServices:
     wake_watchdog: Callable[[], None]
     pacer: Pacer
     remote: RemoteRunner | None = None
-    shared_debit: Callable[[RunControl, Step], Awaitable[tuple[str, str] | None]] | None = None
-    after_start: Callable[[RunControl], Awaitable[None]] | None = None
+    start_step: Callable[[RunControl, Step, dict[str, Any]], Awaitable[None]] | None = None
+    step_left: Callable[[RunControl, Step], None] | None = None

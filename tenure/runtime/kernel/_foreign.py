@@ -111,6 +111,8 @@ class StepHost(Protocol):
 
     def _start_record(self, step: Step, decision: int, approval: int) -> None: ...
 
+    async def _start_shared(self, step: Step, decision: int, approval: int) -> None: ...
+
     def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation: ...
 
     def end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
@@ -406,7 +408,10 @@ class ForeignCall:
                     framework=step.framework,
                 )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            run._start_record(step, decision, approval)
+            if run.services.start_step is None:
+                run._start_record(step, decision, approval)
+            else:
+                await run._start_shared(step, decision, approval)
         except BaseException:
             run.leave(step)
             raise

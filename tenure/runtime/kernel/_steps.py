@@ -94,9 +94,6 @@ class GovernedSteps(RunState):
     async def _authorize(self, step: Step, missing_scopes: frozenset[str]) -> tuple[int, int]:
         """Decide, record, wait for an approval if needed; (decision, approval) indexes."""
         over = self.tracker.on_step(step.action, step.target.name, step.depth)
-        if over is None and self.services.shared_debit is not None:
-            # The run's budget as every process of the run counts it (a shared backend).
-            over = await self.services.shared_debit(self, step)
         if over is not None:
             raise self._over_budget(over[0], over[1], step)
         # Another framework's tool or a model is not Tenure code: nothing to measure.
@@ -237,24 +234,33 @@ class GovernedSteps(RunState):
         """A step ended: it is no longer live (nor counted against concurrency)."""
         if self.steps.pop(step.id, None) is not None:
             self.tracker.leave()
+            if self.services.step_left is not None:
+                self.services.step_left(self, step)
+
+    def _start_fields(self, step: Step, decision: int, approval: int) -> dict[str, Any]:
+        return {
+            "step": step.id,
+            "lease": step.lease.id,
+            "action": step.action,
+            "target": step.target.name,
+            "decision": decision,
+            "approval": approval,
+            "parent": step.parent.id if step.parent is not None else "",
+            "depth": step.depth,
+            "args": step.args_digest,
+            **_call_fields(step),
+        }
 
     def _start_record(self, step: Step, decision: int, approval: int) -> None:
-        self.record(
-            STEP_START,
-            {
-                "step": step.id,
-                "lease": step.lease.id,
-                "action": step.action,
-                "target": step.target.name,
-                "decision": decision,
-                "approval": approval,
-                "parent": step.parent.id if step.parent is not None else "",
-                "depth": step.depth,
-                "args": step.args_digest,
-                **_call_fields(step),
-            },
-            step.span,
-        )
+        self.record(STEP_START, self._start_fields(step, decision, approval), step.span)
+
+    async def _start_shared(self, step: Step, decision: int, approval: int) -> None:
+        """With a shared backend, the step's start is committed together with the step's
+        debit of the run's budget (as every process of the run counts it) before the body
+        runs; a refusal stops the run."""
+        start = self.services.start_step
+        assert start is not None
+        await start(self, step, self._start_fields(step, decision, approval))
 
     async def invoke_agent(
         self,
@@ -335,9 +341,10 @@ class GovernedSteps(RunState):
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
             step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
-            self._start_record(step, decision, approval)
-            if services.after_start is not None:
-                await services.after_start(self)  # the step.start is durable before the body
+            if services.start_step is None:
+                self._start_record(step, decision, approval)
+            else:
+                await self._start_shared(step, decision, approval)
             lease.step = step
             args, kwargs = _thawed(step)
             try:
@@ -497,9 +504,10 @@ class GovernedSteps(RunState):
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            self._start_record(step, decision, approval)
-            if self.services.after_start is not None:
-                await self.services.after_start(self)  # the step.start is durable first
+            if self.services.start_step is None:
+                self._start_record(step, decision, approval)
+            else:
+                await self._start_shared(step, decision, approval)
             # Fresh objects built from the snapshot: whatever changed the caller's objects
             # since the decision (or the approval) changes nothing that runs.
             args, kwargs = _thawed(step)
