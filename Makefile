@@ -34,10 +34,11 @@ postgresql:
 	  fi; \
 	fi
 
-# The report test renders HTML in a real headless Chromium, and the proof interop test checks
-# proofs with Go's golang.org/x/mod/sumdb; a fresh Debian machine (CI: root) gets both here.
-# Where they cannot be installed those tests are skipped, each with its reason.
-DEBIAN_TOOLS = chromium:chromium go:golang-go /usr/share/gocode/src/golang.org/x/mod/sumdb:golang-golang-x-mod-dev
+# The report test renders HTML in a real headless Chromium, the proof interop test checks
+# proofs with Go's golang.org/x/mod/sumdb, and the clock-skew tests preload libfaketime into
+# worker processes; a fresh Debian machine (CI: root) gets them here. Where they cannot be
+# installed those tests are skipped, each with its reason.
+DEBIAN_TOOLS = chromium:chromium go:golang-go /usr/share/gocode/src/golang.org/x/mod/sumdb:golang-golang-x-mod-dev faketime:faketime
 debian-tools:
 	@missing=""; for pair in $(DEBIAN_TOOLS); do \
 	  probe=$${pair%%:*}; pkg=$${pair#*:}; \
@@ -45,7 +46,7 @@ debian-tools:
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing the Debian packages$$missing (report browser test, Go proof interop)"; \
+	    echo "installing the Debian packages$$missing (report browser test, Go proof interop, clock skew)"; \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; } \
 	      || echo "could not install$$missing: the tests that need them will be skipped" >&2; \
 	  else \

@@ -64,6 +64,12 @@ async def _serve(worker: PoolWorker) -> None:
                 with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
                         worker.drain()
+                        grace = worker.rt.config.cleanup_grace
+                        typer.echo(
+                            f"worker {worker.name} draining: no new claims; running parts "
+                            f"finish or are stopped after {grace:g}s"
+                        )
+                        sys.stdout.flush()
                         return
 
             tg.start_soon(on_signal)

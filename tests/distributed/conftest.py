@@ -20,7 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -178,20 +178,22 @@ def start_worker(
     concurrency: int = 4,
     wrap: Callable[[list[str]], list[str]] = list,
     extra: Sequence[str] = (),
+    command: Sequence[str] = ("-m", "tenure", "worker"),
+    agents: str = "tests.distributed.pool_agents",
+    env: Mapping[str, str] | None = None,
 ) -> WorkerProcess:
     """Start ``tenure worker`` for the test agents (``wrap``: e.g. inside a network
-    namespace; ``extra``: more options) and wait for its ready line."""
+    namespace; ``extra``: more options; ``command``: what runs it; ``agents``: another
+    module; ``env``: more environment variables) and wait for its ready line."""
     proc = subprocess.Popen(
         wrap(
             [
                 sys.executable,
-                "-m",
-                "tenure",
-                "worker",
+                *command,
                 "--backend",
                 url,
                 "--agents",
-                "tests.distributed.pool_agents",
+                agents,
                 "--pool",
                 pool,
                 "--name",
@@ -207,7 +209,7 @@ def start_worker(
         stderr=None,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "TENURE_KEY_DIR": str(evidence / "key")},
+        env={**os.environ, "TENURE_KEY_DIR": str(evidence / "key"), **(env or {})},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -230,8 +232,13 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
         concurrency: int = 4,
         wrap: Callable[[list[str]], list[str]] = list,
         extra: Sequence[str] = (),
+        command: Sequence[str] = ("-m", "tenure", "worker"),
+        agents: str = "tests.distributed.pool_agents",
+        env: Mapping[str, str] | None = None,
     ) -> WorkerProcess:
-        worker = start_worker(url, tmp_path / name, name, pool, concurrency, wrap, extra)
+        worker = start_worker(
+            url, tmp_path / name, name, pool, concurrency, wrap, extra, command, agents, env
+        )
         started.append(worker)
         return worker
 

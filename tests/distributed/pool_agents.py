@@ -140,3 +140,20 @@ async def resilient(ctx: Context, first: str, second: str, release: str) -> str:
             raise
         held = await ctx.delegate(holder, second, release, on="pool:research")
     return held
+
+
+@agent(scopes={"notes:read"})
+async def ticker(ctx: Context, marker: str) -> int:
+    """Marks that it runs, then makes a governed tool call every 20 ms until stopped."""
+    await ctx.call(mark, marker)
+    ticks = 0
+    while True:
+        await ctx.call(lookup, "tick")
+        ticks += 1
+        await anyio.sleep(0.02)
+
+
+@agent(scopes={"notes:read"})
+async def delegates_ticker(ctx: Context, marker: str) -> int:
+    ticks: int = await ctx.delegate(ticker, marker, on="pool:research")
+    return ticks

@@ -98,6 +98,7 @@ class PoolWorker:
             info["certificate"] = certificate
         self.rt._identity = (name, pool, info)
         self._draining = anyio.Event()
+        self._waiting: anyio.CancelScope | None = None
         self.served = 0
 
     async def __aenter__(self) -> PoolWorker:
@@ -116,20 +117,28 @@ class PoolWorker:
         return link
 
     def drain(self) -> None:
-        """Stop claiming; :meth:`serve` returns once running parts are done."""
+        """Stop claiming; :meth:`serve` returns once running parts are done (or were
+        stopped after ``cleanup_grace``)."""
         self._draining.set()
+        if self._waiting is not None:
+            self._waiting.cancel()  # a wait for a free slot or a queued task ends now
 
     async def serve(self) -> None:
         """Claim and run tasks of the pool until :meth:`drain` (then wait for them)."""
         slots = anyio.Semaphore(self.concurrency)
         async with anyio.create_task_group() as tg:
             while not self._draining.is_set():
-                await slots.acquire()
-                task = await self._claim()
-                if task is None:
-                    slots.release()
-                    continue
-                tg.start_soon(self._execute, task, slots)
+                task: ClaimedTask | None = None
+                with anyio.CancelScope() as self._waiting:
+                    await slots.acquire()
+                    try:
+                        task = await self._claim()
+                    finally:
+                        if task is None:
+                            slots.release()
+                self._waiting = None
+                if task is not None:
+                    tg.start_soon(self._execute, task, slots)
             await self._finish_running()
 
     async def _claim(self) -> ClaimedTask | None:
@@ -138,7 +147,11 @@ class PoolWorker:
             await link.backend.queue.wait_queued(self.pool, _POLL)
             if self._draining.is_set() or not link.plane.live():
                 return None
-            return await link.backend.queue.claim(link.member(), self.pool)
+            # A claim that landed is run, never dropped half-way by the drain: left
+            # claimed by a worker that then leaves, its parent would wait for it forever.
+            with anyio.CancelScope(shield=True):
+                claimed = await link.backend.queue.claim(link.member(), self.pool)
+            return claimed
         except GovernanceViolation as exc:  # the backend is away: the worker waits it out
             _log.warning("claim failed: %s", exc)
             await anyio.sleep(_POLL / 4)
@@ -226,6 +239,14 @@ class PoolWorker:
         await link.flush_segment(origin.segment)
         if run.stop is not None:
             raise run.stop_error()
+        if run.cancelled_reason is not None:
+            raise GovernanceUnavailable(
+                f"worker {self.name} stopped {agent.qualified} before it ended: "
+                f"{run.cancelled_reason}",
+                check="worker.stopped",
+                task=agent.qualified,
+                source="worker",
+            )
         if run.error is not None:
             raise run.error
         return to_wire(run.result, f"the result of {agent.qualified}")
