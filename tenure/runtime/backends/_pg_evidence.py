@@ -21,7 +21,10 @@ from ._types import Batch, Debit, Member, Refusal, SegmentInfo
 
 __all__ = ["PgEvidence"]
 
-_COMMIT = "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11, $12, $13, $14)"
+_COMMIT = (
+    "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, "
+    "$15)"
+)
 
 
 class PgEvidence:
@@ -29,6 +32,8 @@ class PgEvidence:
 
     def __init__(self, db: PgDb) -> None:
         self._db = db
+        # segment -> its run, for the segments this process opened (the commit names it)
+        self._runs: dict[str, str] = {}
 
     async def open_segment(self, member: Member, segment: SegmentInfo) -> None:
         if segment.member != member.id:
@@ -45,6 +50,7 @@ class PgEvidence:
             segment.parent_index,
             dict(segment.meta),
         )
+        self._runs[segment.id] = segment.run_id
 
     async def commit(
         self, member: Member, batch: Batch, debit: Debit | None = None
@@ -64,6 +70,7 @@ class PgEvidence:
             list(batch.lines),
             list(batch.instead),
             batch.checkpoint,
+            self._runs.get(batch.segment),
             amounts,
             limits,
             rates,
