@@ -9,8 +9,10 @@ runs at the default safety settings (liveness ttl 3 s, margin 0.5 s, renewals ev
    stopped (the latest of the three ``lease.revoked`` records), p50/p99 (target p50 ≤ 5 ms);
 2. one governed tool call in a runtime with the PostgreSQL backend against the embedded
    default and a bare ``await`` of the same coroutine, p50 per call (target ≤ 1 ms): with a
-   backend each call takes its step from the run's shared budget and commits its
-   ``step.start`` before the body (two round trips);
+   backend each call commits its records, its ``step.start`` and its debit of the run's
+   shared budget in one transaction before the body (one round trip); measured without
+   limits and with shared ``max_tool_calls`` and ``max_concurrency`` (then the start is
+   forked: the backend may refuse it);
 3. delegations per second to a pool of 1, 2 and 4 workers (4 parts at once each);
 4. partition → the worker's stop (network namespace, link down): must be ≤ ttl − margin
    after its last renewal, every time; skipped with the reason without namespaces.
@@ -113,12 +115,15 @@ async def bench_revoke(server: PgServer, root: Path, report: Report, rounds: int
     report.note(f"{GROUP}: revocation over {rounds} runs, 3 worker processes, NOTIFY path")
 
 
+LIMITS = "\n[budgets]\nmax_tool_calls = 1000000\nmax_concurrency = 64\n"
+
+
 async def bench_call(server: PgServer, root: Path, report: Report, calls: int) -> None:
     url = await _database(server, "bench_call")
-    policy = root / "allow.toml"
+    (root / "limits.toml").write_text(ALLOW + LIMITS)
 
-    async def per_call(**kw: Any) -> list[float]:
-        async with Runtime(evidence_dir=root / "call", policies=policy, **kw) as rt:
+    async def per_call(policy: str = "allow.toml", **kw: Any) -> list[float]:
+        async with Runtime(evidence_dir=root / "call", policies=root / policy, **kw) as rt:
             times: list[int] = await rt.run(
                 pool_agents.caller, calls, principal="bench", scopes={"notes:read"}
             )
@@ -131,6 +136,7 @@ async def bench_call(server: PgServer, root: Path, report: Report, calls: int) -
         bare.append((time.perf_counter_ns() - t0) / 1000)
     embedded = await per_call()
     shared = await per_call(backend=url)
+    limited = await per_call("limits.toml", backend=url)
     b = statistics.median(bare)
     report.add(
         GROUP,
@@ -153,6 +159,14 @@ async def bench_call(server: PgServer, root: Path, report: Report, calls: int) -
         _pct(shared, 0.99),
         "µs",
         baseline=b,
+    )
+    report.add(
+        GROUP,
+        "governed tool call, PostgreSQL backend, shared max_tool_calls + max_concurrency (µs p50)",
+        statistics.median(limited),
+        "µs",
+        baseline=b,
+        target=Target(1000),
     )
 
 
