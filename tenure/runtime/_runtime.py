@@ -566,10 +566,12 @@ class Runtime:
         caller = GOVERNED_RUN.get()
         if caller is not None and self._holder(run_or_lease_id) is not self._runs.get(caller):
             self._refuse_governed_caller(f"rt.revoke of {run_or_lease_id!r} (not its own run)")
-        held = self._revoke(run_or_lease_id, reason, "revoke")
         if self._link is not None:
+            # Queued before the local stop's own work (records, cancellations): the other
+            # hosts' stop does not wait behind this one's.
             self._link.publish_revocation(run_or_lease_id, reason, "revoke")
-        elif not held:
+        held = self._revoke(run_or_lease_id, reason, "revoke")
+        if self._link is None and not held:
             raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
 
     def _holder(self, target: str) -> Run | None:

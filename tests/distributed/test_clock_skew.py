@@ -162,3 +162,8 @@ async def test_a_clock_slow_beyond_the_margin_only_gets_its_writes_refused_and_s
     stop = next(r for r in local if r["kind"] == "violation")
     assert stop["check"] in {"evidence.segment", "backend.liveness", "backend.fenced"}
     assert worker.proc.poll() is None  # stopped its work, not itself
+    # The delegating process lost its own authority in the freeze too: both segments hold
+    # what was durable, and the export verifies as cut short (never as tampered).
+    verify = await export_and_verify(pg_private.dsn, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 3, verify.stdout + verify.stderr
+    assert f"run {handle.run_id}: incomplete (2 segments)" in verify.stdout

@@ -269,3 +269,7 @@ async def test_a_paused_worker_resumed_after_its_reap_gets_none_of_its_writes_ac
     local = _records(worker.evidence / child)
     assert len(local) > reaped_size  # it recorded its own stop locally; none of it landed
     assert local[-1]["kind"] == "checkpoint"
+    verify = await export_and_verify(pg_url, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert f"run {handle.run_id}: verified (2 segments)" in verify.stdout
+    assert "its worker was lost (outcome unknown)" in " ".join(verify.stderr.split())

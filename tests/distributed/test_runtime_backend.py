@@ -29,6 +29,7 @@ from tenure.runtime.backends._pg import upgrade
 from tenure.runtime.backends._pg_schema import SCHEMA_VERSION
 
 from ._pg import PgServer
+from .conftest import export_and_verify
 
 ROOT = Path(__file__).resolve().parents[2]
 ALLOW = """
@@ -245,6 +246,15 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
         assert await rt.run(ticking_once, principal="alice", ttl=10) == 1
     report = verify_run(handle.evidence_path)
     assert report.verdict == "verified" and report.run_status == "violation"
+    # The stop was recorded here, on this process's clock, while the database was frozen;
+    # by the thaw this process had been declared lost, so its segment keeps exactly the
+    # prefix that was durable: the export verifies as cut short, never as tampered.
+    verify = await export_and_verify(pg_private.dsn, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 3, verify.stdout + verify.stderr
+    assert f"run {handle.run_id}: incomplete (1 segments)" in verify.stdout
+    exported = (tmp_path / "export" / handle.run_id / "ledger.jsonl").read_bytes()
+    local = (handle.evidence_path / "ledger.jsonl").read_bytes()
+    assert local.startswith(exported) and len(local) > len(exported)
 
 
 @agent
@@ -289,6 +299,11 @@ async def test_a_killed_and_restarted_database_loses_no_revocation_and_applies_e
         assert [r["reason"] for r in revoked] == [reason]
         report = verify_run(handle.evidence_path)
         assert report.verdict == "verified" and report.run_status == "violation"
+        # Every acknowledged record survived the crash: the segment is the whole run.
+        out = tmp_path / f"export-{reason}"
+        verify = await export_and_verify(pg_private.dsn, handle.run_id, out)
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert (out / handle.run_id / "ledger.jsonl").read_text().splitlines() == lines
 
 
 APPROVAL = """
@@ -377,6 +392,8 @@ async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
     assert len(answered) == 1
     assert answered[0]["approver"] in {"bob", "eve"}
     assert verify_run(handle.evidence_path).verdict == "verified"
+    verify = await export_and_verify(pg_url, handle.run_id, tmp_path / "export")
+    assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
 async def test_a_database_at_an_older_schema_is_refused_until_upgraded(

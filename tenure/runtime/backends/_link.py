@@ -398,7 +398,8 @@ class BackendLink:
 
         async def last() -> None:
             try:
-                await writer.ship(close=True)
+                if not writer.diverged:  # (retried while the backend is away, not then)
+                    await writer.ship(close=True)
             finally:
                 done.set()
                 self._closing.pop(name, None)

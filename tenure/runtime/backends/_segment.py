@@ -151,6 +151,12 @@ class SegmentWriter:
         self._unsure_start: tuple[int, bytes] | None = None
         self._diverged = False
 
+    @property
+    def diverged(self) -> bool:
+        """Whether the backend kept a start this ledger records as not started (then
+        nothing more is shipped: the segment ends there)."""
+        return self._diverged
+
     async def open(self) -> None:
         """Create the (empty) segment in the backend."""
         await self.backend.evidence.open_segment(self.member, self.info)
