@@ -148,6 +148,15 @@ async def export_and_verify(
     return await anyio.to_thread.run_sync(tenure_cli, "verify", str(out), *argv)
 
 
+async def marked(*paths: Path, within: float = 60) -> None:
+    """Wait until every file exists (workers write them: another process's files, polled)."""
+    with anyio.fail_after(within):
+        while True:
+            if all(p.exists() for p in paths):
+                return
+            await anyio.sleep(0.02)
+
+
 class WorkerProcess:
     """A real ``tenure worker`` subprocess (see :func:`start_worker`)."""
 

@@ -23,7 +23,7 @@ from tenure import GovernanceUnavailable, Runtime
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
 from ._pg import PgServer
-from .conftest import WorkerProcess, export_and_verify
+from .conftest import WorkerProcess, export_and_verify, marked
 from .pool_agents import crowd, delegates_ticker
 
 ALLOW = 'version = 1\ndefault = "deny"\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
@@ -50,14 +50,6 @@ def policy(tmp_path: Path) -> Path:
     return path
 
 
-async def _marked(paths: list[Path]) -> None:
-    with anyio.fail_after(60):
-        while True:  # the workers' files: polled
-            if all(p.exists() for p in paths):
-                return
-            await anyio.sleep(0.02)
-
-
 def _records(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
@@ -80,7 +72,7 @@ async def test_workers_an_hour_ahead_an_hour_behind_and_2_percent_fast_serve_one
         handle = await rt.start(
             crowd, [str(m) for m in markers], str(release), principal="alice", ttl=120
         )
-        await _marked(markers)
+        await marked(*markers)
         release.write_text("go\n")
         with anyio.fail_after(60):
             assert await handle.result() == ["released"] * 3
@@ -120,7 +112,7 @@ async def test_a_clock_slow_beyond_the_margin_only_gets_its_writes_refused_and_s
         handle = await rt.start(
             delegates_ticker, str(marker), principal="alice", scopes={"notes:read"}, ttl=120
         )
-        await _marked([marker])
+        await marked(marker)
         before = await backend.db.fetchrow(
             "SELECT id, generation FROM tenure_members WHERE name = 'slow'"
         )

@@ -16,7 +16,7 @@ from tenure.evidence import verify_run
 from tenure.runtime.backends import Backend, SegmentInfo
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
-from .conftest import WorkerProcess, export_and_verify
+from .conftest import WorkerProcess, export_and_verify, marked
 from .pool_agents import budget_planner, delegates_lingerer, planner
 
 ALLOW = """
@@ -51,14 +51,6 @@ async def _closed(backend: Backend, segments: list[SegmentInfo]) -> None:
                 if kinds == ["run.end", "checkpoint"]:
                     break
                 await anyio.sleep(0.05)
-
-
-async def _marked(path: Path) -> None:
-    with anyio.fail_after(30):
-        while True:  # the marker is another process's file: polled
-            if await anyio.Path(path).exists():
-                return
-            await anyio.sleep(0.02)
 
 
 async def test_a_planner_delegates_to_a_pool_of_two_workers_and_gets_every_result(
@@ -112,7 +104,7 @@ async def test_a_revoked_run_stops_its_delegated_step_on_the_worker(
     marker = tmp_path / "running"
     async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
         handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
-        await _marked(marker)
+        await marked(marker)
         rt.revoke(handle.run_id, reason="stop it everywhere")
         with anyio.fail_after(10), pytest.raises(LeaseRevoked):
             await handle.result()
@@ -142,7 +134,7 @@ async def test_a_worker_killed_mid_step_is_lost_and_the_run_stops_fail_closed(
     marker = tmp_path / "running"
     async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
         handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
-        await _marked(marker)
+        await marked(marker)
         worker.proc.kill()
         worker.proc.wait()
         with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as caught:
@@ -239,7 +231,7 @@ async def test_a_paused_worker_resumed_after_its_reap_gets_none_of_its_writes_ac
         backend = rt._link.backend  # type: ignore[union-attr]
         assert isinstance(backend, PgBackend)
         handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
-        await _marked(marker)
+        await marked(marker)
         os.kill(worker.proc.pid, signal.SIGSTOP)
         try:
             with anyio.fail_after(20), pytest.raises(GovernanceUnavailable) as caught:

@@ -16,7 +16,7 @@ from tenure.runtime.backends import Batch, Debit, Member, Refusal
 from tenure.runtime.backends._pg import PgBackend, upgrade
 from tenure.runtime.backends._segment import NOT_STARTED_RULE
 
-from .conftest import WorkerProcess, export_and_verify
+from .conftest import WorkerProcess, export_and_verify, marked
 from .pool_agents import caller, crowd, lookup, resilient, sequentials
 
 ALLOW = 'version = 1\ndefault = "deny"\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
@@ -43,15 +43,6 @@ async def _released(backend: PgBackend) -> None:
             if not await backend.db.fetchval("SELECT count(*) FROM tenure_run_live"):
                 return
             await anyio.sleep(0.05)
-
-
-async def _marked(paths: list[Path], count: int) -> list[Path]:
-    with anyio.fail_after(30):
-        while True:  # other processes' files: polled
-            marked = [p for p in paths if await anyio.Path(p).exists()]
-            if len(marked) >= count:
-                return marked
-            await anyio.sleep(0.02)
 
 
 async def test_each_governed_call_commits_its_start_and_its_debit_in_one_statement(
@@ -174,7 +165,7 @@ async def test_a_lost_workers_places_are_released_when_it_is_reaped(
         handle = await rt.start(
             resilient, str(first), str(second), str(release), principal="alice", ttl=60
         )
-        await _marked([first], 1)
+        await marked(first)
         claimer = await backend.db.fetchval(
             "SELECT m.name FROM tenure_tasks t JOIN tenure_members m ON m.id = t.claimer"
         )
@@ -182,7 +173,7 @@ async def test_a_lost_workers_places_are_released_when_it_is_reaped(
         lost = pool[claimer]
         lost.proc.kill()
         lost.proc.wait()
-        await _marked([second], 1)
+        await marked(second)
         release.write_text("go\n")
         with anyio.fail_after(30):
             assert await handle.result() == "released"

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tenure import AttestationMismatch, GovernanceUnavailable, Runtime
 from tenure.runtime.backends._pg import PgBackend, upgrade
 
-from .conftest import WorkerProcess, export_and_verify
+from .conftest import WorkerProcess, export_and_verify, marked
 from .pool_agents import __file__ as AGENTS_FILE
 from .pool_agents import crowd, delegates_lingerer, planner
 
@@ -29,14 +29,6 @@ def policy(tmp_path: Path) -> Path:
     path = tmp_path / "allow.toml"
     path.write_text(ALLOW)
     return path
-
-
-async def _marked(path: Path) -> None:
-    with anyio.fail_after(30):
-        while True:  # the worker's file: polled
-            if await anyio.Path(path).exists():
-                return
-            await anyio.sleep(0.02)
 
 
 def _drain(worker: WorkerProcess) -> str:
@@ -65,7 +57,7 @@ async def test_sigterm_drains_a_worker_its_running_part_finishes_and_it_exits_0(
         backend = rt._link.backend  # type: ignore[union-attr]
         assert isinstance(backend, PgBackend)
         first = await rt.start(crowd, [str(marker)], str(release), principal="alice", ttl=60)
-        await _marked(marker)
+        await marked(marker)
         line = await anyio.to_thread.run_sync(_drain, worker)
         assert "draining: no new claims" in line
         later = tmp_path / "later"
@@ -104,7 +96,7 @@ async def test_sigterm_stops_a_part_still_running_after_cleanup_grace_and_exits_
     marker = tmp_path / "running"
     async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
         handle = await rt.start(delegates_lingerer, str(marker), principal="alice", ttl=60)
-        await _marked(marker)
+        await marked(marker)
         assert "draining" in await anyio.to_thread.run_sync(_drain, worker)
         with anyio.fail_after(30), pytest.raises(GovernanceUnavailable) as caught:
             await handle.result()

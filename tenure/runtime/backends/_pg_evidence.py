@@ -22,8 +22,7 @@ from ._types import Batch, Debit, Member, Refusal, SegmentInfo
 __all__ = ["PgEvidence"]
 
 _COMMIT = (
-    "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, "
-    "$15)"
+    "SELECT tenure_commit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15)"
 )
 
 
