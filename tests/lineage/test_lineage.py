@@ -20,7 +20,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from tenure._errors import LeaseRevoked
 from tenure.lineage import _names as N
-from tenure.lineage import _spans as L
+from tenure.lineage._export import EXPORT_BATCH_MAX_SPANS, EXPORT_QUEUE_MAX_SPANS, traces_endpoint
+from tenure.lineage._handle import STATUS_DESCRIPTION_MAX_CHARS
 from tenure.lineage._spans import NOOP_SPAN, Lineage, SpanHandle
 from tests.support.exporters import HangingExporter, RaisingExporter
 
@@ -250,7 +251,7 @@ def test_plain_exception_sets_error_type_and_message(
     (span,) = exporter.get_finished_spans()
     assert (span.attributes or {})["error.type"] == "KeyError"
     assert span.status.description is not None
-    assert len(span.status.description) == L.STATUS_DESCRIPTION_MAX_CHARS
+    assert len(span.status.description) == STATUS_DESCRIPTION_MAX_CHARS
 
 
 def test_end_is_idempotent_and_later_setters_are_ignored(
@@ -394,7 +395,7 @@ def test_otel_endpoint_variable_turns_on_otlp_http_export(
     ],
 )
 def test_otlp_endpoint_argument_gets_the_traces_path(given: str, expected: str) -> None:
-    assert L._traces_endpoint(given) == expected
+    assert traces_endpoint(given) == expected
 
 
 def test_otlp_endpoint_without_http_scheme_is_refused() -> None:
@@ -470,10 +471,10 @@ def test_hanging_exporter_blocks_neither_end_nor_shutdown() -> None:
     exporter = HangingExporter(hang_on_shutdown=True)
     lin = Lineage(exporter=exporter)
     try:
-        end_many(lin, L.EXPORT_BATCH_MAX_SPANS)
+        end_many(lin, EXPORT_BATCH_MAX_SPANS)
         assert exporter.entered.wait(10)  # the export thread is now stuck
         # Ending spans still returns, also past the queue's capacity (spans are dropped).
-        ender = in_thread(lambda: end_many(lin, L.EXPORT_QUEUE_MAX_SPANS + 100))
+        ender = in_thread(lambda: end_many(lin, EXPORT_QUEUE_MAX_SPANS + 100))
         ender.join(10)
         assert not ender.is_alive()
         closer = in_thread(lambda: lin.shutdown(timeout_s=0.2))
