@@ -474,3 +474,63 @@ async def test_a_5000_rule_reload_is_parsed_off_the_loop_and_swapped_in_one_step
         with pytest.raises(PolicyDenied) as stop:
             await handle.result()  # the live run's next probe is denied by the new set
     assert stop.value.check == "rule:probe-denied"
+
+
+async def test_a_watched_5000_rule_file_is_parsed_off_the_loop_while_runs_go_on(
+    evidence: Path, key: SigningKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """watch_policies: the watchdog reloads a changed file through the off-loop path. The
+    parse is held in its worker thread until the test has seen the live run take steps
+    (and the watchdog keep beating: the run is not stopped for a dead watchdog); after
+    the swap the new set decides the live run's next step."""
+    import threading
+
+    path = tmp_path / "watched.toml"
+    path.write_text(ALLOW_ALL)
+    loading, release = threading.Event(), threading.Event()
+    threads: list[threading.Thread] = []
+    real_load = PolicySet.load.__func__  # type: ignore[attr-defined]
+
+    def held_load(cls: type[PolicySet], p: Any) -> PolicySet:
+        threads.append(threading.current_thread())
+        loading.set()
+        release.wait(30)
+        result: PolicySet = real_load(cls, p)
+        return result
+
+    steps: list[int] = []
+    goal: list[int] = []
+    progressed = anyio.Event()
+
+    @tool
+    async def probe(i: int) -> int:
+        if goal and len(steps) >= goal[0]:
+            progressed.set()
+        return i
+
+    @agent
+    async def busy(ctx: Context) -> None:
+        i = 0
+        while True:
+            steps.append(await ctx.call(probe, i))
+            i += 1
+            await anyio.sleep(0.001)
+
+    async with Runtime(policies=path, evidence_dir=evidence, key=key, watch_policies=True) as rt:
+        old = rt._gov.policy
+        handle = await rt.start(busy, principal="alice", ttl=60)
+        monkeypatch.setattr(PolicySet, "load", classmethod(held_load))
+        path.write_text(_big_policy(5000))
+        await anyio.to_thread.run_sync(loading.wait, 10)
+        goal.append(len(steps) + 5)
+        with anyio.fail_after(10):
+            await progressed.wait()  # the loop, the watchdog and the run go on meanwhile
+        assert rt._gov.policy is old
+        release.set()
+        with pytest.raises(PolicyDenied) as stop:
+            await handle.result()  # the live run's next probe is denied by the new set
+    assert threads and threads[0] is not threading.main_thread()
+    assert stop.value.check == "rule:probe-denied"
+    kinds = [r["kind"] for r in _records(handle.evidence_path)]
+    assert "policy.reloaded" in kinds
+    assert "loop.stall" not in kinds

@@ -15,11 +15,14 @@ inode) the signing key file, when the key was loaded from one, and — with
   :class:`GovernanceUnavailable` (check ``key.renewal``); one that now holds a *different*
   valid key stops them with :class:`SignatureInvalid` (check ``key.renewal``): leases are
   never renewed under a key the runtime can no longer vouch for;
-- a changed policy file is reloaded through :meth:`Runtime.reload_policies`; one that no
-  longer loads (garbage, deleted) stops every live run with ``GovernanceUnavailable``
-  (check ``policy.reload``) unless ``keep_last_good_policy``. The watched reload runs
-  before the attestation re-measure of the same pass, so a watched file's change is
-  reported as a reload (or a refused reload), not as an ``AttestationMismatch``.
+- a changed policy file is reloaded through :meth:`Runtime.reload_policies_async`, in a
+  task of the watchdog's own: the file is parsed and compiled in a worker thread while
+  passes go on (a 5,000-rule file never stalls the loop), and only the swap runs on the
+  loop; one that no longer loads (garbage, deleted) stops every live run with
+  ``GovernanceUnavailable`` (check ``policy.reload``) unless ``keep_last_good_policy``.
+  While a watched reload is under way the attestation re-measure waits for it, so a watched
+  file's change is reported as a reload (or a refused reload), not as an
+  ``AttestationMismatch``.
 
 It also applies revocation requests that other processes dropped in
 ``<evidence_dir>/.revocations`` (``tenure revoke``; see ``_revocations``): a live run or
@@ -44,6 +47,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
 from ...crypto._keys import SigningKey, load_signing_key
@@ -121,8 +125,8 @@ class WatchdogHost(Protocol):
         """The policy path and every file it loaded."""
         ...
 
-    def reload_policies(self, path: Path) -> None:
-        """Reload the policy set (raises ``PolicyError`` / ``OSError``)."""
+    async def reload_policies_async(self, path: Path) -> None:
+        """Reload the policy set, parsed off the loop (raises ``PolicyError`` / ``OSError``)."""
         ...
 
     def apply_request(self, request: RevocationRequest) -> bool:
@@ -167,6 +171,8 @@ class Watchdog:
         self._key_path = key.path
         self._key_stat = _stat(self._key_path) if self._key_path is not None else None
         self._policy_stat = self._policy_stats()
+        self._reloading = False
+        self._tasks: TaskGroup | None = None
 
     def _policy_stats(self) -> tuple[_Stat | None, ...]:
         return _stats(self._host.watched_policy_paths()) if self._config.watch_policies else ()
@@ -183,16 +189,17 @@ class Watchdog:
         """The watchdog task body (never returns while the runtime is open)."""
         cancelled = anyio.get_cancelled_exc_class()
         try:
-            self.beat()
-            while True:
-                wait = self._config.watchdog_interval
-                if self._next_grace is not None:
-                    wait = max(0.0, min(wait, self._next_grace - monotonic()))
-                with anyio.move_on_after(wait):
-                    await self._wake.wait()
-                self._wake = anyio.Event()
+            async with anyio.create_task_group() as self._tasks:
                 self.beat()
-                self.tick()
+                while True:
+                    wait = self._config.watchdog_interval
+                    if self._next_grace is not None:
+                        wait = max(0.0, min(wait, self._next_grace - monotonic()))
+                    with anyio.move_on_after(wait):
+                        await self._wake.wait()
+                    self._wake = anyio.Event()
+                    self.beat()
+                    self.tick()
         except cancelled:
             raise
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
@@ -212,7 +219,8 @@ class Watchdog:
         if self._config.watch_policies:
             self.check_policies()
         now = monotonic()
-        attest_due = now - self._last_attest >= self._config.attest_interval
+        # A watched reload under way is reported as a reload, not as changed attested input.
+        attest_due = not self._reloading and now - self._last_attest >= self._config.attest_interval
         if attest_due:
             self._last_attest = now
         self._next_grace = None
@@ -292,21 +300,34 @@ class Watchdog:
             self._host.stop_all(lambda: cls(reason, check="key.renewal", source="watchdog"))
 
     def check_policies(self) -> None:
-        """Reload the watched policy path if its files changed (stat only when unchanged)."""
-        current = self._policy_stats()
-        if current == self._policy_stat:
+        """Start reloading the watched policy path if its files changed (stat only otherwise)."""
+        if self._reloading or self._tasks is None:
+            return
+        seen = self._policy_stats()
+        if seen == self._policy_stat:
             return
         source = self._host.policy_source
         assert source is not None
+        self._reloading = True
+        self._tasks.start_soon(self._reload_watched, source, seen)
+
+    async def _reload_watched(self, source: Path, seen: tuple[_Stat | None, ...]) -> None:
+        paths = self._host.watched_policy_paths()
         try:
-            self._host.reload_policies(source)
+            await self._host.reload_policies_async(source)
         except (PolicyError, OSError):
-            # reload_policies stopped every live run (or kept the last good set). Unless the
-            # last good set is kept, the broken state is retried each pass, so a run started
-            # while the watched policy does not load is stopped at the next pass too.
+            # The reload stopped every live run (or kept the last good set). Unless the last
+            # good set is kept, the broken state is retried each pass, so a run started while
+            # the watched policy does not load is stopped at the next pass too.
             if not self._config.keep_last_good_policy:
                 return
-        self._policy_stat = self._policy_stats()
+        finally:
+            self._reloading = False
+            self.wake()
+        # What was read is the state stat'ed before the read (a change made while it was
+        # parsed is another reload); a reload that brought new files stats those now.
+        same_files = self._host.watched_policy_paths() == paths
+        self._policy_stat = seen if same_files else self._policy_stats()
 
     def _reverify(self, run: WatchedRun) -> None:
         leases = [s for s in run.leases.values() if s.active and not s.revoked]
