@@ -73,8 +73,8 @@ async def test_watched_policy_file_replaced_or_deleted_stops_the_run(
 ) -> None:
     """watch_policies: a file that no longer loads is a refused reload (fail closed).
 
-    The attestation re-measure runs in the same watchdog pass (attest_interval is tiny
-    here) but after the watched reload, so the stop is reported as ``policy.reload``.
+    The attestation re-measure is due at every pass (attest_interval is tiny here) but
+    waits for a watched reload under way, so the stop is reported as ``policy.reload``.
     """
     key = SigningKey.generate()
     async with runtime(
@@ -166,3 +166,25 @@ async def test_watched_file_garbage_with_keep_last_good_is_still_an_attestation_
         wf.go.set()
     assert_stopped(info.value, AttestationMismatch, "attestation.policy", wf)
     assert_evidence(handle.evidence_path, key, check="attestation.policy")
+
+
+async def test_a_crash_inside_a_watched_reload_is_a_watchdog_crash_and_stops_the_run(
+    wf: Workflow, evidence: Path, policy_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watched reload runs in a task of the watchdog's: a fault there that is not a
+    refused policy fails closed like any watchdog crash (``watchdog.crashed``)."""
+    key = SigningKey.generate()
+
+    def broken_load(cls: type[PolicySet], path: object) -> PolicySet:
+        raise RuntimeError("injected reload fault")
+
+    async with runtime(evidence, key=key, policies=policy_file, watch_policies=True) as rt:
+        handle = await wf.start(rt)
+        monkeypatch.setattr(PolicySet, "load", classmethod(broken_load))
+        _break(policy_file, "valid-edit")
+        with pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+        wf.go.set()
+    assert_stopped(info.value, GovernanceUnavailable, "watchdog.crashed", wf)
+    assert "injected reload fault" in str(info.value)
+    assert_evidence(handle.evidence_path, key, check="watchdog.crashed")

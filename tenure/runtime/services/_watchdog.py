@@ -187,29 +187,36 @@ class Watchdog:
 
     async def run(self) -> None:
         """The watchdog task body (never returns while the runtime is open)."""
+        async with anyio.create_task_group() as self._tasks:
+            await self._passes()
+            self._tasks.cancel_scope.cancel()  # crashed: a reload under way is moot
+
+    async def _passes(self) -> None:
         cancelled = anyio.get_cancelled_exc_class()
         try:
-            async with anyio.create_task_group() as self._tasks:
+            self.beat()
+            while True:
+                wait = self._config.watchdog_interval
+                if self._next_grace is not None:
+                    wait = max(0.0, min(wait, self._next_grace - monotonic()))
+                with anyio.move_on_after(wait):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
                 self.beat()
-                while True:
-                    wait = self._config.watchdog_interval
-                    if self._next_grace is not None:
-                        wait = max(0.0, min(wait, self._next_grace - monotonic()))
-                    with anyio.move_on_after(wait):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
-                    self.beat()
-                    self.tick()
+                self.tick()
         except cancelled:
             raise
         except BaseException as exc:  # any crash: fail closed, never keep running unwatched
-            self._gov.set_heartbeat(float("-inf"))
-            reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
-            self._host.stop_all(
-                lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")
-            )
+            self._crashed(exc)
             if not isinstance(exc, Exception):
                 raise
+
+    def _crashed(self, exc: BaseException) -> None:
+        self._gov.set_heartbeat(float("-inf"))
+        reason = f"the watchdog crashed: {type(exc).__name__}: {exc}"
+        self._host.stop_all(
+            lambda: GovernanceUnavailable(reason, check="watchdog.crashed", source="watchdog")
+        )
 
     def tick(self) -> None:
         """One pass over every live run."""
@@ -321,6 +328,11 @@ class Watchdog:
             # the watched policy does not load is stopped at the next pass too.
             if not self._config.keep_last_good_policy:
                 return
+        except Exception as exc:  # a crash in the reload is the watchdog's: fail closed
+            self._crashed(exc)
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()  # no more passes: it stays crashed
+            return
         finally:
             self._reloading = False
             self.wake()
