@@ -93,16 +93,20 @@ def test_kill_9_mid_run_leaves_evidence_that_verifies(tmp_path: Path) -> None:
 
 
 def test_a_torn_last_record_after_a_crash_is_reported_not_accepted(tmp_path: Path) -> None:
-    """Cut the final line mid-record (a write cut short by a crash): verify names it."""
+    """The write of the next record cut short by a crash (half a line, no newline): verify
+    names it. (Cutting a record already on disk instead would, whenever the kill landed just
+    after a checkpoint, cut a record the signed checkpoint covers: a truncation, rightly
+    invalid — not what a crash can leave.)"""
     run_dir, pub = _run_and_kill(tmp_path, 300)
     ledger = run_dir / "ledger.jsonl"
     data = ledger.read_bytes()
-    last_start = data.rstrip(b"\n").rfind(b"\n") + 1
-    cut = last_start + (len(data) - last_start) // 2
-    ledger.write_bytes(data[:cut])
+    assert data.endswith(b"\n")  # each record reaches the OS in one write
+    last = data.rstrip(b"\n").rsplit(b"\n", 1)[-1]
+    torn = last[: len(last) // 2]
+    ledger.write_bytes(data + torn)
     report = verify_run(run_dir, load_public_key(pub))
     assert report.torn_tail
-    assert report.torn_bytes == cut - last_start
+    assert report.torn_bytes == len(torn)
     assert "ledger.torn_tail" in report.codes and report.verdict == "incomplete"
     # Everything before the torn line is still accepted as evidence.
-    assert report.records == data[:last_start].count(b"\n")
+    assert report.records == data.count(b"\n")
