@@ -61,6 +61,7 @@ from ..evidence._format import (
     STEP_START,
     STEPS_STOPPED,
     VIOLATION,
+    carries_decision,
 )
 from ..lineage import LedgerReadError, load_trace
 from ..policies import PolicySet
@@ -264,7 +265,8 @@ class Narrator:
                     self.underway[run_id].set()
                 if rec.get("kind") == STEP_START:
                     self.step_names[(label, str(rec.get("step")))] = str(rec.get("target"))
-                    continue
+                    if not carries_decision(rec):
+                        continue
                 if rec.get("kind") == STEPS_STOPPED:
                     for step in rec.get("steps") or ():
                         name = self.step_names.get((label, str(step)), "?")
@@ -293,7 +295,7 @@ class Narrator:
 def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
     kind = rec.get("kind")
     s = {k: str(v) for k, v in rec.items() if isinstance(v, str | int)}
-    if kind == DECISION:
+    if kind == DECISION or carries_decision(rec):
         label, style = _EFFECT_STYLE.get(s.get("effect", ""), (s.get("effect", "?"), ""))
         what = "agent" if s.get("action") == "invoke_agent" else "tool"
         body = Text(f"{label} ", style=style)
@@ -309,12 +311,9 @@ def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
     if kind == APPROVAL_DENIED:
         return "approver", Text(f"✖ approval denied: {s.get('reason', '')}", style="bold red")
     if kind == LEASE_REVOKED:
-        cascade = rec.get("cascade")
-        n = len(cascade) if isinstance(cascade, list) else 0
         return "runtime", Text(
-            f"⛔ lease {s.get('lease', '?')[:12]}… REVOKED, and "
-            f"{max(n - 1, 0)} descendant lease(s) with it: "
-            f"{s.get('reason', '')}",
+            f"⛔ lease {s.get('lease', '?')[:12]}… REVOKED, and every lease delegated under "
+            f"it: {s.get('reason', '')}",
             style="bold red",
         )
     if kind == VIOLATION:

@@ -29,7 +29,8 @@ import anyio
 import typer
 
 from .._errors import GovernanceViolation
-from ..evidence._format import LEASE_ISSUED, LEDGER_NAME, RUN_END, valid_run_id
+from ..evidence._batch import leases_of
+from ..evidence._format import LEDGER_NAME, RUN_END, valid_run_id
 from ..evidence._reader import LedgerReader, LedgerReadError
 from ..runtime.backends import open_backend, redact
 from ..runtime.services._revocations import REVOCATIONS_DIR, write_request
@@ -118,7 +119,7 @@ def _scan(ledger: Path, lease: str) -> tuple[str | None, bool]:
         for _, _, rec in LedgerReader(ledger):
             if rec["kind"] == RUN_END:
                 return str(rec.get("status", "?")), issued
-            issued = issued or (rec["kind"] == LEASE_ISSUED and rec.get("lease") == lease)
+            issued = issued or any(c.get("lid") == lease for c in leases_of(rec))
     except (LedgerReadError, OSError):
         return "unreadable", issued
     return None, issued

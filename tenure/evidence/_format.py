@@ -29,6 +29,24 @@ writer may add some), never trusted.
 
 Older ledgers remain readable: fields added since version 0.1.0 are optional here and every
 reader copes with their absence (see ``CHANGELOG.md``).
+
+Two ways of writing the same facts coexist, and every reader accepts both (see
+``CHANGELOG.md``, "Evidence format"):
+
+- **Leases.** One ``lease.issued`` / ``lease.renewed`` record per lease, each carrying the
+  lease's own DSSE envelope; or one ``lease.batch`` record per batch of leases issued (or
+  renewed) together: one DSSE envelope (:data:`LEASE_BATCH_PAYLOAD_TYPE`, see
+  :mod:`._batch`) signing the digests of their payloads, and the payloads themselves.
+  Runtimes since the batch format write batches, and single envelopes only for leases that
+  travel to another process (a delegation to a pool).
+- **An allowed step's decision.** A ``decision`` record and a ``step.start`` naming it by
+  index; or, for a step allowed outright (effect ``allow``, no approval), one ``step.start``
+  that carries the decision itself (``caller``, ``effect``, ``rule``, ``reason``) with
+  ``decision`` = ``-1``. A denial, and a decision that needs an approval, are always a
+  ``decision`` record of their own.
+- **Revocation.** ``lease.revoked`` names the revoked lease; its descendants are revoked
+  with it, derived from the leases' parent links (older writers also listed them in
+  ``cascade``).
 """
 
 from __future__ import annotations
@@ -59,6 +77,9 @@ __all__ = [
     "INTOTO_STATEMENT_TYPE",
     "ISOLATION_KILLED",
     "ISOLATION_STALL",
+    "LEASE_BATCH",
+    "LEASE_BATCH_PAYLOAD_TYPE",
+    "LEASE_BATCH_PURPOSES",
     "LEASE_ISSUED",
     "LEASE_PAYLOAD_TYPE",
     "LEASE_RENEWED",
@@ -83,6 +104,7 @@ __all__ = [
     "WITNESS_DIR",
     "ZERO_HASH",
     "budgets_record",
+    "carries_decision",
     "field_problem",
     "valid_run_id",
     "witness_path",
@@ -122,6 +144,11 @@ def budgets_record(budgets: Mapping[str, Any]) -> dict[str, int | str]:
     }
 
 
+def carries_decision(rec: Mapping[str, Any]) -> bool:
+    """Whether ``rec`` is a ``step.start`` carrying its own (allow) decision."""
+    return rec.get("kind") == STEP_START and "effect" in rec
+
+
 def witness_path(witness_dir: Path, run_id: str) -> Path:
     """Where the witness copy of ``run_id``'s latest checkpoint lives."""
     return witness_dir / f"{run_id}.checkpoint"
@@ -130,6 +157,7 @@ def witness_path(witness_dir: Path, run_id: str) -> Path:
 # --- DSSE payload types -------------------------------------------------------------------
 
 LEASE_PAYLOAD_TYPE: Final = "application/vnd.tenure.lease.v1+json"
+LEASE_BATCH_PAYLOAD_TYPE: Final = "application/vnd.tenure.lease-batch.v1+json"
 APPROVAL_PAYLOAD_TYPE: Final = "application/vnd.tenure.approval.v1+json"
 INTOTO_PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 INTOTO_STATEMENT_TYPE: Final = "https://in-toto.io/Statement/v1"
@@ -144,6 +172,7 @@ ATTESTATION: Final = "attestation"
 LEASE_ISSUED: Final = "lease.issued"
 LEASE_RENEWED: Final = "lease.renewed"
 LEASE_REVOKED: Final = "lease.revoked"
+LEASE_BATCH: Final = "lease.batch"
 DECISION: Final = "decision"
 APPROVAL_REQUESTED: Final = "approval.requested"
 APPROVAL_GRANTED: Final = "approval.granted"
@@ -170,6 +199,8 @@ DELEGATION_RETURNED: Final = "delegation.returned"
 DELEGATION_LOST: Final = "delegation.lost"
 
 RUN_END_STATUSES: Final = frozenset({"ok", "violation", "error", "cancelled"})
+#: what a ``lease.batch`` holds: newly issued leases, or new generations of live ones
+LEASE_BATCH_PURPOSES: Final = frozenset({"issued", "renewed"})
 
 # JSON types a field may have: "str", "int" (never a bool), "list[str]", "list[int]",
 # "object".
@@ -213,6 +244,11 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "envelope": "object",
     },
     LEASE_RENEWED: {"lease": "str", "exp": "int", "envelope": "object"},
+    # ``purpose`` (one of LEASE_BATCH_PURPOSES), ``envelope`` (DSSE over the payloads'
+    # digests, see ``_batch``) and ``leases`` (each lease's payload, base64, in the order
+    # of the signed digests).
+    LEASE_BATCH: {"purpose": "str", "envelope": "object", "leases": "list[str]"},
+    # ``cascade``: written by older runtimes only (descendants follow from parent links).
     LEASE_REVOKED: {"lease": "str", "reason": "str", "by": "str", "cascade": "list[str]"},
     # ``call`` / ``framework`` (since foreign calls): a call another framework made through
     # ``Context.govern`` / ``model_call``, by its own id (a tool-call id); absent otherwise.
@@ -260,8 +296,14 @@ RECORD_FIELDS: Final[Mapping[str, Mapping[str, str]]] = {
         "reason": "str",
         "envelope": "object",
     },
+    # ``caller`` / ``effect`` / ``rule`` / ``reason`` (since the batch format): the decision of
+    # a step allowed outright, carried here; ``decision`` is then -1.
     STEP_START: {
         **_STEP_FIELDS,
+        "caller": "str",
+        "effect": "str",
+        "rule": "str",
+        "reason": "str",
         "decision": "int",
         "approval": "int",
         "parent": "str",
@@ -343,6 +385,7 @@ REQUIRED_FIELDS: Final[Mapping[str, frozenset[str]]] = {
     LEASE_ISSUED: frozenset({"lease", "exp", "envelope"}),
     LEASE_RENEWED: frozenset({"lease", "exp", "envelope"}),
     LEASE_REVOKED: frozenset({"lease"}),
+    LEASE_BATCH: frozenset({"purpose", "envelope", "leases"}),
     APPROVAL_GRANTED: frozenset({"step", "envelope"}),
     APPROVAL_DENIED: frozenset({"envelope"}),
     STEP_START: frozenset({"step", "lease", "action", "target", "decision"}),

@@ -26,9 +26,14 @@ Invariants, each with its own ``raise``:
   ``ledger.checkpoint`` / ``ledger.witness``) and leaves the ledger *failed*: every later
   call raises the same error. A failed fsync is never retried (fsyncgate: the kernel may
   have dropped the dirty pages and a second fsync would falsely succeed).
-- :meth:`Ledger.close` leaves the ``checkpoint`` file covering every record (``run.end``
-  included): it appends a final ``checkpoint`` record for size ``n`` and then writes the
-  file for size ``n + 1``.
+- :meth:`Ledger.close` leaves every record signed with one final signature: it appends a
+  final ``checkpoint`` record for size ``n`` (unless the last record already is one), makes
+  the ledger durable, and publishes that same note as the ``checkpoint`` file and witness
+  copy (the note signs records ``0..n-1``; the checkpoint record ``n`` is the note itself).
+  Closing is two steps a caller may split: :meth:`Ledger.seal` (the final record, handed
+  to the OS; on the event loop) and :meth:`Ledger.commit` (fsync and publication; in a
+  worker thread, where concurrent commits of many ledgers share the filesystem's journal
+  commit). Nothing is appended after :meth:`Ledger.seal`.
 
 All file I/O goes through a :class:`FileOps` object so tests can inject ENOSPC / EIO.
 """
@@ -147,12 +152,14 @@ class Ledger:
         "_every",
         "_failure",
         "_fd",
+        "_final",
         "_fsync_checkpoint",
         "_fsync_record",
         "_in_checkpoint",
         "_interval",
         "_key",
         "_last_kind",
+        "_last_t",
         "_ops",
         "_origin",
         "_pending",
@@ -191,6 +198,7 @@ class Ledger:
         self._dirty = False  # written but not fsynced
         self._failure: tuple[str, str] | None = None
         self._closed = False
+        self._final: str | None = None  # the final note, published by commit()
         self._in_checkpoint = False
         self._every = config.checkpoint_every
         self._interval = config.checkpoint_interval
@@ -199,6 +207,7 @@ class Ledger:
         self._cp_size = 0
         self._cp_time = time.monotonic()
         self._last_kind = ""
+        self._last_t = 0
         #: source of each record's ``t`` (µs since the epoch); a run sets its own clock
         self.clock: Callable[[], int] = _wall_us
 
@@ -316,11 +325,24 @@ class Ledger:
             raise ValueError(
                 f"fields may not set common record fields: {sorted(_RESERVED & set(fields))}"
             )
+        return self._append(kind, fields, trace, span, flush)
+
+    def _append(
+        self,
+        kind: str,
+        fields: dict[str, Any],
+        trace: str,
+        span: str,
+        flush: bool,
+        t: int | None = None,
+    ) -> int:
         tree = self._tree
         i = tree._size
+        t = self.clock() if t is None else t
+        self._last_t = t
         rec = {
             "i": i,
-            "t": self.clock(),
+            "t": t,
             "kind": kind,
             "prev": self._prev,
             "trace": trace,
@@ -454,7 +476,10 @@ class Ledger:
             self._publish(note)
             self._cp_size = size
             self._cp_time = time.monotonic()
-            self.append(CHECKPOINT, {"size": size, "root": root.hex(), "note": note})
+            fields = {"size": size, "root": root.hex(), "note": note}
+            # A checkpoint record bears the time of the last record it signs: every byte of
+            # it is then fixed by what it signs (see verify: the closing checkpoint).
+            self._append(CHECKPOINT, fields, "", "", True, self._last_t)
         finally:
             self._in_checkpoint = False
 
@@ -463,28 +488,51 @@ class Ledger:
 
         After an I/O failure it only releases the file (nothing more is written).
         """
+        if self._closed and self._fd < 0:
+            return
+        self.seal()
+        self.commit()
+
+    def seal(self) -> None:
+        """Append the final checkpoint (one signature) and hand every record to the OS.
+
+        Nothing is appended afterwards; :meth:`commit` makes it durable and publishes it.
+        Raises :class:`GovernanceUnavailable` on an I/O failure (the file is released).
+        """
         if self._closed:
             return
+        self._closed = True
         if self._failure is not None:
             self._release()
             return
         try:
             self._in_checkpoint = True
-            if self._tree.size:
-                if self._last_kind != CHECKPOINT:
-                    size = self._tree.size
-                    root = self._tree.root()
-                    note = sign_checkpoint(self._origin, size, root, self._key)
-                    self.append(
-                        CHECKPOINT, {"size": size, "root": root.hex(), "note": note}, flush=False
-                    )
-                self._durable()
-                note = sign_checkpoint(self._origin, self._tree.size, self._tree.root(), self._key)
-                self._publish(note)
-            else:
-                self._durable()
+            if self._tree.size and self._last_kind != CHECKPOINT:
+                size = self._tree.size
+                root = self._tree.root()
+                note = sign_checkpoint(self._origin, size, root, self._key)
+                fields = {"size": size, "root": root.hex(), "note": note}
+                self._append(CHECKPOINT, fields, "", "", False, self._last_t)
+                self._final = note
+            self._flush()
+        except BaseException:
+            self._release()
+            raise
         finally:
             self._in_checkpoint = False
+
+    def commit(self) -> None:
+        """After :meth:`seal`: fsync (unless ``fsync="never"``), publish the final note as
+        the checkpoint file and witness copy, release the file. Safe in a worker thread."""
+        if self._fd < 0:
+            return
+        try:
+            if self._failure is None:
+                if self._fsync_checkpoint:
+                    self._sync()
+                if self._final is not None:
+                    self._publish(self._final)
+        finally:
             self._release()
 
     def abort(self, check: str, reason: str) -> None:
@@ -493,12 +541,13 @@ class Ledger:
         self._release()
 
     def _release(self) -> None:
-        if self._closed:
-            return
         self._closed = True
         self._pending.clear()
+        if self._fd < 0:
+            return
+        fd, self._fd = self._fd, -1
         with contextlib.suppress(OSError):
-            self._ops.close(self._fd)
+            self._ops.close(fd)
 
     def __enter__(self) -> Ledger:
         return self

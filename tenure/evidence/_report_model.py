@@ -50,6 +50,8 @@ CODES: Final = {
     "witness.rollback": "the witness holds a larger checkpoint than the run directory",
     "witness.split_view": "witness and run directory sign different roots for one size",
     "lease.envelope": "a lease envelope does not verify or does not match its record",
+    "lease.batch": "a lease batch's envelope does not verify, or its record is malformed",
+    "lease.unsigned": "a lease in a batch record is not one of the digests the batch signed",
     "lease.duplicate": "a lease id was issued twice",
     "lease.parent": "a lease names a parent never issued, or differs from the signed one",
     "lease.widens": "a child lease holds scopes its parent does not",

@@ -7,11 +7,15 @@
   lease's ``exp``.
 - each ``lease.issued`` / ``lease.renewed`` envelope verifies (DSSE
   :data:`~._format.LEASE_PAYLOAD_TYPE`) and its claims match the record (lease id, run,
-  exp); a child's scopes lie within its parent's.
+  exp); each ``lease.batch`` envelope verifies (:mod:`._batch`) and every payload in it is
+  one the batch signed (its digest listed, in order); a child's scopes lie within its
+  parent's; a renewal renews a lease issued earlier.
 - every ``step.start`` references an earlier, unused ``decision`` with the same step,
   lease, action and target and effect ``allow`` (or ``require_approval`` plus an earlier
-  ``approval.granted`` for that step), under a lease issued earlier in this ledger, not
-  revoked (itself or an ancestor) before the step, with ``exp + CLOCK_SKEW_US >= t``.
+  ``approval.granted`` for that step) — or carries its own decision, which must then be
+  ``allow`` — under a lease issued earlier in this ledger, not revoked (itself or an
+  ancestor) before the step, with ``exp + CLOCK_SKEW_US >= t``. An agent step runs under
+  the lease issued for it: a child of the lease it was decided under, for that agent.
 - ``attestation`` (the ledger's copy) and ``attestation.intoto.json`` verify (DSSE
   :data:`~._format.INTOTO_PAYLOAD_TYPE`) and their payload's SHA-256 equals ``run.start``'s
   ``attestation``.
@@ -33,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..crypto._canonical import digest
 from ..crypto._dsse import verify_envelope
 from ._approval_check import ApprovalCheck
+from ._batch import decode_payloads, open_lease_batch
 from ._format import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
@@ -43,6 +48,8 @@ from ._format import (
     DECISION,
     INTOTO_PAYLOAD_TYPE,
     INTOTO_STATEMENT_TYPE,
+    LEASE_BATCH,
+    LEASE_BATCH_PURPOSES,
     LEASE_ISSUED,
     LEASE_PAYLOAD_TYPE,
     LEASE_RENEWED,
@@ -87,13 +94,17 @@ def raw_key(key: Ed25519PublicKey) -> bytes:
 
 
 class _Lease:
-    __slots__ = ("exp", "parent", "revoked_at", "scopes")
+    __slots__ = ("exp", "parent", "revoked_at", "scopes", "started", "subject")
 
-    def __init__(self, exp: int, parent: str | None, scopes: frozenset[str]) -> None:
+    def __init__(
+        self, exp: int, parent: str | None, scopes: frozenset[str], subject: object = None
+    ) -> None:
         self.exp = exp
         self.parent = parent
         self.scopes = scopes
+        self.subject = subject  # the signed ``sub`` ("agent:<name>"), when the claims have one
         self.revoked_at: int | None = None
+        self.started = False  # an agent step ran under it (one agent step per lease)
 
 
 class Semantics:
@@ -121,6 +132,7 @@ class Semantics:
             LEASE_ISSUED: self._lease_issued,
             LEASE_RENEWED: self._lease_renewed,
             LEASE_REVOKED: self._lease_revoked,
+            LEASE_BATCH: self._lease_batch,
             DECISION: self._decision,
             ATTESTATION: self._attestation_record,
             APPROVAL_REQUESTED: self._approval_requested,
@@ -247,6 +259,7 @@ class Semantics:
         self.attestation = att if isinstance(att, str) and att else None
 
     def _claims(self, rec: dict[str, Any], n: int) -> dict[str, Any]:
+        """The claims of a single-lease record, its envelope verified and matching it."""
         kind = rec["kind"]
         try:
             payload = verify_envelope(rec.get("envelope"), self.key, LEASE_PAYLOAD_TYPE)
@@ -263,6 +276,21 @@ class Semantics:
                 kind,
                 f"lease envelope is for {claims.get('lid')!r}, record names {lid!r}",
             )
+        self._check_claims(claims, n, kind)
+        if claims["exp"] != rec.get("exp"):
+            raise Fail(
+                "lease.envelope",
+                n,
+                kind,
+                f"lease {lid}: signed exp {claims['exp']!r} != recorded exp {rec.get('exp')!r}",
+            )
+        return claims
+
+    def _check_claims(self, claims: dict[str, Any], n: int, kind: str) -> None:
+        """The claims every lease must have: a lease id, this run, an exp within the ttl."""
+        lid = claims.get("lid")
+        if type(lid) is not str or not lid:
+            raise Fail("lease.envelope", n, kind, f"lease id {lid!r} is not a string")
         if claims.get("run") != self.run_id:
             raise Fail(
                 "lease.envelope",
@@ -271,13 +299,8 @@ class Semantics:
                 f"lease {lid} is for run {claims.get('run')!r}, not {self.run_id!r}",
             )
         exp = claims.get("exp")
-        if type(exp) is not int or exp != rec.get("exp"):
-            raise Fail(
-                "lease.envelope",
-                n,
-                kind,
-                f"lease {lid}: signed exp {exp!r} != recorded exp {rec.get('exp')!r}",
-            )
+        if type(exp) is not int:
+            raise Fail("lease.envelope", n, kind, f"lease {lid}: signed exp {exp!r} is not an int")
         if self.deadline is not None and exp > self.deadline:
             raise Fail(
                 "lease.deadline",
@@ -285,55 +308,97 @@ class Semantics:
                 kind,
                 f"lease {lid} expires at {exp}, after the run deadline {self.deadline}",
             )
-        return claims
 
     def _lease_issued(self, rec: dict[str, Any], n: int) -> None:
         claims = self._claims(rec, n)
-        lid: str = claims["lid"]
-        if lid in self.leases:
-            raise Fail("lease.duplicate", n, LEASE_ISSUED, f"lease {lid} was already issued")
-        parent = claims["parent_lid"] if "parent_lid" in claims else claims.get("parent")
-        if parent is not None and type(parent) is not str:
-            raise Fail(
-                "lease.parent", n, LEASE_ISSUED, f"lease {lid}: parent {parent!r} is not a lease id"
-            )
+        parent = self._issue(claims, n, LEASE_ISSUED)
         if (parent or "") != rec.get("parent", parent or ""):
             raise Fail(
                 "lease.parent",
                 n,
                 LEASE_ISSUED,
-                f"lease {lid}: record parent differs from the signed one",
+                f"lease {claims['lid']}: record parent differs from the signed one",
             )
+
+    def _issue(self, claims: dict[str, Any], n: int, kind: str) -> str | None:
+        """Enter a newly issued lease (claims checked); returns its parent's id."""
+        lid: str = claims["lid"]
+        if lid in self.leases:
+            raise Fail("lease.duplicate", n, kind, f"lease {lid} was already issued")
+        parent = claims["parent_lid"] if "parent_lid" in claims else claims.get("parent")
+        if parent is not None and type(parent) is not str:
+            raise Fail("lease.parent", n, kind, f"lease {lid}: parent {parent!r} is not a lease id")
         scopes_v = claims.get("scopes")
         if not isinstance(scopes_v, list) or not all(type(s) is str for s in scopes_v):
-            raise Fail(
-                "lease.envelope", n, LEASE_ISSUED, f"lease {lid}: scopes must be a list of strings"
-            )
+            raise Fail("lease.envelope", n, kind, f"lease {lid}: scopes must be a list of strings")
         scopes = frozenset(scopes_v)
         if parent:
             p = self.leases.get(parent)
             if p is None:
                 raise Fail(
-                    "lease.parent",
-                    n,
-                    LEASE_ISSUED,
-                    f"lease {lid}: parent lease {parent} was never issued",
+                    "lease.parent", n, kind, f"lease {lid}: parent lease {parent} was never issued"
                 )
             if not scopes <= p.scopes:
                 raise Fail(
                     "lease.widens",
                     n,
-                    LEASE_ISSUED,
+                    kind,
                     f"lease {lid} widens its parent {parent}: {sorted(scopes - p.scopes)}",
                 )
-        self.leases[lid] = _Lease(claims["exp"], parent or None, scopes)
+        self.leases[lid] = _Lease(claims["exp"], parent or None, scopes, claims.get("sub"))
+        return parent
 
     def _lease_renewed(self, rec: dict[str, Any], n: int) -> None:
-        claims = self._claims(rec, n)
+        self._renew(self._claims(rec, n), n, LEASE_RENEWED)
+
+    def _renew(self, claims: dict[str, Any], n: int, kind: str) -> None:
         lease = self.leases.get(claims["lid"])
         if lease is None:
-            raise Fail("lease.parent", n, LEASE_RENEWED, f"lease {claims['lid']} was never issued")
+            raise Fail("lease.parent", n, kind, f"lease {claims['lid']} was never issued")
         lease.exp = claims["exp"]
+
+    def _lease_batch(self, rec: dict[str, Any], n: int) -> None:
+        """One signature over several leases: each payload must be one the batch signed."""
+        purpose = rec.get("purpose")
+        if purpose not in LEASE_BATCH_PURPOSES:
+            raise Fail(
+                "lease.batch",
+                n,
+                LEASE_BATCH,
+                f"purpose {purpose!r} is not one of {sorted(LEASE_BATCH_PURPOSES)}",
+            )
+        try:
+            _, signed = open_lease_batch(rec.get("envelope"), self.key, self.run_id)
+            payloads = decode_payloads(rec.get("leases"))
+        except ValueError as exc:
+            raise Fail("lease.batch", n, LEASE_BATCH, str(exc)) from exc
+        if len(payloads) != len(signed):
+            raise Fail(
+                "lease.unsigned",
+                n,
+                LEASE_BATCH,
+                f"the record holds {len(payloads)} lease payloads, the batch signs {len(signed)}",
+            )
+        for k, (payload, want) in enumerate(zip(payloads, signed, strict=True)):
+            if digest(payload) != want:
+                raise Fail(
+                    "lease.unsigned",
+                    n,
+                    LEASE_BATCH,
+                    f"lease payload {k} is not the lease the batch signed at that position "
+                    f"(its digest is not {want})",
+                )
+            try:
+                claims = loads_bounded(payload)
+            except ValueError as exc:
+                raise Fail("lease.envelope", n, LEASE_BATCH, f"lease {k}: {exc}") from exc
+            if not isinstance(claims, dict):
+                raise Fail("lease.envelope", n, LEASE_BATCH, f"lease {k} is not a JSON object")
+            self._check_claims(claims, n, LEASE_BATCH)
+            if purpose == "issued":
+                self._issue(claims, n, LEASE_BATCH)
+            else:
+                self._renew(claims, n, LEASE_BATCH)
 
     def _lease_revoked(self, rec: dict[str, Any], n: int) -> None:
         ids = [self._str(rec, "lease", n), *rec.get("cascade", ())]
@@ -364,6 +429,64 @@ class Semantics:
 
     def _step_start(self, rec: dict[str, Any], n: int) -> None:
         get = rec.get
+        step, lid, action = get("step"), get("lease"), get("action")
+        lease = self.leases.get(lid) if type(lid) is str else None
+        if "effect" in rec:
+            self._own_decision(rec, n, lease)
+        else:
+            self._referenced_decision(rec, n, lease)
+        if lease is None:
+            raise Fail(
+                "step.lease", n, STEP_START, f"lease {lid!r} was never issued in this ledger"
+            )
+        if action == "invoke_agent":
+            if lease.started:
+                raise Fail(
+                    "step.lease",
+                    n,
+                    STEP_START,
+                    f"agent step {step!r} runs under lease {lid}, which already started "
+                    "another agent step (each agent step gets a lease of its own)",
+                )
+            lease.started = True
+        self._lease_holds(rec, n, lease)
+
+    def _own_decision(self, rec: dict[str, Any], n: int, lease: _Lease | None) -> None:
+        """A step that carries its own decision: allowed outright, nothing else."""
+        get = rec.get
+        step, effect = get("step"), get("effect")
+        if effect != "allow" or get("decision", -1) != -1 or get("approval", -1) != -1:
+            raise Fail(
+                "step.decision",
+                n,
+                STEP_START,
+                f"step {step!r} carries decision {effect!r} (decision {get('decision')!r}, "
+                f"approval {get('approval')!r}): a step.start may carry only an outright allow; "
+                "any other decision is a record of its own",
+            )
+        for name in ("rule", "reason", "caller"):
+            if type(get(name)) is not str:
+                raise Fail(
+                    "record.field", n, STEP_START, f"field {name!r} is missing or not a string"
+                )
+        target = get("target")
+        if (
+            get("action") == "invoke_agent"
+            and lease is not None
+            and lease.subject is not None
+            and lease.subject != f"agent:{target}"
+        ):
+            raise Fail(
+                "step.decision",
+                n,
+                STEP_START,
+                f"step {step!r} was decided for agent {target!r} but runs under lease "
+                f"{get('lease')}, issued for {lease.subject!r}",
+            )
+
+    def _referenced_decision(self, rec: dict[str, Any], n: int, lease: _Lease | None) -> None:
+        """A step whose decision is an earlier ``decision`` record (and maybe a grant)."""
+        get = rec.get
         step, lid, action, target = get("step"), get("lease"), get("action"), get("target")
         d = get("decision")
         dec = self.decisions.pop(d, None) if type(d) is int else None
@@ -377,7 +500,6 @@ class Semantics:
             )
         # A tool runs under the lease its decision was taken under; an agent runs under a
         # new lease whose parent is the delegating lease the decision names ("" = root).
-        lease = self.leases.get(lid) if type(lid) is str else None
         if action == "invoke_agent":
             decided_under = (lease.parent or "") if lease is not None else None
         else:
@@ -400,10 +522,10 @@ class Semantics:
                     f"step {step!r} needed approval (decision {d}) but record {a!r} is not an "
                     "earlier, unused approval.granted for it",
                 )
-        if lease is None:
-            raise Fail(
-                "step.lease", n, STEP_START, f"lease {lid!r} was never issued in this ledger"
-            )
+
+    def _lease_holds(self, rec: dict[str, Any], n: int, lease: _Lease) -> None:
+        """The step's lease is unrevoked (with its ancestors) and unexpired at its start."""
+        step, lid = rec.get("step"), rec.get("lease")
         cur: _Lease | None = lease
         name = lid
         while cur is not None:

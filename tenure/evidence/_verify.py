@@ -28,7 +28,10 @@ What is checked, and the decisions taken where the format leaves room:
 - **Completeness**: ``verified`` needs a ``run.end`` covered by a signed checkpoint. A
   ``run.end`` among unsigned records is a failure (a closed ledger always ends under a
   checkpoint, and unsigned records could be rewritten by anyone); no ``run.end`` at all, or
-  a torn tail, is ``incomplete``.
+  a torn tail, is ``incomplete``. A final ``checkpoint`` record signs every record before
+  it: a ledger whose checkpoint file (and witness) repeat that last note is fully signed
+  (the close of runtimes since the batch format: one signature), as is one whose file
+  covers the checkpoint record too (older runtimes signed twice at close).
 """
 
 from __future__ import annotations
@@ -36,9 +39,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from ..crypto._canonical import record_bytes
 from ..crypto._keys import key_id_of
 from ._format import (
     CHECKPOINT,
@@ -136,6 +141,8 @@ class _Verifier:
         self.witness = witness
         self.expect = expect_run_id
         self.origin = ""
+        # The last record read: its bytes, the record, and the ``t`` of the one before it.
+        self.tail: tuple[bytes, dict[str, Any], int] | None = None
 
     def _open_cp(self, what: str, data: bytes) -> Checkpoint:
         try:
@@ -235,6 +242,23 @@ class _Verifier:
         else:
             rep.tree_size, rep.root = sem.last_cp_size, sem.last_cp_root
         signed = rep.tree_size
+        if rep.torn_tail and sem.run_end is not None and signed > sem.run_end:
+            # A closed ledger's checkpoint file is published only once its last record is
+            # durable: a torn line after a signed run.end is no crash, it was cut later.
+            raise Fail(
+                "run.after_end",
+                n,
+                None,
+                f"a torn record follows run.end (record {sem.run_end}), which a signed "
+                "checkpoint covers: a closed ledger ends with a complete checkpoint record",
+            )
+        if signed == n - 1 and sem.last_cp_size == signed:
+            # The last record is the checkpoint of everything before it (its note verified
+            # above): a ledger closed with one final signature, which the checkpoint file
+            # and the witness repeat. It is signed only if every byte of it is fixed by what
+            # it signs.
+            self._closing_checkpoint(n - 1)
+            signed = n
         if signed < n:
             if sem.run_end is not None and sem.run_end >= signed:
                 raise Fail(
@@ -257,6 +281,31 @@ class _Verifier:
             )
         sem.check_attestation_file(run_dir)
 
+    def _closing_checkpoint(self, n: int) -> None:
+        """The last record ``n``, a checkpoint no signature covers, must be exactly the
+        canonical record of its note: empty trace and span, the time of record ``n - 1``."""
+        assert self.tail is not None
+        body, rec, before_t = self.tail
+        expected = {
+            "i": n,
+            "t": before_t,
+            "kind": CHECKPOINT,
+            "prev": rec.get("prev"),
+            "trace": "",
+            "span": "",
+            "size": n,
+            "root": rec.get("root"),
+            "note": rec.get("note"),
+        }
+        if body != record_bytes(expected):
+            raise Fail(
+                "checkpoint.record",
+                n,
+                CHECKPOINT,
+                "the closing checkpoint is not the canonical record of its note (a field was "
+                "added or changed, or its time is not that of the record it follows)",
+            )
+
     def _scan(self, path: Path, want: set[int], sem: Semantics) -> dict[int, bytes]:
         # The hot loop: one parse (in the reader), one SHA-256, the compact-range append
         # inlined. Semantic handlers run only for the kinds that need them.
@@ -267,6 +316,8 @@ class _Verifier:
         stack = tree._hashes
         handlers = sem.handlers
         prev = ZERO_HASH
+        tail: dict[str, Any] | None = None
+        before_t = last_t = 0
         reader = LedgerReader(path, check_fields=False)
         n = 0
         try:
@@ -297,6 +348,7 @@ class _Verifier:
                 handler = handlers.get(kind)
                 if handler is not None:
                     handler(rec, n)
+                tail, before_t, last_t = rec, last_t, rec["t"]
                 h = sha256(b"\x00" + body).digest()
                 prev = h.hex()
                 size = n
@@ -314,6 +366,8 @@ class _Verifier:
             raise Fail(code, max(exc.line - 1, 0), None, str(exc)) from exc
         finally:
             self.rep.records = reader.count
+        if tail is not None:
+            self.tail = (body, tail, before_t)
         torn = reader.torn
         if torn is not None:
             self.rep.torn_tail = True

@@ -33,16 +33,20 @@ import jinja2
 
 from .._version import __version__
 from ..evidence import LEDGER_NAME, VerifyReport, verify_run
+from ..evidence._batch import LeaseTree
 from ..evidence._format import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
     APPROVAL_REQUESTED,
     DECISION,
+    LEASE_BATCH,
+    LEASE_ISSUED,
     LEASE_REVOKED,
     RUN_START,
     STEP_START,
     USAGE,
     VIOLATION,
+    carries_decision,
 )
 from ._tree import RunTrace, TraceNode, build_trace
 from ._view import read_ledger
@@ -141,6 +145,7 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
     depth = 0
     # (model, provider) -> calls, input tokens, output tokens, tokens, cost in micros
     models: dict[tuple[str, str], list[int]] = {}
+    lineage = LeaseTree()
     for rec in records:
         kind = rec["kind"]
         if kind == DECISION:
@@ -163,8 +168,9 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
                 }
             )
         elif kind == LEASE_REVOKED:
-            cascade = rec.get("cascade")
-            revocations.add({**rec, "cascaded": len(cascade) if isinstance(cascade, list) else 0})
+            revocations.add({**rec, "cascaded": lineage.revoked_with(rec)})
+        elif kind in (LEASE_ISSUED, LEASE_BATCH):
+            lineage.note(rec)
         elif kind == VIOLATION:
             violations.add(rec)
         elif kind == USAGE:
@@ -179,6 +185,9 @@ def _digest_records(records: list[dict[str, Any]]) -> dict[str, Any]:
             row[3] += rec.get("tokens", 0)
             row[4] += rec.get("cost_micros", 0)
         elif kind == STEP_START:
+            if carries_decision(rec):
+                key = (rec.get("action", ""), rec.get("target", ""), rec.get("rule", ""))
+                allowed[key] = allowed.get(key, 0) + 1
             steps += 1
             tools += rec.get("action") == "execute_tool"
             depth = max(depth, rec.get("depth", 0))

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._util import final
-from ..evidence._format import APPROVAL_GRANTED, DECISION, RUN_START, STEP_START
+from ..evidence._batch import LeaseTree, leases_of
+from ..evidence._format import (
+    APPROVAL_GRANTED,
+    DECISION,
+    LEASE_RENEWED,
+    RUN_START,
+    STEP_START,
+    carries_decision,
+)
 
 __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
@@ -147,6 +155,7 @@ class _Builder:
         self.open: list[TraceNode] = []
         self.pending: dict[str, list[dict[str, Any]]] = {}  # events before their step.start
         self.first_violation: TraceNode | None = None
+        self.lease_tree = LeaseTree()  # which lease was issued under which
 
     # helpers
     def _node_for_lease(self, lease: str) -> TraceNode | None:
@@ -227,8 +236,8 @@ class _Builder:
         )
         if kind == "model":
             self.trace.model_calls += 1
-        dec = self.by_index.get(rec.get("decision"))
-        if dec is not None and dec.get("kind") == DECISION:
+        dec = rec if carries_decision(rec) else self.by_index.get(rec.get("decision"))
+        if dec is not None and (dec is rec or dec.get("kind") == DECISION):
             node.decision = {k: _s(dec, k) for k in ("effect", "rule", "reason")}
         appr = self.by_index.get(rec.get("approval"))
         if appr is not None and appr.get("kind") == APPROVAL_GRANTED:
@@ -372,22 +381,36 @@ class _Builder:
             self.first_violation = node
             node.stopped_here = True
 
+    def _on_lease_issued(self, rec: dict[str, Any]) -> None:
+        self.lease_tree.note(rec)
+
     def _on_lease_revoked(self, rec: dict[str, Any]) -> None:
-        node = self._node_for_lease(_s(rec, "lease")) or self.run
-        cascade = rec.get("cascade")
+        lease = _s(rec, "lease")
+        node = self._node_for_lease(lease) or self.run
         self._event(
             node,
             rec,
-            lease=_s(rec, "lease"),
+            lease=lease,
             reason=_s(rec, "reason"),
             by=_s(rec, "by"),
-            cascade=str(len(cascade) if isinstance(cascade, list) else 0),
+            cascade=str(self.lease_tree.revoked_with(rec)),
         )
 
     def _on_lease_renewed(self, rec: dict[str, Any]) -> None:
         node = self._node_for_lease(_s(rec, "lease"))
         if node is not None:
             self._event(node, rec, lease=_s(rec, "lease"))
+
+    def _on_lease_batch(self, rec: dict[str, Any]) -> None:
+        self.lease_tree.note(rec)
+        if rec.get("purpose") != "renewed":
+            return
+        for claims in leases_of(rec):
+            lid = claims.get("lid")
+            if isinstance(lid, str) and (node := self._node_for_lease(lid)) is not None:
+                node.events.append(
+                    {"kind": LEASE_RENEWED, "t": rec["t"], "i": rec.get("i"), "lease": lid}
+                )
 
     def _on_stall(self, rec: dict[str, Any]) -> None:
         self._event(self.run, rec, duration_ms=_s(rec, "duration_ms"), frame=_s(rec, "frame"))

@@ -116,8 +116,11 @@ def test_close_leaves_the_checkpoint_file_covering_run_end(tmp_path: Path) -> No
     cp = open_checkpoint(
         (b.run_dir / "checkpoint").read_bytes(), origin_for(b.run_id), b.key.public_key
     )
-    assert cp.size == len(recs)
-    assert cp.root == root_hash([leaf_hash(x[:-1]) for x in read_lines(b.run_dir)])
+    # One signature at close: the file is the final checkpoint record's note, which signs
+    # every record before it (run.end included).
+    assert cp.size == len(recs) - 1
+    assert cp.root == root_hash([leaf_hash(x[:-1]) for x in read_lines(b.run_dir)[:-1]])
+    assert (b.run_dir / "checkpoint").read_text() == recs[-1]["note"]
     witness = (tmp_path / ".witness" / f"{b.run_id}.checkpoint").read_bytes()
     assert witness == (b.run_dir / "checkpoint").read_bytes()
     pub = load_public_key(b.run_dir / "tenure.pub")
@@ -134,7 +137,7 @@ def test_close_right_after_a_checkpoint_adds_no_second_record(tmp_path: Path) ->
     cp = open_checkpoint(
         (led.run_dir / "checkpoint").read_bytes(), origin_for("r1"), key.public_key
     )
-    assert cp.size == 2
+    assert cp.size == 1  # the last record is that checkpoint: nothing more to sign
 
 
 def test_close_is_idempotent_and_append_after_close_is_a_caller_error(tmp_path: Path) -> None:

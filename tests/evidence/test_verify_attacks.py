@@ -317,14 +317,15 @@ def test_torn_final_line_at_every_offset_is_never_silently_accepted(tmp_path: Pa
         # Everything durable before the torn line still verifies, but the run is incomplete.
         assert rep.verdict == "incomplete" and not rep.failures
         assert "ledger.torn_tail" in rep.codes
-    # The same cut in a closed run is covered by the signed checkpoint: a failure.
+    # The same cut in a closed run follows its signed run.end: no crash does that, a failure.
     c = _valid(tmp_path / "closed")
     closed = read_lines(c.run_dir)
     keep = sum(map(len, closed[:-1]))
     for cut in range(len(closed[-1]) - 1, 0, -1):
         os.truncate(c.run_dir / "ledger.jsonl", keep + cut)
         rep = _verify(c)
-        assert rep.torn_tail and rep.failures[0].code == "ledger.truncated", cut
+        assert rep.torn_tail and rep.failures[0].code == "run.after_end", cut
+        assert rep.first_bad_index == len(closed) - 1
 
 
 def test_torn_tail_does_not_hide_earlier_tampering(tmp_path: Path) -> None:
@@ -394,7 +395,7 @@ def test_deleted_checkpoint_file_is_detected_via_the_witness(tmp_path: Path) -> 
 
 def test_witness_split_view_is_detected(tmp_path: Path) -> None:
     b = _valid(tmp_path)
-    n = len(read_lines(b.run_dir))
+    n = len(read_lines(b.run_dir)) - 1  # the size the closing checkpoint signs
     other = sign_checkpoint(f"tenure.local/{b.run_id}", n, bytes(32), b.key)
     (tmp_path / ".witness" / f"{b.run_id}.checkpoint").write_text(other)
     rep = _verify(b)
