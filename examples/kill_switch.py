@@ -22,6 +22,7 @@ import anyio
 from tenure import Context, LeaseRevoked, Runtime, agent, tool
 from tenure.crypto import default_key_dir, load_public_key
 from tenure.evidence import verify_run
+from tenure.lineage import load_trace
 from tenure.policies import PolicySet
 
 POLICY = """
@@ -66,6 +67,18 @@ async def sync_lead(ctx: Context) -> None:
             p.start(syncer, shard)
 
 
+def revoked_with(run_dir: Path) -> int:
+    """How many leases the run's revocation revoked with the one it names (trace view)."""
+    nodes = [load_trace(run_dir).root]
+    while nodes:
+        node = nodes.pop()
+        for event in node.events:
+            if event["kind"] == "lease.revoked":
+                return int(event["cascade"])
+        nodes.extend(node.children)
+    return 0
+
+
 async def main(evidence_dir: Path) -> int:
     """Start the sync, revoke it from another process, show the stop and its evidence."""
     policy = PolicySet.from_text(POLICY, source="kill_switch.py")
@@ -97,8 +110,8 @@ async def main(evidence_dir: Path) -> int:
     revoked = next(r for r in map(json.loads, lines) if r["kind"] == "lease.revoked")
     print(
         f"ledger record {revoked['i']}: lease.revoked by {revoked['by']!r}, reason "
-        f"{revoked['reason']!r}; {len(revoked['cascade'])} lease(s) revoked: the root's and "
-        "its children's"
+        f"{revoked['reason']!r}; {1 + revoked_with(handle.evidence_path)} lease(s) revoked: "
+        "the root's and its children's"
     )
     report = verify_run(handle.evidence_path, load_public_key(default_key_dir() / "tenure.pub"))
     print(

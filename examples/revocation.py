@@ -19,6 +19,7 @@ import anyio
 from tenure import Context, LeaseRevoked, Runtime, agent, tool
 from tenure.crypto import default_key_dir, load_public_key
 from tenure.evidence import verify_run
+from tenure.lineage import load_trace
 from tenure.policies import PolicySet
 
 POLICY = """
@@ -72,9 +73,10 @@ def explain(run_dir: Path) -> None:
     records = [json.loads(line) for line in (run_dir / "ledger.jsonl").read_text().splitlines()]
     names = {r["step"]: r["target"] for r in records if r["kind"] == "step.start"}
     revoke = next(r for r in records if r["kind"] == "lease.revoked")
+    # The record names the lease; the trace view counts the leases delegated under it.
     print(
         f"revoked at record {revoke['i']}: lease {revoke['lease']} and "
-        f"{len(revoke['cascade']) - 1} descendant lease(s); reason: {revoke['reason']}"
+        f"{revoked_with(run_dir)} descendant lease(s); reason: {revoke['reason']}"
     )
     for r in records:
         if r["kind"] == "steps.stopped":  # every step the stop unwound, with its end time
@@ -89,6 +91,18 @@ def explain(run_dir: Path) -> None:
         f"why: {violation['error']} check={violation['check']} source={violation['source']}: "
         f"{violation['reason']}"
     )
+
+
+def revoked_with(run_dir: Path) -> int:
+    """How many leases the run's revocation revoked with the one it names (trace view)."""
+    nodes = [load_trace(run_dir).root]
+    while nodes:
+        node = nodes.pop()
+        for event in node.events:
+            if event["kind"] == "lease.revoked":
+                return int(event["cascade"])
+        nodes.extend(node.children)
+    return 0
 
 
 async def main(evidence_dir: Path) -> int:

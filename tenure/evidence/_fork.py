@@ -17,7 +17,8 @@ Invariants:
   appended with ``flush=True`` during the fork reaches the OS at the settle.
 - Records chained before the fork are handed to the OS when it opens, so the caller can
   ship them in the same transaction.
-- One fork at a time; closing with a fork open chains the second (did-not-start) record.
+- One fork at a time; sealing (or closing) with a fork open chains the second
+  (did-not-start) record first.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class _Fork:
     index: int
     lines: tuple[bytes, bytes]
     kinds: tuple[str, str]
+    t: int
     held: list[tuple[int, str, dict[str, Any], str, str]] = field(default_factory=list)
     checkpoint_due: bool = False
 
@@ -81,11 +83,12 @@ class ForkingLedger(Ledger):
                 raise ValueError(f"fields may not set common record fields: {sorted(fields)}")
         self._flush()
         index = self._tree.size
-        common = {"i": index, "t": self.clock(), "prev": self._prev, "trace": trace, "span": span}
+        t = self.clock()
+        common = {"i": index, "t": t, "prev": self._prev, "trace": trace, "span": span}
         lines = tuple(
             record_bytes({**common, **fields, "kind": kind}) for kind, fields in (first, second)
         )
-        self._fork = _Fork(index, (lines[0], lines[1]), (first[0], second[0]))
+        self._fork = _Fork(index, (lines[0], lines[1]), (first[0], second[0]), t)
         return index, lines[0] + b"\n", lines[1] + b"\n"
 
     def settle(self, choice: int) -> None:
@@ -96,7 +99,7 @@ class ForkingLedger(Ledger):
         if choice not in (0, 1):
             raise ValueError(f"a fork is settled with 0 or 1, got {choice!r}")
         self._fork = None
-        self._chain(fork.lines[choice], fork.kinds[choice])
+        self._chain(fork.lines[choice], fork.kinds[choice], fork.t)
         for t, kind, fields, trace, span in fork.held:
             rec = {
                 "i": self._tree.size,
@@ -107,7 +110,7 @@ class ForkingLedger(Ledger):
                 "span": span,
             }
             rec.update(fields)
-            self._chain(record_bytes(rec), kind)
+            self._chain(record_bytes(rec), kind, t)
         self.flush()
         if (
             fork.checkpoint_due
@@ -146,7 +149,7 @@ class ForkingLedger(Ledger):
         else:
             fork.checkpoint_due = True
 
-    def close(self) -> None:
+    def seal(self) -> None:
         if self._fork is not None and self._failure is None and not self._closed:
             self.settle(1)
-        super().close()
+        super().seal()

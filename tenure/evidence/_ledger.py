@@ -339,7 +339,6 @@ class Ledger:
         tree = self._tree
         i = tree._size
         t = self.clock() if t is None else t
-        self._last_t = t
         rec = {
             "i": i,
             "t": t,
@@ -349,7 +348,7 @@ class Ledger:
             "span": span,
         }
         rec.update(fields)
-        self._chain(record_bytes(rec), kind)
+        self._chain(record_bytes(rec), kind, t)
         if flush or self._fsync_record:
             self._flush()
             if self._fsync_record:
@@ -361,12 +360,13 @@ class Ledger:
             self.checkpoint()
         return i
 
-    def _chain(self, line: bytes, kind: str) -> None:
-        """Make ``line`` (a record's bytes, without its newline) the next record."""
+    def _chain(self, line: bytes, kind: str, t: int) -> None:
+        """Make ``line`` (a record's bytes, without its newline, time ``t``) the next record."""
         h = sha256(b"\x00" + line).digest()
         self._tree.append(h)
         self._prev = h.hex()
         self._last_kind = kind
+        self._last_t = t
         self._pending.append(line + b"\n")
 
     def _flush(self) -> None:

@@ -12,6 +12,7 @@ it resumes) and its cancel scope is cancelled (sleeping tasks wake at once).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -55,13 +56,14 @@ from .backends._delegate import PoolDelegator
 from .backends._link import BackendLink, SegmentLink
 from .backends._segment import MirrorOps
 from .isolation._runner import Isolation
+from .kernel._authority import LeaseAuthority
 from .kernel._control import RunServices
-from .kernel._lease import LeaseAuthority
 from .kernel._pace import Pacer
 from .kernel._run import Run
 from .kernel._state import GOVERNED_RUN, GovState, value_digest
 from .services._approval_folder import APPROVALS_DIR, ApprovalFolder
 from .services._approvals import ApprovalRequest, Approvals
+from .services._commit import EvidenceCommits
 from .services._revocations import (
     REVOCATIONS_DIR,
     FolderRevocations,
@@ -239,6 +241,7 @@ class Runtime:
             isolation=self._isolation,
             wake_watchdog=watchdog.wake,
             pacer=Pacer(min(_MAX_SLICE_S, self.config.stall_bound / 50)),
+            close_ledger=EvidenceCommits().close,
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -465,14 +468,6 @@ class Runtime:
             self.evidence_dir / WITNESS_DIR / (name if segment is not None else ""),
             file_ops=RuntimeIO(self._stall, mirror),
         )
-        try:
-            self._attestor.write(run_dir, envelope, durable=self.config.fsync == "record")
-        except OSError as exc:
-            reason = f"cannot write the attestation in {run_dir}: {exc.strerror or exc}"
-            ledger.abort("attestation.write", reason)
-            raise GovernanceUnavailable(
-                reason, run_id=run_id, check="attestation.write", source="attestation"
-            ) from exc
         span = self._lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
         run = Run(
             services,
@@ -490,28 +485,39 @@ class Runtime:
             code=code,
         )
         run.attested = attested
-        run.record(
-            RUN_START,
-            {
-                "run": run_id,
-                "principal": principal,
-                "scopes": sorted(run.scopes),
-                "ttl_ms": int(ttl * 1000),
-                "deadline": run.hard_deadline_us,
-                "agent": agent.name,
-                "args": value_digest([args, kwargs]),
-                "policy": policy.digest,
-                "attestation": att_digest,
-                "key": self._key.key_id,
-                "pubkey": b64e(self._key.public_raw),
-                "runtime": __version__,
-                "config": self._config_record,
-                "budgets": budgets_record(policy.budgets.model_dump()),
-            },
+        run.write_attestation = functools.partial(
+            self._attestor.write, run_dir, envelope, durable=self.config.fsync == "record"
         )
-        run.record(ATTESTATION, {"envelope": envelope}, flush=False)
-        if segment is not None:
-            run.record(SEGMENT_START, segment.record())
+        try:
+            run.record(
+                RUN_START,
+                {
+                    "run": run_id,
+                    "principal": principal,
+                    "scopes": sorted(run.scopes),
+                    "ttl_ms": int(ttl * 1000),
+                    "deadline": run.hard_deadline_us,
+                    "agent": agent.name,
+                    "args": value_digest([args, kwargs]),
+                    "policy": policy.digest,
+                    "attestation": att_digest,
+                    "key": self._key.key_id,
+                    "pubkey": b64e(self._key.public_raw),
+                    "runtime": __version__,
+                    "config": self._config_record,
+                    "budgets": budgets_record(policy.budgets.model_dump()),
+                },
+                flush=False,
+            )
+            # The attestation reaches the OS with run.start, before anything of the run runs,
+            # in the ledger (durable and signed with its records); the run's
+            # attestation.intoto.json, for in-toto tools, is written out at close, off the loop.
+            run.record(ATTESTATION, {"envelope": envelope})
+            if segment is not None:
+                run.record(SEGMENT_START, segment.record())
+        except GovernanceViolation:
+            ledger.close()  # failed: only releases the file
+            raise
         if link is not None and mirror is not None:
             assert isinstance(ledger, ForkingLedger)
             try:

@@ -32,6 +32,7 @@ from tenure import (
 from tenure.adapters.langgraph import TenureMiddleware, governed_tool_node
 
 from ..support.approver import APPROVER, next_request
+from ..support.evidence import decisions
 from ._shared import recording, records, runtime, verified
 
 
@@ -267,7 +268,7 @@ async def test_tool_node_an_interrupt_re_execution_replays_calls_that_already_ra
     assert fx.log == ["read:once.txt", "confirmed:yes"]  # read_file ran once, not twice
     assert sorted(str(m.content) for m in tool_messages(state)) == ["contents of once.txt", "yes"]
     recs = records(handle.evidence_path)
-    reads = [r for r in recs if r["kind"] == "decision" and r["target"] == "read_file"]
+    reads = [d for d in decisions(recs) if d["target"] == "read_file"]
     assert [r["call"] for r in reads] == ["r1"]  # decided and counted once
     verified(handle.evidence_path, key)
 

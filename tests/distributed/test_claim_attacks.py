@@ -25,7 +25,8 @@ from tenure.evidence._attest import CodeItem
 from tenure.evidence._certs import CERT_NAME, certify
 from tenure.runtime.backends import TaskOutcome
 from tenure.runtime.backends._pg import PgBackend, upgrade
-from tenure.runtime.kernel._lease import LeaseAuthority, wall_us
+from tenure.runtime.kernel._authority import LeaseAuthority
+from tenure.runtime.kernel._lease import wall_us
 
 from .conftest import ROOT, WorkerProcess
 from .pool_agents import lingerer, planner

@@ -18,7 +18,9 @@ from tenure.runtime.backends._claim_check import (
     trusted_issuer,
     verify_chain,
 )
-from tenure.runtime.kernel._lease import Lease, LeaseAuthority, LeaseClaims, wall_us
+from tenure.runtime.backends._delegate import _travelling
+from tenure.runtime.kernel._authority import LeaseAuthority
+from tenure.runtime.kernel._lease import Lease, LeaseClaims, wall_us
 
 RUN = "run_0123456789abcdef"
 
@@ -135,7 +137,25 @@ def test_a_chain_that_is_missing_out_of_order_or_of_another_run_is_refused() -> 
 def test_a_child_signed_wider_than_its_parent_is_refused() -> None:
     key = SigningKey.generate()
     authority, root, child = _chain(key)
-    wider = authority._sign(
+    wider = authority.sign_one(
         LeaseClaims.model_construct(**{**child.claims.model_dump(), "scopes": ("a", "b", "c")})
     )
     assert _refused(_task([root, wider], key), key).check == "lease.chain"
+
+
+def test_a_chain_of_batch_signed_leases_travels_as_single_envelopes_a_worker_verifies() -> None:
+    """Leases signed in a batch (a fan-out's) are sent signed on their own: the worker's
+    check is unchanged; the batch form itself (no signature of its own) is refused."""
+    key = SigningKey.generate()
+    authority, root, child = _chain(key)
+    [batched_root] = authority.sign_batch(RUN, [root.claims])
+    [batched_child] = authority.sign_batch(RUN, [child.claims])
+    assert batched_root.digest == root.digest  # the same lease, signed another way
+    named = _task([root, child], key)
+    travelled = [_travelling(lease, key) for lease in (batched_root, batched_child)]
+    sent = ClaimedTask(
+        "task_1", "pool", RUN, {**named.payload, "chain": travelled}, "m_1", named.registered, 0
+    )
+    chain = verify_chain(sent, trusted_issuer(sent, None))
+    assert [c["lid"] for c in chain] == [root.claims.lid, child.claims.lid]
+    assert _refused(_task([batched_root, batched_child], key), key).check == "lease.signature"

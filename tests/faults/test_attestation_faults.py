@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -68,10 +69,60 @@ async def test_agent_module_rewritten_mid_run_stops_it(
     assert_evidence(handle.evidence_path, key, check="attestation.code")
 
 
-async def test_attestation_that_cannot_be_written_refuses_the_run_before_any_step(
+async def test_attestation_that_cannot_be_recorded_refuses_the_run_before_any_step(
     wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Disk full while writing the attestation: ``start`` raises, nothing runs, no fd leaks."""
+    """Disk full while recording the attestation: ``start`` raises, nothing runs, no fd
+    leaks, and nothing of the run reached the ledger (run.start goes with it)."""
+    real_write = os.write
+    failed: list[int] = []
+
+    def full(fd: int, data: Any) -> int:
+        if b'"kind":"attestation"' in bytes(data):
+            failed.append(fd)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr("tenure.evidence._ledger.os.write", full)
+    async with runtime(evidence) as rt:
+        with pytest.raises(GovernanceUnavailable) as info:
+            await wf.start(rt)
+        assert rt._runs == {}
+    monkeypatch.undo()
+    assert info.value.check == "ledger.append"
+    assert "No space left on device" in str(info.value)
+    assert wf.effects == [] and wf.run is None
+    [run_dir] = _run_dirs(evidence)
+    assert records(run_dir) == []  # nothing recorded, nothing ran
+    with pytest.raises(OSError):
+        os.fstat(failed[0])  # the ledger's file was released
+
+
+async def test_attestation_file_is_written_out_at_close_and_matches_the_ledger_copy(
+    wf: Workflow, evidence: Path
+) -> None:
+    """The ledger's attestation record reaches the OS with run.start; the file in-toto tools
+    read is the same envelope, written out when the run's evidence is committed."""
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key) as rt:
+        handle = await wf.start(rt)
+        [run_dir] = _run_dirs(evidence)
+        assert not (run_dir / "attestation.intoto.json").exists()  # not on the loop's path
+        assert [r["kind"] for r in records(run_dir)][:2] == ["run.start", "attestation"]
+        wf.go.set()
+        await handle.result()
+    [ledger_copy] = [r for r in records(run_dir) if r["kind"] == "attestation"]
+    written = json.loads((run_dir / "attestation.intoto.json").read_text())
+    assert written == ledger_copy["envelope"]
+    rep = assert_evidence(run_dir, key, check=None, status="ok")
+    assert rep.warnings == []
+
+
+async def test_attestation_file_that_cannot_be_written_at_close_fails_the_run_not_its_ledger(
+    wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk full writing attestation.intoto.json at close: the outcome is the failure (the
+    run is not reported ok), while its ledger, the attestation in it, still verifies."""
     real_open = os.open
 
     def full(path: Any, flags: int, mode: int = 0o777) -> int:
@@ -80,12 +131,16 @@ async def test_attestation_that_cannot_be_written_refuses_the_run_before_any_ste
         return real_open(path, flags, mode)
 
     monkeypatch.setattr("tenure.evidence._statement.os.open", full)
-    async with runtime(evidence) as rt:
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key) as rt:
+        handle = await wf.start(rt)
+        wf.go.set()
         with pytest.raises(GovernanceUnavailable) as info:
-            await wf.start(rt)
-        assert rt._runs == {}
+            await handle.result()
+    monkeypatch.undo()
     assert info.value.check == "attestation.write"
     assert "No space left on device" in str(info.value)
-    assert wf.effects == [] and wf.run is None
     [run_dir] = _run_dirs(evidence)
-    assert records(run_dir) == []  # nothing recorded, nothing ran
+    assert not (run_dir / "attestation.intoto.json").exists()
+    rep = assert_evidence(run_dir, key, check=None, status="ok")
+    assert [w.code for w in rep.warnings] == ["attestation.file_missing"]

@@ -92,7 +92,7 @@ async def test_no_interleaving_of_renewals_and_reverification_stops_a_healthy_ru
             for _ in range(rng.randint(1, MAX_OPS)):
                 state = rng.choice(states)
                 if rng.random() < 0.5:
-                    run._renew(state)
+                    run.renew_leases([state])
                     renewals += 1
                 else:
                     assert watchdog.verify_lease(run, state), f"seed {seed}: {run.stop!r}"

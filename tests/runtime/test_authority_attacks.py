@@ -26,6 +26,7 @@ from tenure import (
 )
 from tenure.evidence._verify import verify_run
 from tenure.policies import PolicySet
+from tests.support.evidence import issued_leases
 
 
 def _records(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
@@ -86,8 +87,8 @@ async def test_an_agent_cannot_widen_its_own_lease_by_assigning_to_it(
     assert seen["scopes"] == ["read"]
     assert seen["tool"] == "scope.admin"
     assert seen["child"] == ["read"]
-    issued = _records(handle.evidence_path, "lease.issued")
-    assert [r["scopes"] for r in issued] == [["read"], ["read"]]
+    issued = issued_leases(_records(handle.evidence_path))
+    assert [c["scopes"] for c in issued] == [["read"], ["read"]]
     assert verify_run(handle.evidence_path, key.public_key).ok
 
 
@@ -136,7 +137,7 @@ async def test_nothing_public_reachable_from_ctx_holds_the_signing_key_or_the_ru
 ) -> None:
     """Walk every public attribute of ``ctx`` (three levels deep): no SigningKey, no lease
     authority, no Runtime, no private key bytes are among them."""
-    from tenure.runtime.kernel._lease import LeaseAuthority
+    from tenure.runtime.kernel._authority import LeaseAuthority
 
     found: list[object] = []
 

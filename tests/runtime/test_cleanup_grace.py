@@ -29,6 +29,7 @@ from tenure import (
 )
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
+from tests.support.evidence import decisions
 
 KEY = SigningKey.generate()
 
@@ -271,8 +272,8 @@ async def test_no_governed_action_starts_during_cleanup(
             await handle.result()
     assert not ran
     assert len(refused) == 1
-    decisions = [r for r in _records(handle.evidence_path) if r["kind"] == "decision"]
-    assert [d["target"] for d in decisions] == ["sneaky"]
+    decided = decisions(_records(handle.evidence_path))
+    assert [d["target"] for d in decided] == ["sneaky"]
     (note,) = _uncooperative(handle.evidence_path)
     assert "tried to start tool:side_effect after the stop" in note["reason"]
 

@@ -29,6 +29,7 @@ from tenure import (
 )
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
+from tests.support.evidence import decisions
 
 from ..support.approver import APPROVER, next_request, with_approver
 
@@ -105,7 +106,7 @@ async def test_an_allowed_foreign_call_runs_once_and_is_in_the_evidence(
         assert await handle.result() == "contents"
     assert ran == [{"path": "a.txt"}]
     recs = _records(handle.evidence_path)
-    decision = next(r for r in recs if r["kind"] == "decision" and r["target"] == "read_file")
+    decision = next(d for d in decisions(recs) if d["target"] == "read_file")
     start = next(r for r in recs if r["kind"] == "step.start" and r["target"] == "read_file")
     end = next(r for r in recs if r["kind"] == "step.end" and r["step"] == start["step"])
     assert (decision["effect"], decision["rule"], decision["call"]) == ("allow", "reads", "call_1")
@@ -259,8 +260,8 @@ async def test_a_call_id_is_one_call_reentering_it_replays_the_outcome(
         handle = await rt.start(host, principal="alice")
         assert await handle.result() == [1, 1, 2, ["rule:no-delete", "rule:no-delete"]]
     recs = _records(handle.evidence_path)
-    decisions = [r for r in recs if r["kind"] == "decision" and r.get("framework") == "lg"]
-    assert [(d["target"], d["call"]) for d in decisions] == [("read_x", "same"), ("delete_x", "d")]
+    decided = [d for d in decisions(recs) if d.get("framework") == "lg"]
+    assert [(d["target"], d["call"]) for d in decided] == [("read_x", "same"), ("delete_x", "d")]
     _verified(handle.evidence_path, key)
 
 

@@ -27,7 +27,8 @@ from tenure.crypto._canonical import canonical
 from tenure.crypto._dsse import sign_envelope
 from tenure.evidence import LEASE_PAYLOAD_TYPE
 from tenure.policies import PolicySet
-from tenure.runtime.kernel._lease import Lease, LeaseAuthority, wall_us
+from tenure.runtime.kernel._authority import LeaseAuthority
+from tenure.runtime.kernel._lease import Lease, wall_us
 
 HOUR_US = 3_600_000_000
 

@@ -30,6 +30,7 @@ from tenure.crypto._dsse import verify_envelope
 from tenure.crypto._grants import GRANT_PAYLOAD_TYPE, key_text
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
+from tests.support.evidence import issued_leases, renewed_leases
 
 #: the approver the policies below declare; MALLORY holds a key nobody declared
 CAROL = SigningKey.generate()
@@ -316,14 +317,14 @@ async def test_an_approved_agent_keeps_its_lease_renewed_past_one_generation(
         # Wait until the approved agent's lease has been renewed twice, then let it finish.
         with anyio.fail_after(10):
             while True:
-                if _kinds(handle.evidence_path).count("lease.renewed") >= 4 or handle.done:
+                if len(renewed_leases(_records(handle.evidence_path))) >= 4 or handle.done:
                     break
                 await anyio.sleep(0.02)
         done.set()
         assert await handle.result() == "signed off"
     recs = _records(handle.evidence_path)
-    [issued] = [r for r in recs if r["kind"] == "lease.issued" and r["subject"] == "agent:senior"]
-    renewed = [r for r in recs if r["kind"] == "lease.renewed" and r["lease"] == issued["lease"]]
+    [issued] = [c for c in issued_leases(recs) if c["sub"] == "agent:senior"]
+    renewed = [c for c in renewed_leases(recs) if c["lid"] == issued["lid"]]
     assert len(renewed) >= 2
     assert verify_run(handle.evidence_path, key.public_key).ok
 

@@ -17,6 +17,7 @@ import pytest
 from tenure import Context, PolicyDenied, Runtime, SigningKey, agent, tool
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
+from tests.support.evidence import decisions
 
 HEAD = 'version = 1\ndefault = "deny"\n'
 
@@ -34,7 +35,7 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _decisions(run_dir: Path, target: str) -> list[dict[str, Any]]:
-    return [r for r in _records(run_dir) if r["kind"] == "decision" and r["target"] == target]
+    return [d for d in decisions(_records(run_dir)) if d["target"] == target]
 
 
 def _verified(run_dir: Path, key: SigningKey) -> None:
@@ -105,7 +106,9 @@ targets = ["lookup"]
     assert (d["effect"], d["rule"]) == ("allow", "lookup-ok")
     recs = _records(handle.evidence_path)
     [start] = [r for r in recs if r["kind"] == "step.start" and r["target"] == "lookup"]
-    assert recs[start["decision"]] == d and start["approval"] == -1
+    # An outright allow is carried by the step's own start record (no decision record).
+    assert start == d and start["decision"] == -1 and start["approval"] == -1
+    assert not [r for r in recs if r["kind"] == "decision"]
     h.verify_all()
 
 

@@ -28,7 +28,13 @@ import anyio
 from ... import _errors
 from ..._errors import GovernanceUnavailable, GovernanceViolation
 from ...crypto._canonical import b64e
-from ...evidence._format import DELEGATION_LOST, DELEGATION_QUEUED, DELEGATION_RETURNED
+from ...crypto._dsse import sign_envelope
+from ...evidence._format import (
+    DELEGATION_LOST,
+    DELEGATION_QUEUED,
+    DELEGATION_RETURNED,
+    LEASE_PAYLOAD_TYPE,
+)
 from ._types import TaskOutcome
 
 if TYPE_CHECKING:
@@ -36,6 +42,7 @@ if TYPE_CHECKING:
     from ...crypto._keys import SigningKey
     from ...lineage._spans import Lineage
     from ..kernel._control import RunControl
+    from ..kernel._lease import Lease
     from ..kernel._state import LeaseState, Step
     from ._link import BackendLink
 
@@ -97,13 +104,24 @@ def raise_remote(error: Mapping[str, Any], where: str) -> None:
     raise RuntimeError(f"{where}: {name}: {reason}")
 
 
-def _chain(state: LeaseState) -> list[dict[str, Any]]:
+def _travelling(lease: Lease, key: SigningKey) -> dict[str, Any]:
+    """``lease`` as its own DSSE envelope, the form a worker verifies alone.
+
+    A lease signed in a batch (:mod:`tenure.evidence._batch`) is signed again on its own:
+    the same payload, so the same lease (its digest, which a child binds, is unchanged).
+    """
+    if lease.batch is None:
+        return lease.envelope
+    return sign_envelope(key, LEASE_PAYLOAD_TYPE, lease.payload)
+
+
+def _chain(state: LeaseState, key: SigningKey) -> list[dict[str, Any]]:
     """The delegated lease and every ancestor, root first: each the exact generation its
-    child's claims bind (a parent renewed since then has moved on)."""
-    chain = [state.lease.envelope]
+    child's claims bind (a parent renewed since then has moved on), each its own envelope."""
+    chain = [_travelling(state.lease, key)]
     bound, parent = state.bound, state.parent
     while parent is not None and bound is not None:
-        chain.append(bound.envelope)
+        chain.append(_travelling(bound, key))
         bound, parent = parent.bound, parent.parent
     chain.reverse()
     return chain
@@ -159,9 +177,9 @@ class PoolDelegator:
             "kwargs": to_wire(kwargs),
             "run": run.id,
             "principal": run.principal,
-            "lease": dict(lease.envelope),
+            "lease": _travelling(lease, self._key),
             "lease_id": lease.claims.lid,
-            "chain": _chain(step.lease),
+            "chain": _chain(step.lease, self._key),
             "upstream": sorted(self._upstream(run.evidence_name)),
             "issuer": self._issuer,
             "segment": segment,

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ..._errors import GovernanceViolation
     from ...agents import Agent, Tool
+    from ...evidence._ledger import Ledger
     from ...lineage._spans import Lineage, SpanHandle
     from .._config import RuntimeConfig
-    from ._lease import LeaseAuthority
+    from ._authority import LeaseAuthority
     from ._pace import Pacer
     from ._state import GovState, Step
 
@@ -154,6 +155,9 @@ class RemoteRunner(Protocol):
 class RunServices:
     """The collaborators every run of one runtime shares (one object, set at start).
 
+    ``close_ledger`` seals a finished run's ledger and makes it durable (off the loop), after
+    writing out the file the callable it is given writes (the run's attestation).
+
     The last three are set only with a shared backend: ``remote`` runs delegations to a
     pool; ``start_step`` records a step's ``step.start`` (its fields given) and commits it
     together with the step's debit of the run's budget as all its processes count it,
@@ -169,6 +173,7 @@ class RunServices:
     isolation: Isolator
     wake_watchdog: Callable[[], None]
     pacer: Pacer
+    close_ledger: Callable[[Ledger, Callable[[], object] | None], Awaitable[None]]
     remote: RemoteRunner | None = None
     start_step: Callable[[RunControl, Step, dict[str, Any]], Awaitable[None]] | None = None
     step_left: Callable[[RunControl, Step], None] | None = None

@@ -93,7 +93,7 @@ class StepHost(Protocol):
         """The run's stop, ready to raise."""
         ...
 
-    def _new_step(
+    def new_step(
         self,
         action: str,
         target: ForeignTarget,
@@ -101,19 +101,29 @@ class StepHost(Protocol):
         lease: Any,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-    ) -> Step: ...
+    ) -> Step:
+        """A new step of the run."""
+        ...
 
-    async def _authorize(self, step: Step, missing_scopes: frozenset[str]) -> tuple[int, int]: ...
+    async def authorize(self, step: Step, missing_scopes: frozenset[str]) -> int:
+        """Decide ``step``; its approval's index (-1: allowed outright)."""
+        ...
 
-    def _enter(self, step: Step) -> None: ...
+    def enter(self, step: Step) -> None:
+        """An allowed step becomes live."""
+        ...
 
-    def leave(self, step: Step) -> None: ...
+    def leave(self, step: Step) -> None:
+        """A step ended."""
+        ...
 
-    def _start_record(self, step: Step, decision: int, approval: int) -> None: ...
+    async def start(self, step: Step, approval: int) -> None:
+        """Record the step's start (with a shared backend, committed with its debit)."""
+        ...
 
-    async def _start_shared(self, step: Step, decision: int, approval: int) -> None: ...
-
-    def _over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation: ...
+    def over_budget(self, check: str, reason: str, step: Step) -> GovernanceViolation:
+        """Stop the run: ``step`` exceeded a budget."""
+        ...
 
     def end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
         """Record how a step ended."""
@@ -242,7 +252,7 @@ class ForeignCalls:
             over = run.tracker.before_model_call(max_tokens)
             if over is not None:
                 check, reason = over
-                raise run._over_budget(check, f"{reason}; the call to {model} was not sent", caller)
+                raise run.over_budget(check, f"{reason}; the call to {model} was not sent", caller)
             target = ForeignTarget("model", model, frozenset())
             return ForeignCall(self, caller, "call_model", target, {"provider": provider})
 
@@ -342,7 +352,7 @@ class ForeignCall:
         self._key: _Key | None = None
         self._ended = False
         kwargs = dict(args) if args is not None else {}
-        self.step = self.run._new_step(action, target, caller, caller.lease, (), kwargs)
+        self.step = self.run.new_step(action, target, caller, caller.lease, (), kwargs)
 
     async def begin(self, call_id: str | None, framework: str, kind: str) -> _Outcome | None:
         """Decide, record, wait for an approval; the kept outcome when ``call_id`` ran."""
@@ -380,8 +390,8 @@ class ForeignCall:
         if int(step.id) % _YIELD_EVERY == 0:
             await anyio.lowlevel.checkpoint()
         missing = step.target.scopes - caller.lease.lease.scope_set
-        decision, approval = await run._authorize(step, missing)
-        run._enter(step)
+        approval = await run.authorize(step, missing)
+        run.enter(step)
         try:
             parent = self._parent_span()
             lineage = run.services.lineage
@@ -408,10 +418,7 @@ class ForeignCall:
                     framework=step.framework,
                 )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            if run.services.start_step is None:
-                run._start_record(step, decision, approval)
-            else:
-                await run._start_shared(step, decision, approval)
+            await run.start(step, approval)
         except BaseException:
             run.leave(step)
             raise

@@ -1,17 +1,19 @@
-"""Signed leases and the authority that issues, renews, revokes and verifies them.
+"""Signed leases: the claims, the lease object, and how its signature is carried.
 
-A lease is a capability: claims canonicalized with RFC 8785 and signed with Ed25519 inside
-a DSSE envelope (``application/vnd.tenure.lease.v1+json``). Every security-relevant claim
-(run, parent, principal, subject, scopes, times, policy and attestation digests, epoch,
-nonce) is inside the signed payload; nothing that decides authority lives outside it.
+A lease is a capability: claims canonicalized with RFC 8785 (the lease's *payload*) and
+signed with Ed25519. Every security-relevant claim (run, parent, principal, subject,
+scopes, times, policy and attestation digests, epoch, nonce) is inside the signed payload;
+nothing that decides authority lives outside it. The signature comes in one of two forms:
 
-Invariants, each enforced by its own check:
+- a DSSE envelope of its own (``application/vnd.tenure.lease.v1+json``): the form a lease
+  has when it travels to another process (a delegation to a pool);
+- a place in a :class:`LeaseBatch`: one DSSE envelope signing the digests of the payloads
+  of every lease issued (or renewed) together (:mod:`tenure.evidence._batch`). One
+  signature then covers a whole fan-out's leases; each is still signed before its task
+  runs, and is verified by its digest's presence in the signed list.
 
-- A child lease only narrows its parent: scopes a subset, expiry no later, same run,
-  audience, policy and attestation, depth one more, the parent's digest bound in.
-- No lease, root or renewed, expires after the run's hard deadline (its ``ttl``).
-- Revoking a lease revokes every descendant (:meth:`LeaseAuthority.revoke` returns them).
-- Verification order: signature, payload type, then claims parsing and audience.
+The lease's identity (``digest``: SHA-256 of the payload, what a child binds as its parent)
+does not depend on the form. :class:`~._authority.LeaseAuthority` makes and checks leases.
 
 Times are integers in microseconds since the Unix epoch (within 2**53, so RFC 8785 keeps
 them exact). Locally, expiry is enforced against ``time.monotonic`` deadlines so that a
@@ -21,23 +23,28 @@ wall-clock jump can neither extend nor cut a live lease; wall times are for the 
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from ..._errors import LeaseExpired, PolicyDenied, SignatureInvalid
+from ..._errors import SignatureInvalid
 from ..._util import NoPublicConstructor, final
 from ...crypto._canonical import b64e, canonical_fast, digest
-from ...crypto._dsse import sign_envelope, verify_envelope
-from ...crypto._keys import SigningKey
 from ...evidence._format import LEASE_PAYLOAD_TYPE
 
-__all__ = ["Lease", "LeaseAuthority", "LeaseClaims", "wall_us"]
+__all__ = [
+    "Lease",
+    "LeaseBatch",
+    "LeaseClaims",
+    "check_intact",
+    "check_narrowing",
+    "claims_json",
+    "decode_claims",
+    "new_claims",
+    "wall_us",
+]
 
 
 def wall_us() -> int:
@@ -71,13 +78,83 @@ class LeaseClaims(BaseModel):
     epoch: int
 
 
+_CLAIM_FIELDS: Final = tuple(LeaseClaims.model_fields)
+
+
+def new_claims(values: dict[str, Any]) -> LeaseClaims:
+    """Claims from values the authority made or took from verified claims (not validated).
+
+    What ``LeaseClaims.model_construct`` does, for the one shape the hot path builds: every
+    field given. The signed payload is checked field by field when it is read back.
+    """
+    claims = LeaseClaims.__new__(LeaseClaims)
+    setter = object.__setattr__
+    setter(claims, "__dict__", values)
+    setter(claims, "__pydantic_fields_set__", set(_CLAIM_FIELDS))
+    setter(claims, "__pydantic_extra__", None)
+    setter(claims, "__pydantic_private__", None)
+    return claims
+
+
+def claims_json(claims: LeaseClaims) -> dict[str, Any]:
+    """The claims as the JSON object that is signed (``model_dump(mode="json")``, faster)."""
+    out = {name: getattr(claims, name) for name in _CLAIM_FIELDS}
+    out["scopes"] = list(claims.scopes)
+    return out
+
+
+def decode_claims(payload: bytes) -> Any:
+    """Parse a lease payload as a ``LeaseClaims`` input (scopes as a tuple)."""
+    claims = json.loads(payload)
+    if isinstance(claims, dict) and isinstance(claims.get("scopes"), list):
+        claims["scopes"] = tuple(claims["scopes"])
+    return claims
+
+
+@final
+class LeaseBatch(metaclass=NoPublicConstructor):
+    """One signature over several leases' payload digests (see the module docstring).
+
+    Immutable: the signed batch payload, the digests it lists, and its DSSE envelope.
+    """
+
+    __slots__ = ("_envelope", "digests", "payload", "run")
+
+    run: str
+    payload: bytes
+    digests: frozenset[str]
+    _envelope: bytes
+
+    def __init__(
+        self, run: str, payload: bytes, envelope: dict[str, Any], digests: frozenset[str]
+    ) -> None:
+        init = object.__setattr__
+        init(self, "run", run)
+        init(self, "payload", payload)
+        init(self, "digests", digests)
+        init(self, "_envelope", orjson.dumps(envelope))
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a LeaseBatch is immutable: cannot assign {name!r}")
+
+    @property
+    def envelope(self) -> dict[str, Any]:
+        """The batch's DSSE envelope (a fresh copy)."""
+        value: dict[str, Any] = orjson.loads(self._envelope)
+        return value
+
+    def __repr__(self) -> str:
+        return f"<LeaseBatch run={self.run} leases={len(self.digests)}>"
+
+
 @final
 class Lease(metaclass=NoPublicConstructor):
-    """A verified, signed lease: claims, the exact signed payload and its envelope.
+    """A signed lease: claims, the exact signed payload, and its signature.
 
-    Only a :class:`LeaseAuthority` creates leases (issue, renew or verify); the lease id
-    (``lid``) is also its revocation id, and ``digest`` (SHA-256 of the payload) is what a
-    child lease binds as its parent.
+    Only a :class:`~._authority.LeaseAuthority` creates leases (issue, renew or verify);
+    the lease id (``lid``) is also its revocation id, and ``digest`` (SHA-256 of the
+    payload) is what a child lease binds as its parent. ``batch`` is the
+    :class:`LeaseBatch` that signed it, or ``None`` for a lease with an envelope of its own.
 
     Immutable: every attribute is set once, at creation, and assigning or deleting one
     raises ``AttributeError`` (``ctx.lease`` is this object, so an agent assigning
@@ -87,20 +164,30 @@ class Lease(metaclass=NoPublicConstructor):
     parent's signed claims before it is signed.
     """
 
-    __slots__ = ("_envelope", "claims", "digest", "payload", "scope_set")
+    __slots__ = ("_envelope", "batch", "claims", "digest", "payload", "scope_set")
 
     claims: LeaseClaims
     payload: bytes
     digest: str
     scope_set: frozenset[str]
-    _envelope: tuple[str, str, tuple[tuple[tuple[str, Any], ...], ...]]
+    batch: LeaseBatch | None
+    _envelope: bytes | None
 
-    def __init__(self, claims: LeaseClaims, payload: bytes, envelope: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        claims: LeaseClaims,
+        payload: bytes,
+        envelope: dict[str, Any] | None = None,
+        *,
+        batch: LeaseBatch | None = None,
+        payload_digest: str | None = None,
+    ) -> None:
         init = object.__setattr__
         init(self, "claims", claims)
         init(self, "payload", payload)
-        init(self, "_envelope", _frozen_envelope(envelope))
-        init(self, "digest", digest(payload))
+        init(self, "_envelope", orjson.dumps(envelope) if envelope is not None else None)
+        init(self, "batch", batch)
+        init(self, "digest", payload_digest or digest(payload))
         init(self, "scope_set", frozenset(claims.scopes))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -111,12 +198,20 @@ class Lease(metaclass=NoPublicConstructor):
 
     @property
     def envelope(self) -> dict[str, Any]:
-        """The signed DSSE envelope (a fresh copy: editing it changes no lease)."""
-        payload_type, payload, signatures = self._envelope
+        """The signed lease as one JSON object (a fresh copy: editing it changes no lease).
+
+        A DSSE envelope for a lease signed on its own; for a lease signed in a batch, the
+        same ``payloadType`` and ``payload`` with ``batch`` (the batch's DSSE envelope) in
+        place of ``signatures``. :meth:`~._authority.LeaseAuthority.verify` takes both.
+        """
+        if self._envelope is not None:
+            value: dict[str, Any] = orjson.loads(self._envelope)
+            return value
+        assert self.batch is not None  # a lease is made with one form or the other
         return {
-            "payloadType": payload_type,
-            "payload": payload,
-            "signatures": [dict(sig) for sig in signatures],
+            "payloadType": LEASE_PAYLOAD_TYPE,
+            "payload": b64e(self.payload),
+            "batch": self.batch.envelope,
         }
 
     @property
@@ -139,311 +234,26 @@ class Lease(metaclass=NoPublicConstructor):
         return f"<Lease {c.lid} {c.sub} gen={c.gen} scopes={sorted(c.scopes)} exp={c.exp}>"
 
 
-class LeaseAuthority:
-    """Issues, renews, revokes and verifies the leases of one runtime.
-
-    ``audience`` names the runtime instance; a lease minted for another audience, by
-    another key, or with any altered byte fails :meth:`verify` with
-    :class:`SignatureInvalid`.
-    """
-
-    def __init__(self, key: SigningKey, audience: str) -> None:
-        self._key = key
-        self.audience = audience
-        self._revoked: set[str] = set()
-        # parent lid -> its live children's lids (a dict as an ordered set: O(1) removal)
-        self._children: dict[str, dict[str, None]] = {}
-
-    @property
-    def key(self) -> SigningKey:
-        """The signing key (swapped only through :meth:`rotate_key`)."""
-        return self._key
-
-    @property
-    def public_key(self) -> Ed25519PublicKey:
-        """The key leases are verified against."""
-        return self._key.public_key
-
-    def rotate_key(self, key: SigningKey) -> None:
-        """Sign future leases with ``key`` (a reloaded key file)."""
-        self._key = key
-
-    def _sign(self, claims: LeaseClaims) -> Lease:
-        payload = canonical_fast(_as_json(claims))
-        envelope = sign_envelope(self._key, LEASE_PAYLOAD_TYPE, payload)
-        return Lease._create(claims, payload, envelope)
-
-    def issue_root(
-        self,
-        *,
-        run_id: str,
-        principal: str,
-        subject: str,
-        scopes: Iterable[str],
-        expires_us: int,
-        hard_deadline_us: int,
-        policy: str,
-        attestation: str,
-        epoch: int,
-        now_us: int | None = None,
-    ) -> Lease:
-        """The lease for a run's root agent, expiring no later than the run's deadline.
-
-        ``now_us`` is the issue time on the caller's lease clock (default: the wall clock);
-        a run passes its own clock so that every lease time of the run shares one base.
-        """
-        now = wall_us() if now_us is None else now_us
-        claims = LeaseClaims(
-            lid=secrets.token_hex(16),
-            gen=0,
-            run=run_id,
-            parent=None,
-            parent_lid=None,
-            depth=0,
-            iss=self._key.key_id,
-            aud=self.audience,
-            principal=principal,
-            sub=subject,
-            scopes=tuple(sorted(set(scopes))),
-            iat=now,
-            nbf=now,
-            exp=min(expires_us, hard_deadline_us),
-            nonce=secrets.token_hex(16),
-            policy=policy,
-            attestation=attestation,
-            epoch=epoch,
-        )
-        return self._sign(claims)
-
-    def issue_child(
-        self,
-        parent: Lease,
-        *,
-        subject: str,
-        scopes: Iterable[str],
-        expires_us: int,
-        now_us: int | None = None,
-    ) -> Lease:
-        """A lease for a delegated task: only ever narrower than ``parent``."""
-        if parent.claims.lid in self._revoked:
-            raise PolicyDenied(
-                "cannot delegate under a revoked lease",
-                run_id=parent.claims.run,
-                lease_id=parent.claims.lid,
-                check="lease.revoked",
-            )
-        wanted = frozenset(scopes)
-        # Narrowed against the scopes in the parent's signed payload: whatever happened to
-        # the in-memory objects, no child is signed wider than what was signed for it.
-        signed = frozenset(orjson.loads(parent.payload)["scopes"])
-        extra = wanted - (signed & parent.scope_set)
-        if extra:
-            raise PolicyDenied(
-                f"child lease for {subject} asks for scopes {sorted(extra)} that the parent "
-                f"lease does not hold (parent has {sorted(signed)})",
-                run_id=parent.claims.run,
-                lease_id=parent.claims.lid,
-                check="lease.narrowing",
-                task=subject,
-            )
-        now = wall_us() if now_us is None else now_us
-        p = parent.claims
-        # Not re-validated: every field is the verified parent's, or made here (the hot path
-        # of a fan-out); the signed payload is checked field by field when read back.
-        claims = LeaseClaims.model_construct(
-            v=1,
-            lid=secrets.token_hex(16),
-            gen=0,
-            run=p.run,
-            parent=parent.digest,
-            parent_lid=p.lid,
-            depth=p.depth + 1,
-            iss=self._key.key_id,
-            aud=self.audience,
-            principal=p.principal,
-            sub=subject,
-            scopes=tuple(sorted(wanted)),
-            iat=now,
-            nbf=now,
-            exp=min(expires_us, p.exp),
-            nonce=secrets.token_hex(16),
-            policy=p.policy,
-            attestation=p.attestation,
-            epoch=p.epoch,
-        )
-        self._children.setdefault(p.lid, {})[claims.lid] = None
-        return self._sign(claims)
-
-    def renew(
-        self,
-        lease: Lease,
-        *,
-        expires_us: int,
-        hard_deadline_us: int,
-        parent: Lease | None = None,
-        policy: str | None = None,
-        epoch: int | None = None,
-        now_us: int | None = None,
-    ) -> Lease:
-        """A new generation of ``lease`` with a later expiry (never past the hard deadline).
-
-        The current lease is checked first: its claims must be exactly the payload it was
-        signed over and its envelope must carry that payload, so a lease altered in memory
-        is never extended. (Its signature was verified when it was made, and the watchdog
-        re-verifies every live lease's signature about once per lease lifetime; a renewal
-        does not pay a second signature check.) ``now_us``: the current time on the same
-        clock as ``expires_us`` and ``hard_deadline_us`` (default: the wall clock).
-        """
-        _check_intact(lease)
-        c = lease.claims
-        if c.lid in self._revoked:
-            raise PolicyDenied(
-                "a revoked lease is never renewed",
-                run_id=c.run,
-                lease_id=c.lid,
-                check="lease.revoked",
-                task=c.sub,
-            )
-        exp = min(expires_us, hard_deadline_us)
-        if parent is not None:
-            exp = min(exp, parent.claims.exp)
-        if exp <= (wall_us() if now_us is None else now_us):
-            raise LeaseExpired(
-                "the run's ttl is exhausted: the lease cannot be renewed",
-                run_id=c.run,
-                lease_id=c.lid,
-                check="lease.ttl",
-                task=c.sub,
-            )
-        claims = c.model_copy(
-            update={
-                "gen": c.gen + 1,
-                "exp": exp,
-                "nonce": secrets.token_hex(16),
-                "parent": parent.digest if parent is not None else c.parent,
-                "policy": policy if policy is not None else c.policy,
-                "epoch": epoch if epoch is not None else c.epoch,
-            }
-        )
-        return self._sign(claims)
-
-    def revoke(self, lease_id: str, *, descendants: Iterable[str] | None = None) -> list[str]:
-        """Revoke ``lease_id`` and its descendants; returns every id newly revoked.
-
-        ``descendants``: every live descendant, when the caller already knows them (a run
-        revoking its root lease: all its live leases), marked at C speed instead of walked.
-        """
-        if descendants is not None:
-            ids = [lease_id, *descendants]
-            newly_set = set(ids) - self._revoked
-            self._revoked |= newly_set
-            return [lid for lid in ids if lid in newly_set]
-        newly: list[str] = []
-        stack = [lease_id]
-        while stack:
-            lid = stack.pop()
-            if lid not in self._revoked:
-                self._revoked.add(lid)
-                newly.append(lid)
-            stack.extend(self._children.get(lid, ()))
-        return newly
-
-    def is_revoked(self, lease_id: str) -> bool:
-        """True if ``lease_id`` (or an ancestor, at revocation time) was revoked."""
-        return lease_id in self._revoked
-
-    def forget(self, lease: Lease) -> None:
-        """Drop the bookkeeping of a lease whose step ended (its records are on disk)."""
-        c = lease.claims
-        self._children.pop(c.lid, None)
-        self._revoked.discard(c.lid)
-        if c.parent_lid is not None:
-            siblings = self._children.get(c.parent_lid)
-            if siblings is not None:
-                siblings.pop(c.lid, None)
-
-    def forget_run(self, lease_ids: Iterable[str]) -> None:
-        """Drop bookkeeping for leases of a finished run (revocations are in its ledger)."""
-        for lid in lease_ids:
-            self._children.pop(lid, None)
-            self._revoked.discard(lid)
-
-    def verify(self, envelope: Any, *, parent: Lease | None = None) -> Lease:
-        """Verify an envelope minted by this authority and return the lease.
-
-        Raises :class:`SignatureInvalid` naming the failed check: signature, payload type,
-        claims, issuer, audience, or (with ``parent``) the narrowing rules.
-        """
-        try:
-            payload = verify_envelope(envelope, self._key.public_key, LEASE_PAYLOAD_TYPE)
-        except ValueError as exc:
-            raise SignatureInvalid(f"lease rejected: {exc}", check="lease.signature") from exc
-        try:
-            claims = LeaseClaims.model_validate(_decode_claims(payload))
-        except (ValidationError, ValueError) as exc:
-            raise SignatureInvalid(
-                f"lease payload is not valid lease claims: {exc}", check="lease.claims"
-            ) from exc
-        if claims.iss != self._key.key_id:
-            raise SignatureInvalid(
-                f"lease issuer {claims.iss!r} is not this runtime's key {self._key.key_id!r}",
-                run_id=claims.run,
-                lease_id=claims.lid,
-                check="lease.issuer",
-            )
-        if claims.aud != self.audience:
-            raise SignatureInvalid(
-                f"lease audience {claims.aud!r} is not this runtime ({self.audience!r})",
-                run_id=claims.run,
-                lease_id=claims.lid,
-                check="lease.audience",
-            )
-        lease = Lease._create(claims, payload, envelope)
-        if parent is not None:
-            check_narrowing(lease, parent)
-        return lease
-
-
-_CLAIM_FIELDS = tuple(LeaseClaims.model_fields)
-
-
-def _as_json(claims: LeaseClaims) -> dict[str, Any]:
-    """The claims as the JSON object that is signed (``model_dump(mode="json")``, faster)."""
-    out = {name: getattr(claims, name) for name in _CLAIM_FIELDS}
-    out["scopes"] = list(claims.scopes)
-    return out
-
-
-def _check_intact(lease: Lease) -> None:
-    """Raise :class:`SignatureInvalid` unless claims, payload and envelope still agree."""
+def check_intact(lease: Lease) -> None:
+    """Raise :class:`SignatureInvalid` unless claims, payload and signature still agree."""
     c = lease.claims
-    envelope = lease.envelope
+    if lease.batch is not None and lease._envelope is None:
+        carried = lease.digest in lease.batch.digests
+    else:
+        envelope = lease.envelope
+        carried = isinstance(envelope, dict) and envelope.get("payload") == b64e(lease.payload)
     if (
-        not isinstance(envelope, dict)
-        or envelope.get("payload") != b64e(lease.payload)
+        not carried
         or digest(lease.payload) != lease.digest
-        or canonical_fast(_as_json(c)) != lease.payload
+        or canonical_fast(claims_json(c)) != lease.payload
     ):
         raise SignatureInvalid(
-            f"lease {c.lid} was altered in memory: its claims, payload and envelope disagree",
+            f"lease {c.lid} was altered in memory: its claims, payload and signature disagree",
             run_id=c.run,
             lease_id=c.lid,
             check="lease.signature",
             task=c.sub,
         )
-
-
-def _frozen_envelope(envelope: Any) -> tuple[str, str, tuple[tuple[tuple[str, Any], ...], ...]]:
-    """An envelope as immutable tuples (rebuilt as a dict by :attr:`Lease.envelope`)."""
-    signatures = tuple(tuple(sorted(sig.items())) for sig in envelope["signatures"])
-    return envelope["payloadType"], envelope["payload"], signatures
-
-
-def _decode_claims(payload: bytes) -> Any:
-    claims = json.loads(payload)
-    if isinstance(claims, dict) and isinstance(claims.get("scopes"), list):
-        claims["scopes"] = tuple(claims["scopes"])
-    return claims
 
 
 def check_narrowing(child: Lease, parent: Lease) -> None:

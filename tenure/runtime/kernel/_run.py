@@ -1,28 +1,41 @@
 """One run, start to end: its lifecycle, the watchdog's duties and revocation.
 
-:class:`Run` is the whole of a run as the runtime sees it: :class:`RunState` (state,
-evidence, the stop and the per-resumption checks), :class:`GovernedSteps` (how each agent
+:class:`Run` is the whole of a run as the runtime sees it: the layers below it (state,
+evidence and the stop; checks; records; decisions; :class:`GovernedSteps`, how each agent
 invocation and tool call is let through) and, here, how the run is driven from its root
 step to its ``run.end`` record, how its leases are renewed and how it is revoked.
 
-Invariant: ``drive`` always ends with a ``run.end`` record (unless the ledger itself
-failed) and ``done`` set, whatever the root agent did.
+Invariants:
+
+- ``drive`` always ends with a ``run.end`` record (unless the ledger itself failed) and
+  ``done`` set, whatever the root agent did; ``done`` is set only once the evidence is
+  durable (its fsync and final checkpoint, done off the event loop: runs closing together
+  fsync concurrently, which the filesystem's journal commits together).
+- Renewals of one watchdog pass are signed in one batch per delegation depth (a child's
+  renewal binds its parent's new generation, so parents are signed first).
+- Revoking a lease revokes its descendants; the ``lease.revoked`` record names the lease,
+  and a verifier derives the descendants from the leases' parent links.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import anyio
 
 from ..._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
-from ...evidence._format import LEASE_RENEWED, LEASE_REVOKED, RUN_END
+from ...evidence._format import LEASE_REVOKED, RUN_END
 from ...lineage._names import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED, lease_event
+from ._checks import stands
 from ._gate import Gate, Governed
-from ._runstate import stands
 from ._state import GOVERNED_RUN, NO_LEASE, LeaseState, value_digest
 from ._steps import GovernedSteps, first_error
+
+if TYPE_CHECKING:
+    from ._lease import Lease, LeaseClaims
 
 __all__ = ["Run"]
 
@@ -68,7 +81,7 @@ class Run(GovernedSteps):
                 self._classify(anyio.get_cancelled_exc_class()())
             with anyio.CancelScope(shield=True):
                 await self.foreign.drain()  # foreign calls in other tasks record their end
-            self._finish()
+                await self._finish()
             on_exit(self)
             self.done.set()
 
@@ -97,7 +110,7 @@ class Run(GovernedSteps):
             return
         self.error = exc
 
-    def _finish(self) -> None:
+    async def _finish(self) -> None:
         """Record how the run ended and close its evidence (checkpoint, fsync)."""
         if self.stop is not None:
             fields = {
@@ -135,7 +148,7 @@ class Run(GovernedSteps):
         self.record_stopped()
         self.try_record(RUN_END, fields)
         try:
-            self.ledger.close()
+            await self.services.close_ledger(self.ledger, self.write_attestation)
         except GovernanceViolation as exc:
             if self.stop is None and self.error is None:
                 exc.run_id = self.id
@@ -184,18 +197,49 @@ class Run(GovernedSteps):
             batch = heapq.nsmallest(budget, due, key=_urgency)
             chosen = set(map(id, batch))
             batch += [s for s in due if id(s) not in chosen and s.deadline <= critical]
-        for state in sorted(batch, key=_depth):
-            self._renew(state)
-            if self.stop is not None:
-                return False
+        self.renew_leases(batch)
+        if self.stop is not None:
+            return False
         return len(due) > len(batch)
 
-    def _renew(self, state: LeaseState) -> None:
+    def renew_leases(self, states: list[LeaseState]) -> None:
+        """Renew those of ``states`` still allowed: one signature per delegation depth.
+
+        Parents come first: a child's renewal is capped at, and binds, its parent's current
+        generation.
+        """
+        for _, level in itertools.groupby(sorted(states, key=_depth), key=_depth):
+            self._renew_level(list(level))
+            if self.stop is not None:
+                return
+
+    def _renew_level(self, states: list[LeaseState]) -> None:
+        drafts: list[tuple[LeaseState, Lease | None, LeaseClaims]] = []
+        for state in states:
+            renewal = self._draft_renewal(state)
+            if self.stop is not None:
+                return
+            if renewal is not None:
+                drafts.append((state, *renewal))
+        if not drafts:
+            return
+        try:
+            leases = self.issuer.sign_and_record([d for _, _, d in drafts], "renewed")
+        except GovernanceViolation:
+            return
+        now_us = self.lease_clock_us()
+        for (state, parent, _), lease in zip(drafts, leases, strict=True):
+            state.adopt(lease, self.hard_deadline, now_us, parent)
+            span = state.step.span if state.step is not None else self.span
+            span.event(EVENT_LEASE_RENEWED, lease_event(state.id, generation=lease.claims.gen))
+
+    def _draft_renewal(self, state: LeaseState) -> tuple[Lease | None, LeaseClaims] | None:
+        """The claims of ``state``'s next generation, if its step is still allowed."""
         step = state.step
         if step is not None:
             decision = self.redecide(self.gov.policy, step)
             if decision is None:
-                return
+                return None
             if not stands(decision, step):
                 self.fail(
                     PolicyDenied(
@@ -206,16 +250,16 @@ class Run(GovernedSteps):
                         source="watchdog",
                     )
                 )
-                return
+                return None
         services = self.services
         now_us = self.lease_clock_us()
         parent = state.parent.lease if state.parent is not None else None
         if parent is not None and parent.claims.exp <= state.lease.claims.exp:
             # Capped at the parent's expiry, which it already has: nothing to extend until
             # the parent is renewed (parents come first in a pass), so no signature now.
-            return
+            return None
         try:
-            lease = services.authority.renew(
+            draft = services.authority.draft_renewal(
                 state.lease,
                 expires_us=now_us + int(services.config.lease_seconds * 1e6),
                 hard_deadline_us=self.hard_deadline_us,
@@ -227,42 +271,26 @@ class Run(GovernedSteps):
         except GovernanceViolation as exc:
             exc.run_id = self.id
             self.fail(exc)
-            return
-        state.adopt(lease, self.hard_deadline, now_us, parent)
-        span = step.span if step is not None else self.span
-        span.event(EVENT_LEASE_RENEWED, lease_event(state.id, generation=lease.claims.gen))
-        try:
-            self.record(
-                LEASE_RENEWED,
-                {"lease": state.id, "exp": lease.claims.exp, "envelope": lease.envelope},
-                span,
-            )
-        except GovernanceViolation:
-            return
+            return None
+        return parent, draft
 
     def revoke_lease(self, lease_id: str, reason: str, by: str) -> None:
         """Revoke a lease and its descendants; the run stops (fail closed).
 
-        Revoking the root lease revokes every live lease of the run: they are known, so
-        no tree walk, and each lease's flag is not set one by one — the run's stop, which
-        every gate and the watchdog read first, covers them all.
+        Revoking the root lease revokes every lease of the run: no lease is marked one by
+        one — the run's stop, which every gate and the watchdog read first, covers them all.
         """
         state = self.leases.get(lease_id)
         authority = self.services.authority
         if state is not None and state.parent is None:
-            cascade = authority.revoke(
-                lease_id, descendants=[k for k in self.leases if k != lease_id]
-            )
+            authority.revoke(lease_id, subtree=False)
             state.revoked = True
         else:
-            cascade = authority.revoke(lease_id)
-            for lid in cascade:
+            for lid in authority.revoke(lease_id):
                 live = self.leases.get(lid)
                 if live is not None:
                     live.revoked = True
-        self.try_record(
-            LEASE_REVOKED, {"lease": lease_id, "reason": reason, "by": by, "cascade": cascade}
-        )
+        self.try_record(LEASE_REVOKED, {"lease": lease_id, "reason": reason, "by": by})
         self.span.event(EVENT_LEASE_REVOKED, lease_event(lease_id, reason=reason))
         task = state.lease.claims.sub if state is not None else None
         self.fail(

@@ -1,5 +1,10 @@
 """A run's state, its evidence, and the fail-closed stop.
 
+A run is built in layers, one module each: this one (state, evidence, the stop and its
+cleanup grace), :mod:`._checks` (the per-resumption checks and policy re-decisions),
+:mod:`._records` (how steps are written to the ledger), :mod:`._decide` (deciding a new
+step), :mod:`._steps` (running it) and :mod:`._run` (the lifecycle, renewals, revocation).
+
 Invariants:
 
 - The first stop wins: :meth:`RunState.fail` records the violation, cancels the run's
@@ -19,25 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..._errors import (
-    GovernanceUnavailable,
-    GovernanceViolation,
-    LeaseExpired,
-    LeaseRevoked,
-    PolicyDenied,
-)
+from ..._errors import GovernanceUnavailable, GovernanceViolation
 from ...agents import Agent, Tool
-from ...evidence._format import STEP_END, STEPS_STOPPED, VIOLATION
+from ...evidence._format import VIOLATION
 from ...lineage._names import EVENT_VIOLATION, violation_event
 from ._lease import wall_us
-from ._state import LeaseState, Step, value_digest
+from ._state import LeaseState, Step
 
 _INF = float("inf")
 
@@ -45,15 +44,15 @@ if TYPE_CHECKING:
     from ...evidence._attest import CodeItem
     from ...evidence._ledger import Ledger
     from ...lineage._spans import SpanHandle
-    from ...policies import BudgetTracker, Decision, PolicySet
+    from ...policies import BudgetTracker
     from ._control import RunServices
     from ._gate import Gate
 
-__all__ = ["RunState", "stands"]
+__all__ = ["RunState"]
 
 
 class RunState:
-    """State and control of one run: evidence, stop, and the per-resumption checks."""
+    """State and control of one run: its evidence, and the stop."""
 
     def __init__(
         self,
@@ -98,6 +97,8 @@ class RunState:
         self.code = code
         #: the agents and tools measured into the run's attestation (None: not checked)
         self.attested: frozenset[Any] | None = None
+        #: writes the run's attestation file out at close (off the loop), when it has one
+        self.write_attestation: Callable[[], object] | None = None
         self.stop: GovernanceViolation | None = None
         self.cancelled_reason: str | None = None
         self.validated_epoch = self.gov.epoch
@@ -270,66 +271,6 @@ class RunState:
         for scope in self.cancel_scopes:  # foreign calls in tasks the run does not own: few
             scope.cancel()
 
-    def end_record(self, step: Step, error: BaseException | None, result: Any = None) -> None:
-        if error is None:
-            step.span.end(None)
-            fields = {
-                "step": step.id,
-                "status": "ok",
-                "result": value_digest(result),
-                "error": "",
-                "message": "",
-            }
-            self.record(STEP_END, fields, step.span, flush=False)
-            return
-        step.span.end(self.stop if self.stop is not None else error)
-        message = _message(error)
-        if self.stop is not None or self.cancelled_reason:
-            # Thousands of tasks unwinding at once each note only their id and end time; one
-            # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
-            self._note_stopped(step, type(error).__name__, message, "cleaned")
-            return
-        fields = {
-            "step": step.id,
-            "status": "error",
-            "result": "",
-            "error": type(error).__name__,
-            "message": message,
-        }
-        self.try_record(STEP_END, fields, step.span, flush=False)
-
-    def _note_stopped(self, step: Step, error: str, message: str, outcome: str) -> None:
-        ids, ended = self._unwound.setdefault((error, message, outcome), ([], []))
-        ids.append(step.id)
-        ended.append(self.lease_clock_us())
-
-    def record_stopped(self) -> None:
-        """Write the ``steps.stopped`` records of the steps the stop ended (at run end).
-
-        Steps still live now belonged to tasks abandoned after the cleanup grace (or that
-        never got to unwind): their outcome is ``abandoned``; the others ``cleaned``.
-        """
-        why = self.stop if self.stop is not None else None
-        for step in self.steps.values():
-            step.span.end(why)
-            error = type(why).__name__ if why is not None else "Cancelled"
-            message = str(why)[:500] if why is not None else (self.cancelled_reason or "")
-            self._note_stopped(step, error, message, "abandoned")
-        self.steps.clear()
-        for (error, message, outcome), (ids, ended) in self._unwound.items():
-            self.try_record(
-                STEPS_STOPPED,
-                {
-                    "error": error,
-                    "message": message,
-                    "outcome": outcome,
-                    "steps": ids,
-                    "ended": ended,
-                },
-                flush=False,
-            )
-        self._unwound.clear()
-
     def cancel(self, reason: str) -> None:
         """Stop the run because its caller went away (not a governance violation)."""
         if self.stop is None and self.cancelled_reason is None:
@@ -340,167 +281,3 @@ class RunState:
             for scope in self.cancel_scopes:
                 scope.cancel()
             self.services.wake_watchdog()
-
-    # -- the per-resumption checks --------------------------------------------------------
-
-    def failed_check(self, gate: Gate) -> GovernanceViolation | None:
-        """Slow path of the check in :class:`Governed`: find what failed, or revalidate."""
-        violation = self.check_lease(gate.lease, gate.task)
-        if violation is None:
-            gate.epoch = self.gov.epoch
-        return violation
-
-    def check_lease(self, lease: LeaseState, task: str) -> GovernanceViolation | None:
-        """Every per-resumption condition for ``lease``; stops the run on the first failure."""
-        if self.stop is not None:
-            return self.stop
-        if lease.revoked:
-            return self.fail(
-                LeaseRevoked(
-                    "the lease was revoked",
-                    lease_id=lease.id,
-                    check="lease.revoked",
-                    task=task,
-                    source="gate",
-                )
-            )
-        now = monotonic()
-        if now >= lease.deadline:
-            return self.fail(self._expired(lease, task, now))
-        if now >= self.gov.control_deadline:
-            return self.fail(
-                GovernanceUnavailable(
-                    "this process's control-plane lease was not renewed in time: the "
-                    "governance backend stopped acknowledging it, so its authority ended "
-                    "on its own clock",
-                    lease_id=lease.id,
-                    check="backend.liveness",
-                    task=task,
-                    source="gate",
-                )
-            )
-        if now >= self.gov.watchdog_deadline:
-            return self.fail(
-                GovernanceUnavailable(
-                    "the watchdog heartbeat is late: governance cannot be vouched for",
-                    lease_id=lease.id,
-                    check="watchdog.heartbeat",
-                    task=task,
-                    source="gate",
-                )
-            )
-        if self.validated_epoch != self.gov.epoch:
-            self.revalidate()
-        return self.stop
-
-    def _expired(self, lease: LeaseState, task: str, now: float) -> LeaseExpired:
-        if now >= self.hard_deadline:
-            return LeaseExpired(
-                f"the run's ttl of {self.ttl:g}s is exhausted",
-                lease_id=lease.id,
-                check="run.ttl",
-                task=task,
-                source="gate",
-            )
-        return LeaseExpired(
-            "the lease expired before it was renewed",
-            lease_id=lease.id,
-            check="lease.expiry",
-            task=task,
-            source="gate",
-        )
-
-    # -- decisions ------------------------------------------------------------------------
-
-    def revalidate(self) -> None:
-        """Re-decide every live step under the current policy set (after an epoch bump)."""
-        if self.validated_epoch == self.gov.epoch or self.stop is not None:
-            return
-        policy = self.gov.policy
-        for step in list(self.steps.values()):
-            decision = self.redecide(policy, step)
-            if decision is None:
-                return
-            if not stands(decision, step):
-                self.fail(
-                    PolicyDenied(
-                        f"policy {policy.digest[:19]} no longer allows live step {step.id} "
-                        f"({step.target.qualified}): {decision.reason}",
-                        lease_id=step.lease.id,
-                        check=f"rule:{decision.rule_id}",
-                        task=step.target.qualified,
-                        source="policy-reload",
-                    )
-                )
-                return
-        self.validated_epoch = self.gov.epoch
-
-    def redecide(
-        self, policy: PolicySet, step: Step, doing: str = "re-deciding live step"
-    ) -> Decision | None:
-        """Decide ``step``; a policy engine fault stops the run (``None`` is returned then).
-
-        Never falls through to allow, and never raises: the watchdog calls it too.
-        """
-        try:
-            args = step.bound_args() if policy.uses_args else None
-            return policy.decide(self.principal, step.action, step.target.name, step.caller, args)
-        except Exception as exc:
-            self.fail(
-                GovernanceUnavailable(
-                    f"the policy engine failed while {doing} {step.id} "
-                    f"({step.target.qualified}): {type(exc).__name__}: {exc}",
-                    lease_id=step.lease.id,
-                    check="policy.engine",
-                    task=step.target.qualified,
-                    source="policy",
-                )
-            )
-            return None
-
-    def note_uncooperative(self, gate: Gate, how: str) -> None:
-        """Record that a task kept going after its stop (tried to act, or outran the grace)."""
-        self.try_record(
-            VIOLATION,
-            {
-                "error": "Uncooperative",
-                "check": "task.uncooperative",
-                "reason": f"{gate.task} {how}",
-                "lease": gate.lease.id,
-                "task": gate.task,
-                "source": "gate",
-            },
-        )
-
-    def ensure_live(self, caller: Step | None, gate: Gate | None = None, what: str = "") -> None:
-        """Raise the stop (or the caller's failed check) before a new step starts.
-
-        A task that was already told of the stop (``gate.stopped``) and still tries to act
-        is recorded as uncooperative.
-        """
-        if self.stop is not None:
-            if gate is not None and gate.stopped is not None:
-                self.note_uncooperative(gate, f"tried to start {what} after the stop")
-            raise self.stop_error()
-        if self.cancelled_reason is not None:
-            # The caller went away: no new step starts, even if an agent swallowed the
-            # cancellation and tries to go on.
-            raise anyio.get_cancelled_exc_class()(f"run {self.id}: {self.cancelled_reason}")
-        if caller is not None:
-            violation = self.check_lease(caller.lease, caller.target.qualified)
-            if violation is not None:
-                raise violation
-
-
-def stands(decision: Decision, step: Step) -> bool:
-    """Whether a live step may go on: allowed, or approval required and already granted."""
-    return decision.effect == "allow" or (decision.effect == "require_approval" and step.approved)
-
-
-def _message(error: BaseException) -> str:
-    """``str(error)``, at most 500 characters; never raises (a step always gets its end)."""
-    try:
-        text = str(error)
-    except Exception as exc:  # an exception whose __str__ raises still ends its step
-        return f"<str() of the error raised {type(exc).__name__}>"
-    return text[:500] if isinstance(text, str) else "<str() of the error is not a str>"

@@ -168,6 +168,8 @@ class Step:
     approved: bool = False  # a person granted its require_approval decision
     args_digest: str = ""
     rule: str = ""
+    reason: str = ""  # the decision's reason (recorded with the rule)
+    decision: int = -1  # index of the step's own decision record (-1: carried in step.start)
     pool: str | None = None  # delegated to a worker of this pool (``on="pool:NAME"``)
     #: the canonical arguments the step was decided on; the body gets ``snapshot.thaw()``
     snapshot: Snapshot | None = None

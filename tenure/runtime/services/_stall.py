@@ -108,6 +108,10 @@ class StallDetector:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
+    def on_loop_thread(self) -> bool:
+        """Whether the caller runs on the event loop's thread."""
+        return threading.get_ident() == self._loop_thread
+
     def own_io_started(self) -> None:
         """The loop thread entered one of the runtime's own durable writes."""
         self._own_io += 1
@@ -197,8 +201,8 @@ class RuntimeIO(FileOps):
     @contextlib.contextmanager
     def _own(self) -> Iterator[None]:
         detector = self._detector
-        if detector is None:
-            yield
+        if detector is None or not detector.on_loop_thread():
+            yield  # a worker thread's write (a run's final commit) holds no loop
             return
         detector.own_io_started()
         try:

@@ -56,7 +56,7 @@ from ...policies import PolicyError
 
 if TYPE_CHECKING:
     from .._config import RuntimeConfig
-    from ..kernel._lease import LeaseAuthority
+    from ..kernel._authority import LeaseAuthority
     from ..kernel._state import GovState, LeaseState
     from ._revocations import RevocationRequest, RevocationSource
 
@@ -351,12 +351,17 @@ class Watchdog:
         share = len(leases) * cfg.watchdog_interval / (2 * cfg.lease_seconds)
         budget = min(cfg.verify_per_tick, max(1, math.ceil(share)))
         start = next(self._verify_cursor) * budget
+        batches: set[int] = set()  # a fan-out's leases share one batch signature: one check
         for k in range(min(budget, len(leases))):
-            if not self.verify_lease(run, leases[(start + k) % len(leases)]):
+            if not self.verify_lease(run, leases[(start + k) % len(leases)], batches):
                 return
 
-    def verify_lease(self, run: WatchedRun, state: LeaseState) -> bool:
+    def verify_lease(
+        self, run: WatchedRun, state: LeaseState, batches: set[int] | None = None
+    ) -> bool:
         """Re-verify one live lease's signature and narrowing; a failure stops the run.
+
+        ``batches``: the lease batches whose signature this pass checked already.
 
         A child is checked against the parent generation its claims bind (``bound``), which
         must be a generation of its parent lease: a parent renewed since then is not a
@@ -370,7 +375,7 @@ class Watchdog:
                     f"parent lease {state.parent.id}",
                     check="lease.narrowing",
                 )
-            self._authority.verify(state.lease.envelope, parent=parent)
+            self._authority.verify_lease(state.lease, parent=parent, batches=batches)
         except SignatureInvalid as exc:
             exc.run_id, exc.lease_id = run.id, state.id
             run.fail(exc)
