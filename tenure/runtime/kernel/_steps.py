@@ -150,9 +150,14 @@ class GovernedSteps(StepDecisions):
         # The step's lease: issued only once the step is allowed (signed in the next turn's
         # batch; meanwhile a reload may have changed the policy the step was decided under).
         lease = await self.issuer.issue(step, holder, granted)
-        if self.gov.epoch != epoch:
-            self.recheck_after_reload(step)
-        self.enter(step)
+        try:
+            if self.gov.epoch != epoch:
+                self.recheck_after_reload(step)
+            self.enter(step)
+        except BaseException:  # refused after all: the lease is never used, nor watched
+            lease.active = False
+            self.issuer.release(lease)
+            raise
         try:
             step.span = services.lineage.start_agent(
                 step.span,
