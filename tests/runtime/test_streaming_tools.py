@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,15 +215,24 @@ async def test_loop_stall_caused_by_a_sync_tool_names_the_tool_and_the_fix(
     """A synchronous tool blocking the loop past ``stall_bound``: the stop names it and
     says to declare ``isolation="thread"`` or ``"process"``."""
 
+    detected: list[Callable[[], bool]] = []
+
     @tool
     def blocking_io() -> None:
-        time.sleep(0.6)
+        # Blocks until the detector has fired (bounded): a loaded machine may schedule the
+        # detector's thread late, and how soon it fires is a benchmark's question.
+        deadline = time.monotonic() + 30
+        while not detected[0]() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     @agent
     async def caller(ctx: Context) -> None:
         await ctx.call(blocking_io)
 
     async with _runtime(allow_all, evidence, stall_bound=0.2) as rt:
+        stall = rt._stall
+        assert stall is not None
+        detected.append(lambda: stall.breaches > 0)
         with pytest.raises(GovernanceUnavailable) as info:
             await rt.run(caller, principal="alice")
     assert info.value.check == "loop.stall"
