@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,36 @@ import pytest
 from tenure import SigningKey
 from tenure.policies import PolicySet
 from tests.support.demo_runs import DemoRuns, make_demo_runs
+from tests.support.frameworks import FRAMEWORKS, framework_missing
+
+_not_collected: list[str] = []
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """A test module importing a framework that is not installed is not collected, with the
+    reason in the summary (``make test-floors`` installs the core and its test tools only:
+    the frameworks' own requirements are newer than the core's floors)."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    tree = ast.parse(collection_path.read_text(encoding="utf-8"))
+    wanted: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            wanted |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            wanted.add(node.module.split(".")[0])
+    why = framework_missing(*(wanted & FRAMEWORKS))
+    if why is None:
+        return None
+    _not_collected.append(f"{collection_path.name}: {why}")
+    return True
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which test modules were left out for a missing framework."""
+    for line in _not_collected:
+        terminalreporter.write_line(f"not collected (framework missing) {line}")
+
 
 ALLOW_ALL = """
 version = 1

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.frameworks import needs
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -176,6 +178,7 @@ def test_streaming_reads_tokens_from_a_local_model_and_a_revoke_stops_the_stream
     assert out.count(": verified (run status") == 2
 
 
+@needs("pydantic_ai")
 def test_pydantic_ai_example_governs_an_unchanged_agent(tmp_path: Path) -> None:
     proc = _run("pydantic_ai_agent.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -185,6 +188,7 @@ def test_pydantic_ai_example_governs_an_unchanged_agent(tmp_path: Path) -> None:
     assert out.rstrip().endswith(": verified")
 
 
+@needs("langgraph")
 def test_langgraph_example_governs_both_ainvoke_and_invoke(tmp_path: Path) -> None:
     proc = _run("langgraph_agent.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -196,6 +200,7 @@ def test_langgraph_example_governs_both_ainvoke_and_invoke(tmp_path: Path) -> No
     assert out.count(": verified") == 2
 
 
+@needs("agents")
 def test_openai_agents_example_hands_the_model_the_denial(tmp_path: Path) -> None:
     proc = _run("openai_agents.py", tmp_path, "--evidence-dir", _evidence(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -205,6 +210,7 @@ def test_openai_agents_example_hands_the_model_the_denial(tmp_path: Path) -> Non
     assert out.rstrip().endswith(": verified")
 
 
+@needs("openai")
 def test_model_agent_example_governs_calls_to_a_local_model_until_the_budget_stops_it(
     tmp_path: Path,
 ) -> None:
