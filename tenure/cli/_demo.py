@@ -305,7 +305,8 @@ def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
         return s.get("caller") or "runtime", body
     if kind == APPROVAL_GRANTED:
         return "approver", Text(
-            f"✔ APPROVED request {s.get('request', '?')} (by {s.get('approver', '?')}, signed)",
+            f"✔ APPROVED request {s.get('request', '?')} (by {s.get('approver', '?')}, "
+            f"key {s.get('approver_key', '?')[:6]}…, signed)",
             style="bold green",
         )
     if kind == APPROVAL_DENIED:

@@ -32,7 +32,7 @@ def test_demo_shows_denial_approval_revocation_and_verifies_both_runs(tmp_path: 
     assert "caught PolicyDenied (rule:no-shell-or-delete)" in out
     # the approval, granted by the simulated approver before the payment ran
     assert "⏸ HOLD tool pay_invoice  [rule payments-need-approval]" in out
-    assert "✔ APPROVED request apr_" in out
+    assert "✔ APPROVED request apr_" in out and "(by finance-lead, key " in out
     assert "paid for the cover image" in out
     # the revocation, mid-flight, fail closed
     assert "operator   rt.revoke(" in out
