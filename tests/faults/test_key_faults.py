@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tenure import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
+from tenure import GovernanceUnavailable, GovernanceViolation, SignatureInvalid, SigningKey
 from tenure.crypto import PRIVATE_KEY_NAME, generate_key_files
-from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, runtime
+from tenure.runtime.kernel._authority import LeaseAuthority
+from tenure.runtime.kernel._lease import LeaseClaims
+from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, records, runtime
+from tests.support.evidence import issued_leases
 
 
 def _break(path: Path, fault: str) -> None:
@@ -93,3 +99,32 @@ async def test_key_file_rewritten_with_the_same_key_does_not_stop_the_run(
         result = await handle.result()
     assert result[:2] == ["w1", "w2"]
     assert_evidence(handle.evidence_path, key, check=None, status="ok")
+
+
+async def test_a_lease_batch_that_cannot_be_signed_stops_the_run_and_no_lease_of_it_runs(
+    wf: Workflow, evidence: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signer fails for the batch of the helpers' leases: lease.signature stops the run,
+    neither helper's body runs, no step.start names them, and the evidence verifies."""
+    real = LeaseAuthority.sign_batch
+
+    def failing(self: LeaseAuthority, run_id: str, drafts: Sequence[LeaseClaims]) -> Any:
+        if any(d.sub.endswith(":helper") for d in drafts):
+            raise OSError(errno.EIO, "signing device gone")
+        return real(self, run_id, drafts)
+
+    monkeypatch.setattr(LeaseAuthority, "sign_batch", failing)
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key) as rt:
+        handle = await wf.start(rt)
+        await wf.ready.wait()
+        wf.go.set()
+        with pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+    assert info.value.check == "lease.signature"
+    assert "signing device gone" in info.value.reason
+    assert not [e for e in wf.effects if e.endswith(":helper")]
+    recs = records(handle.evidence_path)
+    assert not [r for r in recs if r["kind"] == "step.start" and r["target"] == "helper"]
+    assert not [c for c in issued_leases(recs) if c["sub"].endswith(":helper")]
+    assert_evidence(handle.evidence_path, key, check="lease.signature")
