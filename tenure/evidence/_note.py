@@ -16,6 +16,8 @@ Invariants, each with its own ``raise`` (:class:`NoteError`):
   no spaces and no ``+``; at most :data:`MAX_SIGNATURES` signature lines.
 - A checkpoint's size is decimal without leading zeros, its root exactly 32 bytes of
   standard base64, and its origin the one the caller expects.
+- A signature line is in canonical standard base64 (the unsigned bits of its last
+  character zero): a note has one spelling.
 """
 
 from __future__ import annotations
@@ -166,6 +168,11 @@ def parse_note(note: str | bytes) -> tuple[str, list[NoteSignature]]:
             blob = base64.b64decode(b64, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise NoteError(f"note signature by {name!r}: not valid base64") from exc
+        if base64.b64encode(blob).decode("ascii") != b64:
+            # The signature line is not signed: another spelling of the same bytes (padding
+            # bits set) would verify too, and a closing checkpoint record is checked byte
+            # for byte against its note.
+            raise NoteError(f"note signature by {name!r}: not in canonical base64")
         if len(blob) < 5:
             raise NoteError(f"note signature by {name!r}: too short")
         sigs.append(NoteSignature(name, blob[:4], blob[4:]))

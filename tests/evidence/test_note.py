@@ -60,6 +60,15 @@ def test_altered_note_text_is_rejected() -> None:
         verify_note(GO_NOTE.replace("cryptography", "cryptographY"), "PeterNeumann", pub)
 
 
+def test_a_signature_respelled_in_non_canonical_base64_is_rejected() -> None:
+    """The padding bits of the last base64 character are not signed: setting one decodes
+    to the same signature, so a note would have two spellings. Refused."""
+    respelled = GO_NOTE.replace("nAM=\n", "nAN=\n")
+    assert base64.b64decode(respelled.split(" ")[-1]) == base64.b64decode(GO_NOTE.split(" ")[-1])
+    with pytest.raises(NoteError, match="canonical base64"):
+        verify_note(respelled, "PeterNeumann", _go_key().public_key())
+
+
 def test_note_signed_by_another_key_with_the_same_name_is_rejected() -> None:
     """An attacker's signature under the trusted name has another key id: not accepted."""
     forged = sign_note(GO_TEXT, "PeterNeumann", Ed25519PrivateKey.generate())

@@ -8,6 +8,7 @@ so each rejection is caused by the attack alone.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -340,6 +341,34 @@ def test_torn_tail_does_not_hide_earlier_tampering(tmp_path: Path) -> None:
     write_lines(b.run_dir, lines)
     rep = _verify(b)
     assert not rep.ok and rep.first_bad_index == 3
+
+
+def test_closing_checkpoint_respelled_in_every_copy_is_detected(tmp_path: Path) -> None:
+    """The closing checkpoint record is covered by no signature but its own note: an
+    attacker re-spelling the note's base64 signature (same decoded bytes) in the record, the
+    checkpoint file and the witness copy changes bytes nobody signed. Detected."""
+    b = _valid(tmp_path, steps=1)
+    lines = read_lines(b.run_dir)
+    closing = json.loads(lines[-1])
+    note = closing["note"]
+    head, sig = note.rstrip("\n").rsplit(" ", 1)
+    raw = base64.b64decode(sig)
+    # Another spelling of the same bytes: set an unused low bit of the last character.
+    pad = sig.count("=")
+    assert pad, "a 68-byte signature blob always ends in padding"
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    last = sig[-pad - 1]
+    respelled = sig[: -pad - 1] + alphabet[alphabet.index(last) | 1] + "=" * pad
+    assert respelled != sig and base64.b64decode(respelled) == raw
+    forged = f"{head} {respelled}\n"
+    lines[-1] = record_bytes({**closing, "note": forged}) + b"\n"
+    write_lines(b.run_dir, lines)
+    (b.run_dir / "checkpoint").write_text(forged)
+    (tmp_path / ".witness" / f"{b.run_id}.checkpoint").write_text(forged)
+    rep = _verify(b)
+    assert not rep.ok and rep.failures[0].code == "checkpoint.signature"
+    assert "canonical base64" in rep.failures[0].message
+    assert rep.first_bad_index == len(lines) - 1
 
 
 def test_every_flipped_byte_of_a_small_ledger_is_detected_and_named(tmp_path: Path) -> None:
