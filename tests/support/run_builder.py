@@ -22,6 +22,8 @@ from tenure.evidence import (
     INTOTO_PAYLOAD_TYPE,
     LEASE_PAYLOAD_TYPE,
 )
+from tenure.evidence._batch import lease_batch_payload
+from tenure.evidence._format import LEASE_BATCH_PAYLOAD_TYPE
 from tenure.evidence._ledger import Ledger, LedgerConfig
 
 HOUR_US = 3600 * 1_000_000
@@ -114,6 +116,50 @@ class RunBuilder:
                 "scopes": scopes,
                 "exp": exp,
                 "envelope": env,
+            },
+        )
+
+    def batch(
+        self,
+        leases: list[dict[str, Any]],
+        *,
+        purpose: str = "issued",
+        signed: list[str] | None = None,
+        run: str | None = None,
+        key: SigningKey | None = None,
+    ) -> int:
+        """A ``lease.batch`` of ``leases`` (minimal claims, ``run`` added); ``signed``: the
+        digests the batch signs instead of the payloads' own, ``run``/``key``: another run's
+        batch or another signer (for attacks)."""
+        payloads = [canonical({"run": self.run_id, "exp": self.deadline, **c}) for c in leases]
+        digests = signed if signed is not None else [digest(p) for p in payloads]
+        body = lease_batch_payload(run or self.run_id, digests)
+        env = sign_envelope(key or self.key, LEASE_BATCH_PAYLOAD_TYPE, body)
+        return self.ledger.append(
+            "lease.batch",
+            {"purpose": purpose, "envelope": env, "leases": [b64e(p) for p in payloads]},
+        )
+
+    def carried_start(
+        self, step: str, lid: str, effect: str = "allow", decision: int = -1, target: str = "search"
+    ) -> int:
+        """A ``step.start`` carrying its own decision (the batch format's outright allow)."""
+        return self.ledger.append(
+            "step.start",
+            {
+                "step": step,
+                "lease": lid,
+                "action": "execute_tool",
+                "target": target,
+                "caller": "researcher",
+                "effect": effect,
+                "rule": "r1",
+                "reason": "",
+                "decision": decision,
+                "approval": -1,
+                "parent": "",
+                "depth": 1,
+                "args": digest(step.encode()),
             },
         )
 
