@@ -32,7 +32,7 @@ actions = ["invoke_agent"]
 id = "reads"
 effect = "allow"
 actions = ["execute_tool"]
-targets = ["read_*", "slow", "slow_sync", "confirm"]
+targets = ["read_*", "slow", "slow_sync", "confirm", "wait"]
 
 [[rules]]
 id = "no-delete"

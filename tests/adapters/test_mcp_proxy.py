@@ -69,7 +69,7 @@ async def test_tools_list_passes_through_and_an_allowed_call_runs_with_evidence(
 ) -> None:
     async with proxied(evidence, key, tmp_path) as h:
         listed = await h.session.list_tools()
-        assert {t.name for t in listed.tools} == {"read_file", "delete_file", "pay", "slow"}
+        assert {t.name for t in listed.tools} == {"read_file", "delete_file", "pay", "slow", "wait"}
         result = await h.session.call_tool("read_file", {"path": "notes.txt"})
         assert not result.is_error and _text(result) == "contents of notes.txt"
         assert h.marked() == ["read:notes.txt"]

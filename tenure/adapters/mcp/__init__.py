@@ -1,7 +1,9 @@
-"""Govern any MCP server: a stdio proxy that makes every ``tools/call`` a governed step.
+"""Govern any MCP server: a proxy that makes every ``tools/call`` a governed step.
 
-``tenure mcp-proxy [--policy FILE] [--principal P] [--scope S...] -- SERVER_COMMAND ARGS...``
-is the command line; :class:`McpProxy` is the same in Python. Needs the ``mcp`` extra.
+``tenure mcp-proxy [--policy FILE] [--principal P] [--listen HOST:PORT] (-- SERVER_COMMAND
+ARGS... | --upstream URL)`` is the command line; :class:`McpProxy` is the same in Python.
+Clients reach it over stdio or Streamable HTTP; it reaches the server as its child over
+stdio, or over Streamable HTTP. Needs the ``mcp`` extra.
 """
 
 from .._extra import missing_extra
@@ -11,6 +13,6 @@ try:
 except ImportError as _exc:
     raise missing_extra("mcp", "mcp", _exc) from None
 
-from ._proxy import AGENT_NAME, McpProxy, mcp_proxy
+from ._proxy import AGENT_NAME, McpProxy, ProxySession, mcp_proxy
 
-__all__ = ["AGENT_NAME", "McpProxy", "mcp_proxy"]
+__all__ = ["AGENT_NAME", "McpProxy", "ProxySession", "mcp_proxy"]

@@ -1,9 +1,12 @@
-"""The governing MCP proxy: any MCP client on one side, the real server as its child.
+"""The governing MCP proxy: any MCP client on one side, the real server on the other.
 
-A client is governed by launching the proxy in place of the server (``tenure mcp-proxy
--- SERVER_COMMAND ARGS...``). The whole client session is one Tenure run, whose root agent
-``mcp_proxy`` holds the lease while the session is open; every ``tools/call`` is a
-governed step of it (``Context.govern``), keyed by the JSON-RPC request id.
+A client is governed by pointing it at the proxy instead of the server (``tenure mcp-proxy
+-- SERVER_COMMAND ARGS...`` on stdio, or ``--listen HOST:PORT`` for Streamable HTTP). Each
+client session is one Tenure run with its own upstream (a child process, or a session to
+``--upstream URL``), whose root agent ``mcp_proxy`` holds the lease while the session is
+open; every ``tools/call`` is a governed step of it (``Context.govern``), keyed by the
+JSON-RPC request id. This module is the governance; the transports are apart from it
+(``_upstream.py`` / ``_remote.py`` upstream, ``_http.py`` for HTTP clients).
 
 Invariants:
 
@@ -13,7 +16,8 @@ Invariants:
   ``is_error`` result saying why, for every later call too.
 - A run stop (revocation, expiry, policy reload, ...) cancels the calls in flight (each ends
   with an ``is_error`` result) and kills the server process group: a server that ignores
-  ``notifications/cancelled`` cannot finish its side effect.
+  ``notifications/cancelled`` cannot finish its side effect. A remote upstream (a URL) is
+  not the proxy's to kill: its session is closed and nothing more is forwarded.
 - A client that cancels a request cancels the upstream call; its end is recorded.
 - The proxy serves tools only: resources, prompts, sampling and elicitation are not
   forwarded (not advertised), so nothing reaches the server around the policy.
@@ -23,8 +27,10 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+import socket
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,9 +42,10 @@ from mcp.server.stdio import stdio_server
 
 from tenure import Context, GovernanceViolation, RunHandle, Runtime, agent
 
+from ._remote import check_url, connect_upstream
 from ._upstream import Upstream, spawn_upstream
 
-__all__ = ["AGENT_NAME", "McpProxy", "mcp_proxy"]
+__all__ = ["AGENT_NAME", "McpProxy", "ProxySession", "mcp_proxy"]
 
 #: the root agent of a proxied session (what a policy's ``invoke_agent`` rule must allow,
 #: and the ``callers`` name of every proxied tool call)
@@ -70,31 +77,41 @@ async def mcp_proxy(ctx: Context, session: str, server: str) -> dict[str, Any]:
 
 
 class McpProxy:
-    """Serve one MCP client connection, governing every tool call to ``command``'s server.
+    """Govern every tool call of MCP client sessions to one upstream server.
+
+    The upstream is ``command``'s server, spawned as the proxy's child for each session
+    (a run's stop kills it), or the Streamable HTTP server at ``url`` (a run's stop closes
+    the session to it). Each client session is one run: :meth:`serve_stdio` and
+    :meth:`serve` serve one; :meth:`serve_http` serves any number over Streamable HTTP.
 
     Args:
         runtime: an open :class:`~tenure.Runtime` (its policy, evidence, approvals).
         command: the real server's command line (spawned as the proxy's child).
-        principal, scopes, ttl: the run's, as for ``rt.start``; ``ttl`` bounds the session.
+        url: instead of ``command``, the ``http(s)://`` URL of a Streamable HTTP server.
+        principal, scopes, ttl: each run's, as for ``rt.start``; ``ttl`` bounds a session.
         tool_scopes: scopes each tool needs from the lease, by tool name.
-        on_start: called with the run's handle as soon as the session's run started.
+        on_start: called with a session's run handle as soon as its run started.
     """
 
     def __init__(
         self,
         runtime: Runtime,
-        command: Sequence[str],
+        command: Sequence[str] | None = None,
         *,
+        url: str | None = None,
         principal: str,
         scopes: Sequence[str] = (),
         ttl: float = 3600.0,
         tool_scopes: Mapping[str, Sequence[str]] | None = None,
         on_start: Callable[[RunHandle], None] | None = None,
     ) -> None:
-        if isinstance(command, str) or not command:
+        if (command is None) == (url is None):
+            raise ValueError("give exactly one upstream: a server command or a url")
+        if command is not None and (isinstance(command, str) or not command):
             raise ValueError(f"command must be a non-empty list of arguments, got {command!r}")
         self._rt = runtime
-        self._command = list(command)
+        self._command = list(command) if command is not None else None
+        self._url = check_url(url) if url is not None else None
         self._principal = principal
         self._scopes = list(scopes)
         self._ttl = ttl
@@ -105,13 +122,11 @@ class McpProxy:
 
     async def serve_stdio(self) -> RunHandle:
         """Serve the client on this process's stdin/stdout until it disconnects."""
-        # The server first: one that cannot start raises OSError before stdio is claimed.
-        async with spawn_upstream(self._command) as up, stdio_server() as (read, write):
-            handle, refused = await self._serve(read, write, up)
-        # raised out here: the SDK's stdio task group would wrap it in an exception group
-        if refused is not None:
-            raise refused
-        return handle
+        # The session first: a server that cannot start, or a run the policy refuses,
+        # raises before stdio is claimed.
+        async with self.session() as session, stdio_server() as (read, write):
+            await session.serve(read, write)
+        return session.handle
 
     async def serve(self, read: Any, write: Any) -> RunHandle:
         """Serve one connection until the client closes it; the run's handle (ended).
@@ -122,25 +137,65 @@ class McpProxy:
         Raises the run's violation at once if the session could not start (e.g. the policy
         does not allow ``invoke_agent mcp_proxy`` for this principal).
         """
-        async with spawn_upstream(self._command) as up:
-            handle, refused = await self._serve(read, write, up)
-        if refused is not None:
-            raise refused
-        return handle
+        try:
+            async with self.session() as session:
+                await session.serve(read, write)
+        except BaseException:
+            await write.aclose()  # the transport waits for its streams to close
+            await read.aclose()
+            raise
+        return session.handle
 
-    async def _serve(
-        self, read: Any, write: Any, up: Upstream
-    ) -> tuple[RunHandle, BaseException | None]:
+    async def serve_http(
+        self,
+        listener: socket.socket,
+        *,
+        path: str = "/mcp",
+        stop: anyio.Event,
+        loopback_only: bool = True,
+        on_end: Callable[[RunHandle, BaseException | None], None] | None = None,
+        on_refused: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        """Serve MCP over Streamable HTTP on ``listener`` at ``path`` until ``stop`` is set.
+
+        Every MCP session (``Mcp-Session-Id``) is its own run with its own upstream; when
+        ``stop`` is set the open sessions are ended (their runs end ``ok``) and this
+        returns. ``loopback_only`` keeps DNS-rebinding protection on (Host / Origin must
+        be a loopback name). ``on_end`` gets each ended run and its violation (if any);
+        ``on_refused`` each session that could not open (policy, upstream).
+        """
+        from ._http import HttpSessions
+
+        front = HttpSessions(
+            self, path=path, loopback_only=loopback_only, on_end=on_end, on_refused=on_refused
+        )
+        await front.serve(listener, stop)
+
+    async def check_upstream(self) -> None:
+        """Connect to the upstream once and close it again: raises what connecting raises
+        (``OSError`` for a server that cannot start, the HTTP client's error for a URL with
+        nothing listening, an ``MCPError`` from a server that refused ``initialize``)."""
+        async with self._upstream():
+            pass
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[ProxySession]:
+        """One governed session: its upstream connected and its run started.
+
+        Raises, before yielding, what kept the session from opening: the run's violation
+        (the policy refused ``invoke_agent mcp_proxy``), ``OSError`` (a server that cannot
+        start), the connection's error (an unreachable ``url``). Leaving it ends the run.
+        """
         sid = secrets.token_hex(8)
         refused: BaseException | None = None
-        async with anyio.create_task_group() as tg:
+        async with self._upstream() as up, anyio.create_task_group() as tg:
             self.upstream = up
             s = _SESSIONS[sid] = _Session(up)
             try:
                 handle = await self._rt.start(
                     mcp_proxy,
                     sid,
-                    " ".join(self._command),
+                    up.name,
                     principal=self._principal,
                     scopes=self._scopes,
                     ttl=self._ttl,
@@ -152,15 +207,20 @@ class McpProxy:
                 await s.ready.wait()
                 if s.ctx is None:  # the run ended before the session could start
                     refused = s.ended
-                    await write.aclose()  # the transport waits for its streams to close
-                    await read.aclose()
                 else:
-                    server = self._server(s)
-                    await server.run(read, write, server.create_initialization_options())
+                    yield ProxySession(handle, self._server(s))
             finally:
                 s.closed.set()
                 _SESSIONS.pop(sid, None)
-        return handle, refused
+        # raised out here: the task group would wrap it in an exception group
+        if refused is not None:
+            raise refused
+
+    def _upstream(self) -> contextlib.AbstractAsyncContextManager[Upstream]:
+        if self._command is not None:
+            return spawn_upstream(self._command)
+        assert self._url is not None
+        return connect_upstream(self._url)
 
     async def _watch(self, handle: RunHandle, s: _Session) -> None:
         try:
@@ -168,7 +228,7 @@ class McpProxy:
         except BaseException as exc:  # the run's outcome, kept for every later call
             s.ended = exc
             if isinstance(exc, GovernanceViolation):
-                s.upstream.kill()  # the hard stop: the proxy owns the server process
+                s.upstream.kill()  # the hard stop (a child) or the closed session (a url)
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -177,7 +237,7 @@ class McpProxy:
 
     def _server(self, s: _Session) -> Server[Any]:
         up = s.upstream
-        info = up.init.server_info if up.init is not None else None
+        info = up.init.server_info
 
         async def list_tools(
             ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
@@ -214,12 +274,24 @@ class McpProxy:
                 return _refused(name, exc, stopped=run_ctx.stop is not None)
 
         return Server(
-            f"tenure-proxy:{info.name if info else 'mcp'}",
-            version=info.version if info else "",
-            instructions=up.init.instructions if up.init is not None else None,
+            f"tenure-proxy:{info.name}",
+            version=info.version,
+            instructions=up.init.instructions,
             on_list_tools=list_tools,
             on_call_tool=call_tool,
         )
+
+
+class ProxySession:
+    """An open governed session (from :meth:`McpProxy.session`): serve it on any transport."""
+
+    def __init__(self, handle: RunHandle, server: Server[Any]) -> None:
+        self.handle = handle
+        self._server = server
+
+    async def serve(self, read: Any, write: Any) -> None:
+        """Serve the session's MCP server on the SDK streams until the client closes them."""
+        await self._server.run(read, write, self._server.create_initialization_options())
 
 
 class _SessionOver(Exception):

@@ -1,4 +1,4 @@
-"""The real MCP server, run by the proxy as its child over stdio.
+"""The real MCP server the proxy forwards allowed calls to: its child over stdio.
 
 The SDK's ``stdio_client`` keeps the server process to itself; the proxy must be able to
 kill it the moment a run stops (a hard stop: a server that ignores
@@ -13,7 +13,11 @@ Invariants:
 - The child inherits the proxy's environment: the proxy stands in for the server in the
   client's configuration, so the server sees what the client gave it (``OTEL_*`` included,
   so its spans join the trace).
-- :meth:`Upstream.close` is bounded: stdin closed, a grace period, then the kill.
+- Leaving :func:`spawn_upstream` is bounded: stdin closed, a grace period, then the kill.
+
+:class:`Upstream` is what the governance core sees of any upstream, whatever its transport
+(``_remote.py`` reaches one over Streamable HTTP): the client session, the server's
+``initialize`` answer, and :meth:`Upstream.kill`, the stop a run's violation triggers.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Final
 
 import anyio
@@ -41,23 +45,32 @@ _POLL_S: Final = 0.01
 
 
 class Upstream:
-    """A running upstream server: its process and the client session talking to it."""
+    """A connected upstream server: the client session talking to it and how to stop it.
 
-    def __init__(self, process: Process, session: ClientSession) -> None:
-        self.process = process
+    Args:
+        session: the initialized client session to the server.
+        init: the server's answer to ``initialize`` (its name, version, instructions).
+        stop: ends the server's side at once (kills a child; closes a remote session).
+        name: the server as the run records it (its command line or URL).
+    """
+
+    def __init__(
+        self,
+        session: ClientSession,
+        init: types.InitializeResult,
+        stop: Callable[[], None],
+        name: str,
+    ) -> None:
         self.session = session
-        self.init: types.InitializeResult | None = None
+        self.init = init
+        self.name = name
         self.killed = False
-
-    @property
-    def pid(self) -> int:
-        """The server's process id (also its process group id)."""
-        return self.process.pid
+        self._stop = stop
 
     def kill(self) -> None:
-        """Kill the server and everything it started, now (``SIGKILL`` to its group)."""
+        """Stop the server's side now: nothing more is forwarded to it."""
         self.killed = True
-        _kill(self.process)
+        self._stop()
 
 
 @contextlib.asynccontextmanager
@@ -79,9 +92,8 @@ async def spawn_upstream(command: Sequence[str]) -> AsyncIterator[Upstream]:
         tg.start_soon(_write, process, from_session)
         try:
             async with ClientSession(from_server, to_server) as session:
-                upstream = Upstream(process, session)
-                upstream.init = await session.initialize()
-                yield upstream
+                init = await session.initialize()
+                yield Upstream(session, init, lambda: _kill(process), " ".join(command))
         finally:
             with anyio.CancelScope(shield=True):
                 await _stop(process)

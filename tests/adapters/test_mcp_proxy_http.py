@@ -1,0 +1,357 @@
+"""``tenure mcp-proxy`` over Streamable HTTP, all real and on loopback: the SDK's Streamable
+HTTP client → a ``tenure mcp-proxy --listen`` process → the test server, as the proxy's
+child over stdio or (``--upstream``) a FastMCP server over Streamable HTTP under uvicorn.
+Revoked and approved from other processes with the ``tenure`` CLI.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import mcp_types as types
+import pytest
+from anyio.abc import Process
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+
+from tenure.evidence import verify_run
+
+from ..support.approver import approver_key_file
+from ..support.polling import until
+from ._shared import POLICY, records
+from .test_mcp_proxy import SERVER, _alive
+from .test_mcp_proxy_cli import TENURE, _public_key, _text
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+class Proxy:
+    """A running ``tenure mcp-proxy --listen`` process and what it wrote."""
+
+    def __init__(self, tmp: Path, process: Process, url: str) -> None:
+        self.tmp = tmp
+        self.process = process
+        self.url = url
+        self.evidence = tmp / "runs"
+        self.marks = tmp / "marks.txt"
+        self.log = tmp / "proxy.log"
+
+    def marked(self) -> list[str]:
+        return _lines(self.marks)
+
+    def run_ids(self) -> list[str]:
+        return re.findall(r"session run (run_[0-9a-f]+), evidence", self.log.read_text())
+
+    def ended(self) -> list[str]:
+        return re.findall(r"session run (run_[0-9a-f]+) ended", self.log.read_text())
+
+
+def _proxy_args(tmp: Path, *extra: str, policy_text: str = POLICY) -> list[str]:
+    policy = tmp / "policy.toml"
+    policy.write_text(policy_text)
+    return [
+        TENURE,
+        "mcp-proxy",
+        "--policy",
+        str(policy),
+        "--principal",
+        "alice",
+        "--evidence-dir",
+        str(tmp / "runs"),
+        "--listen",
+        "127.0.0.1:0",
+        *extra,
+    ]
+
+
+CHILD = ("--", sys.executable, str(SERVER))
+
+
+@asynccontextmanager
+async def listening(tmp: Path, *upstream: str, policy: str = POLICY) -> AsyncIterator[Proxy]:
+    """The proxy serving HTTP; stopped with SIGTERM at the end (it must exit 0)."""
+    args = [*_proxy_args(tmp, policy_text=policy), *upstream]
+    if upstream == CHILD:
+        args.append(str(tmp / "marks.txt"))
+    log = tmp / "proxy.log"
+    with log.open("w") as err:
+        process = await anyio.open_process(args, stdout=err, stderr=err)
+    try:
+        await until(lambda: "serving MCP" in log.read_text() or process.returncode is not None)
+        m = re.search(r"serving MCP \(Streamable HTTP\) on (\S+)", log.read_text())
+        assert m is not None, log.read_text()
+        yield Proxy(tmp, process, m.group(1))
+        process.send_signal(signal.SIGTERM)
+        with anyio.fail_after(30):
+            assert await process.wait() == 0, log.read_text()
+        assert "tenure mcp-proxy: stopped" in log.read_text()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@asynccontextmanager
+async def http_server(tmp: Path) -> AsyncIterator[str]:
+    """The test server over Streamable HTTP (FastMCP under uvicorn); its URL."""
+    url_file = tmp / "upstream.url"
+    process = await anyio.open_process(
+        [sys.executable, str(SERVER), str(tmp / "marks.txt"), "--http", str(url_file)],
+        stdout=None,
+        stderr=None,
+    )
+    try:
+        await until(url_file.exists)
+        yield url_file.read_text()
+    finally:
+        process.terminate()
+        with anyio.fail_after(15):
+            await process.wait()
+
+
+@asynccontextmanager
+async def client(url: str) -> AsyncIterator[ClientSession]:
+    async with streamable_http_client(url) as (read, write), ClientSession(read, write) as s:
+        await s.initialize()
+        yield s
+
+
+async def _revoke(p: Proxy, run_id: str) -> None:
+    done = await anyio.run_process(
+        [TENURE, "revoke", run_id, "--reason", "incident 7", "--evidence-dir", str(p.evidence)],
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+
+
+def _verified(p: Proxy, run_id: str) -> None:
+    report = verify_run(p.evidence / run_id, _public_key())
+    assert report.ok, report.failures
+
+
+async def test_an_http_client_is_governed_and_its_session_is_one_verified_run(
+    tmp_path: Path,
+) -> None:
+    async with listening(tmp_path, *CHILD) as p:
+        async with client(p.url) as s:
+            tools = await s.list_tools()
+            assert "read_file" in {t.name for t in tools.tools}
+            ok = await s.call_tool("read_file", {"path": "x"})
+            denied = await s.call_tool("delete_file", {"path": "/etc/passwd"})
+            assert not ok.is_error and _text(ok) == "contents of x"
+            assert denied.is_error and "Denied by Tenure (no-delete)" in _text(denied)
+        (run_id,) = p.run_ids()
+        await until(lambda: p.ended() == [run_id])  # the client's DELETE ended the run
+    assert p.marked() == ["read:x"]  # the denied call never reached the server
+    recs = records(p.evidence / run_id)
+    assert [r["target"] for r in recs if r["kind"] == "step.start"][-1] == "read_file"
+    assert next(r for r in recs if r["kind"] == "run.end")["status"] == "ok"
+    _verified(p, run_id)
+    log = p.log.read_text()
+    assert f"verify with: tenure verify {p.evidence / run_id}" in log
+
+
+async def test_revoking_one_http_session_kills_its_server_mid_call_and_spares_the_other(
+    tmp_path: Path,
+) -> None:
+    async with listening(tmp_path, *CHILD) as p, client(p.url) as first:
+        await until(lambda: len(p.run_ids()) == 1)
+        (first_run,) = p.run_ids()
+        async with client(p.url) as second:
+            await until(lambda: len(p.run_ids()) == 2)
+            results: list[types.CallToolResult] = []
+
+            async def call() -> None:
+                results.append(await first.call_tool("slow", {"seconds": 30}))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                await until(lambda: any(m.startswith("slow:start") for m in p.marked()))
+                pid = int(p.marked()[-1].rsplit(":", 1)[1])
+                await _revoke(p, first_run)
+            assert results[0].is_error and "LeaseRevoked" in _text(results[0])
+            await until(lambda: not _alive(pid))  # the hard stop: that session's server
+            later = await first.call_tool("read_file", {"path": "a"})
+            assert later.is_error and "no further tool call will run" in _text(later)
+            other = await second.call_tool("read_file", {"path": "b"})
+            assert not other.is_error and _text(other) == "contents of b"
+    assert "slow:end" not in p.marked() and "read:a" not in p.marked()
+    assert "read:b" in p.marked()
+    assert f"run {first_run} stopped: LeaseRevoked (lease.revoked)" in p.log.read_text()
+    recs = records(p.evidence / first_run)
+    assert next(r for r in recs if r["kind"] == "run.end")["status"] == "violation"
+    for run_id in p.run_ids():
+        _verified(p, run_id)
+
+
+async def _listed(p: Proxy) -> list[str]:
+    cmd = [TENURE, "approvals", "list", "--evidence-dir", str(p.evidence)]
+    done = await anyio.run_process(cmd, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    return [x for x in done.stdout.decode().splitlines() if x.startswith("apr")]
+
+
+async def test_a_held_http_call_runs_only_after_tenure_approvals_approve(tmp_path: Path) -> None:
+    async with listening(tmp_path, *CHILD) as p, client(p.url) as s:
+        results: list[types.CallToolResult] = []
+
+        async def call() -> None:
+            results.append(await s.call_tool("pay", {"amount": 30}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            with anyio.fail_after(30):
+                while not (lines := await _listed(p)):  # noqa: ASYNC110 (another process)
+                    await anyio.sleep(0.05)
+            (line,) = lines
+            assert " pay " in line and "pay-needs-a-human" in line
+            assert p.marked() == [] and results == []  # held: the server has not seen it
+            approve = [TENURE, "approvals", "approve", line.split()[0]]
+            key = approver_key_file(tmp_path)
+            done = await anyio.run_process(
+                [*approve, "--key", str(key), "--evidence-dir", str(p.evidence)], check=False
+            )
+            assert done.returncode == 0, done.stderr.decode()
+        assert not results[0].is_error and _text(results[0]) == "paid 30"
+    assert p.marked() == ["paid:30"]
+    (run_id,) = p.run_ids()
+    granted = [r for r in records(p.evidence / run_id) if r["kind"] == "approval.granted"]
+    assert len(granted) == 1
+    _verified(p, run_id)
+
+
+async def test_an_http_upstream_is_governed_like_a_child_server(tmp_path: Path) -> None:
+    async with http_server(tmp_path) as upstream, listening(tmp_path, "--upstream", upstream) as p:
+        async with client(p.url) as s:
+            ok = await s.call_tool("read_file", {"path": "r"})
+            denied = await s.call_tool("delete_file", {"path": "r"})
+            assert not ok.is_error and _text(ok) == "contents of r"
+            assert denied.is_error and "no-delete" in _text(denied)
+        (run_id,) = p.run_ids()
+        await until(lambda: p.ended() == [run_id])
+    assert p.marked() == ["read:r"]
+    recs = records(p.evidence / run_id)
+    assert [r["target"] for r in recs if r["kind"] == "step.start"][-1] == "read_file"
+    _verified(p, run_id)
+
+
+async def test_revoking_mid_call_to_an_http_upstream_cancels_it_and_forwards_nothing_more(
+    tmp_path: Path,
+) -> None:
+    async with (
+        http_server(tmp_path) as upstream,
+        listening(tmp_path, "--upstream", upstream) as p,
+        client(p.url) as s,
+    ):
+        results: list[types.CallToolResult] = []
+
+        async def call() -> None:
+            results.append(await s.call_tool("wait", {"seconds": 30}))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call)
+            await until(lambda: "wait:start" in p.marked())
+            (run_id,) = p.run_ids()
+            await _revoke(p, run_id)
+        assert results[0].is_error and "LeaseRevoked" in _text(results[0])
+        await until(lambda: "wait:cancelled" in p.marked())  # the remote call was cancelled
+        later = await s.call_tool("read_file", {"path": "late"})
+        assert later.is_error and "no further tool call will run" in _text(later)
+    assert p.marked() == ["wait:start", "wait:cancelled"]
+    assert f"run {run_id} stopped: LeaseRevoked" in p.log.read_text()
+    _verified(p, run_id)
+
+
+async def test_a_session_the_policy_refuses_fails_initialize_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    deny_all = 'version = 1\ndefault = "deny"\n'
+    async with listening(tmp_path, *CHILD, policy=deny_all) as p:
+        with pytest.raises(BaseException) as caught:  # the SDK's task groups wrap it
+            async with client(p.url):
+                pass
+        leaf = caught.value
+        while isinstance(leaf, BaseExceptionGroup):
+            leaf = leaf.exceptions[0]
+        assert isinstance(leaf, MCPError), caught.value
+        assert "Tenure could not open this session: PolicyDenied (rule:default-deny)" in str(leaf)
+        assert "session refused: PolicyDenied" in p.log.read_text()
+    assert p.marked() == []
+
+
+def _taken_port() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--listen", "nowhere", "--", "true"], "--listen 'nowhere': expected HOST:PORT"),
+        (["--listen", "127.0.0.1:99999", "--", "true"], "--listen '127.0.0.1:99999'"),
+        (["--listen", "example.com:80", "--", "true"], "HOST must be an IP address"),
+        (["--listen", "0.0.0.0:8765", "--", "true"], "needs --allow-remote"),
+        (["--listen", "127.0.0.1:0", "--path", "mcp", "--", "true"], "--path 'mcp'"),
+        (["--upstream", "ftp://example.com/mcp"], "--upstream 'ftp://example.com/mcp'"),
+        (["--upstream", "http://127.0.0.1:1/mcp"], "no MCP server answered there"),
+        (["--upstream", "http://127.0.0.1:1/mcp", "--", "true"], "not both"),
+        (["--listen", "127.0.0.1:0", "--", "/no/such/server"], "cannot start the server"),
+    ],
+    ids=[
+        "listen-not-host-port",
+        "listen-port-out-of-range",
+        "listen-host-name",
+        "listen-remote-without-flag",
+        "relative-path",
+        "upstream-not-http",
+        "upstream-unreachable",
+        "upstream-and-command",
+        "listen-missing-server",
+    ],
+)
+def test_bad_http_options_exit_2_with_one_line_naming_the_value(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [TENURE, "mcp-proxy", "--evidence-dir", str(tmp_path), *args],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert done.stdout == ""
+
+
+def test_a_port_in_use_exits_2_naming_the_listen_value(tmp_path: Path) -> None:
+    import subprocess
+
+    with _taken_port() as taken:
+        value = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [TENURE, "mcp-proxy", "--evidence-dir", str(tmp_path), "--listen", value, "--", "true"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 2, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.strip()]
+    assert f"--listen {value!r}: cannot listen there" in line and "in use" in line
