@@ -6,7 +6,9 @@ agent, so the difference is the adapter plus one governed step (decision, step.s
 step.end records, a span) per call. The frameworks run on their own offline models:
 pydantic-ai ``FunctionModel``, a scripted LangGraph node, the Agents SDK's
 ``ScriptedModel``. The MCP figures are per ``tools/call`` from a real stdio client to a real
-stdio server, directly and through a ``tenure mcp-proxy`` process. Default runtime settings
+stdio server, directly and through a ``tenure mcp-proxy`` process, and from a real
+Streamable HTTP client to the same server served over Streamable HTTP (uvicorn), directly
+and through ``tenure mcp-proxy --listen ... --upstream URL``. Default runtime settings
 (stall bound included), allow-all policy, evidence on local disk.
 """
 
@@ -16,11 +18,15 @@ import dataclasses
 import gc
 import json
 import os
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -309,6 +315,84 @@ def _mcp(calls: int, tmp: Path) -> tuple[Timed, Timed]:
     return timed(tenure, proxied), timed(sys.executable, server)
 
 
+async def _ready(what: str, found: Callable[[], str | None]) -> str:
+    """What ``found`` returns once another process has written it (a bounded wait)."""
+    with anyio.move_on_after(30):
+        while (value := found()) is None:  # noqa: ASYNC110 (another process writes it)
+            await anyio.sleep(0.02)
+        return value
+    raise RuntimeError(f"{what} did not start within 30 s")
+
+
+@asynccontextmanager
+async def _mcp_http(calls: int, tmp: Path) -> AsyncIterator[tuple[Timed, Timed]]:
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    policy = tmp / "policy.toml"
+    policy.write_text(ALLOW_ALL)
+    url_file, log = tmp / "upstream.url", tmp / "http-proxy.log"
+    server = await anyio.open_process(
+        [sys.executable, str(SERVER), str(tmp / "marks.txt"), "--http", str(url_file)],
+        stdout=None,
+        stderr=subprocess.DEVNULL,
+    )
+    proxy: Any = None
+    try:
+        upstream = await _ready(
+            "the server", lambda: url_file.read_text() if url_file.exists() else None
+        )
+        tenure = str(Path(sys.executable).with_name("tenure"))
+        with log.open("w") as err:
+            proxy = await anyio.open_process(
+                [
+                    tenure,
+                    "mcp-proxy",
+                    "--policy",
+                    str(policy),
+                    "--principal",
+                    "bench",
+                    "--evidence-dir",
+                    str(tmp / "runs"),
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    upstream,
+                ],
+                stdout=err,
+                stderr=err,
+            )
+
+        def served() -> str | None:
+            m = re.search(r"on (http://\S+)", log.read_text())
+            return m.group(1) if m else None
+
+        proxied = await _ready("the proxy", served)
+
+        def timed(url: str) -> Timed:
+            async def run() -> float:
+                async with streamable_http_client(url) as (r, w), ClientSession(r, w) as s:
+                    await s.initialize()
+                    await s.call_tool("read_file", {"path": "warm"})
+                    t = time.perf_counter()
+                    for i in range(calls):
+                        await s.call_tool("read_file", {"path": str(i)})
+                    return time.perf_counter() - t
+
+            return run
+
+        yield timed(proxied), timed(upstream)
+    finally:
+        for process in (proxy, server):
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with anyio.move_on_after(15):
+                    await process.wait()
+                if process.returncode is None:
+                    process.kill()
+                    await process.wait()
+
+
 _RT: Runtime
 
 
@@ -350,5 +434,18 @@ def run(report: Report, quick: bool = False) -> None:
                 note="vs direct stdio",
             )
             report.add("adapters", "MCP proxy, added per tools/call", (g - b) / calls * 1e6, "µs")
+            async with _mcp_http(calls, tmp) as (proxied, direct):
+                g, b = await _pair(proxied, direct, max(3, rounds // 2))
+            report.add(
+                "adapters",
+                "MCP tools/call through tenure mcp-proxy over Streamable HTTP",
+                g / calls * 1e6,
+                "µs",
+                baseline=b / calls * 1e6,
+                note="vs direct Streamable HTTP",
+            )
+            report.add(
+                "adapters", "MCP HTTP proxy, added per tools/call", (g - b) / calls * 1e6, "µs"
+            )
 
     anyio.run(main)

@@ -172,7 +172,7 @@ async def _serve_http(
             stop=stop,
             loopback_only=loopback,
             on_end=_say_end,
-            on_refused=lambda exc: _say(f"session refused: {type(exc).__name__}: {exc}"),
+            on_error=lambda exc: _say(f"session failed: {type(exc).__name__}: {exc}"),
         )
         tg.cancel_scope.cancel()
     _say("stopped")

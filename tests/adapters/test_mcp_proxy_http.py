@@ -6,6 +6,7 @@ Revoked and approved from other processes with the ``tenure`` CLI.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -13,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import mcp_types as types
@@ -25,6 +27,7 @@ from mcp.shared.exceptions import MCPError
 from tenure.evidence import verify_run
 
 from ..support.approver import approver_key_file
+from ..support.otlp_receiver import OTLPReceiver
 from ..support.polling import until
 from ._shared import POLICY, records
 from .test_mcp_proxy import SERVER, _alive
@@ -56,7 +59,7 @@ class Proxy:
         return re.findall(r"session run (run_[0-9a-f]+) ended", self.log.read_text())
 
 
-def _proxy_args(tmp: Path, *extra: str, policy_text: str = POLICY) -> list[str]:
+def _proxy_args(tmp: Path, *, policy_text: str = POLICY, listen: bool = True) -> list[str]:
     policy = tmp / "policy.toml"
     policy.write_text(policy_text)
     return [
@@ -68,9 +71,7 @@ def _proxy_args(tmp: Path, *extra: str, policy_text: str = POLICY) -> list[str]:
         "alice",
         "--evidence-dir",
         str(tmp / "runs"),
-        "--listen",
-        "127.0.0.1:0",
-        *extra,
+        *(["--listen", "127.0.0.1:0"] if listen else []),
     ]
 
 
@@ -78,14 +79,18 @@ CHILD = ("--", sys.executable, str(SERVER))
 
 
 @asynccontextmanager
-async def listening(tmp: Path, *upstream: str, policy: str = POLICY) -> AsyncIterator[Proxy]:
+async def listening(
+    tmp: Path, *upstream: str, policy: str = POLICY, env: dict[str, str] | None = None
+) -> AsyncIterator[Proxy]:
     """The proxy serving HTTP; stopped with SIGTERM at the end (it must exit 0)."""
     args = [*_proxy_args(tmp, policy_text=policy), *upstream]
     if upstream == CHILD:
         args.append(str(tmp / "marks.txt"))
     log = tmp / "proxy.log"
     with log.open("w") as err:
-        process = await anyio.open_process(args, stdout=err, stderr=err)
+        process = await anyio.open_process(
+            args, stdout=err, stderr=err, env={**os.environ, **(env or {})}
+        )
     try:
         await until(lambda: "serving MCP" in log.read_text() or process.returncode is not None)
         m = re.search(r"serving MCP \(Streamable HTTP\) on (\S+)", log.read_text())
@@ -201,6 +206,36 @@ async def _listed(p: Proxy) -> list[str]:
     return [x for x in done.stdout.decode().splitlines() if x.startswith("apr")]
 
 
+async def test_one_trace_runs_from_the_http_client_through_the_proxy_into_the_server(
+    tmp_path: Path,
+) -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    root = TracerProvider().get_tracer("client").start_span("client asks for read_file")
+    with OTLPReceiver() as rx:
+        env = {"OTEL_EXPORTER_OTLP_ENDPOINT": rx.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        async with listening(tmp_path, *CHILD, env=env) as p, client(p.url) as s:
+            token = context.attach(trace.set_span_in_context(root))
+            try:
+                await s.call_tool("read_file", {"path": "t"})
+            finally:
+                context.detach(token)
+                root.end()
+        trace_id = f"{root.get_span_context().trace_id:032x}"
+        spans = [s for s in rx.wait_for_spans(4, timeout=20) if s.trace_id == trace_id]
+    governed = next(s for s in spans if s.name == "execute_tool read_file")
+    upstream = next(s for s in spans if s.resource.get("service.name") == "upstream")
+    assert governed.attributes["tenure.framework"] == "mcp"
+    chain = {s.span_id: s.parent_span_id for s in spans}
+    cur, ancestors = upstream.span_id, []
+    while cur in chain:
+        cur = chain[cur]
+        ancestors.append(cur)
+    assert governed.span_id in ancestors  # the server's span descends from the governed step
+    assert ancestors[-1] == f"{root.get_span_context().span_id:016x}"  # in the client's trace
+
+
 async def test_a_held_http_call_runs_only_after_tenure_approvals_approve(tmp_path: Path) -> None:
     async with listening(tmp_path, *CHILD) as p, client(p.url) as s:
         results: list[types.CallToolResult] = []
@@ -272,6 +307,35 @@ async def test_revoking_mid_call_to_an_http_upstream_cancels_it_and_forwards_not
     _verified(p, run_id)
 
 
+async def test_a_session_whose_server_died_fails_its_calls_and_the_proxy_serves_on(
+    tmp_path: Path,
+) -> None:
+    async with listening(tmp_path, *CHILD) as p:
+        async with client(p.url) as broken:
+            failed: list[bool] = []
+
+            async def fails(name: str, args: dict[str, Any]) -> None:
+                try:
+                    failed.append((await broken.call_tool(name, args)).is_error)
+                except MCPError:
+                    failed.append(True)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(fails, "slow", {"seconds": 30})
+                await until(lambda: bool(p.marked()))
+                pid = int(p.marked()[0].rsplit(":", 1)[1])
+                os.kill(pid, signal.SIGKILL)  # the server crashes mid-call
+            await fails("read_file", {"path": "gone"})
+            assert failed == [True, True]
+        async with client(p.url) as fresh:  # a new session gets a new server
+            ok = await fresh.call_tool("read_file", {"path": "again"})
+            assert not ok.is_error and _text(ok) == "contents of again"
+        await until(lambda: len(p.ended()) == 2)
+    assert "read:gone" not in p.marked() and "read:again" in p.marked()
+    for run_id in p.run_ids():
+        _verified(p, run_id)
+
+
 async def test_a_session_the_policy_refuses_fails_initialize_with_the_reason(
     tmp_path: Path,
 ) -> None:
@@ -285,7 +349,7 @@ async def test_a_session_the_policy_refuses_fails_initialize_with_the_reason(
             leaf = leaf.exceptions[0]
         assert isinstance(leaf, MCPError), caught.value
         assert "Tenure could not open this session: PolicyDenied (rule:default-deny)" in str(leaf)
-        assert "session refused: PolicyDenied" in p.log.read_text()
+        assert "session failed: PolicyDenied" in p.log.read_text()
     assert p.marked() == []
 
 
@@ -355,3 +419,74 @@ def test_a_port_in_use_exits_2_naming_the_listen_value(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.strip()]
     assert f"--listen {value!r}: cannot listen there" in line and "in use" in line
+
+
+async def test_requests_that_are_not_a_governed_session_are_refused_and_spawn_nothing(
+    tmp_path: Path,
+) -> None:
+    """DNS rebinding (a foreign Host), a sessionless protocol era, a stray POST, a guessed
+    session id, a wrong path: each refused with its reason; no run starts, no server runs."""
+    import httpx
+
+    json_rpc = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    initialize = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "x", "version": "1"},
+        },
+    }
+    async with listening(tmp_path, *CHILD) as p, httpx.AsyncClient() as http:
+        rebound = await http.post(
+            p.url, json=initialize, headers={**json_rpc, "host": "evil.example:80"}
+        )
+        assert rebound.status_code == 421
+        foreign = await http.post(
+            p.url, json=initialize, headers={**json_rpc, "origin": "http://evil.example"}
+        )
+        assert foreign.status_code == 403
+        modern = await http.post(
+            p.url, json=initialize, headers={**json_rpc, "mcp-protocol-version": "2026-07-28"}
+        )
+        assert modern.status_code == 400 and "serves MCP sessions" in modern.text
+        stray = await http.post(
+            p.url, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=json_rpc
+        )
+        assert stray.status_code == 400 and "Missing session ID" in stray.text
+        guessed = await http.post(
+            p.url, json=initialize, headers={**json_rpc, "mcp-session-id": "0" * 32}
+        )
+        assert guessed.status_code == 404
+        elsewhere = await http.post(
+            p.url.replace("/mcp", "/other"), json=initialize, headers=json_rpc
+        )
+        assert elsewhere.status_code == 404 and "served at /mcp" in elsewhere.text
+        assert p.run_ids() == [] and p.marked() == []
+        async with client(p.url) as s:  # a real session still opens after all that
+            assert not (await s.call_tool("read_file", {"path": "z"})).is_error
+    assert p.marked() == ["read:z"]
+
+
+async def test_a_stdio_client_is_governed_in_front_of_an_http_upstream(tmp_path: Path) -> None:
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    async with http_server(tmp_path) as upstream:
+        args = [*_proxy_args(tmp_path, listen=False)[1:], "--upstream", upstream]
+        params = StdioServerParameters(command=TENURE, args=args, env=dict(os.environ))
+        log = tmp_path / "proxy.log"
+        with log.open("w") as err:
+            async with (
+                stdio_client(params, errlog=err) as (read, write),
+                ClientSession(read, write) as s,
+            ):
+                await s.initialize()
+                ok = await s.call_tool("read_file", {"path": "s"})
+                denied = await s.call_tool("delete_file", {"path": "s"})
+        assert not ok.is_error and denied.is_error and "no-delete" in _text(denied)
+    assert _lines(tmp_path / "marks.txt") == ["read:s"]
+    m = re.search(r"verify with: tenure verify (\S+)", log.read_text())
+    assert m is not None, log.read_text()
+    assert verify_run(Path(m.group(1)), _public_key()).ok

@@ -88,14 +88,14 @@ class HttpSessions:
         path: str,
         loopback_only: bool,
         on_end: Callable[[RunHandle, BaseException | None], None] | None,
-        on_refused: Callable[[BaseException], None] | None,
+        on_error: Callable[[BaseException], None] | None,
     ) -> None:
         self._proxy = proxy
         self._path = path
         self._security = TransportSecurityMiddleware(_LOOPBACK if loopback_only else None)
         self._settings = _LOOPBACK if loopback_only else None
         self._on_end = on_end
-        self._on_refused = on_refused
+        self._on_error = on_error
         self._sessions: dict[str, StreamableHTTPServerTransport] = {}
         self._tg: TaskGroup | None = None
         self._stopping = False
@@ -180,8 +180,8 @@ class HttpSessions:
             await self._tg.start(self._session, transport)
         except Exception as exc:
             why = _leaf(exc)
-            if self._on_refused is not None:
-                self._on_refused(why)
+            if self._on_error is not None:
+                self._on_error(why)
             status = 403 if isinstance(why, GovernanceViolation) else 502
             await _error(status, f"Tenure could not open this session: {_say(why)}")(
                 scope, _replay(body, receive), send
@@ -203,6 +203,12 @@ class HttpSessions:
                 if self._stopping:  # opened while the proxy began to stop
                     await transport.terminate()
                 await _serve_until_idle(session, transport, read, write)
+        except Exception as exc:
+            if handle is None:
+                raise  # the session never opened: the initialize request says why
+            # One broken session (its upstream died) must not end the others.
+            if self._on_error is not None:
+                self._on_error(_leaf(exc))
         finally:
             self._sessions.pop(sid, None)
             if not transport.is_terminated:

@@ -154,7 +154,7 @@ class McpProxy:
         stop: anyio.Event,
         loopback_only: bool = True,
         on_end: Callable[[RunHandle, BaseException | None], None] | None = None,
-        on_refused: Callable[[BaseException], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         """Serve MCP over Streamable HTTP on ``listener`` at ``path`` until ``stop`` is set.
 
@@ -162,12 +162,13 @@ class McpProxy:
         ``stop`` is set the open sessions are ended (their runs end ``ok``) and this
         returns. ``loopback_only`` keeps DNS-rebinding protection on (Host / Origin must
         be a loopback name). ``on_end`` gets each ended run and its violation (if any);
-        ``on_refused`` each session that could not open (policy, upstream).
+        ``on_error`` each session that could not open (policy, upstream) or broke (its
+        upstream failed) without ending the others.
         """
         from ._http import HttpSessions
 
         front = HttpSessions(
-            self, path=path, loopback_only=loopback_only, on_end=on_end, on_refused=on_refused
+            self, path=path, loopback_only=loopback_only, on_end=on_end, on_error=on_error
         )
         await front.serve(listener, stop)
 
