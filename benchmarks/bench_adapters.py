@@ -276,26 +276,41 @@ def _openai_agents(calls: int) -> tuple[Timed, Timed]:
 # -- MCP ---------------------------------------------------------------------------------------
 
 
-def _mcp(calls: int, tmp: Path) -> tuple[Timed, Timed]:
-    from mcp import ClientSession
-    from mcp.client.stdio import StdioServerParameters, stdio_client
-
+def _proxy_command(tmp: Path, *upstream: str) -> list[str]:
+    """``tenure mcp-proxy`` on the allow-all policy, in front of ``upstream``."""
     policy = tmp / "policy.toml"
     policy.write_text(ALLOW_ALL)
-    server = [str(SERVER), str(tmp / "marks.txt")]
     tenure = str(Path(sys.executable).with_name("tenure"))
-    proxied = [
+    evidence = str(tmp / "runs")
+    return [
+        tenure,
         "mcp-proxy",
         "--policy",
         str(policy),
         "--principal",
         "bench",
         "--evidence-dir",
-        str(tmp / "runs"),
-        "--",
-        sys.executable,
-        *server,
+        evidence,
+        *upstream,
     ]
+
+
+async def _read_files(session: Any, calls: int) -> float:
+    """Seconds for ``calls`` sequential ``tools/call``s on a fresh session (one warm-up)."""
+    await session.initialize()
+    await session.call_tool("read_file", {"path": "warm"})
+    t = time.perf_counter()
+    for i in range(calls):
+        await session.call_tool("read_file", {"path": str(i)})
+    return time.perf_counter() - t
+
+
+def _mcp(calls: int, tmp: Path) -> tuple[Timed, Timed]:
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+
+    server = [str(SERVER), str(tmp / "marks.txt")]
+    tenure, *proxied = _proxy_command(tmp, "--", sys.executable, *server)
 
     quiet = open(os.devnull, "w")  # noqa: SIM115 (the proxy's stderr lines, for the process)
 
@@ -303,12 +318,7 @@ def _mcp(calls: int, tmp: Path) -> tuple[Timed, Timed]:
         async def run() -> float:
             params = StdioServerParameters(command=command, args=args, env=dict(os.environ))
             async with stdio_client(params, errlog=quiet) as (r, w), ClientSession(r, w) as s:
-                await s.initialize()
-                await s.call_tool("read_file", {"path": "warm"})
-                t = time.perf_counter()
-                for i in range(calls):
-                    await s.call_tool("read_file", {"path": str(i)})
-                return time.perf_counter() - t
+                return await _read_files(s, calls)
 
         return run
 
@@ -329,8 +339,6 @@ async def _mcp_http(calls: int, tmp: Path) -> AsyncIterator[tuple[Timed, Timed]]
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
 
-    policy = tmp / "policy.toml"
-    policy.write_text(ALLOW_ALL)
     url_file, log = tmp / "upstream.url", tmp / "http-proxy.log"
     server = await anyio.open_process(
         [sys.executable, str(SERVER), str(tmp / "marks.txt"), "--http", str(url_file)],
@@ -342,26 +350,9 @@ async def _mcp_http(calls: int, tmp: Path) -> AsyncIterator[tuple[Timed, Timed]]
         upstream = await _ready(
             "the server", lambda: url_file.read_text() if url_file.exists() else None
         )
-        tenure = str(Path(sys.executable).with_name("tenure"))
+        command = _proxy_command(tmp, "--listen", "127.0.0.1:0", "--upstream", upstream)
         with log.open("w") as err:
-            proxy = await anyio.open_process(
-                [
-                    tenure,
-                    "mcp-proxy",
-                    "--policy",
-                    str(policy),
-                    "--principal",
-                    "bench",
-                    "--evidence-dir",
-                    str(tmp / "runs"),
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--upstream",
-                    upstream,
-                ],
-                stdout=err,
-                stderr=err,
-            )
+            proxy = await anyio.open_process(command, stdout=err, stderr=err)
 
         def served() -> str | None:
             m = re.search(r"on (http://\S+)", log.read_text())
@@ -372,12 +363,7 @@ async def _mcp_http(calls: int, tmp: Path) -> AsyncIterator[tuple[Timed, Timed]]
         def timed(url: str) -> Timed:
             async def run() -> float:
                 async with streamable_http_client(url) as (r, w), ClientSession(r, w) as s:
-                    await s.initialize()
-                    await s.call_tool("read_file", {"path": "warm"})
-                    t = time.perf_counter()
-                    for i in range(calls):
-                        await s.call_tool("read_file", {"path": str(i)})
-                    return time.perf_counter() - t
+                    return await _read_files(s, calls)
 
             return run
 
@@ -391,6 +377,18 @@ async def _mcp_http(calls: int, tmp: Path) -> AsyncIterator[tuple[Timed, Timed]]
                 if process.returncode is None:
                     process.kill()
                     await process.wait()
+
+
+def _proxy_rows(report: Report, over: str, direct: str, calls: int, g: float, b: float) -> None:
+    report.add(
+        "adapters",
+        f"MCP tools/call through tenure mcp-proxy{over}",
+        g / calls * 1e6,
+        "µs",
+        baseline=b / calls * 1e6,
+        note=f"vs direct {direct}",
+    )
+    report.add("adapters", f"MCP proxy{over}, added per tools/call", (g - b) / calls * 1e6, "µs")
 
 
 _RT: Runtime
@@ -425,27 +423,9 @@ def run(report: Report, quick: bool = False) -> None:
                 g, b = await _pair(*_openai_agents(calls // 3), rounds)
                 _rows(report, "OpenAI Agents FunctionTool", calls // 3, g, b)
             g, b = await _pair(*_mcp(calls, tmp), max(3, rounds // 2))
-            report.add(
-                "adapters",
-                "MCP tools/call through tenure mcp-proxy",
-                g / calls * 1e6,
-                "µs",
-                baseline=b / calls * 1e6,
-                note="vs direct stdio",
-            )
-            report.add("adapters", "MCP proxy, added per tools/call", (g - b) / calls * 1e6, "µs")
+            _proxy_rows(report, "", "stdio", calls, g, b)
             async with _mcp_http(calls, tmp) as (proxied, direct):
                 g, b = await _pair(proxied, direct, max(3, rounds // 2))
-            report.add(
-                "adapters",
-                "MCP tools/call through tenure mcp-proxy over Streamable HTTP",
-                g / calls * 1e6,
-                "µs",
-                baseline=b / calls * 1e6,
-                note="vs direct Streamable HTTP",
-            )
-            report.add(
-                "adapters", "MCP HTTP proxy, added per tools/call", (g - b) / calls * 1e6, "µs"
-            )
+            _proxy_rows(report, " over Streamable HTTP", "Streamable HTTP", calls, g, b)
 
     anyio.run(main)

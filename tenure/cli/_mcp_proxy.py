@@ -40,7 +40,7 @@ __all__ = ["register"]
 
 #: seconds the upstream has to answer the proxy's check before it serves anyone
 CHECK_S = 20.0
-_LISTEN_EXAMPLE = "e.g. 127.0.0.1:8765, [::1]:8765, or 127.0.0.1:0 for any free port"
+_LISTEN_EXAMPLE = "e.g. 127.0.0.1:8765, [::1]:8765, 8765 (loopback), or 127.0.0.1:0 (any free port)"
 
 
 def _say(text: str) -> None:
@@ -77,9 +77,9 @@ def _tool_scopes(items: list[str]) -> dict[str, list[str]]:
 
 
 def _listen(value: str, *, allow_remote: bool) -> tuple[str, int]:
-    host, sep, port_text = value.rpartition(":")
-    host = host.removeprefix("[").removesuffix("]")
-    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    host, _, port_text = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"  # a bare PORT: loopback
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise UsageError(f"--listen {value!r}: expected HOST:PORT, {_LISTEN_EXAMPLE}")
     if not _is_loopback(host):
         try:
@@ -309,8 +309,8 @@ def mcp_proxy_command(
         typer.Option(
             "--listen",
             metavar="HOST:PORT",
-            help="serve MCP over Streamable HTTP there instead of stdio (loopback only "
-            "unless --allow-remote); every MCP session is its own run",
+            help="serve MCP over Streamable HTTP there instead of stdio (a bare PORT: "
+            "127.0.0.1; loopback only unless --allow-remote); every MCP session is its own run",
         ),
     ] = None,
     path: Annotated[

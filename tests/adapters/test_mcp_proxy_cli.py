@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -200,18 +201,10 @@ def test_the_proxy_exits_1_with_one_line_when_the_policy_refuses_the_session(
     assert "PolicyDenied (rule:default-deny)" in line and "mcp_proxy" in line
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ([], "no server command"),
-        (["--tool-scope", "nope", "--", "true"], "expected TOOL=SCOPE"),
-        (["--", "/no/such/server"], "cannot start the server '/no/such/server'"),
-    ],
-    ids=["no-command", "bad-tool-scope", "missing-server"],
-)
-def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+def usage_error(tmp: Path, *args: str) -> str:
+    """The one stderr line of ``tenure mcp-proxy ARGS`` failing with exit code 2."""
     done = subprocess.run(
-        [TENURE, "mcp-proxy", "--evidence-dir", str(tmp_path), *args],
+        [TENURE, "mcp-proxy", "--evidence-dir", str(tmp), *args],
         input="",
         capture_output=True,
         text=True,
@@ -219,5 +212,53 @@ def test_usage_errors_exit_2_with_one_line(tmp_path: Path, args: list[str], mess
         check=False,
     )
     assert done.returncode == 2, done.stderr
+    assert done.stdout == ""  # stdout is the MCP channel
     lines = [x for x in done.stderr.splitlines() if x.strip()]
-    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "no server"),
+        (["--tool-scope", "nope", "--", "true"], "expected TOOL=SCOPE"),
+        (["--", "/no/such/server"], "cannot start the server '/no/such/server'"),
+        (["--listen", "nowhere", "--", "true"], "--listen 'nowhere': expected HOST:PORT"),
+        (["--listen", "127.0.0.1:99999", "--", "true"], "--listen '127.0.0.1:99999'"),
+        (["--listen", "example.com:80", "--", "true"], "HOST must be an IP address"),
+        (["--listen", "0.0.0.0:8765", "--", "true"], "needs --allow-remote"),
+        (["--listen", "127.0.0.1:0", "--path", "mcp", "--", "true"], "--path 'mcp'"),
+        (["--upstream", "ftp://example.com/mcp"], "--upstream 'ftp://example.com/mcp'"),
+        (["--upstream", "http://127.0.0.1:1/mcp"], "no MCP server answered there"),
+        (["--upstream", "http://127.0.0.1:1/mcp", "--", "true"], "not both"),
+        (["--listen", "127.0.0.1:0", "--", "/no/such/server"], "cannot start the server"),
+    ],
+    ids=[
+        "no-server",
+        "bad-tool-scope",
+        "missing-server",
+        "listen-not-host-port",
+        "listen-port-out-of-range",
+        "listen-host-name",
+        "listen-remote-without-flag",
+        "relative-path",
+        "upstream-not-http",
+        "upstream-unreachable",
+        "upstream-and-command",
+        "listen-missing-server",
+    ],
+)
+def test_usage_errors_exit_2_with_one_line_naming_the_value(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    assert message in usage_error(tmp_path, *args)
+
+
+def test_a_port_in_use_exits_2_naming_the_listen_value(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        value = f"127.0.0.1:{taken.getsockname()[1]}"
+        line = usage_error(tmp_path, "--listen", value, "--", "true")
+    assert f"--listen {value!r}: cannot listen there" in line and "in use" in line

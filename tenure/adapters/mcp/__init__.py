@@ -13,6 +13,7 @@ try:
 except ImportError as _exc:
     raise missing_extra("mcp", "mcp", _exc) from None
 
-from ._proxy import AGENT_NAME, McpProxy, ProxySession, mcp_proxy
+from ._proxy import AGENT_NAME, McpProxy, mcp_proxy
+from ._session import ProxySession
 
 __all__ = ["AGENT_NAME", "McpProxy", "ProxySession", "mcp_proxy"]

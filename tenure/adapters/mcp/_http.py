@@ -27,10 +27,12 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final
 from uuid import uuid4
 
 import anyio
@@ -51,8 +53,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from tenure import GovernanceViolation, RunHandle
 
-if TYPE_CHECKING:
-    from ._proxy import McpProxy, ProxySession
+from ._session import ProxySession
 
 __all__ = ["MAX_SESSIONS", "STOP_GRACE_S", "HttpSessions"]
 
@@ -72,10 +73,9 @@ class _Server(uvicorn.Server):
     """uvicorn without its signal handlers: the proxy decides when to stop (``stop``), and
     uvicorn's would re-raise the signal after shutdown, past the runs' final records."""
 
-    def capture_signals(self) -> Any:
-        import contextlib
-
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class HttpSessions:
@@ -83,14 +83,14 @@ class HttpSessions:
 
     def __init__(
         self,
-        proxy: McpProxy,
+        open_session: Callable[[], AbstractAsyncContextManager[ProxySession]],
         *,
         path: str,
         loopback_only: bool,
         on_end: Callable[[RunHandle, BaseException | None], None] | None,
         on_error: Callable[[BaseException], None] | None,
     ) -> None:
-        self._proxy = proxy
+        self._open_session = open_session
         self._path = path
         self._security = TransportSecurityMiddleware(_LOOPBACK if loopback_only else None)
         self._settings = _LOOPBACK if loopback_only else None
@@ -196,7 +196,7 @@ class HttpSessions:
         assert sid is not None
         handle: RunHandle | None = None
         try:
-            async with self._proxy.session() as session, transport.connect() as (read, write):
+            async with self._open_session() as session, transport.connect() as (read, write):
                 handle = session.handle
                 self._sessions[sid] = transport
                 task_status.started()

@@ -43,9 +43,10 @@ from mcp.server.stdio import stdio_server
 from tenure import Context, GovernanceViolation, RunHandle, Runtime, agent
 
 from ._remote import check_url, connect_upstream
+from ._session import ProxySession
 from ._upstream import Upstream, spawn_upstream
 
-__all__ = ["AGENT_NAME", "McpProxy", "ProxySession", "mcp_proxy"]
+__all__ = ["AGENT_NAME", "McpProxy", "mcp_proxy"]
 
 #: the root agent of a proxied session (what a policy's ``invoke_agent`` rule must allow,
 #: and the ``callers`` name of every proxied tool call)
@@ -168,7 +169,7 @@ class McpProxy:
         from ._http import HttpSessions
 
         front = HttpSessions(
-            self, path=path, loopback_only=loopback_only, on_end=on_end, on_error=on_error
+            self.session, path=path, loopback_only=loopback_only, on_end=on_end, on_error=on_error
         )
         await front.serve(listener, stop)
 
@@ -281,18 +282,6 @@ class McpProxy:
             on_list_tools=list_tools,
             on_call_tool=call_tool,
         )
-
-
-class ProxySession:
-    """An open governed session (from :meth:`McpProxy.session`): serve it on any transport."""
-
-    def __init__(self, handle: RunHandle, server: Server[Any]) -> None:
-        self.handle = handle
-        self._server = server
-
-    async def serve(self, read: Any, write: Any) -> None:
-        """Serve the session's MCP server on the SDK streams until the client closes them."""
-        await self._server.run(read, write, self._server.create_initialization_options())
 
 
 class _SessionOver(Exception):
