@@ -99,6 +99,7 @@ class HttpSessions:
         self._sessions: dict[str, StreamableHTTPServerTransport] = {}
         self._tg: TaskGroup | None = None
         self._stopping = False
+        self._opening = 0
 
     async def serve(self, listener: socket.socket, stop: anyio.Event) -> None:
         """Serve on ``listener`` until ``stop`` is set, then end every session."""
@@ -165,7 +166,7 @@ class HttpSessions:
                 scope, _replay(body, receive), send
             )
             return
-        if self._stopping or len(self._sessions) >= MAX_SESSIONS:
+        if self._stopping or len(self._sessions) + self._opening >= MAX_SESSIONS:
             await _error(
                 503, "the proxy is not opening sessions now (stopping, or full)", INTERNAL_ERROR
             )(scope, _replay(body, receive), send)
@@ -176,6 +177,7 @@ class HttpSessions:
             idle_timeout=DEFAULT_SESSION_IDLE_TIMEOUT,
         )
         assert self._tg is not None and transport.mcp_session_id is not None
+        self._opening += 1  # counted against MAX_SESSIONS while its upstream starts
         try:
             await self._tg.start(self._session, transport)
         except Exception as exc:
@@ -187,6 +189,8 @@ class HttpSessions:
                 scope, _replay(body, receive), send
             )
             return
+        finally:
+            self._opening -= 1
         await transport.handle_request(scope, _replay(body, receive), send)
 
     async def _session(
@@ -214,13 +218,17 @@ class HttpSessions:
             if not transport.is_terminated:
                 with anyio.CancelScope(shield=True):
                     await transport.terminate()
-        if handle is not None and self._on_end is not None:
-            try:
-                await handle.result()
-            except GovernanceViolation as exc:
-                self._on_end(handle, exc)
-            else:
-                self._on_end(handle, None)
+        if handle is None or self._on_end is None:
+            return
+        try:
+            await handle.result()
+        except GovernanceViolation as exc:
+            self._on_end(handle, exc)
+        except Exception as exc:  # not a governed stop: said, and the other sessions go on
+            if self._on_error is not None:
+                self._on_error(exc)
+        else:
+            self._on_end(handle, None)
 
 
 async def _serve_until_idle(
