@@ -14,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import canonical
+from tenure.crypto import SigningKey, canonical
 from tenure.evidence import _attest
 from tenure.evidence._attest import Attestor, CodeItem, policy_files_digest
 

@@ -18,9 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import b64e, canonical, digest
-from tenure.crypto._dsse import sign_envelope
+from tenure.crypto import SigningKey, b64e, canonical, digest, sign_envelope
 from tenure.evidence import LEASE_PAYLOAD_TYPE, verify_run
 from tenure.evidence._ledger import Ledger, LedgerConfig
 

@@ -31,8 +31,7 @@ from typing import Any
 import anyio
 
 from tenure import Runtime, SigningKey
-from tenure.crypto._snapshot import snapshot_call
-from tenure.crypto._values import value_digest
+from tenure.crypto import snapshot_call, value_digest
 from tenure.policies import PolicySet
 
 BATCH = 200

@@ -28,8 +28,7 @@ import anyio
 import typer
 
 from .._errors import GovernanceViolation
-from ..crypto._grants import sign_grant
-from ..crypto._keys import SigningKey, load_signing_key
+from ..crypto import SigningKey, load_signing_key, sign_grant
 from ..runtime.backends import ApprovalRecord, open_backend
 from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
 from ._db import BACKEND_OPTION

@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import shutil
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,31 +43,15 @@ from rich.text import Text
 
 from .._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ..agents import Context, agent, tool
-from ..crypto._keys import (
-    PUBLIC_KEY_NAME,
-    SigningKey,
-    default_key_dir,
-    load_public_key,
-    load_signing_key,
-)
+from ..crypto import PUBLIC_KEY_NAME, SigningKey, default_key_dir, load_public_key, load_signing_key
 from ..evidence import verify_run
-from ..evidence._format import (
-    APPROVAL_DENIED,
-    APPROVAL_GRANTED,
-    DECISION,
-    LEASE_REVOKED,
-    RUN_END,
-    STEP_START,
-    STEPS_STOPPED,
-    VIOLATION,
-    carries_decision,
-)
 from ..lineage import LedgerReadError, load_trace
 from ..policies import PolicySet
-from ..runtime._runtime import RunHandle, Runtime
+from ..runtime import RunHandle, Runtime
+from ._narrator import Narrator
 from ._tree import print_trace
 
-__all__ = ["CORPUS", "DemoOutcome", "Narrator", "planner", "run_demo"]
+__all__ = ["CORPUS", "DemoOutcome", "planner", "run_demo"]
 
 #: The built-in corpus the ``search`` tool reads (deterministic, offline).
 CORPUS: tuple[str, ...] = (
@@ -183,155 +166,6 @@ async def planner(ctx: Context, topic: str, pages: int = 1) -> dict[str, Any]:
 
 
 # --- live output -------------------------------------------------------------------------
-
-
-class _Tail:
-    """Complete lines appended to a ledger file since the last read."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            with self.path.open("rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return []
-        end = data.rfind(b"\n")
-        if end < 0:
-            return []
-        self.offset += end + 1
-        out = []
-        for line in data[: end + 1].splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict):
-                out.append(rec)
-        return out
-
-
-_EFFECT_STYLE = {
-    "allow": ("✔ allow", "green"),
-    "deny": ("✖ DENY", "bold red"),
-    "require_approval": ("⏸ HOLD", "bold yellow"),
-}
-
-
-class Narrator:
-    """Prints the demo's live progress: agent narration and the runs' ledgers, in order."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.t0 = time.monotonic()
-        self.tails: dict[str, tuple[str, _Tail]] = {}
-        self.denials = 0
-        self.approvals = 0
-        self.research: dict[str, set[str]] = {}
-        self.underway: dict[str, anyio.Event] = {}
-        self.step_names: dict[tuple[str, str], str] = {}
-        self.ended: set[str] = set()
-
-    def watch(self, run_id: str, label: str, ledger: Path) -> None:
-        """Start tailing ``ledger`` for the run ``run_id``, shown as ``label``."""
-        self.tails[run_id] = (label, _Tail(ledger))
-        self.research[run_id] = set()
-        self.underway[run_id] = anyio.Event()
-
-    def searched(self, run_id: str, subtopic: str) -> None:
-        """A researcher finished a search: once all have, the run is 'underway'."""
-        seen = self.research.setdefault(run_id, set())
-        seen.add(subtopic)
-        if len(seen) == len(_SUBTOPICS) and run_id in self.underway:
-            self.underway[run_id].set()
-
-    def _print(self, label: str, who: str, body: Text) -> None:
-        ms = (time.monotonic() - self.t0) * 1000
-        line = Text(f"{ms:7.0f} ms  ", style="dim")
-        line.append(f"{label:<8}", style="cyan")
-        line.append(f" {who:<10} ", style="bold")
-        line.append_text(body)
-        self.console.print(line, soft_wrap=True)
-
-    def drain(self) -> None:
-        """Print every ledger record written since the last drain."""
-        for run_id, (label, tail) in self.tails.items():
-            for rec in tail.read():
-                if rec.get("kind") == RUN_END:
-                    self.ended.add(run_id)
-                    self.underway[run_id].set()
-                if rec.get("kind") == STEP_START:
-                    self.step_names[(label, str(rec.get("step")))] = str(rec.get("target"))
-                    if not carries_decision(rec):
-                        continue
-                if rec.get("kind") == STEPS_STOPPED:
-                    for step in rec.get("steps") or ():
-                        name = self.step_names.get((label, str(step)), "?")
-                        self._print(
-                            label, name, Text(f"■ stopped ({rec.get('error', '')})", style="red")
-                        )
-                    continue
-                body_who = _describe(rec)
-                if body_who is not None:
-                    who, body = body_who
-                    self._print(label, who, body)
-
-    def say(self, who: str, text: str, *, run_id: str | None = None, style: str = "") -> None:
-        """One narration line (after the ledger lines that precede it)."""
-        self.drain()
-        label = self.tails[run_id][0] if run_id in self.tails else "demo"
-        self._print(label, who, Text(text, style=style))
-
-    async def follow(self) -> None:
-        """Drain the ledgers every 20 ms until cancelled."""
-        while True:
-            self.drain()
-            await anyio.sleep(0.02)
-
-
-def _describe(rec: dict[str, Any]) -> tuple[str, Text] | None:
-    kind = rec.get("kind")
-    s = {k: str(v) for k, v in rec.items() if isinstance(v, str | int)}
-    if kind == DECISION or carries_decision(rec):
-        label, style = _EFFECT_STYLE.get(s.get("effect", ""), (s.get("effect", "?"), ""))
-        what = "agent" if s.get("action") == "invoke_agent" else "tool"
-        body = Text(f"{label} ", style=style)
-        body.append(f"{what} {s.get('target', '?')}  [rule {s.get('rule', '?')}]")
-        if s.get("effect") == "require_approval":
-            body.append("  waiting for an approver", style="yellow")
-        return s.get("caller") or "runtime", body
-    if kind == APPROVAL_GRANTED:
-        return "approver", Text(
-            f"✔ APPROVED request {s.get('request', '?')} (by {s.get('approver', '?')}, "
-            f"key {s.get('approver_key', '?')[:6]}…, signed)",
-            style="bold green",
-        )
-    if kind == APPROVAL_DENIED:
-        return "approver", Text(f"✖ approval denied: {s.get('reason', '')}", style="bold red")
-    if kind == LEASE_REVOKED:
-        return "runtime", Text(
-            f"⛔ lease {s.get('lease', '?')[:12]}… REVOKED, and every lease delegated under "
-            f"it: {s.get('reason', '')}",
-            style="bold red",
-        )
-    if kind == VIOLATION:
-        return "runtime", Text(
-            f"■ run stopped fail closed: {s.get('error', '?')} "
-            f"check={s.get('check', '?')}: {s.get('reason', '')}",
-            style="bold red",
-        )
-    if kind == RUN_END:
-        status = s.get("status", "?")
-        return "runtime", Text(
-            f"run ended: {status}", style="bold green" if status == "ok" else "bold red"
-        )
-    return None
-
-
-# --- the demo ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -531,7 +365,7 @@ async def run_demo(
     # key could never approve, and a name alone proves nothing.
     approver_key = SigningKey.generate()
     policies = policies.with_approvers({DEMO_APPROVER: approver_key.public_text})
-    narrator = Narrator(console)
+    narrator = Narrator(console, researchers=len(_SUBTOPICS))
     out = DemoOutcome()
     console.rule("Tenure demo: a governed research team (offline, deterministic agents)")
     console.print(

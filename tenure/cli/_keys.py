@@ -16,13 +16,13 @@ from typing import Annotated
 import typer
 
 from .._errors import GovernanceViolation
-from ..crypto._grants import key_text
-from ..crypto._keys import (
+from ..crypto import (
     PRIVATE_KEY_NAME,
     PUBLIC_KEY_NAME,
     default_key_dir,
     generate_key_files,
     key_id_of,
+    key_text,
     load_public_key,
     load_signing_key,
     public_key_pem,

@@ -214,7 +214,7 @@ async def _serve(
     backend: str | None,
 ) -> int:
     from ..lineage._spans import Lineage
-    from ..runtime._runtime import Runtime
+    from ..runtime import Runtime
 
     try:
         from ..adapters.mcp import McpProxy

@@ -34,7 +34,7 @@ from rich.live import Live
 
 from .._errors import GovernanceViolation, UsageError
 from ..agents._decorators import Agent
-from ..crypto._keys import PUBLIC_KEY_NAME, default_key_dir
+from ..crypto import PUBLIC_KEY_NAME, default_key_dir
 from ..policies import PolicyError, PolicySet
 from ._target import check_evidence_dir, check_otlp, load_agent, load_policy, parse_args, show
 
@@ -93,7 +93,7 @@ async def _execute(
     show_traceback: bool,
 ) -> int:
     from ..evidence import verify_run
-    from ..runtime._runtime import Runtime
+    from ..runtime import Runtime
     from ._progress import Progress
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)

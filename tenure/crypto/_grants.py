@@ -26,6 +26,7 @@ import orjson
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .._util import final
 from ._canonical import canonical, digest
 from ._dsse import sign_envelope, verify_envelope
 from ._keys import SigningKey, key_id_of
@@ -99,6 +100,7 @@ def action_digest(
     )
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Grant:
     """An opened, verified grant (or denial)."""

@@ -38,6 +38,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel
 
+from .._util import final
 from ._values import (
     MAX_DEPTH,
     TEXT_FORMS,
@@ -76,6 +77,7 @@ class _Refused(Exception):
         self.steps: list[str] = []
 
 
+@final
 class Snapshot:
     """The canonical arguments of one call (positional and keyword), frozen at decision time."""
 

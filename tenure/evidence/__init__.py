@@ -16,8 +16,7 @@ directory with this package and a public key alone::
         print(failure.code, failure.message)
 """
 
-from ..crypto import PUBLIC_KEY_NAME, default_key_dir, load_public_key
-from ..crypto._canonical import record_bytes
+from ..crypto import PUBLIC_KEY_NAME, default_key_dir, load_public_key, record_bytes
 from ._format import (
     APPROVAL_PAYLOAD_TYPE,
     ATTESTATION_NAME,

@@ -17,9 +17,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._dsse import verify_envelope
-from ..crypto._grants import open_grant, parse_key_text
-from ..crypto._keys import key_id_of
+from ..crypto import key_id_of, open_grant, parse_key_text, verify_envelope
 from ._format import APPROVAL_GRANTED, APPROVAL_PAYLOAD_TYPE
 
 __all__ = ["ApprovalCheck"]

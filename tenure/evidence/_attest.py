@@ -39,9 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from .._version import __version__
-from ..crypto._canonical import canonical, canonical_fast, record_bytes, sha256_hex
-from ..crypto._dsse import Envelope
-from ..crypto._keys import SigningKey
+from ..crypto import Envelope, SigningKey, canonical, canonical_fast, record_bytes, sha256_hex
 from ._measure import (
     _MISSING,
     _UNREADABLE,

@@ -25,8 +25,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._canonical import canonical_fast
-from ..crypto._dsse import verify_envelope
+from ..crypto import canonical_fast, verify_envelope
 from ._format import LEASE_BATCH, LEASE_BATCH_PAYLOAD_TYPE, LEASE_ISSUED, LEASE_RENEWED
 from ._reader import loads_bounded
 

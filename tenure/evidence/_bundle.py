@@ -42,7 +42,7 @@ from typing import Any, Final
 import orjson
 
 from .._version import __version__
-from ..crypto._keys import public_key_pem
+from ..crypto import public_key_pem
 from ._format import (
     ATTESTATION_NAME,
     BUNDLE_MANIFEST_NAME,

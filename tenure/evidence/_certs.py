@@ -22,9 +22,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._canonical import canonical
-from ..crypto._dsse import sign_envelope, verify_envelope
-from ..crypto._keys import SigningKey, key_id_of
+from ..crypto import SigningKey, canonical, key_id_of, sign_envelope, verify_envelope
 from ._reader import loads_bounded
 
 __all__ = ["CERT_NAME", "CERT_PAYLOAD_TYPE", "certify", "check_certificate"]

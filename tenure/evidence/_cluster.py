@@ -31,8 +31,7 @@ from typing import Any, Final, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._dsse import verify_envelope
-from ..crypto._keys import load_public_key
+from ..crypto import load_public_key, verify_envelope
 from ._certs import CERT_NAME, check_certificate
 from ._format import (
     CHECKPOINT_NAME,

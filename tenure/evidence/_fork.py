@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..crypto._canonical import record_bytes
+from ..crypto import record_bytes
 from ._ledger import _RESERVED, Ledger
 
 __all__ = ["ForkingLedger"]

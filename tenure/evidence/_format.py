@@ -55,7 +55,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from ..crypto._keys import PUBLIC_KEY_NAME
+from ..crypto import PUBLIC_KEY_NAME
 
 __all__ = [
     "APPROVAL_DENIED",

@@ -51,8 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._errors import GovernanceUnavailable
-from ..crypto._canonical import record_bytes
-from ..crypto._keys import SigningKey
+from ..crypto import SigningKey, record_bytes
 from ._format import (
     CHECKPOINT,
     CHECKPOINT_NAME,

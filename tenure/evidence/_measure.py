@@ -40,7 +40,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, Literal
 
-from ..crypto._canonical import record_bytes, sha256_hex
+from ..crypto import record_bytes, sha256_hex
 
 __all__ = ["CodeItem", "SourceKind", "policy_files_digest"]
 

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .._errors import EvidenceError
-from ..crypto._keys import SigningKey
+from ..crypto import SigningKey
 
 __all__ = [
     "ED25519_TYPE",

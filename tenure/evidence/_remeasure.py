@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .._errors import AttestationMismatch
-from ..crypto._canonical import b64d
+from ..crypto import b64d
 from ._measure import _MISSING, _UNREADABLE, _DistState, _files_digest, _hash_file
 
 __all__ = ["AttestationChange", "check_installed_files", "check_policy"]

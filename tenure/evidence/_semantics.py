@@ -34,8 +34,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._canonical import digest
-from ..crypto._dsse import verify_envelope
+from ..crypto import digest, verify_envelope
 from ._approval_check import ApprovalCheck
 from ._batch import decode_payloads, open_lease_batch
 from ._format import (

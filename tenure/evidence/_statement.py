@@ -25,9 +25,15 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._canonical import canonical, canonical_fast, sha256_hex
-from ..crypto._dsse import Envelope, sign_envelope, verify_envelope
-from ..crypto._keys import SigningKey
+from ..crypto import (
+    Envelope,
+    SigningKey,
+    canonical,
+    canonical_fast,
+    sha256_hex,
+    sign_envelope,
+    verify_envelope,
+)
 from ._format import ATTESTATION_NAME, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_TYPE
 
 __all__ = [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._keys import load_public_key
+from ..crypto import load_public_key
 from ._format import PUBLIC_KEY_NAME
 from ._reader import MAX_SMALL_FILE_BYTES, LedgerReadError, read_evidence_file
 from ._report_model import Finding, VerifyReport

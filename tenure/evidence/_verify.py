@@ -43,8 +43,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..crypto._canonical import record_bytes
-from ..crypto._keys import key_id_of
+from ..crypto import key_id_of, record_bytes
 from ._format import (
     CHECKPOINT,
     CHECKPOINT_NAME,

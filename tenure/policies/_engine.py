@@ -33,8 +33,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._util import final
-from ..crypto._canonical import canonical, digest
-from ..crypto._snapshot import decision_view
+from ..crypto import canonical, decision_view, digest
 from ._loader import Merged, load_path, load_text, merge
 from ._model import (
     ACTIONS,

@@ -35,7 +35,7 @@ from pydantic import (
 
 from .._errors import TenureError
 from .._util import final
-from ..crypto._grants import parse_key_text
+from ..crypto import parse_key_text
 from ._regex import compile_regex
 
 __all__ = [

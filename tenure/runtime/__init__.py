@@ -10,7 +10,7 @@ from .._errors import (
     SignatureInvalid,
     TenureError,
 )
-from ..crypto._keys import SigningKey
+from ..crypto import SigningKey
 from ._config import RuntimeConfig
 from ._runtime import RunHandle, Runtime
 from .kernel._lease import Lease

@@ -17,39 +17,37 @@ import json
 import os
 import secrets
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 from opentelemetry.trace import TracerProvider
 
 from .._checks import check_principal, check_scopes, check_ttl
-from .._errors import GovernanceUnavailable, GovernanceViolation, LeaseRevoked, PolicyDenied
-from .._util import NoPublicConstructor, final
+from .._errors import GovernanceUnavailable, GovernanceViolation
+from .._util import final
 from .._version import __version__
 from ..agents._decorators import Agent, Tool, registered
-from ..crypto._canonical import b64e
-from ..crypto._grants import sign_grant
-from ..crypto._keys import SigningKey, load_signing_key
+from ..crypto import SigningKey, b64e, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
 from ..evidence._certs import CERT_NAME
 from ..evidence._fork import ForkingLedger
 from ..evidence._format import (
     ATTESTATION,
-    POLICY_RELOADED,
     RUN_START,
     SEGMENT_START,
     WITNESS_DIR,
     budgets_record,
 )
 from ..evidence._ledger import Ledger, LedgerConfig
-from ..lineage._names import EVENT_POLICY_RELOADED, policy_event
 from ..lineage._spans import Lineage
-from ..policies import BudgetTracker, PolicyError, PolicySet
+from ..policies import BudgetTracker, PolicySet
 from ._config import RuntimeConfig
+from ._controls import RuntimeControls, load_policies
+from ._handle import RunHandle
 from .backends import Backend, open_backend
 from .backends._board import LinkBoard
 from .backends._delegate import PoolDelegator
@@ -60,14 +58,13 @@ from .kernel._authority import LeaseAuthority
 from .kernel._control import RunServices
 from .kernel._pace import Pacer
 from .kernel._run import Run
-from .kernel._state import GOVERNED_RUN, GovState, value_digest
+from .kernel._state import GovState, value_digest
 from .services._approval_folder import APPROVALS_DIR, ApprovalFolder
-from .services._approvals import ApprovalRequest, Approvals
+from .services._approvals import Approvals
 from .services._commit import EvidenceCommits
 from .services._revocations import (
     REVOCATIONS_DIR,
     FolderRevocations,
-    RevocationRequest,
     RevocationSource,
 )
 from .services._stall import RuntimeIO, StallDetector
@@ -79,53 +76,7 @@ _MAX_SLICE_S = 0.02  # the runtime's own work per loop turn (see kernel._pace)
 
 
 @final
-class RunHandle(metaclass=NoPublicConstructor):
-    """A started run: its id, where its evidence is, and its outcome (``rt.start`` makes it)."""
-
-    __slots__ = ("_link", "_run")
-
-    def __init__(self, run: Run, link: BackendLink | None = None) -> None:
-        self._run = run
-        self._link = link
-
-    @property
-    def run_id(self) -> str:
-        """The run id (also the evidence folder's name)."""
-        return self._run.id
-
-    @property
-    def evidence_path(self) -> Path:
-        """``evidence_dir/<run_id>``."""
-        return self._run.ledger.path.parent
-
-    @property
-    def done(self) -> bool:
-        """True once the run has ended and its evidence is closed."""
-        return self._run.done.is_set()
-
-    async def result(self) -> Any:
-        """Wait for the end; return the root agent's result or raise why it stopped.
-
-        With a shared backend it returns once the run's last records are in its segment
-        too (an export right after sees the whole run).
-        """
-        await self._run.done.wait()
-        if self._link is not None:
-            await self._link.flush_segment(self._run.evidence_name)
-        run = self._run
-        if run.stop is not None:
-            raise run.stop_error()
-        if run.error is not None:
-            raise run.error
-        return run.result
-
-    def cancel(self, reason: str = "cancelled by its caller") -> None:
-        """Stop the run without a violation (recorded as cancelled)."""
-        self._run.cancel(reason)
-
-
-@final
-class Runtime:
+class Runtime(RuntimeControls):
     """Runs agents under signed leases, live policy and an evidence ledger.
 
     Args:
@@ -200,7 +151,7 @@ class Runtime:
         if self._services is not None:
             raise RuntimeError("this Runtime is already running")
         # Off the loop: another runtime on this loop may have live runs while a big set loads.
-        policy = await anyio.to_thread.run_sync(_load_policies, self._policies)
+        policy = await anyio.to_thread.run_sync(load_policies, self._policies)
         key = (
             self._key_arg
             if isinstance(self._key_arg, SigningKey)
@@ -372,11 +323,6 @@ class Runtime:
             return ()
         return (source, *(f for f in self._policy_files if f != source))
 
-    def stop_all(self, violation: Callable[[], GovernanceViolation]) -> None:
-        """Stop every live run, each with its own ``violation()`` (an error names its run)."""
-        for run in list(self._runs.values()):
-            run.fail(violation())
-
     # -- runs -----------------------------------------------------------------------------
 
     async def run(
@@ -530,26 +476,6 @@ class Runtime:
         self._tg.start_soon(run.drive, self._forget)
         return run
 
-    def _refuse_governed_caller(self, what: str) -> None:
-        """Refuse (and stop the calling run) when governed code reaches for the runtime.
-
-        A governed task holds only its lease; the runtime's own authority (starting runs
-        as any principal, answering approvals, swapping policies) is never its to use.
-        """
-        caller = GOVERNED_RUN.get()
-        if caller is None:
-            return
-        violation = PolicyDenied(
-            f"{what} was called from inside governed run {caller}: governed code may not "
-            "use the runtime's own authority (start runs, answer approvals, reload "
-            "policies, revoke other runs)",
-            run_id=caller,
-            check="runtime.reentry",
-            source="runtime",
-        )
-        run = self._runs.get(caller)
-        raise run.fail(violation) if run is not None else violation
-
     def _forget(self, run: Run) -> None:
         name = run.ledger.run_dir.name
         self._runs.pop(name, None)
@@ -557,245 +483,6 @@ class Runtime:
         self._authority.forget_run(run.leases)
         if self._link is not None:
             self._link.close_segment(name)
-
-    # -- governance controls --------------------------------------------------------------
-
-    def revoke(self, run_or_lease_id: str, reason: str = "revoked") -> None:
-        """Revoke a run (its root lease) or one lease; takes effect before this returns.
-
-        Without a backend an id this runtime does not hold raises ``KeyError``. With one,
-        the revocation is also appended to the governance log (whoever holds the id, on
-        any host, stops), so an id held elsewhere is not an error. From governed code,
-        only the calling run's own leases (it may give up authority, never stop another
-        principal's work).
-        """
-        caller = GOVERNED_RUN.get()
-        if caller is not None and self._holder(run_or_lease_id) is not self._runs.get(caller):
-            self._refuse_governed_caller(f"rt.revoke of {run_or_lease_id!r} (not its own run)")
-        if self._link is not None:
-            # Queued before the local stop's own work (records, cancellations): the other
-            # hosts' stop does not wait behind this one's.
-            self._link.publish_revocation(run_or_lease_id, reason, "revoke")
-        held = self._revoke(run_or_lease_id, reason, "revoke")
-        if self._link is None and not held:
-            raise KeyError(f"no live run or lease with id {run_or_lease_id!r}")
-
-    def _holder(self, target: str) -> Run | None:
-        """The live run whose id, or one of whose leases' ids, is ``target``."""
-        self._require()
-        return self._runs.get(target) or next(
-            (run for run in self._runs.values() if target in run.leases), None
-        )
-
-    def _revoke(self, target: str, reason: str, by: str) -> bool:
-        """Revoke ``target`` if a live run or lease of this runtime has that id."""
-        run = self._holder(target)
-        if run is None:
-            return False
-        if target != run.id:
-            run.revoke_lease(target, reason, by)
-        elif run.leases:
-            run.revoke_lease(next(iter(run.leases)), reason, by)
-        else:  # revoked before its root lease was issued (e.g. waiting for approval)
-            run.fail(LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by))
-        return True
-
-    def apply_request(self, request: RevocationRequest) -> bool:
-        """Apply a revocation request made outside this process (see ``_revocations``).
-
-        Returns whether this runtime held the target (then the request is spent).
-        """
-        run = self._holder(request.target)
-        if run is None:
-            return False
-        if run.stop is None:  # a run already stopping does not record a second revocation
-            self._revoke(request.target, request.reason, f"request:{request.by}")
-        return True
-
-    # -- what the backend link may ask (its LinkHost Protocol) ----------------------------
-
-    def apply_revocation(self, target: str, reason: str, by: str) -> bool:
-        """Apply a revocation from the governance log; whether this runtime held it.
-
-        Every part of the run held here stops (a worker may hold several segments of one
-        run); a run already stopped records nothing more (its own revocation coming back).
-        """
-        held = [
-            (run, self._delegated.get(name, frozenset()))
-            for name, run in list(self._runs.items())
-            if run.id == target or target in run.leases or target in self._delegated.get(name, ())
-        ]
-        for run, delegated in held:
-            if run.stop is None:
-                if target == run.id or target in delegated:
-                    root = next(iter(run.leases), None)
-                    if root is not None:
-                        run.revoke_lease(root, reason, by)
-                    else:
-                        run.fail(
-                            LeaseRevoked(f"revoked: {reason}", check="lease.revoked", source=by)
-                        )
-                else:
-                    run.revoke_lease(target, reason, by)
-        return bool(held)
-
-    def apply_policy(self, policy: PolicySet) -> None:
-        """Put a policy epoch published by another host in force here."""
-        self._reload(policy, publish=False)
-
-    def policy_digest(self) -> str:
-        """The digest of the policy set in force."""
-        return self._gov.policy.digest
-
-    def current_policy(self) -> PolicySet:
-        """The policy set in force."""
-        return self._gov.policy
-
-    def awaits_approval(self, request_id: str) -> bool:
-        """Whether a step of this runtime waits on ``request_id``."""
-        return any(r.id == request_id for r in self._approvals.pending())
-
-    def apply_approval(
-        self,
-        request_id: str,
-        decision: str,
-        approver: str,
-        reason: str,
-        envelope: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Apply the one decision the shared board recorded (verified before it applies)."""
-        self._approvals.resolve(request_id, decision, approver, reason, envelope)
-
-    def reload_policies(self, path_or_policyset: str | Path | PolicySet) -> None:
-        """Swap the policy set: bump the epoch and re-decide every live step at once.
-
-        An invalid file stops every live run (fail closed) and raises the
-        :class:`PolicyError`, unless ``keep_last_good_policy`` is set, in which case the
-        previous set stays in force and the error is raised. Live runs keep their counters
-        but are held to the new set's budgets from now on (rate-limit windows are kept as
-        they were at the run's start).
-        """
-        self._reload(path_or_policyset, publish=True)
-
-    async def reload_policies_async(self, path_or_policyset: str | Path | PolicySet) -> None:
-        """:meth:`reload_policies`, with the file read, validated and compiled off the loop.
-
-        A big policy (thousands of rules) takes long enough to parse and compile that doing
-        it on the event loop would stall every live run; here it happens in a worker thread
-        and only the swap (epoch bump, re-decision of live steps) runs on the loop, in one
-        step: no decision ever sees half of the new set. Same failure rules as
-        :meth:`reload_policies`.
-        """
-        self._require()
-        self._refuse_governed_caller("rt.reload_policies_async")
-        try:
-            policy = await anyio.to_thread.run_sync(_load_policies, path_or_policyset)
-        except (PolicyError, OSError) as exc:
-            self._refused_reload(exc)
-            raise
-        source = None if isinstance(path_or_policyset, PolicySet) else Path(path_or_policyset)
-        self._swap(policy, source, publish=True)
-
-    def _reload(self, path_or_policyset: str | Path | PolicySet, *, publish: bool) -> None:
-        self._require()
-        self._refuse_governed_caller("rt.reload_policies")
-        try:
-            policy = _load_policies(path_or_policyset)
-        except (PolicyError, OSError) as exc:
-            self._refused_reload(exc)
-            raise
-        source = None if isinstance(path_or_policyset, PolicySet) else Path(path_or_policyset)
-        self._swap(policy, source, publish=publish)
-
-    def _refused_reload(self, exc: Exception) -> None:
-        if not self.config.keep_last_good_policy:
-            reason = f"policy reload refused: {exc}"
-            self.stop_all(
-                lambda: GovernanceUnavailable(reason, check="policy.reload", source="policy-reload")
-            )
-
-    def _swap(self, policy: PolicySet, source: Path | None, *, publish: bool) -> None:
-        """Put ``policy`` in force: one loop step, so every decision sees one set or the other."""
-        services = self._require()
-        self._attestor.baseline_policy(policy.digest, policy.sources)
-        gov = self._gov
-        gov.policy = policy
-        gov.epoch += 1
-        if source is not None:
-            self._policy_files = tuple(policy.sources)
-            self.policy_source = source
-        for run in list(self._runs.values()):
-            run.span.event(EVENT_POLICY_RELOADED, policy_event(policy.digest, gov.epoch))
-            run.try_record(POLICY_RELOADED, {"policy": policy.digest, "epoch": gov.epoch})
-            run.tracker.budgets = policy.budgets  # live runs count against the new limits
-            run.revalidate()
-        services.wake_watchdog()
-        if publish and self._link is not None:
-            self._link.publish_policy(policy, "reload")
-
-    def pending_approvals(self) -> list[ApprovalRequest]:
-        """Steps waiting for a person (oldest first)."""
-        self._require()
-        return self._approvals.pending()
-
-    def approve(self, request_id: str, *, approver: SigningKey | Mapping[str, Any]) -> None:
-        """Approve a pending request with an approver's key or their signed grant.
-
-        ``approver`` is the approver's :class:`SigningKey` (the grant is signed here, over
-        the request id and its action digest) or a grant they signed elsewhere (the DSSE
-        envelope :func:`sign_grant` or ``tenure approvals approve`` makes). The key must be
-        declared for the request's rule in the policy, and is never the runtime's own.
-        Raises ``KeyError`` (no such pending request), :class:`SignatureInvalid` (the grant
-        does not hold: nothing changes), ``TypeError`` for a bare name.
-        """
-        self._require()
-        self._refuse_governed_caller("rt.approve")
-        self._approvals.submit(self._grant(request_id, approver, "granted", ""))
-
-    def deny(
-        self,
-        request_id: str,
-        *,
-        approver: SigningKey | Mapping[str, Any],
-        reason: str = "denied",
-    ) -> None:
-        """Deny a pending request (signed like a grant): the step raises :class:`PolicyDenied`."""
-        self._require()
-        self._refuse_governed_caller("rt.deny")
-        self._approvals.submit(self._grant(request_id, approver, "denied", reason))
-
-    def _grant(
-        self,
-        request_id: str,
-        approver: SigningKey | Mapping[str, Any],
-        decision: Literal["granted", "denied"],
-        reason: str,
-    ) -> Mapping[str, Any]:
-        if isinstance(approver, SigningKey):
-            request = self._approvals.request(request_id)
-            return sign_grant(
-                approver,
-                request=request.id,
-                action=request.action_digest,
-                decision=decision,
-                reason=reason,
-            )
-        if isinstance(approver, Mapping):
-            return approver
-        raise TypeError(
-            f"approver must be the approver's SigningKey or a grant they signed, got "
-            f"{type(approver).__name__} {approver!r:.40}: a name proves nothing"
-        )
-
-    def check_attestation(self) -> None:
-        """Re-measure code and policy files now; a change stops every live run."""
-        self._require()
-        for run in list(self._runs.values()):
-            change = self._attestor.remeasure(
-                run.code, self._policy_files, None, self._gov.policy.digest
-            )
-            if change is not None:
-                run.fail(change.to_error(run_id=run.id))
 
     def _code_items(self) -> tuple[Sequence[CodeItem], frozenset[Agent | Tool]]:
         """Code items of every registered agent and tool (hashed once per runtime each),
@@ -838,11 +525,3 @@ def _certificate_beside(key: SigningKey) -> Any:
             check="key.certificate",
             source="runtime",
         ) from exc
-
-
-def _load_policies(source: str | Path | PolicySet | None) -> PolicySet:
-    if source is None:
-        return PolicySet.default()
-    if isinstance(source, PolicySet):
-        return source
-    return PolicySet.load(Path(source))

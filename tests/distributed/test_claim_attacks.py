@@ -19,8 +19,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from tenure import Runtime, SignatureInvalid
-from tenure.crypto import SigningKey, generate_key_files
-from tenure.crypto._canonical import b64d, b64e
+from tenure.crypto import SigningKey, b64d, b64e, generate_key_files
 from tenure.evidence._attest import CodeItem
 from tenure.evidence._certs import CERT_NAME, certify
 from tenure.runtime.backends import TaskOutcome

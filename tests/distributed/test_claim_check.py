@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from tenure import LeaseRevoked, SignatureInvalid
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import b64e
+from tenure.crypto import SigningKey, b64e
 from tenure.evidence._certs import certify
 from tenure.runtime.backends import ClaimedTask
 from tenure.runtime.backends._claim_check import (

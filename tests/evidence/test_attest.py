@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import rfc8785
 
-from tenure.crypto import SigningKey
-from tenure.crypto._dsse import pae, sign_envelope
+from tenure.crypto import SigningKey, pae, sign_envelope
 from tenure.evidence import _attest, _measure
 from tenure.evidence._attest import (
     ATTESTATION_FILE,

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tenure._errors import GovernanceUnavailable
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import b64e
+from tenure.crypto import SigningKey, b64e
 from tenure.evidence._fork import ForkingLedger
 from tenure.evidence._ledger import FileOps, LedgerConfig
 

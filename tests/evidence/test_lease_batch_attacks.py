@@ -7,8 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import canonical, digest
+from tenure.crypto import SigningKey, canonical, digest
 from tenure.evidence import VerifyReport, verify_run
 from tests.support.run_builder import RunBuilder
 

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from tenure._errors import GovernanceUnavailable
-from tenure.crypto import SigningKey, load_public_key
-from tenure.crypto._canonical import b64e, record_bytes
+from tenure.crypto import SigningKey, b64e, load_public_key, record_bytes
 from tenure.evidence import _ledger, verify_run
 from tenure.evidence._ledger import FileOps, Ledger, LedgerConfig
 from tenure.evidence._merkle import leaf_hash, root_hash

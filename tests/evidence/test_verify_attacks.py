@@ -17,9 +17,7 @@ from typing import Any
 
 import pytest
 
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import canonical, record_bytes
-from tenure.crypto._dsse import sign_envelope
+from tenure.crypto import SigningKey, canonical, record_bytes, sign_envelope
 from tenure.evidence import INTOTO_PAYLOAD_TYPE, VerifyReport, verify_run
 from tenure.evidence._ledger import LedgerConfig
 from tenure.evidence._merkle import leaf_hash

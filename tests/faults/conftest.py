@@ -23,11 +23,10 @@ from typing import Any
 import anyio
 import pytest
 
-from tenure import Context, GovernanceViolation, Runtime, SigningKey, agent, tool
+from tenure import Context, GovernanceViolation, RunHandle, Runtime, SigningKey, agent, tool
 from tenure.agents._decorators import Agent, Tool
 from tenure.evidence import VerifyReport, verify_run
 from tenure.evidence._ledger import FileOps
-from tenure.runtime._runtime import RunHandle
 from tenure.runtime.kernel._run import Run
 
 ALLOW_ALL_TOML = """

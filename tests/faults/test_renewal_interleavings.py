@@ -17,7 +17,7 @@ import anyio
 import anyio.lowlevel
 
 from tenure import Context, Runtime, SignatureInvalid, SigningKey, agent
-from tenure.crypto._canonical import b64d, b64e
+from tenure.crypto import b64d, b64e
 from tenure.policies import PolicySet
 from tenure.runtime.kernel._lease import Lease
 from tenure.runtime.kernel._state import LeaseState

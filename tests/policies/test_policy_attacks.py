@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tenure.crypto._snapshot import snapshot_call
+from tenure.crypto import snapshot_call
 from tenure.policies import PolicyError, PolicySet
 from tenure.policies._regex import MAX_MATCH_CHARS
 

@@ -25,8 +25,7 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.crypto import generate_key_files
-from tenure.crypto._grants import sign_grant
+from tenure.crypto import generate_key_files, sign_grant
 from tenure.evidence import verify_run
 from tenure.evidence._approval_check import ApprovalCheck
 from tenure.policies import PolicySet

@@ -23,8 +23,7 @@ from tenure import (
     SigningKey,
     agent,
 )
-from tenure.crypto._canonical import canonical
-from tenure.crypto._dsse import sign_envelope
+from tenure.crypto import canonical, sign_envelope
 from tenure.evidence import LEASE_PAYLOAD_TYPE
 from tenure.policies import PolicySet
 from tenure.runtime.kernel._authority import LeaseAuthority

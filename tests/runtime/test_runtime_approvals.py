@@ -26,8 +26,7 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.crypto._dsse import verify_envelope
-from tenure.crypto._grants import GRANT_PAYLOAD_TYPE, key_text
+from tenure.crypto import GRANT_PAYLOAD_TYPE, key_text, verify_envelope
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
 from tests.support.evidence import issued_leases, renewed_leases

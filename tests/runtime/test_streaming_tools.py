@@ -47,7 +47,7 @@ def _records(run_dir: Path) -> list[dict[str, Any]]:
 
 
 def _digest_of(items: list[Any]) -> str:
-    from tenure.crypto._values import value_digest  # the digest the runtime records
+    from tenure.crypto import value_digest
 
     h = hashlib.sha256()
     for item in items:

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tenure.crypto import SigningKey
-from tenure.crypto._canonical import b64e, canonical, digest
-from tenure.crypto._dsse import sign_envelope
+from tenure.crypto import SigningKey, b64e, canonical, digest, sign_envelope
 from tenure.evidence import (
     APPROVAL_PAYLOAD_TYPE,
     ATTESTATION_NAME,

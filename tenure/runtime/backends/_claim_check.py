@@ -27,8 +27,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..._errors import LeaseRevoked, SignatureInvalid
-from ...crypto._canonical import b64d, digest
-from ...crypto._dsse import verify_envelope
+from ...crypto import b64d, digest, verify_envelope
 from ...evidence._certs import check_certificate
 from ...evidence._format import LEASE_PAYLOAD_TYPE
 from ...evidence._reader import loads_bounded

@@ -27,8 +27,7 @@ import anyio
 
 from ... import _errors
 from ..._errors import GovernanceUnavailable, GovernanceViolation
-from ...crypto._canonical import b64e
-from ...crypto._dsse import sign_envelope
+from ...crypto import b64e, sign_envelope
 from ...evidence._format import (
     DELEGATION_LOST,
     DELEGATION_QUEUED,
@@ -39,7 +38,7 @@ from ._types import TaskOutcome
 
 if TYPE_CHECKING:
     from ...agents import Agent
-    from ...crypto._keys import SigningKey
+    from ...crypto import SigningKey
     from ...lineage._spans import Lineage
     from ..kernel._control import RunControl
     from ..kernel._lease import Lease

@@ -16,8 +16,7 @@ import anyio
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ...crypto._canonical import b64d
-from ...crypto._keys import public_key_pem
+from ...crypto import b64d, public_key_pem
 from ...evidence._certs import CERT_NAME
 from ...evidence._cluster import CLUSTER_FORMAT, CLUSTER_INDEX_NAME
 from ...evidence._format import (

@@ -31,7 +31,7 @@ import anyio
 import anyio.abc
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation, PolicyDenied
-from ...crypto._canonical import b64e
+from ...crypto import b64e
 from ...evidence._format import STEP_START
 from ...policies import PolicyError, PolicySet
 from ._control import ControlPlane
@@ -40,7 +40,7 @@ from ._segment import MirrorOps, SegmentWriter
 from ._types import Debit, GovEvent, Member, RateWindow, SegmentInfo
 
 if TYPE_CHECKING:
-    from ...crypto._keys import SigningKey
+    from ...crypto import SigningKey
     from ...evidence._fork import ForkingLedger
     from ..kernel._control import RunControl
     from ..kernel._state import Step

@@ -42,7 +42,7 @@ import anyio
 import orjson
 from pydantic import BaseModel
 
-from ...crypto._values import dataclass_fields, model_fields, qualified_name
+from ...crypto import dataclass_fields, model_fields, qualified_name
 
 __all__ = [
     "FRAME_SECONDS",

@@ -26,9 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from ..._errors import LeaseExpired, PolicyDenied, SignatureInvalid
-from ...crypto._canonical import b64d, canonical_fast, digest
-from ...crypto._dsse import sign_envelope, verify_envelope
-from ...crypto._keys import SigningKey
+from ...crypto import SigningKey, b64d, canonical_fast, digest, sign_envelope, verify_envelope
 from ...evidence._batch import lease_batch_payload, open_lease_batch
 from ...evidence._format import LEASE_BATCH_PAYLOAD_TYPE, LEASE_PAYLOAD_TYPE
 from ._lease import (

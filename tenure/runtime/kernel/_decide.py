@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 from ..._errors import GovernanceViolation, PolicyDenied
-from ...crypto._snapshot import NotCanonical, snapshot_call
+from ...crypto import NotCanonical, snapshot_call
 from ...lineage._names import EVENT_DECISION, decision_event
 from ._checks import stands
 from ._records import StepRecords

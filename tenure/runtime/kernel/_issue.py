@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
-from ...crypto._canonical import b64e
+from ...crypto import b64e
 from ...evidence._batch import MAX_BATCH
 from ...evidence._format import LEASE_BATCH, LEASE_ISSUED
 from ._state import LeaseState, Step

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..._errors import SignatureInvalid
 from ..._util import NoPublicConstructor, final
-from ...crypto._canonical import b64e, canonical_fast, digest
+from ...crypto import b64e, canonical_fast, digest
 from ...evidence._format import LEASE_PAYLOAD_TYPE
 
 __all__ = [

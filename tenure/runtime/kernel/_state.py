@@ -20,8 +20,7 @@ from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ...agents._decorators import Agent, Tool
-from ...crypto._snapshot import Snapshot
-from ...crypto._values import value_digest
+from ...crypto import Snapshot, value_digest
 from ...lineage._spans import SpanHandle
 from ._lease import Lease, wall_us
 

@@ -36,10 +36,16 @@ from pydantic import BaseModel, ConfigDict
 
 from ..._errors import PolicyDenied, SignatureInvalid
 from ..._util import final
-from ...crypto._canonical import b64d, canonical
-from ...crypto._dsse import sign_envelope
-from ...crypto._grants import Grant, action_digest, open_grant, parse_key_text
-from ...crypto._keys import key_id_of
+from ...crypto import (
+    Grant,
+    action_digest,
+    b64d,
+    canonical,
+    key_id_of,
+    open_grant,
+    parse_key_text,
+    sign_envelope,
+)
 from ...evidence._format import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
@@ -51,7 +57,7 @@ from ..kernel._lease import wall_us
 from ._approval_folder import ApprovalFolder
 
 if TYPE_CHECKING:
-    from ...crypto._keys import SigningKey
+    from ...crypto import SigningKey
     from ..kernel._control import RunControl
     from ..kernel._state import GovState, Step
 

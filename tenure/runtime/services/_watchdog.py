@@ -50,7 +50,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation, SignatureInvalid
-from ...crypto._keys import SigningKey, load_signing_key
+from ...crypto import SigningKey, load_signing_key
 from ...evidence._measure import _Stat, _stat
 from ...policies import PolicyError
 
