@@ -10,6 +10,7 @@ evidence of every run verifies afterwards.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -418,58 +419,76 @@ def _big_policy(n: int) -> str:
     return "\n".join(out) + "\n"
 
 
+class _HeldLoad:
+    """``PolicySet.load`` held in its thread until released: shows where and when it runs."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.loading, self.release = threading.Event(), threading.Event()
+        self.threads: list[threading.Thread] = []
+        self._real = PolicySet.load.__func__  # type: ignore[attr-defined]
+        self._monkeypatch = monkeypatch
+
+    def install(self) -> None:
+        self._monkeypatch.setattr(PolicySet, "load", classmethod(self._load))
+
+    def _load(self, cls: type[PolicySet], p: Any) -> PolicySet:
+        self.threads.append(threading.current_thread())
+        self.loading.set()
+        self.release.wait(30)
+        result: PolicySet = self._real(cls, p)
+        return result
+
+
+class _Busy:
+    """An agent calling ``probe`` in a loop; :meth:`goes_on` waits for five more calls."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self._goal: list[int] = []
+        self._progressed = anyio.Event()
+
+        @tool
+        async def probe(i: int) -> int:
+            if self._goal and len(self.steps) >= self._goal[0]:
+                self._progressed.set()
+            return i
+
+        @agent
+        async def busy(ctx: Context) -> None:
+            i = 0
+            while True:
+                self.steps.append(await ctx.call(probe, i))
+                i += 1
+                await anyio.sleep(0.001)
+
+        self.agent = busy
+
+    async def goes_on(self) -> None:
+        self._goal.append(len(self.steps) + 5)
+        with anyio.fail_after(10):
+            await self._progressed.wait()
+
+
 async def test_a_5000_rule_reload_is_parsed_off_the_loop_and_swapped_in_one_step(
     evidence: Path, key: SigningKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the big set is parsed and compiled (in a worker thread, held there until the
     test has seen the loop go on), a live run keeps taking steps under the old set; after
     the swap the new set decides, and the live run is re-decided under it."""
-    import threading
-
     path = tmp_path / "big.toml"
     path.write_text(_big_policy(5000))
-    loading, release = threading.Event(), threading.Event()
-    threads: list[threading.Thread] = []
-    real_load = PolicySet.load.__func__  # type: ignore[attr-defined]
-
-    def held_load(cls: type[PolicySet], p: Any) -> PolicySet:
-        threads.append(threading.current_thread())
-        loading.set()
-        release.wait(30)
-        result: PolicySet = real_load(cls, p)
-        return result
-
-    monkeypatch.setattr(PolicySet, "load", classmethod(held_load))
-    steps: list[int] = []
-    goal: list[int] = []
-    progressed = anyio.Event()
-
-    @tool
-    async def probe(i: int) -> int:
-        if goal and len(steps) >= goal[0]:
-            progressed.set()
-        return i
-
-    @agent
-    async def busy(ctx: Context) -> None:
-        i = 0
-        while True:
-            steps.append(await ctx.call(probe, i))
-            i += 1
-            await anyio.sleep(0.001)
-
+    held, busy = _HeldLoad(monkeypatch), _Busy()
+    held.install()
     old = PolicySet.from_text('version = 1\n[[rules]]\nid = "all"\neffect = "allow"\n')
     async with Runtime(policies=old, evidence_dir=evidence, key=key) as rt:
-        handle = await rt.start(busy, principal="alice", ttl=60)
+        handle = await rt.start(busy.agent, principal="alice", ttl=60)
         async with anyio.create_task_group() as tg:
             tg.start_soon(rt.reload_policies_async, path)
-            await anyio.to_thread.run_sync(loading.wait, 10)
-            goal.append(len(steps) + 5)
-            with anyio.fail_after(10):
-                await progressed.wait()  # the loop and the run go on meanwhile
+            await anyio.to_thread.run_sync(held.loading.wait, 10)
+            await busy.goes_on()  # the loop and the run go on meanwhile
             assert rt._gov.policy is old  # nothing swapped yet
-            release.set()
-        assert threads and threads[0] is not threading.main_thread()
+            held.release.set()
+        assert held.threads and held.threads[0] is not threading.main_thread()
         assert len(rt._gov.policy.rules) == 5002
         with pytest.raises(PolicyDenied) as stop:
             await handle.result()  # the live run's next probe is denied by the new set
@@ -483,53 +502,22 @@ async def test_a_watched_5000_rule_file_is_parsed_off_the_loop_while_runs_go_on(
     parse is held in its worker thread until the test has seen the live run take steps
     (and the watchdog keep beating: the run is not stopped for a dead watchdog); after
     the swap the new set decides the live run's next step."""
-    import threading
-
     path = tmp_path / "watched.toml"
     path.write_text(ALLOW_ALL)
-    loading, release = threading.Event(), threading.Event()
-    threads: list[threading.Thread] = []
-    real_load = PolicySet.load.__func__  # type: ignore[attr-defined]
-
-    def held_load(cls: type[PolicySet], p: Any) -> PolicySet:
-        threads.append(threading.current_thread())
-        loading.set()
-        release.wait(30)
-        result: PolicySet = real_load(cls, p)
-        return result
-
-    steps: list[int] = []
-    goal: list[int] = []
-    progressed = anyio.Event()
-
-    @tool
-    async def probe(i: int) -> int:
-        if goal and len(steps) >= goal[0]:
-            progressed.set()
-        return i
-
-    @agent
-    async def busy(ctx: Context) -> None:
-        i = 0
-        while True:
-            steps.append(await ctx.call(probe, i))
-            i += 1
-            await anyio.sleep(0.001)
+    held, busy = _HeldLoad(monkeypatch), _Busy()
 
     async with Runtime(policies=path, evidence_dir=evidence, key=key, watch_policies=True) as rt:
         old = rt._gov.policy
-        handle = await rt.start(busy, principal="alice", ttl=60)
-        monkeypatch.setattr(PolicySet, "load", classmethod(held_load))
+        handle = await rt.start(busy.agent, principal="alice", ttl=60)
+        held.install()
         path.write_text(_big_policy(5000))
-        await anyio.to_thread.run_sync(loading.wait, 10)
-        goal.append(len(steps) + 5)
-        with anyio.fail_after(10):
-            await progressed.wait()  # the loop, the watchdog and the run go on meanwhile
+        await anyio.to_thread.run_sync(held.loading.wait, 10)
+        await busy.goes_on()  # the loop, the watchdog and the run go on meanwhile
         assert rt._gov.policy is old
-        release.set()
+        held.release.set()
         with pytest.raises(PolicyDenied) as stop:
             await handle.result()  # the live run's next probe is denied by the new set
-    assert threads and threads[0] is not threading.main_thread()
+    assert held.threads and held.threads[0] is not threading.main_thread()
     assert stop.value.check == "rule:probe-denied"
     kinds = [r["kind"] for r in _records(handle.evidence_path)]
     assert "policy.reloaded" in kinds
