@@ -16,7 +16,8 @@ authority the runtime polices. So, parent side:
   ``frozenset``, ``Decimal``, ``UUID``, dates and times; and enum members, pydantic models,
   dataclasses, named tuples and exceptions *by class name*, rebuilt only when the class is
   already imported in the governing process (nothing is imported on decode) and is of that
-  kind, without calling its ``__init__``, ``__new__`` or validators. Tenure's own classes
+  kind, without calling its ``__init__``, ``__new__``, validators, default factories or
+  ``model_post_init``. Tenure's own classes
   are never rebuilt (a worker cannot forge a lease or a governance error); an exception
   whose class cannot be rebuilt arrives as :class:`RemoteError`. Anything malformed raises
   :class:`WireError`.
@@ -306,7 +307,7 @@ def _dec_class(tag: str, name: str, body: Any, depth: int) -> Any:
     if tag == "m":
         if not issubclass(cls, BaseModel):
             raise WireError(f"{name} is not a pydantic model")
-        return cls.model_construct(**fields)
+        return _build_model(cls, fields)
     if issubclass(cls, tuple) and hasattr(cls, "_fields"):
         return tuple.__new__(cls, [fields[f] for f in cls._fields])
     if not dataclasses.is_dataclass(cls):
@@ -314,6 +315,22 @@ def _dec_class(tag: str, name: str, body: Any, depth: int) -> Any:
     obj = object.__new__(cls)
     for k, x in fields.items():
         object.__setattr__(obj, k, x)
+    return obj
+
+
+def _build_model(cls: type[BaseModel], fields: dict[str, Any]) -> BaseModel:
+    """A model instance holding ``fields``, built the way ``model_construct`` builds one but
+    running none of the class's code: ``model_construct`` calls the class's ``__new__``, its
+    default factories and ``model_post_init``, any of which a worker could aim at by name."""
+    known = cls.model_fields
+    obj = object.__new__(cls)
+    object.__setattr__(obj, "__dict__", {k: x for k, x in fields.items() if k in known})
+    object.__setattr__(obj, "__pydantic_fields_set__", {k for k in fields if k in known})
+    if not cls.__pydantic_root_model__:
+        allow = cls.model_config.get("extra") == "allow"
+        extra = {k: x for k, x in fields.items() if k not in known} if allow else None
+        object.__setattr__(obj, "__pydantic_extra__", extra)
+        object.__setattr__(obj, "__pydantic_private__", None)
     return obj
 
 
