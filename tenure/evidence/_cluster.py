@@ -45,7 +45,7 @@ from ._format import (
     SEGMENT_START,
     valid_run_id,
 )
-from ._reader import loads_bounded
+from ._reader import LedgerReader, loads_bounded, read_evidence_file
 from ._report_model import VerifyReport
 from ._verify import verify_run
 
@@ -91,10 +91,7 @@ def is_cluster_dir(path: Path) -> bool:
 
 def _read_index(root: Path, rep: ClusterReport) -> list[_Segment]:
     path = root / CLUSTER_INDEX_NAME
-    data = path.read_bytes()[: _MAX_INDEX_BYTES + 1]
-    if len(data) > _MAX_INDEX_BYTES:
-        raise ValueError(f"{path}: larger than {_MAX_INDEX_BYTES} bytes")
-    index = loads_bounded(data)
+    index = loads_bounded(read_evidence_file(path, _MAX_INDEX_BYTES))
     if not isinstance(index, dict) or index.get("format") != CLUSTER_FORMAT:
         raise ValueError(f"{path}: not a {CLUSTER_FORMAT} index")
     run, entries = index.get("run"), index.get("segments")
@@ -115,13 +112,14 @@ def _read_index(root: Path, rep: ClusterReport) -> list[_Segment]:
 
 
 def _key_of(seg_dir: Path, operator: Ed25519PublicKey | None) -> Ed25519PublicKey:
+    read_evidence_file(seg_dir / PUBLIC_KEY_NAME)  # a regular file of bounded size, first
     shipped = load_public_key(seg_dir / PUBLIC_KEY_NAME)
     if operator is None:
         return shipped
     cert_path = seg_dir / CERT_NAME
-    if not cert_path.is_file():
+    if not cert_path.exists():
         raise ValueError(f"segment {seg_dir.name} has no certificate from the operator")
-    name, raw = check_certificate(loads_bounded(cert_path.read_bytes()), operator)
+    name, raw = check_certificate(loads_bounded(read_evidence_file(cert_path)), operator)
     if shipped.public_bytes_raw() != raw:
         raise ValueError(
             f"segment {seg_dir.name}: its key is not the one the operator certified for {name!r}"
@@ -130,8 +128,8 @@ def _key_of(seg_dir: Path, operator: Ed25519PublicKey | None) -> Ed25519PublicKe
 
 
 def _records(seg_dir: Path) -> list[dict[str, Any]]:
-    lines = (seg_dir / LEDGER_NAME).read_bytes().splitlines()
-    return [r for r in map(loads_bounded, lines) if isinstance(r, dict)]
+    # The one reader: bounded lines, regular files only; a torn tail is not a record.
+    return [rec for _, _, rec in LedgerReader(seg_dir / LEDGER_NAME, check_fields=False)]
 
 
 def verify_cluster(root: Path | str, operator: Ed25519PublicKey | None = None) -> ClusterReport:
@@ -241,8 +239,8 @@ def _check_outcome(
             rep.warnings.append(f"segment {child.id}: its worker was lost (outcome unknown)")
         return
     try:
-        note = (root / child.id / CHECKPOINT_NAME).read_text(encoding="utf-8")
-    except OSError:
+        note = read_evidence_file(root / child.id / CHECKPOINT_NAME).decode("utf-8")
+    except (OSError, ValueError):
         note = ""
     if size != len(child.records) or end.get("checkpoint") != note:
         rep.failures.append(

@@ -174,3 +174,57 @@ async def test_a_segment_moved_into_another_run_is_rejected(
     report = verify_cluster(spliced, load_public_key(operator_pub))
     assert report.verdict == "invalid"
     assert run_id != index["run"]
+
+
+def _first_child(out: Path) -> Path:
+    return next(p for p in sorted(out.iterdir()) if p.is_dir() and p.name.count(".") == 2)
+
+
+def _verify_in_a_thread(out: Path, operator_pub: Path) -> list[str]:
+    """verify_cluster's failures; bounded in time, so a verifier that blocks fails the test
+    (in its own thread: the loop and the test's timeout stay in charge)."""
+
+    async def go() -> list[str]:
+        with anyio.fail_after(30):
+            report = await anyio.to_thread.run_sync(
+                verify_cluster, out, load_public_key(operator_pub), abandon_on_cancel=True
+            )
+        assert report.verdict == "invalid"
+        return report.failures
+
+    return anyio.run(go)
+
+
+@pytest.mark.parametrize("name", ["ledger.jsonl", "tenure.pub", CERT_NAME])
+def test_a_segment_file_replaced_by_a_fifo_is_refused_without_blocking(
+    exported: tuple[Path, Path, str], name: str
+) -> None:
+    """The attack: a child segment's ledger, key copy or certificate is a FIFO with no
+    writer; reading it would block the verifier for good. It is refused by file type, and
+    the failure names the segment and the file."""
+    out, operator_pub, _ = exported
+    child = _first_child(out)
+    (child / name).unlink()
+    os.mkfifo(child / name)
+    failures = _verify_in_a_thread(out, operator_pub)
+    assert any(
+        f.startswith(f"segment {child.name}:") and "FIFO" in f and name in f for f in failures
+    ), failures
+
+
+def test_an_index_that_is_a_fifo_or_huge_is_refused_before_it_is_parsed(
+    exported: tuple[Path, Path, str],
+) -> None:
+    """The attack: ``segments.json`` as a FIFO, then as a sparse file just past the 4 MiB an
+    index may hold: both refused as an index failure, nothing read past the bound."""
+    out, operator_pub, _ = exported
+    index = out / "segments.json"
+    index.unlink()
+    os.mkfifo(index)
+    failures = _verify_in_a_thread(out, operator_pub)
+    assert len(failures) == 1 and failures[0].startswith("index:") and "FIFO" in failures[0]
+    index.unlink()
+    with index.open("wb") as f:
+        f.truncate((4 << 20) + 1)
+    failures = _verify_in_a_thread(out, operator_pub)
+    assert len(failures) == 1 and "larger than the 4194304 bytes" in failures[0], failures
