@@ -154,7 +154,11 @@ def _load(root: Path) -> Bundle:
 
 def _unpack(archive: Path, into: Path) -> str | None:
     """Unpack a bundle archive; the name of its top folder, or ``None`` if refused."""
-    with tarfile.open(archive, "r:gz") as tar:
+    # The archive is evidence too: a FIFO named *.tar.gz must not block the verifier.
+    with (
+        os.fdopen(open_evidence(archive), "rb") as raw,
+        tarfile.open(fileobj=raw, mode="r:gz") as tar,
+    ):
         members = []
         total = 0
         for m in tar:
@@ -183,7 +187,7 @@ def open_bundle(path: Path) -> Iterator[Bundle | None]:
     with tempfile.TemporaryDirectory(prefix="tenure-bundle-") as tmp:
         try:
             top = _unpack(path, Path(tmp))
-        except (tarfile.TarError, OSError, EOFError) as exc:
+        except (tarfile.TarError, LedgerReadError, OSError, EOFError) as exc:
             yield _bad(path, f"{path}: not a readable .tar.gz ({exc})")
             return
         if top is None:
