@@ -183,6 +183,7 @@ class Runtime(RuntimeControls):
             authority=self._authority,
             revocations=self._revocations,
         )
+        self._commits = EvidenceCommits()
         self._services = RunServices(
             config=self.config,
             gov=self._gov,
@@ -192,7 +193,7 @@ class Runtime(RuntimeControls):
             isolation=self._isolation,
             wake_watchdog=watchdog.wake,
             pacer=Pacer(min(_MAX_SLICE_S, self.config.stall_bound / 50)),
-            close_ledger=EvidenceCommits().close,
+            close_ledger=self._commits.close,
         )
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -292,6 +293,7 @@ class Runtime(RuntimeControls):
         finally:
             if self._stall is not None:
                 self._stall.stop()
+            self._commits.shutdown()
             self._isolation.close()
             self._lineage.shutdown()
             self._services = None
