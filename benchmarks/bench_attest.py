@@ -75,7 +75,7 @@ def main() -> dict[str, Any]:
             1,
         )
         figures["statement_per_run_us"] = round(
-            _per_call_us(lambda: att.statement("run-bench", manifest), 2000), 1
+            _per_call_us(lambda: att.statement(manifest), 2000), 1
         )
         figures["manifest_rfc8785_uncached_us"] = round(
             _per_call_us(lambda: canonical(manifest), 200), 1

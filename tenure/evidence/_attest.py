@@ -57,8 +57,10 @@ from ._statement import (
     ATTESTATION_FILE,
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
+    PREDICATE_TYPE_V1,
     STATEMENT_TYPE,
     SUBJECT_NAME,
+    envelope_file_bytes,
     sign_statement,
     verify_attestation,
     write_envelope,
@@ -68,6 +70,7 @@ __all__ = [
     "ATTESTATION_FILE",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
+    "PREDICATE_TYPE_V1",
     "RACY_WINDOW_NS",
     "STATEMENT_TYPE",
     "SUBJECT_NAME",
@@ -117,8 +120,9 @@ class Attestor:
         # policy digest -> {path: sha256} of the files it was loaded from
         self._policy_baselines: dict[str, dict[str, str]] = {}
         self._last_code: tuple[CodeItem, ...] = ()
-        # (inputs, manifest bytes, their hex SHA-256) of the last run's manifest
-        self._run_manifest: tuple[tuple[Any, ...], bytes, str] | None = None
+        # (inputs, envelope, its digest, the attestation file's bytes) of the last run's
+        # statement: signed once, shared while the inputs are unchanged
+        self._run_statement: tuple[tuple[Any, ...], Envelope, str, bytes] | None = None
         self._version = __version__
 
     @property
@@ -228,38 +232,37 @@ class Attestor:
                 parts.append(canonical_fast({k: v})[1:-1])
         return b"{" + b",".join(parts) + b"}"
 
-    def statement(self, run_id: str, manifest: Mapping[str, Any]) -> tuple[Envelope, str]:
-        """Sign the run's in-toto Statement; return the DSSE envelope and its digest.
+    def statement(self, manifest: Mapping[str, Any]) -> tuple[Envelope, str]:
+        """Sign the in-toto Statement of ``manifest``; return the DSSE envelope and its digest.
 
         The digest (``"sha256:<hex>"`` of the payload bytes) is what leases and ``run.start``
         carry as ``attestation``.
         """
-        if not isinstance(run_id, str) or not run_id:
-            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
-        return sign_statement(self._key, run_id, self._manifest_bytes(manifest))
+        return sign_statement(self._key, self._manifest_bytes(manifest))
 
     def sign_run(
         self,
-        run_id: str,
         code: Sequence[CodeItem],
         policy_digest: str,
         policy_files: Sequence[Path],
         config: Mapping[str, str | int | bool],
     ) -> tuple[Envelope, str]:
-        """:meth:`manifest` + :meth:`statement` for a new run, reusing the last manifest's
-        bytes while its inputs are unchanged.
+        """The statement a new run names: :meth:`manifest` + :meth:`statement`, signed once
+        and shared by the runs that follow while their inputs are unchanged.
 
         The policy files are hashed for every run (a file swapped between runs changes the
-        manifest); only the assembly and canonicalization of an identical manifest are
-        skipped, and the statement (run id, time, nonce) is signed afresh each time.
+        manifest, and so signs a new statement); an identical manifest is neither rebuilt
+        nor signed again. Each run binds the shared statement in its own ledger (see
+        :mod:`._statement`).
         """
         files = tuple(sorted((str(p), _hash_file(str(p))) for p in policy_files))
         key = (tuple(code), policy_digest, files, tuple(config.items()))
-        if self._run_manifest is None or self._run_manifest[0] != key:
+        cached = self._run_statement
+        if cached is None or cached[0] != key:
             mbytes = self._manifest_bytes(self._manifest(code, policy_digest, files, config))
-            self._run_manifest = (key, mbytes, sha256_hex(mbytes))
-        _, mbytes, mdigest = self._run_manifest
-        return sign_statement(self._key, run_id, mbytes, mdigest)
+            envelope, digest = sign_statement(self._key, mbytes, sha256_hex(mbytes))
+            cached = self._run_statement = (key, envelope, digest, envelope_file_bytes(envelope))
+        return cached[1], cached[2]
 
     def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
         """Create ``run_dir/attestation.intoto.json`` (exclusive create in a fresh run dir).
@@ -267,7 +270,9 @@ class Attestor:
         With ``durable`` the file and the directory are fsynced too; the runtime skips that
         under group commit because the ledger carries the same envelope.
         """
-        return write_envelope(Path(run_dir), envelope, durable=durable)
+        cached = self._run_statement
+        data = cached[3] if cached is not None and cached[1] is envelope else None
+        return write_envelope(Path(run_dir), envelope, durable=durable, data=data)
 
     # -- re-measuring --------------------------------------------------------------
 

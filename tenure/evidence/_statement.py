@@ -1,17 +1,26 @@
 """The signed form of a run manifest: an in-toto Statement in a DSSE envelope.
 
 The Statement has one subject (``tenure-run-environment``) whose SHA-256 is the digest of the
-manifest, and a predicate holding the manifest with the attester key id, issue time, a nonce
-and the run id. :func:`sign_statement` builds it, :func:`write_envelope` stores it next to the
-ledger, :func:`verify_attestation` checks it.
+manifest, and a predicate holding the manifest with the attester key id and the issue time.
+:func:`sign_statement` builds it, :func:`write_envelope` stores it next to the ledger,
+:func:`verify_attestation` checks it.
+
+Two predicate types, both read by every reader:
+
+- :data:`PREDICATE_TYPE` (``.../run-environment/v2``, written now): signed once per
+  manifest and key, shared by every run started while the manifest is unchanged. A run is
+  bound to it by its own ledger: ``run.start`` names the statement's digest and the
+  ledger's checkpoint signature covers that record (and the ``attestation`` record holding
+  the envelope), so each run directory still verifies offline on its own.
+- :data:`PREDICATE_TYPE_V1` (``.../run-environment/v1``, written before): one statement
+  per run, its predicate also carrying ``runId`` and a ``nonce``.
 
 Invariants:
 
 - The subject digest of a statement is the SHA-256 of the RFC 8785 bytes of exactly the
   manifest inside its predicate; the payload is the RFC 8785 bytes of the statement.
   :func:`verify_attestation` checks both and refuses anything else.
-- The attestation file is replaced atomically (write a temporary file, rename): a reader sees
-  the old envelope or the new one, never a partial file.
+- The attestation file is created once per run directory, before anything reads it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ __all__ = [
     "ATTESTATION_FILE",
     "PAYLOAD_TYPE",
     "PREDICATE_TYPE",
+    "PREDICATE_TYPE_V1",
     "STATEMENT_TYPE",
     "SUBJECT_NAME",
     "sign_statement",
@@ -48,7 +58,9 @@ __all__ = [
 ]
 
 STATEMENT_TYPE = INTOTO_STATEMENT_TYPE
-PREDICATE_TYPE = "https://tenure.dev/attestation/run-environment/v1"
+PREDICATE_TYPE = "https://tenure.dev/attestation/run-environment/v2"
+PREDICATE_TYPE_V1 = "https://tenure.dev/attestation/run-environment/v1"
+_PREDICATE_FIELDS = {PREDICATE_TYPE: ("issuedAt",), PREDICATE_TYPE_V1: ("runId", "issuedAt")}
 PAYLOAD_TYPE = INTOTO_PAYLOAD_TYPE
 SUBJECT_NAME = "tenure-run-environment"
 ATTESTATION_FILE = ATTESTATION_NAME
@@ -56,25 +68,21 @@ _PRETTY = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS  # the envelope is ASCII (b
 
 
 def sign_statement(
-    key: SigningKey, run_id: str, mbytes: bytes, mdigest: str | None = None
+    key: SigningKey, mbytes: bytes, mdigest: str | None = None
 ) -> tuple[Envelope, str]:
-    """Sign the Statement for ``mbytes`` (the RFC 8785 bytes of the run's manifest).
+    """Sign the Statement for ``mbytes`` (the RFC 8785 bytes of a manifest).
 
     ``mdigest`` is the hex SHA-256 of ``mbytes`` when the caller already has it. Returns
     the DSSE envelope and ``"sha256:<hex>"`` of its payload.
     """
     issued = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    predicate_rest = canonical_fast(
-        {
-            "attester": {"keyid": key.key_id},
-            "issuedAt": issued,
-            "nonce": os.urandom(16).hex(),
-            "runId": run_id,
-        }
+    # keys sort as attester < issuedAt < manifest (ASCII strings only: RFC 8785 as is)
+    predicate = (
+        canonical_fast({"attester": {"keyid": key.key_id}, "issuedAt": issued})[:-1]
+        + b',"manifest":'
+        + mbytes
+        + b"}"
     )
-    # keys sort as attester < issuedAt < manifest < nonce < runId
-    head, _, tail = predicate_rest.partition(b',"nonce":')
-    predicate = head + b',"manifest":' + mbytes + b',"nonce":' + tail
     payload = (
         b'{"_type":"'
         + STATEMENT_TYPE.encode()
@@ -92,16 +100,25 @@ def sign_statement(
     return envelope, "sha256:" + sha256_hex(payload)
 
 
-def write_envelope(run_dir: Path, envelope: Envelope, *, durable: bool) -> Path:
+def envelope_file_bytes(envelope: Envelope) -> bytes:
+    """What :func:`write_envelope` writes for ``envelope`` (compute once, write many)."""
+    return orjson.dumps(envelope, option=_PRETTY) + b"\n"
+
+
+def write_envelope(
+    run_dir: Path, envelope: Envelope, *, durable: bool, data: bytes | None = None
+) -> Path:
     """Create ``run_dir/attestation.intoto.json``; with ``durable``, fsync it and the folder.
 
-    The run directory is fresh and this file is written once, before any step runs, so an
-    exclusive create is enough (no temp file + rename); a crash before the ledger's first
-    fsync loses it together with the ledger's ``attestation`` record that holds the same
-    envelope.
+    ``data``: :func:`envelope_file_bytes` of ``envelope``, when the caller keeps them.
+
+    The file is written once per run directory (the runtime writes it at the run's close,
+    before the ledger's final fsync), so an exclusive create is enough (no temp file +
+    rename); the ledger's ``attestation`` record holds the same envelope.
     """
     target = run_dir / ATTESTATION_FILE
-    data = orjson.dumps(envelope, option=_PRETTY) + b"\n"
+    if data is None:
+        data = envelope_file_bytes(envelope)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         view = memoryview(data)
@@ -124,7 +141,8 @@ def verify_attestation(envelope: Any, public_key: Ed25519PublicKey) -> dict[str,
     """Verify a run attestation envelope and return its in-toto Statement.
 
     Checks, in order: the DSSE signature under ``public_key``, the payload type, that the
-    payload is the RFC 8785 form of a JSON object, the statement and predicate types, the
+    payload is the RFC 8785 form of a JSON object, the statement and predicate types (v2, or
+    v1 with its ``runId``), the
     single subject, and that its SHA-256 equals the digest of the canonical manifest.
     Raises ``ValueError`` naming the failed check.
     """
@@ -145,15 +163,16 @@ def verify_attestation(envelope: Any, public_key: Ed25519PublicKey) -> dict[str,
         raise ValueError(
             f"statement._type: expected {STATEMENT_TYPE!r}, got {statement.get('_type')!r}"
         )
-    if statement.get("predicateType") != PREDICATE_TYPE:
+    fields = _PREDICATE_FIELDS.get(statement.get("predicateType"))  # type: ignore[arg-type]
+    if fields is None:
         raise ValueError(
-            f"statement.predicateType: expected {PREDICATE_TYPE!r}, "
-            f"got {statement.get('predicateType')!r}"
+            f"statement.predicateType: expected {PREDICATE_TYPE!r} "
+            f"(or {PREDICATE_TYPE_V1!r}), got {statement.get('predicateType')!r}"
         )
     predicate = statement.get("predicate")
     if not isinstance(predicate, dict) or not isinstance(predicate.get("manifest"), dict):
         raise ValueError("statement.predicate.manifest: expected a JSON object")
-    for fld in ("runId", "issuedAt"):
+    for fld in fields:
         if not isinstance(predicate.get(fld), str):
             raise ValueError(f"statement.predicate.{fld}: expected a string")
     subject = statement.get("subject")

@@ -396,7 +396,7 @@ class Runtime(RuntimeControls):
         policy = self._gov.policy
         code, attested = self._code_items()
         envelope, att_digest = self._attestor.sign_run(
-            run_id, code, policy.digest, self._policy_files, self._config_record
+            code, policy.digest, self._policy_files, self._config_record
         )
         run_dir = self.evidence_dir / name
         link = self._link

@@ -19,6 +19,7 @@ from tenure.evidence._attest import (
     ATTESTATION_FILE,
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
+    PREDICATE_TYPE_V1,
     STATEMENT_TYPE,
     SUBJECT_NAME,
     Attestor,
@@ -81,11 +82,11 @@ def test_dsse_pae_matches_the_spec_test_vector() -> None:
     )
 
 
-def test_statement_is_in_toto_v1_with_the_manifest_digest_as_subject(
+def test_statement_is_in_toto_v1_with_the_manifest_digest_as_subject_and_no_run_id(
     attestor: Attestor, policy_file: Path
 ) -> None:
     manifest = _manifest(attestor, policy_file)
-    envelope, digest = attestor.statement("run-1", manifest)
+    envelope, digest = attestor.statement(manifest)
     assert envelope["payloadType"] == PAYLOAD_TYPE
     payload = _payload(envelope)
     statement = json.loads(payload)
@@ -101,7 +102,7 @@ def test_statement_is_in_toto_v1_with_the_manifest_digest_as_subject(
     ]
     predicate = statement["predicate"]
     assert predicate["manifest"] == manifest
-    assert predicate["runId"] == "run-1"
+    assert set(predicate) == {"attester", "issuedAt", "manifest"}  # shared by runs: no run id
     assert predicate["attester"] == {"keyid": attestor.key_id}
     assert predicate["issuedAt"].endswith("Z")
 
@@ -137,15 +138,30 @@ def test_manifest_covers_interpreter_platform_dependencies_code_policy_and_confi
 def test_envelope_verifies_under_the_attesting_key(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = verify_attestation(envelope, key.public_key)
+    assert statement["predicateType"] == PREDICATE_TYPE
+
+
+def test_a_per_run_v1_statement_still_verifies_and_needs_its_run_id(
+    key: SigningKey, attestor: Attestor, policy_file: Path
+) -> None:
+    """Statements written before v2 (one per run, with runId and a nonce) are read too."""
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
+    v1 = json.loads(_payload(envelope))
+    v1["predicateType"] = PREDICATE_TYPE_V1
+    v1["predicate"].update(runId="run-1", nonce="00" * 16)
+    statement = verify_attestation(_resign(key, v1), key.public_key)
     assert statement["predicate"]["runId"] == "run-1"
+    del v1["predicate"]["runId"]
+    with pytest.raises(ValueError, match="runId"):
+        verify_attestation(_resign(key, v1), key.public_key)
 
 
 def test_tampered_payload_is_rejected(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = json.loads(_payload(envelope))
     statement["predicate"]["manifest"]["policy"]["digest"] = "sha256:" + "00" * 32
     forged = dict(envelope, payload=base64.b64encode(rfc8785.dumps(statement)).decode())
@@ -156,7 +172,7 @@ def test_tampered_payload_is_rejected(
 
 def test_envelope_signed_by_another_key_is_rejected(key: SigningKey, policy_file: Path) -> None:
     other = Attestor(SigningKey.generate())
-    envelope, _ = other.statement("run-1", _manifest(other, policy_file))
+    envelope, _ = other.statement(_manifest(other, policy_file))
     with pytest.raises(ValueError, match="no signature verifies"):
         verify_attestation(envelope, key.public_key)
 
@@ -164,7 +180,7 @@ def test_envelope_signed_by_another_key_is_rejected(key: SigningKey, policy_file
 def test_wrong_payload_type_is_rejected_even_when_signed(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = json.loads(_payload(envelope))
     relabelled = _resign(key, statement, "application/vnd.tenure.lease.v1+json")
     with pytest.raises(ValueError, match="payloadType"):
@@ -174,7 +190,7 @@ def test_wrong_payload_type_is_rejected_even_when_signed(
 def test_signed_statement_whose_subject_does_not_match_its_manifest_is_rejected(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = json.loads(_payload(envelope))
     statement["predicate"]["manifest"]["code"] = []
     with pytest.raises(ValueError, match=r"subject\[0\].digest.sha256"):
@@ -184,7 +200,7 @@ def test_signed_statement_whose_subject_does_not_match_its_manifest_is_rejected(
 def test_signed_statement_with_wrong_types_is_rejected(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = json.loads(_payload(envelope))
     for field, value, msg in [
         ("_type", "https://in-toto.io/Statement/v0.1", "_type"),
@@ -199,7 +215,7 @@ def test_signed_statement_with_wrong_types_is_rejected(
 def test_non_canonical_payload_is_rejected(
     key: SigningKey, attestor: Attestor, policy_file: Path
 ) -> None:
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     statement = json.loads(_payload(envelope))
     loose = json.dumps(statement, indent=1).encode()
     with pytest.raises(ValueError, match="canonical"):
@@ -214,7 +230,7 @@ def test_statement_signs_the_manifest_it_is_given_even_after_mutation(
     manifest["distributions"].append({"name": "zz-extra", "version": "1", "record_sha256": ""})
     manifest["code"][0]["digest"]["sha256"] = "00" * 32
     manifest["runtime"]["config"]["isolation"] = 1
-    envelope, _ = attestor.statement("run-1", manifest)
+    envelope, _ = attestor.statement(manifest)
     statement = verify_attestation(envelope, key.public_key)
     assert statement["predicate"]["manifest"] == manifest
     assert statement["predicate"]["manifest"]["runtime"]["config"]["isolation"] == 1
@@ -228,8 +244,8 @@ def test_manifest_digest_is_stable_across_attestors_and_runs(policy_file: Path) 
     ma, mb = _manifest(a, policy_file), _manifest(b, policy_file)
     assert rfc8785.dumps(ma) == rfc8785.dumps(mb)
     subjects = set()
-    for att, m, run in [(a, ma, "r1"), (b, mb, "r2"), (a, ma, "r3")]:
-        envelope, _ = att.statement(run, m)
+    for att, m in [(a, ma), (b, mb), (a, ma)]:
+        envelope, _ = att.statement(m)
         subjects.add(json.loads(_payload(envelope))["subject"][0]["digest"]["sha256"])
     assert len(subjects) == 1
 
@@ -250,8 +266,8 @@ def test_environment_is_measured_once_per_attestor(
     first = att.environment()
     first["platform"]["system"] = "tampered"  # the caller's copy, not the measurement
     second = att.environment()
-    for run in ("r1", "r2", "r3"):
-        att.statement(run, _manifest(att, policy_file))
+    for _ in range(3):
+        att.statement(_manifest(att, policy_file))
     att.remeasure(_code(), [policy_file], None, _attest.policy_files_digest([policy_file]))
     assert calls == 1
     assert second["platform"]["system"] != "tampered"
@@ -308,7 +324,7 @@ def test_write_is_atomic_and_round_trips(
 ) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    envelope, _ = attestor.statement("run-1", _manifest(attestor, policy_file))
+    envelope, _ = attestor.statement(_manifest(attestor, policy_file))
     path = attestor.write(run_dir, envelope)
     assert path == run_dir / ATTESTATION_FILE
     assert sorted(p.name for p in run_dir.iterdir()) == [ATTESTATION_FILE]
@@ -332,22 +348,22 @@ def _manifest_of(envelope: dict[str, Any], key: SigningKey) -> dict[str, Any]:
     return manifest
 
 
-def test_sign_run_is_manifest_plus_statement_for_each_run(
+def test_sign_run_signs_once_for_runs_with_unchanged_inputs(
     key: SigningKey, policy_file: Path
 ) -> None:
-    """Two runs with unchanged inputs: each gets its own verified statement over the same
-    manifest, byte for byte what manifest() + statement() build."""
+    """Two runs with unchanged inputs share one verified statement (one signature), byte for
+    byte what manifest() + statement() build."""
     att = Attestor(key)
     digest = "sha256:" + "ab" * 32
-    env1, d1 = att.sign_run("run-1", _code(), digest, [policy_file], _CFG)
-    env2, d2 = att.sign_run("run-2", _code(), digest, [policy_file], _CFG)
+    code = _code()  # the runtime measures each agent and tool once: the same items each run
+    env1, d1 = att.sign_run(code, digest, [policy_file], _CFG)
+    env2, d2 = att.sign_run(code, digest, [policy_file], _CFG)
+    assert env2 is env1 and d1 == d2
     p1 = json.loads(_payload(env1))
-    p2 = json.loads(_payload(env2))
-    assert (p1["predicate"]["runId"], p2["predicate"]["runId"]) == ("run-1", "run-2")
-    assert d1 != d2 and p1["predicate"]["nonce"] != p2["predicate"]["nonce"]
+    assert p1["predicateType"] == PREDICATE_TYPE
+    assert d1 == "sha256:" + hashlib.sha256(_payload(env1)).hexdigest()
     reference = Attestor(key).manifest(_code(), digest, [policy_file], _CFG)
-    assert _manifest_of(env1, key) == _manifest_of(env2, key) == reference
-    assert p1["subject"] == p2["subject"]
+    assert _manifest_of(env1, key) == reference
     assert (
         p1["subject"][0]["digest"]["sha256"] == hashlib.sha256(rfc8785.dumps(reference)).hexdigest()
     )
@@ -359,9 +375,11 @@ def test_sign_run_sees_a_policy_file_rewritten_between_runs(
     """The cached manifest is never reused for changed file contents."""
     att = Attestor(key)
     digest = "sha256:" + "ab" * 32
-    env1, _ = att.sign_run("run-1", _code(), digest, [policy_file], _CFG)
+    code = _code()
+    env1, d1 = att.sign_run(code, digest, [policy_file], _CFG)
     policy_file.write_text('version = 1\ndefault = "deny"\n# edited\n')
-    env2, _ = att.sign_run("run-2", _code(), digest, [policy_file], _CFG)
+    env2, d2 = att.sign_run(code, digest, [policy_file], _CFG)
+    assert d1 != d2  # a new statement, signed for the new manifest
     files1 = _manifest_of(env1, key)["policy"]["files"]
     files2 = _manifest_of(env2, key)["policy"]["files"]
     assert files2 == [
@@ -377,8 +395,8 @@ def test_sign_run_sees_new_code_and_a_new_policy_digest(key: SigningKey, policy_
     att = Attestor(key)
     a = "sha256:" + "ab" * 32
     b = "sha256:" + "cd" * 32
-    att.sign_run("run-1", _code(), a, [policy_file], _CFG)
-    env2, _ = att.sign_run("run-2", _code()[:1], a, [policy_file], _CFG)
-    env3, _ = att.sign_run("run-3", _code()[:1], b, [policy_file], _CFG)
+    att.sign_run(_code(), a, [policy_file], _CFG)
+    env2, _ = att.sign_run(_code()[:1], a, [policy_file], _CFG)
+    env3, _ = att.sign_run(_code()[:1], b, [policy_file], _CFG)
     assert [c["name"] for c in _manifest_of(env2, key)["code"]] == ["agent:planner"]
     assert _manifest_of(env3, key)["policy"]["digest"] == b

@@ -6,6 +6,7 @@ import errno
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from tenure import AttestationMismatch, GovernanceUnavailable, SigningKey
-from tenure.evidence import _statement
+from tenure.evidence import _statement, verify_run
 from tests.faults.conftest import Workflow, assert_evidence, assert_stopped, records, runtime
 
 PLUGIN = """
@@ -144,3 +145,24 @@ async def test_attestation_file_that_cannot_be_written_at_close_fails_the_run_no
     assert not (run_dir / "attestation.intoto.json").exists()
     rep = assert_evidence(run_dir, key, check=None, status="ok")
     assert [w.code for w in rep.warnings] == ["attestation.file_missing"]
+
+
+async def test_runs_with_unchanged_code_share_one_statement_and_each_verifies_alone(
+    wf: Workflow, evidence: Path, tmp_path: Path
+) -> None:
+    """One statement signed for both runs (the manifest did not change); each run's own
+    ledger binds it (run.start names its digest, the ledger copy is signed with the
+    records), so each run directory, copied out on its own, verifies offline."""
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key) as rt:
+        for name in ("a", "b"):
+            await rt.run(wf.helper, name, principal="alice", scopes={"act"})
+    runs = _run_dirs(evidence)
+    starts = [next(r for r in records(d) if r["kind"] == "run.start") for d in runs]
+    assert len(runs) == 2 and starts[0]["attestation"] == starts[1]["attestation"]
+    for run_dir in runs:
+        alone = tmp_path / "alone" / run_dir.name
+        shutil.copytree(run_dir, alone)
+        rep = verify_run(alone, key.public_key, witness_dir=evidence / ".witness")
+        assert rep.ok and rep.verdict == "verified", rep.failure_line()
+        assert rep.warnings == []
