@@ -30,7 +30,12 @@ import typer
 from .._errors import GovernanceViolation
 from ..crypto import SigningKey, load_signing_key, sign_grant
 from ..runtime.backends import ApprovalRecord, open_backend
-from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
+from ..runtime.services._approval_folder import (
+    APPROVALS_DIR,
+    check_request,
+    read_requests,
+    write_grant,
+)
 from ._db import BACKEND_OPTION
 
 __all__ = ["register"]
@@ -110,6 +115,10 @@ def _drop(evidence_dir: Path, request_id: str, decision: str, key_path: str, rea
     request = next((r for r in read_requests(folder) if r.get("id") == request_id), None)
     if request is None:
         return f"no approval request {request_id!r} is waiting under {evidence_dir}"
+    try:
+        check_request(request)
+    except ValueError as exc:
+        return f"{request_id} not signed: {exc}"
     key = _key(key_path)
     if key.public_text not in request.get("approver_keys", []):
         accepted = ", ".join(request.get("approvers", [])) or "no one"
@@ -170,8 +179,12 @@ def list_command(
             f"{w.get('id')}  run {w.get('run_id')}  {w.get('principal')}  {w.get('action')} "
             f"{w.get('target')}  rule {w.get('rule_id')}  approvers {accepted}"
         )
-        args = " ".join(str(w.get("args", "")).split())
-        typer.echo(f"    args {str(w.get('args_digest', ''))[:19]}: {args}")
+        try:
+            shown = check_request(w)
+        except ValueError as exc:
+            typer.echo(f"    NOT SIGNABLE: {exc}")
+            continue
+        typer.echo(f"    args {str(w.get('args_digest', ''))[:19]} (checked): {shown}")
 
 
 def _answer(

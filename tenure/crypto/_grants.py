@@ -9,6 +9,12 @@ the step only for a grant whose signature verifies under a key the policy declar
 rule, whose request and action digest are the held step's, and whose key is not the
 runtime's own; ``tenure verify`` checks the same from the evidence alone.
 
+A request shown outside the runtime (the evidence folder's ``.approvals``) also carries the
+arguments' canonical encoding (:func:`args_encoding`): whoever answers can check that what
+they are shown is what the args digest, and so the action digest they sign, covers
+(:func:`args_digest_of`), instead of trusting a rendering anyone who can write the file
+could have changed.
+
 Approver public keys are written in policies as ``"ed25519:<base64 of the 32 raw bytes>"``
 (``tenure keys show`` prints that form).
 """
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,12 +37,15 @@ from .._util import final
 from ._canonical import canonical, digest
 from ._dsse import sign_envelope, verify_envelope
 from ._keys import SigningKey, key_id_of
+from ._values import DOMAIN, encode
 
 __all__ = [
     "GRANT_PAYLOAD_TYPE",
     "KEY_PREFIX",
     "Grant",
     "action_digest",
+    "args_digest_of",
+    "args_encoding",
     "key_text",
     "open_grant",
     "parse_key_text",
@@ -98,6 +108,21 @@ def action_digest(
             }
         )
     )
+
+
+def args_encoding(value: Any) -> str:
+    """Base64 of the canonical encoding of a step's arguments (``Snapshot.value()``): the
+    bytes its args digest is taken over."""
+    return base64.b64encode(encode(value)).decode("ascii")
+
+
+def args_digest_of(encoded: str) -> str:
+    """The args digest of an :func:`args_encoding` (``ValueError`` if it is not base64)."""
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the arguments' encoding is not valid base64") from None
+    return "sha256:" + hashlib.sha256(DOMAIN + raw).hexdigest()
 
 
 @final

@@ -25,7 +25,13 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.crypto import generate_key_files, sign_grant
+from tenure.crypto import (
+    action_digest,
+    args_digest_of,
+    args_encoding,
+    generate_key_files,
+    sign_grant,
+)
 from tenure.evidence import verify_run
 from tenure.evidence._approval_check import ApprovalCheck
 from tenure.policies import PolicySet
@@ -233,7 +239,7 @@ async def test_tenure_approvals_in_another_process_answers_with_the_approvers_ke
         request = await _held(rt)
         listed = await anyio.to_thread.run_sync(cli, "list")
         assert listed.returncode == 0, listed.stderr
-        assert request.id in listed.stdout and '"to": "acct-7"' in listed.stdout
+        assert request.id in listed.stdout and '(checked): [["acct-7",900],{}]' in listed.stdout
         refused = await anyio.to_thread.run_sync(
             cli, "approve", request.id, "--key", str(outsider.path)
         )
@@ -247,3 +253,88 @@ async def test_tenure_approvals_in_another_process_answers_with_the_approvers_ke
     assert grant["approver_key"] == cfo.key_id
     assert not list((evidence / ".approvals").glob("*.json"))
     assert verify_run(handle.evidence_path, key.public_key).ok
+
+
+def _retold(shown: dict[str, Any], lie: str) -> dict[str, Any]:
+    """The request file as code that can write the folder would rewrite it: the payment
+    shown as 9 instead of 900, with as many digests redone as the attacker can."""
+    small = args_encoding([["acct-7", 9], {}])
+    out = dict(shown, args='{\n  "to": "acct-7",\n  "amount": 9\n}')
+    if lie == "rendering":
+        return out
+    out["args_encoding"] = small
+    if lie == "arguments":
+        return out
+    out["args_digest"] = args_digest_of(small)
+    if lie == "arguments and their digest":
+        return out
+    out["action_digest"] = action_digest(
+        request=out["id"],
+        run=out["run_id"],
+        step=out["step"],
+        principal=out["principal"],
+        action=out["action"],
+        target=out["target"],
+        args=out["args_digest"],
+        rule=out["rule_id"],
+        policy=out["policy_digest"],
+    )
+    return out
+
+
+@pytest.mark.parametrize(
+    "lie", ["rendering", "arguments", "arguments and their digest", "every digest redone"]
+)
+async def test_a_request_file_retold_to_look_harmless_never_gets_the_harmful_call_signed(
+    evidence: Path, key: SigningKey, tmp_path: Path, lie: str
+) -> None:
+    """The attack: code that can write ``.approvals`` rewrites a waiting request so a 900
+    payment reads as 9, hoping the approver signs the real one. What ``list`` shows is
+    checked against the digests; a file that does not match is not signed; a file whose
+    digests were all redone gets a grant for the harmless call, which releases nothing."""
+    cfo = generate_key_files(tmp_path / "cfo")
+    policy = PolicySet.from_text(
+        f'version = 1\n[approvers]\ncfo = "{cfo.public_text}"\n'
+        '[[rules]]\nid = "agents"\neffect = "allow"\nactions = ["invoke_agent"]\n'
+        '[[rules]]\nid = "big-payments"\neffect = "require_approval"\ntargets = ["pay"]\n'
+    )
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(evidence)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    async with Runtime(
+        policies=policy, evidence_dir=evidence, key=key, watchdog_interval=0.05
+    ) as rt:
+        handle = await rt.start(payer, "acct-7", 900, principal="alice", ttl=30)
+        request = await _held(rt)
+        path = evidence / ".approvals" / f"{request.id}.request.json"
+        path.write_text(json.dumps(_retold(json.loads(path.read_text()), lie)))
+        listed = await anyio.to_thread.run_sync(cli, "list")
+        answered = await anyio.to_thread.run_sync(
+            cli, "approve", request.id, "--key", str(cfo.path)
+        )
+        if lie == "rendering":
+            # The rendering is not what is shown: the checked arguments are the real ones.
+            assert '(checked): [["acct-7",900],{}]' in listed.stdout, listed.stdout
+            assert answered.returncode == 0, answered.stderr
+            with anyio.fail_after(10):
+                assert await handle.result() == "paid 900 to acct-7"
+            return
+        if lie == "every digest redone":
+            assert '(checked): [["acct-7",9],{}]' in listed.stdout, listed.stdout
+            assert answered.returncode == 0, answered.stderr  # signed: the harmless call
+            grant = evidence / ".approvals" / f"{request.id}.grant.json"
+            with anyio.fail_after(10):
+                while True:  # another process's file: the runtime takes it within a poll
+                    if not grant.exists():
+                        break
+                    await anyio.sleep(0.01)
+        else:
+            assert "NOT SIGNABLE" in listed.stdout and "do not match" in listed.stdout
+            assert answered.returncode == 1
+            assert f"{request.id} not signed: its" in answered.stderr
+            assert not (evidence / ".approvals" / f"{request.id}.grant.json").exists()
+        assert rt.pending_approvals() == [request] and paid == []
+        assert _records(handle.evidence_path, "approval.granted") == []
+        handle.cancel()

@@ -39,6 +39,7 @@ from ..._util import final
 from ...crypto import (
     Grant,
     action_digest,
+    args_encoding,
     b64d,
     canonical,
     key_id_of,
@@ -65,6 +66,8 @@ __all__ = ["ApprovalBoard", "ApprovalRequest", "Approvals", "render_args"]
 
 _log = logging.getLogger("tenure.approvals")
 _RENDER_CHARS = 4000
+#: Arguments whose encoding is longer are not shown in a request file (it holds 64 KiB).
+MAX_SHOWN_ENCODING = 32 * 1024
 
 
 @final
@@ -74,6 +77,9 @@ class ApprovalRequest(BaseModel):
     ``args`` is the canonical arguments rendered for a person, ``args_digest`` their digest
     (what the evidence records), ``action_digest`` what an approver signs; ``approvers``
     and ``approver_keys`` (``"ed25519:<base64>"``, in the same order) who may answer.
+    ``args_encoding`` (the arguments' canonical encoding, base64; empty past
+    :data:`MAX_SHOWN_ENCODING` bytes) and ``policy_digest`` let an approver outside the
+    process recompute both digests from what they are shown (``check_request``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -91,6 +97,8 @@ class ApprovalRequest(BaseModel):
     action_digest: str = ""
     approvers: tuple[str, ...] = ()
     approver_keys: tuple[str, ...] = ()
+    args_encoding: str = ""
+    policy_digest: str = ""
 
 
 def render_args(bound: Mapping[str, Any]) -> str:
@@ -101,6 +109,13 @@ def render_args(bound: Mapping[str, Any]) -> str:
     if len(text) > _RENDER_CHARS:
         return text[:_RENDER_CHARS] + f"\n... ({len(text) - _RENDER_CHARS} more characters)"
     return text
+
+
+def _shown_encoding(step: Step) -> str:
+    if step.snapshot is None:
+        return ""
+    encoded = args_encoding(step.snapshot.value())
+    return encoded if len(encoded) <= MAX_SHOWN_ENCODING else ""
 
 
 def _describe(value: object) -> Any:
@@ -232,6 +247,8 @@ class Approvals:
             args=render_args(step.bound_args()),
             args_digest=step.args_digest,
             action_digest=digest_of_action,
+            args_encoding=_shown_encoding(step),
+            policy_digest=self._gov.policy.digest,
             approvers=tuple(name for name, _ in keys.values()),
             approver_keys=tuple(self._gov.policy.approvers_for(rule)[n] for n, _ in keys.values()),
         )
