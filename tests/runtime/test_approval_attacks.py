@@ -338,3 +338,41 @@ async def test_a_request_file_retold_to_look_harmless_never_gets_the_harmful_cal
         assert rt.pending_approvals() == [request] and paid == []
         assert _records(handle.evidence_path, "approval.granted") == []
         handle.cancel()
+
+
+def test_request_files_that_lie_about_their_fields_are_listed_not_believed(
+    tmp_path: Path,
+) -> None:
+    """The attack: request files planted in ``.approvals`` with fields of the wrong type
+    (a string timestamp, a list for an id, no digests). ``list`` neither crashes nor shows
+    them as signable; ``approve`` signs none of them."""
+    folder = tmp_path / ".approvals"
+    folder.mkdir()
+    planted = {
+        "apr_00000000000000aa": {"id": "apr_00000000000000aa", "requested_at_us": "soon"},
+        "apr_00000000000000bb": {"id": "apr_00000000000000bb", "requested_at_us": 5},
+        "apr_00000000000000cc": {"id": ["apr_00000000000000cc"], "requested_at_us": 1},
+    }
+    for name, body in planted.items():
+        (folder / f"{name}.request.json").write_text(json.dumps(body))
+    (folder / "apr_00000000000000dd.request.json").write_bytes(b"\xff not json")
+    approver = generate_key_files(tmp_path / "approver")
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(tmp_path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    listed = cli("list")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.startswith("apr_")] == [
+        "apr_00000000000000aa",
+        "apr_00000000000000bb",
+    ]
+    assert listed.stdout.count("NOT SIGNABLE: the request file lacks or mistypes") == 2
+    for name in ("apr_00000000000000aa", "apr_00000000000000bb"):
+        answered = cli("approve", name, "--key", str(approver.path))
+        assert answered.returncode == 1 and "not signed" in answered.stderr
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{n}.request.json" for n in planted] + ["apr_00000000000000dd.request.json"]
+    )

@@ -132,8 +132,14 @@ def read_requests(folder: Path) -> list[dict[str, Any]]:
             continue
         if isinstance(body, dict) and isinstance(body.get("id"), str):
             out.append(body)
-    out.sort(key=lambda r: r.get("requested_at_us", 0))
+    out.sort(key=_requested_at)
     return out
+
+
+def _requested_at(request: dict[str, Any]) -> int:
+    # A file's word only orders the listing; one that lies about its type sorts first.
+    at = request.get("requested_at_us")
+    return at if type(at) is int else 0
 
 
 def write_grant(folder: Path, request_id: str, envelope: Mapping[str, Any]) -> Path:
