@@ -7,13 +7,17 @@ appends the revocation to the shared governance log: every runtime and worker on
 host applies it within milliseconds (LISTEN) or, with notifications lost, at its next
 renewal. Either way the run's ledger records who asked and why.
 
-Through the folder the command checks first, from the evidence alone, that the id names a
-live run (its directory has no ``run.end``) or a lease issued in one, and refuses otherwise
-without writing anything; then it waits up to ``--wait`` seconds for a runtime to apply
-the request (it deletes an applied request) and says whether one did.
+Through the folder the command looks first, in the evidence, for the id: a run directory
+or a lease issued in one. An id found nowhere is refused without writing anything. What a
+ledger says is never a reason to withhold the kill switch: its records are not verified
+here, and the governed code can append to its own ledger (a forged ``run.end``, a garbled
+line). So a run whose ledger says it ended, or an id that may be in a ledger that cannot be
+read, still gets its request, with a warning naming what the ledger said. Then it waits up
+to ``--wait`` seconds for a runtime to apply the request (it deletes an applied request)
+and says whether one did.
 
-Exit codes: 0 the revocation was applied (or, with ``--backend``, logged); 1 nothing live
-by that id, no runtime applied it in time, or the backend refused or could not be reached;
+Exit codes: 0 the revocation was applied (or, with ``--backend``, logged); 1 the id was
+found nowhere, no runtime applied it in time, or the backend refused or could not be reached;
 2 a usage error (an id that cannot be a run or lease id, an evidence folder that does not
 exist or cannot be written). Nothing is created when the command refuses.
 """
@@ -85,10 +89,12 @@ def revoke_command(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    problem = _not_live(evidence_dir, target)
-    if problem is not None:
-        typer.echo(f"error: {problem}; nothing to revoke", err=True)
+    send, note = _lookup(evidence_dir, target)
+    if not send:
+        typer.echo(f"error: {note}; nothing to revoke", err=True)
         raise typer.Exit(EXIT_FAILED)
+    if note is not None:
+        typer.echo(f"warning: {note}", err=True)
     folder = evidence_dir / REVOCATIONS_DIR
     try:
         path = write_request(folder, target, reason, by or _requester())
@@ -103,9 +109,11 @@ def revoke_command(
     while path.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     if path.exists():
+        why = (
+            f"{note}" if note is not None else f"is one running with --evidence-dir {evidence_dir}?"
+        )
         typer.echo(
-            f"error: no runtime applied it within {wait:g}s (is one running with "
-            f"--evidence-dir {evidence_dir}?); the request stays in {folder}",
+            f"error: no runtime applied it within {wait:g}s ({why}); the request stays in {folder}",
             err=True,
         )
         raise typer.Exit(EXIT_FAILED)
@@ -125,17 +133,32 @@ def _scan(ledger: Path, lease: str) -> tuple[str | None, bool]:
     return None, issued
 
 
-def _not_live(evidence_dir: Path, target: str) -> str | None:
-    """Why ``target`` is neither a live run nor a lease of one under ``evidence_dir``."""
+def _lookup(evidence_dir: Path, target: str) -> tuple[bool, str | None]:
+    """Whether to send a request for ``target``, and what to tell the operator."""
     run = evidence_dir / target / LEDGER_NAME
     if run.is_file():
         status, _ = _scan(run, target)
-        return None if status is None else f"run {target} already ended ({status})"
+        return True, None if status is None else _unverified(f"run {target}", status)
+    unreadable = []
     for ledger in sorted(evidence_dir.glob(f"*/{LEDGER_NAME}")):
         status, issued = _scan(ledger, target)
         if issued:
-            return None if status is None else f"lease {target}'s run already ended ({status})"
-    return f"no live run or lease {target!r} in {evidence_dir}"
+            return True, None if status is None else _unverified(f"lease {target}'s run", status)
+        if status == "unreadable":
+            unreadable.append(ledger.parent.name)
+    if unreadable:
+        return True, (
+            f"the ledger(s) of {', '.join(unreadable)} could not be read; the request is sent "
+            f"in case {target} is one of their leases"
+        )
+    return False, f"no live run or lease {target!r} in {evidence_dir}"
+
+
+def _unverified(what: str, status: str) -> str:
+    return (
+        f"{what} already ended ({status}) by its ledger's unverified word; the request is "
+        "sent anyway in case it is still live"
+    )
 
 
 def _revoke_everywhere(url: str, target: str, reason: str, by: str) -> None:
