@@ -9,7 +9,9 @@ Invariants:
 * A folder is the sorted set of its ``*.toml`` files (not recursive); rule ids are unique
   across the folder, and a budget or rate limit given in two files must agree.
 * A missing path, an unreadable file or a folder without ``*.toml`` files is a
-  :class:`PolicyError` naming the path.
+  :class:`PolicyError` naming the path; so is a file that is not a regular file (a FIFO, a
+  device) or is larger than :data:`MAX_POLICY_BYTES`, which is never read. Symlinks are
+  followed (mounted configuration is often one).
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
+from .._files import read_regular_file
 from ._locate import key_lines, line_of
 from ._model import OPERATORS, Budgets, PolicyDocument, PolicyError, Rule
 
-__all__ = ["LoadedFile", "Merged", "load_path", "load_text", "merge"]
+__all__ = ["MAX_POLICY_BYTES", "LoadedFile", "Merged", "load_path", "load_text", "merge"]
+
+#: The largest policy file read (a 5,000-rule file is about 1 MB).
+MAX_POLICY_BYTES: Final = 64 << 20
 
 _RULES_AT_ONCE = 64  # more rules than this are validated one by one (see _validate)
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column \d+\)$")
@@ -316,11 +322,15 @@ def merge(files: list[LoadedFile]) -> Merged:
 
 
 def _read(path: Path) -> bytes:
+    # Followed symlinks (mounted configuration is often one), but never a FIFO that would
+    # block the load or a device or huge file that would exhaust memory.
     try:
-        return path.read_bytes()
+        return read_regular_file(path, MAX_POLICY_BYTES, "a policy file", follow_symlinks=True)
     except OSError as exc:
         reason = f"cannot read policy file: {exc.strerror or exc}"
         raise PolicyError(str(path), None, reason) from exc
+    except ValueError as exc:
+        raise PolicyError(str(path), None, f"cannot read policy file: {exc}") from exc
 
 
 def load_path(path: str | Path) -> Merged:
@@ -334,7 +344,9 @@ def load_path(path: str | Path) -> Merged:
     if not exists:
         raise PolicyError(str(p), None, "no such policy file or folder")
     if is_dir:
-        paths = sorted(c for c in p.glob("*.toml") if c.is_file())
+        # Every *.toml entry but folders: one that cannot be read (a FIFO in place of a deny
+        # file) fails the load instead of being left out of the merged policy.
+        paths = sorted(c for c in p.glob("*.toml") if not c.is_dir())
         if not paths:
             raise PolicyError(str(p), None, "folder contains no *.toml policy files")
     else:

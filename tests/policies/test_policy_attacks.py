@@ -7,12 +7,15 @@ and that the policy set itself did not change (its digest is what it was).
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tenure.crypto import snapshot_call
 from tenure.policies import PolicyError, PolicySet
+from tenure.policies._loader import MAX_POLICY_BYTES
 from tenure.policies._regex import MAX_MATCH_CHARS
 
 PAYMENTS = """
@@ -204,3 +207,60 @@ def test_a_rule_naming_an_undeclared_approver_is_refused() -> None:
     allow = 'version = 1\n[[rules]]\nid = "r"\neffect = "allow"\napprovers = ["ceo"]\n'
     with pytest.raises(PolicyError, match="approvers apply only to"):
         PolicySet.from_text(allow)
+
+
+# --- policy files that are not what they claim ---------------------------------------------
+
+DENY_SHELL = 'version = 1\n\n[[rules]]\nid = "no-shell"\neffect = "deny"\ntargets = ["shell*"]\n'
+ALLOW_ALL = 'version = 1\n\n[[rules]]\nid = "all"\neffect = "allow"\n'
+
+
+def test_a_policy_file_that_is_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """The attack: ``policy.toml`` is a FIFO no one writes; reading it would hang the load
+    (or, in a watched reload, the reload for good). It is refused by its file type."""
+    fifo = tmp_path / "policy.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(PolicyError, match="not a regular file \\(a FIFO"):
+        PolicySet.load(fifo)
+
+
+def test_a_policy_file_that_is_a_device_or_huge_is_refused_before_it_is_read(
+    tmp_path: Path,
+) -> None:
+    device = tmp_path / "zero.toml"
+    device.symlink_to("/dev/zero")
+    with pytest.raises(PolicyError, match="a device"):
+        PolicySet.load(device)
+    huge = tmp_path / "huge.toml"
+    with huge.open("wb") as f:
+        f.truncate(MAX_POLICY_BYTES + 1)  # sparse: refused by its size, not read
+    with pytest.raises(PolicyError, match=f"more than the {MAX_POLICY_BYTES} a policy file"):
+        PolicySet.load(huge)
+
+
+def test_a_deny_file_replaced_by_a_fifo_fails_the_folder_instead_of_dropping_its_rules(
+    tmp_path: Path,
+) -> None:
+    """The attack: in a policy folder, ``deny.toml`` is swapped for a FIFO. Leaving the
+    entry out would load the folder without its deny rules (fail open); the load fails,
+    naming the file."""
+    (tmp_path / "allow.toml").write_text(ALLOW_ALL)
+    (tmp_path / "deny.toml").write_text(DENY_SHELL)
+    before = PolicySet.load(tmp_path)
+    assert before.decide("alice", "execute_tool", "shell_exec", None, {}).effect == "deny"
+    (tmp_path / "deny.toml").unlink()
+    os.mkfifo(tmp_path / "deny.toml")
+    with pytest.raises(PolicyError) as info:
+        PolicySet.load(tmp_path)
+    assert "deny.toml" in str(info.value) and "FIFO" in str(info.value)
+
+
+def test_a_policy_file_behind_a_symlink_still_loads(tmp_path: Path) -> None:
+    """Mounted configuration (a Kubernetes ConfigMap) is a symlink: it is followed."""
+    real = tmp_path / "real.toml"
+    real.write_text(DENY_SHELL)
+    link = tmp_path / "policy.toml"
+    link.symlink_to(real)
+    assert (
+        PolicySet.load(link).decide("alice", "execute_tool", "shell_x", None, {}).effect == "deny"
+    )

@@ -15,7 +15,7 @@ does, and a request shown there is believed only as far as its digests go:
 the request carries, and the action digest from every field shown, so an approver never
 signs something other than what they were shown (code that can write the folder could
 otherwise show a harmless rendering of a harmful call). Files are read as
-:func:`~tenure.runtime.services._files.read_small_file` reads them (no symlinks, no FIFOs,
+:func:`~tenure._files.read_regular_file` reads them (no symlinks, no FIFOs,
 bounded); a malformed or refused grant is logged and deleted.
 """
 
@@ -30,9 +30,10 @@ from typing import Any, Final
 
 import orjson
 
+from ..._files import read_regular_file
 from ...crypto import action_digest, args_digest_of
 from ...evidence._format import valid_run_id
-from ._files import read_small_file, write_atomically
+from ._files import write_atomically
 
 __all__ = [
     "APPROVALS_DIR",
@@ -95,7 +96,7 @@ class ApprovalFolder:
         folder; ``None`` if there is none or it is unreadable (then it is logged and removed)."""
         path = self.folder / f"{request_id}{GRANT_SUFFIX}"
         try:
-            data = read_small_file(path, MAX_FILE_BYTES, "a grant")
+            data = read_regular_file(path, MAX_FILE_BYTES, "a grant")
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -127,7 +128,7 @@ def read_requests(folder: Path) -> list[dict[str, Any]]:
         if not path.name.endswith(REQUEST_SUFFIX) or path.name.startswith("."):
             continue
         try:
-            body = orjson.loads(read_small_file(path, MAX_FILE_BYTES, "a request"))
+            body = orjson.loads(read_regular_file(path, MAX_FILE_BYTES, "a request"))
         except (OSError, ValueError):
             continue
         if isinstance(body, dict) and isinstance(body.get("id"), str):

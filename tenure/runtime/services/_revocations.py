@@ -44,9 +44,9 @@ from typing import Final, Protocol
 
 import orjson
 
+from ..._files import read_regular_file
 from ..._util import final
 from ...evidence._format import REVOCATIONS_DIR, valid_run_id
-from ._files import read_small_file
 
 __all__ = [
     "MAX_REQUEST_BYTES",
@@ -175,7 +175,7 @@ def _read_request(path: Path, mode: int) -> tuple[RevocationRequest | None, str 
     if not stat.S_ISREG(mode):
         return None, "not a regular file (symlinks, FIFOs and devices are never opened)"
     try:
-        data = read_small_file(path, MAX_REQUEST_BYTES, "a request")
+        data = read_regular_file(path, MAX_REQUEST_BYTES, "a request")
     except FileNotFoundError:
         return None, None
     except (OSError, ValueError) as exc:
