@@ -142,10 +142,19 @@ def _is_plain(v: Any, depth: int) -> bool:
         return bool(-_INF < v < _INF)
     if depth >= MAX_DEPTH:
         return False
+    # Loops, not all(genexpr), and str items checked inline: this runs for the arguments and
+    # the result of every governed step (a generator per container cost more than the rest).
+    d = depth + 1
     if t is list:
-        return all(_is_plain(x, depth + 1) for x in v)
+        for x in v:  # noqa: SIM110 - a loop, not all(genexpr): the hot path
+            if type(x) is not str and not _is_plain(x, d):
+                return False
+        return True
     if t is dict:
-        return all(type(k) is str and _is_plain(x, depth + 1) for k, x in v.items())
+        for k, x in v.items():
+            if type(k) is not str or (type(x) is not str and not _is_plain(x, d)):
+                return False
+        return True
     return False
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from tenure.crypto._snapshot import NotCanonical, decision_view, snapshot_call
-from tenure.crypto._values import MAX_DEPTH, encode, value_digest
+from tenure.crypto._values import _I64, MAX_DEPTH, _is_plain, encode, value_digest
 
 _settings = settings(
     max_examples=500,
@@ -257,3 +257,80 @@ def test_agent_arguments_without_a_canonical_form_pass_as_opaque_and_are_never_c
     )
     d = ps.decide("alice", "invoke_agent", "a", None, snap.kwargs)
     assert d.effect == "deny" and "cannot compare object" in d.reason
+
+
+# Digests of the format as first released (tenure.value.v2): a faster encoder must keep them.
+_GOLDEN = [
+    (5, "5a952c315daf8a98302ee721091dfaf23dae16298b971f5dc3ca6dc64a49533e"),
+    ([[5], {}], "39c60c382144d708445e704dcd1aa4eaa2431e74e43363d082e5a71e4b2fecdd"),
+    (
+        [["abc", 3, None, True, 1.5], {"k": [1, {"z": "y", "a": 2**63 - 1}]}],
+        "b9f63cb797486c3e9fdf9a32ffa85376bb31b4f8b5d6d6bdb93606bb9c7bbc4b",
+    ),
+    ([[2**63], {}], "b42b51359a490799745a455527da33b5ec5794927fd8cf403470e73dc322c7e5"),
+    ([[math.inf], {}], "da3437c5faabfdb6f7e7565483cfa918ce35308700600e1f8892f19edc7a840c"),
+    ([["\ud800"], {}], "c03595d9180ae672bd75d8479f29ad855777eb3d2cd5b00d78a895b0e74f6ac8"),
+    ([[(1, 2)], {1: "a"}], "6721dc866aaa94fdb4f0ea3e89248dd2892f604ea833ce2af80d3848c0c25373"),
+]
+
+
+@pytest.mark.parametrize(("value", "digest"), _GOLDEN)
+def test_digests_of_plain_and_tagged_values_are_those_of_the_released_format(
+    value: Any, digest: str
+) -> None:
+    assert value_digest(value) == "sha256:" + digest
+
+
+def _plain_by_definition(v: Any, depth: int) -> bool:
+    """The plain-JSON part of the domain exactly as the module docstring defines it."""
+    t = type(v)
+    if t is str or t is bool or v is None:
+        return True
+    if t is int:
+        return -_I64 <= v <= _I64
+    if t is float:
+        return math.isfinite(v)
+    if depth >= MAX_DEPTH:
+        return False
+    if t is list:
+        return all(_plain_by_definition(x, depth + 1) for x in v)
+    if t is dict:
+        return all(type(k) is str and _plain_by_definition(x, depth + 1) for k, x in v.items())
+    return False
+
+
+_edge_scalars = st.one_of(
+    _scalars,
+    st.sampled_from([_I64, -_I64, _I64 + 1, -_I64 - 1, math.inf, -math.inf, "\ud800", ""]),
+)
+
+
+def _near_plain() -> st.SearchStrategy[Any]:
+    """Mostly plain JSON, with the values that make it tagged mixed in at any depth."""
+    return st.recursive(
+        _edge_scalars,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4),
+            st.lists(inner, max_size=2).map(tuple),
+            st.dictionaries(st.text(max_size=3), inner, max_size=4),
+            st.dictionaries(_hashable_scalars, inner, max_size=2),
+        ),
+        max_leaves=16,
+    )
+
+
+def _nested(value: Any, depth: int) -> Any:
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@_settings
+@given(_near_plain(), st.integers(min_value=0, max_value=MAX_DEPTH + 2))
+def test_the_fast_plain_check_agrees_with_the_definition(value: Any, depth: int) -> None:
+    """Which values take the plain encoding is the definition's choice, at every depth."""
+    deep = _nested(value, depth)
+    assert _is_plain(deep, 0) is _plain_by_definition(deep, 0)
+    assert _is_plain(value, 0) is _plain_by_definition(value, 0)
+    if not _plain_by_definition(deep, 0):
+        assert encode(deep)[:1] == b"t"
