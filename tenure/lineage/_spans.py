@@ -265,6 +265,8 @@ class Lineage:
     ) -> SpanHandle:
         """Start ``execute_tool {name}`` under ``parent`` (the calling agent's span, or the
         span of the framework that made the call)."""
+        if self._tracer is None:  # nothing recorded: no name or attributes to build
+            return self._light(parent._span_context)
         attributes: dict[str, AttributeValue] = {
             ATTR_OPERATION_NAME: OP_EXECUTE_TOOL,
             ATTR_TOOL_NAME: name,

@@ -287,7 +287,7 @@ def _plain_by_definition(v: Any, depth: int) -> bool:
     if t is str or t is bool or v is None:
         return True
     if t is int:
-        return -_I64 <= v <= _I64
+        return bool(-_I64 <= v <= _I64)
     if t is float:
         return math.isfinite(v)
     if depth >= MAX_DEPTH:

@@ -88,7 +88,8 @@ class StepDecisions(StepRecords):
             effect, rule, reason = decision.effect, decision.rule_id, decision.reason
         step.rule, step.reason = rule, reason
         parent_span = step.parent.span if step.parent is not None else self.span
-        parent_span.event(EVENT_DECISION, decision_event(step.target.qualified, effect, rule))
+        if parent_span.is_recording:  # light spans: no event to build
+            parent_span.event(EVENT_DECISION, decision_event(step.target.qualified, effect, rule))
         if effect == "allow":
             return -1
         self.record_decision(step, effect, rule, reason, parent_span)

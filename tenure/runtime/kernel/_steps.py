@@ -40,6 +40,8 @@ from ._stream import ToolStream
 
 __all__ = ["GovernedSteps", "first_error"]
 
+_NO_SCOPES: frozenset[str] = frozenset()
+
 
 class GovernedSteps(StepDecisions):
     """The step layer of a run (see the module docstring)."""
@@ -260,8 +262,12 @@ class GovernedSteps(StepDecisions):
             # watchdog, every other run) waiting for as long as it lasts.
             await pacer.pace(continuing=True)
             self.ensure_live(caller, gate, tool.qualified)
-        step = self.new_step("execute_tool", tool, caller, caller.lease, args, kwargs)
-        approval = await self.authorize(step, tool.scopes - caller.lease.lease.scope_set)
+        lease = caller.lease
+        step = self.new_step("execute_tool", tool, caller, lease, args, kwargs)
+        needed = tool.scopes
+        approval = await self.authorize(
+            step, needed - lease.lease.scope_set if needed else _NO_SCOPES
+        )
         self.enter(step)
         streaming = False
         try:
@@ -270,7 +276,7 @@ class GovernedSteps(StepDecisions):
                 tool.name,
                 run_id=self.id,
                 call_id=step.id,
-                lease_id=caller.lease.id,
+                lease_id=lease.id,
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
@@ -287,7 +293,10 @@ class GovernedSteps(StepDecisions):
             current = current_step_context.set(Context._create(AgentPort(self, step, gate)))
             try:
                 with step.span.current():
-                    result = await self._tool_body(step, tool, args, kwargs)
+                    if tool.is_async and tool.timeout is None:
+                        result = await tool.func(*args, **kwargs)
+                    else:
+                        result = await self._tool_body(step, tool, args, kwargs)
             except BaseException as exc:
                 self.end_record(step, exc)
                 raise
@@ -306,10 +315,10 @@ class GovernedSteps(StepDecisions):
     async def _tool_body(
         self, step: Step, tool: Tool, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
+        """A synchronous tool (isolated) or one with a timeout (plain async ones are awaited
+        in :meth:`call_tool` itself: one coroutine fewer per call)."""
         if not tool.is_async:
             return await self.services.isolation.call(self, step, tool, args, kwargs)
-        if tool.timeout is None:
-            return await tool.func(*args, **kwargs)
         with anyio.fail_after(tool.timeout):
             return await tool.func(*args, **kwargs)
 
