@@ -21,6 +21,14 @@ Invariants, each with its own ``raise``:
   entries and checkpoint files are left to the filesystem's journal, and a checkpoint file
   lost in a crash only weakens rollback detection, never hides tampering.
   ``fsync="record"`` fsyncs every record, every checkpoint file and every directory.
+- Background publication: with :attr:`Ledger.background` set (the runtime sets it: a
+  worker thread) a checkpoint is signed and appended where it is triggered, and its fsync
+  and the publication of its note run in the background: the caller (the event loop) never
+  waits for the disk. The order per file is kept (fsync, then checkpoint file, then
+  witness) and so is "never ahead": a note is published only after an fsync that began
+  after every record it signs was handed to the OS, notes are published in increasing size
+  only, and :meth:`Ledger.commit` waits for a publication under way. A background failure
+  fails the ledger (the next append raises) and makes :meth:`Ledger.commit` raise it.
 - Any ``OSError`` on the ledger, checkpoint or witness files raises
   :class:`GovernanceUnavailable` (check ``ledger.append`` / ``ledger.fsync`` /
   ``ledger.checkpoint`` / ``ledger.witness``) and leaves the ledger *failed*: every later
@@ -43,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,10 +149,20 @@ def _describe(exc: OSError) -> str:
     return f"{code}: {exc.strerror or exc}"
 
 
+class _NoteFailed(Exception):
+    """Publishing a checkpoint note failed (``check``; ``reason`` names the file)."""
+
+    def __init__(self, check: str, what: Path, exc: OSError) -> None:
+        super().__init__(check)
+        self.check = check
+        self.reason = f"{what}: {_describe(exc)}"
+
+
 class Ledger:
     """An open, append-only evidence ledger of one run (create with :meth:`create`)."""
 
     __slots__ = (
+        "_background_failed",
         "_closed",
         "_cp_size",
         "_cp_time",
@@ -156,6 +175,7 @@ class Ledger:
         "_fsync_record",
         "_in_checkpoint",
         "_interval",
+        "_io_lock",
         "_key",
         "_last_kind",
         "_last_t",
@@ -163,7 +183,10 @@ class Ledger:
         "_origin",
         "_pending",
         "_prev",
+        "_published",
+        "_signed",
         "_tree",
+        "background",
         "clock",
         "config",
         "path",
@@ -209,6 +232,13 @@ class Ledger:
         self._last_t = 0
         #: source of each record's ``t`` (µs since the epoch); a run sets its own clock
         self.clock: Callable[[], int] = _wall_us
+        #: runs a checkpoint's fsync and publication off the caller (``None``: in the
+        #: caller); see the module docstring
+        self.background: Callable[[Callable[[], None]], None] | None = None
+        self._io_lock = threading.RLock()  # the descriptor's fsync, publication and close
+        self._signed: tuple[int, str] | None = None  # the newest (size, note) to publish
+        self._published = 0  # the size of the newest note published
+        self._background_failed = False
 
     # ------------------------------------------------------------------ creation
     @classmethod
@@ -438,12 +468,21 @@ class Ledger:
 
     def _publish(self, note: str) -> None:
         """Write the run directory's checkpoint file, then the witness copy."""
+        try:
+            self._write_note(note)
+        except _NoteFailed as failed:
+            self._fail(failed.check, failed.reason)
+            self._pending.clear()
+            raise self._error() from failed.__cause__
+
+    def _write_note(self, note: str) -> None:
+        """:meth:`_publish` without touching the ledger's state (raises :class:`_NoteFailed`)."""
         data = note.encode("utf-8")
         target = self.run_dir / CHECKPOINT_NAME
         try:
             self._write_atomic(target, data)
         except OSError as exc:
-            raise self._io_failed("ledger.checkpoint", target, exc) from exc
+            raise _NoteFailed("ledger.checkpoint", target, exc) from exc
         if self.witness_dir is not None:
             wpath = witness_path(self.witness_dir, self.run_id)
             try:
@@ -453,7 +492,7 @@ class Ledger:
                     self.witness_dir.mkdir(parents=True, exist_ok=True)
                     self._write_atomic(wpath, data)
             except OSError as exc:
-                raise self._io_failed("ledger.witness", wpath, exc) from exc
+                raise _NoteFailed("ledger.witness", wpath, exc) from exc
 
     def _durable(self) -> None:
         self._flush()
@@ -461,18 +500,25 @@ class Ledger:
             self._sync()
 
     def checkpoint(self) -> None:
-        """Sign the current tree, publish it, and append it as a ``checkpoint`` record."""
+        """Sign the current tree, publish it, and append it as a ``checkpoint`` record
+        (published in the :attr:`background` when one is set, after the record)."""
         if self._failure is not None:
             raise self._error()
         if self._closed:
             raise RuntimeError(f"ledger {self.path} is closed")
+        background = None if self._fsync_record else self.background
         self._in_checkpoint = True
         try:
-            self._durable()
+            if background is None:
+                self._durable()
+            else:
+                self._flush()  # the fsync that precedes publication begins after this
             size = self._tree.size
             root = self._tree.root()
             note = sign_checkpoint(self._origin, size, root, self._key)
-            self._publish(note)
+            if background is None:
+                self._publish(note)
+                self._published = size
             self._cp_size = size
             self._cp_time = time.monotonic()
             fields = {"size": size, "root": root.hex(), "note": note}
@@ -481,6 +527,32 @@ class Ledger:
             self._append(CHECKPOINT, fields, "", "", True, self._last_t)
         finally:
             self._in_checkpoint = False
+        if background is not None:
+            self._signed = (size, note)
+            background(self._publish_signed)
+
+    def _publish_signed(self) -> None:
+        """In the background: fsync, then publish the newest signed note (if still newer
+        than the one published). Raises :class:`GovernanceUnavailable` on failure."""
+        with self._io_lock:
+            signed = self._signed
+            if signed is None or self._fd < 0 or self._failure is not None:
+                return
+            size, note = signed
+            if size <= self._published:
+                return
+            try:
+                if self._fsync_checkpoint:
+                    try:
+                        self._ops.fsync(self._fd)
+                    except OSError as exc:
+                        raise _NoteFailed("ledger.fsync", self.path, exc) from exc
+                self._write_note(note)
+            except _NoteFailed as failed:
+                self._background_failed = True
+                self._fail(failed.check, failed.reason)
+                raise self._error() from failed.__cause__
+            self._published = size
 
     def close(self) -> None:
         """Final checkpoint covering every record, fsync, close. Idempotent.
@@ -523,16 +595,24 @@ class Ledger:
     def commit(self) -> None:
         """After :meth:`seal`: fsync (unless ``fsync="never"``), publish the final note as
         the checkpoint file and witness copy, release the file. Safe in a worker thread."""
-        if self._fd < 0:
-            return
-        try:
-            if self._failure is None:
-                if self._fsync_checkpoint:
-                    self._sync()
-                if self._final is not None:
-                    self._publish(self._final)
-        finally:
-            self._release()
+        with self._io_lock:  # after a background publication under way
+            if self._background_failed:  # the run may not have heard of it yet
+                self._release()
+                raise self._error()
+            if self._fd < 0:
+                return
+            try:
+                if self._failure is None:
+                    if self._fsync_checkpoint:
+                        self._sync()
+                    final = self._final
+                    if final is None and self._signed is not None:
+                        # The last record is a checkpoint whose publication is still queued.
+                        final = self._signed[1] if self._signed[0] > self._published else None
+                    if final is not None:
+                        self._publish(final)
+            finally:
+                self._release()
 
     def abort(self, check: str, reason: str) -> None:
         """Give the ledger up without writing to it again (its run never starts)."""
@@ -542,11 +622,12 @@ class Ledger:
     def _release(self) -> None:
         self._closed = True
         self._pending.clear()
-        if self._fd < 0:
-            return
-        fd, self._fd = self._fd, -1
-        with contextlib.suppress(OSError):
-            self._ops.close(fd)
+        with self._io_lock:  # never under a background fsync of the same descriptor
+            if self._fd < 0:
+                return
+            fd, self._fd = self._fd, -1
+            with contextlib.suppress(OSError):
+                self._ops.close(fd)
 
     def __enter__(self) -> Ledger:
         return self

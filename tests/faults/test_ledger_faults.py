@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tenure import GovernanceUnavailable, SigningKey
+from tenure.evidence._note import open_checkpoint, origin_for
 from tests.faults.conftest import (
     FaultyOps,
     Workflow,
@@ -84,4 +85,36 @@ async def test_fsync_failure_stops_the_run_and_is_never_retried(
     assert_stopped(info.value, GovernanceUnavailable, "ledger.fsync", wf)
     assert ops.fsyncs_after_arming == 1  # fsyncgate: a failed fsync is not retried
     assert handle._run.ledger.failed
+    assert_durable_prefix_verifies(handle.evidence_path, key)
+
+
+async def test_a_checkpoint_fsync_failing_off_the_loop_stops_the_run(
+    wf: Workflow, evidence: Path
+) -> None:
+    """fsync="checkpoint" (the default): the checkpoint's fsync runs in a worker thread; its
+    EIO stops the run all the same (ledger.fsync), no checkpoint file is published past it,
+    it is not retried, and every tool body that ran had its step.start in the file."""
+    key = SigningKey.generate()
+    async with runtime(evidence, key=key, checkpoint_every=4) as rt:
+        handle = await wf.start(rt)  # the ticker keeps appending records: checkpoints follow
+        ledger = handle._run.ledger
+        ops = FaultyOps()
+        ops.fsync_error = OSError(errno.EIO, "Input/output error")
+        ledger._ops = ops
+        # A publication under way before the fault may still land: none signed after it.
+        signed_before = ledger._signed[0] if ledger._signed is not None else 0
+        with pytest.raises(GovernanceUnavailable) as info:
+            await handle.result()
+    error = info.value
+    assert type(error) is GovernanceUnavailable and error.check == "ledger.fsync", error
+    assert "EIO" in str(error) and error.run_id == handle.run_id
+    assert ops.fsyncs_after_arming == 1  # fsyncgate: a failed fsync is not retried
+    assert ledger.failed
+    checkpoint = ledger.run_dir / "checkpoint"
+    if checkpoint.exists():
+        note = open_checkpoint(checkpoint.read_text(), origin_for(handle.run_id), key.public_key)
+        assert note.size <= signed_before
+    assert wf.after == []  # the workers never got past their wait
+    started = [r for r in records(handle.evidence_path) if r["kind"] == "step.start"]
+    assert len([r for r in started if r["target"] == wf.act.name]) >= len(wf.effects)
     assert_durable_prefix_verifies(handle.evidence_path, key)

@@ -91,6 +91,8 @@ class RunState:
         # Record times on the run's clock too: a wall-clock jump mid-run then shifts no
         # timestamp against the leases it is checked against.
         ledger.clock = self.lease_clock_us
+        # Checkpoints are fsynced and published off the loop: it never waits for the disk.
+        ledger.background = self._in_background
         self.tracker = tracker
         self.span = span
         self.attestation = attestation
@@ -174,6 +176,31 @@ class RunState:
             exc.run_id = exc.run_id or self.id
             self.fail(exc)
             raise (self.stop_error() if self.stop is not None else exc) from None
+
+    def _in_background(self, job: Callable[[], None]) -> None:
+        """Run a ledger job (a checkpoint's fsync and publication) in a worker thread; its
+        failure stops the run. Off the loop (no loop in this thread) it runs here."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            job()
+            return
+        loop.run_in_executor(None, job).add_done_callback(self._background_done)
+
+    def _background_done(self, done: asyncio.Future[None]) -> None:
+        if done.cancelled():
+            return
+        exc = done.exception()
+        if exc is None or self.ledger.closed:
+            return  # closed: the ledger's commit raises the failure itself
+        if not isinstance(exc, GovernanceUnavailable):
+            exc = GovernanceUnavailable(
+                f"evidence ledger unavailable: checkpoint publication failed: {exc!r}",
+                check="ledger.checkpoint",
+                source="ledger",
+            )
+        exc.run_id = exc.run_id or self.id
+        self.fail(exc)
 
     def try_record(
         self,
