@@ -368,14 +368,7 @@ class Ledger:
         tree = self._tree
         i = tree._size
         t = self.clock() if t is None else t
-        rec = {
-            "i": i,
-            "t": t,
-            "kind": kind,
-            "prev": self._prev,
-            "trace": trace,
-            "span": span,
-        }
+        rec = {"i": i, "t": t, "kind": kind, "prev": self._prev, "trace": trace, "span": span}
         rec.update(fields)
         self._chain(record_bytes(rec), kind, t)
         if flush or self._fsync_record:
@@ -404,16 +397,22 @@ class Ledger:
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         pending.clear()
-        view = memoryview(data)
         try:
-            while view:
-                written = self._ops.write(self._fd, view)  # type: ignore[arg-type]
-                if written <= 0:
-                    raise OSError(errno.EIO, "write returned 0 bytes")
-                view = view[written:]
+            written = self._ops.write(self._fd, data)
+            if written != len(data):  # a short write (rare): write the rest
+                self._write_rest(memoryview(data), written)
         except OSError as exc:
             raise self._io_failed("ledger.append", self.path, exc) from exc
         self._dirty = True
+
+    def _write_rest(self, view: memoryview, written: int) -> None:
+        while True:
+            if written <= 0:
+                raise OSError(errno.EIO, "write returned 0 bytes")
+            view = view[written:]
+            if not view:
+                return
+            written = self._ops.write(self._fd, view)  # type: ignore[arg-type]
 
     def _sync(self) -> None:
         if not self._dirty:
