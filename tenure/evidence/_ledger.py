@@ -551,6 +551,10 @@ class Ledger:
                 self._background_failed = True
                 self._fail(failed.check, failed.reason)
                 raise self._error() from failed.__cause__
+            except Exception as exc:  # whatever failed, the note is not known to be durable
+                self._background_failed = True
+                self._fail("ledger.checkpoint", f"publishing checkpoint {size} failed: {exc!r}")
+                raise self._error() from exc
             self._published = size
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ class _Ops(FileOps):
 
     def __init__(self) -> None:
         self.log: list[str] = []
-        self.fsync_error: OSError | None = None
+        self.fsync_error: Exception | None = None
 
     def fsync(self, fd: int) -> None:
         self.log.append("fsync")
@@ -120,3 +120,17 @@ def test_with_fsync_per_record_checkpoints_stay_in_the_caller(tmp_path: Path) ->
         led.append("note", {"k": k})
     assert jobs == [] and "publish checkpoint" in ops.log
     led.close()
+
+
+def test_an_unexpected_error_in_the_background_fails_the_ledger_too(tmp_path: Path) -> None:
+    led, _, ops, jobs = _ledger(tmp_path)
+    for k in range(2):
+        led.append("note", {"k": k})
+    ops.fsync_error = ValueError("a file-system layer's bug")
+    with pytest.raises(GovernanceUnavailable) as info:
+        jobs.pop()()
+    assert (
+        info.value.check == "ledger.checkpoint" and "a file-system layer's bug" in info.value.reason
+    )
+    with pytest.raises(GovernanceUnavailable):
+        led.close()

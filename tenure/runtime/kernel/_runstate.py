@@ -181,11 +181,11 @@ class RunState:
         """Run a ledger job (a checkpoint's fsync and publication) in a worker thread; its
         failure stops the run. Off the loop (no loop in this thread) it runs here."""
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
+            future = asyncio.get_running_loop().run_in_executor(None, job)
+        except RuntimeError:  # no loop in this thread, or its executor was shut down
             job()
             return
-        loop.run_in_executor(None, job).add_done_callback(self._background_done)
+        future.add_done_callback(self._background_done)
 
     def _background_done(self, done: asyncio.Future[None]) -> None:
         if done.cancelled():

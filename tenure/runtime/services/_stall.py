@@ -136,7 +136,6 @@ class StallDetector:
             self._breach(gap)
 
     def _breach(self, gap: float) -> None:
-        self.breaches += 1
         frame = sys._current_frames().get(self._loop_thread)
         where = "".join(traceback.format_stack(frame, limit=3)).strip() if frame else "unknown"
         runs = [r for r in self._live_runs() if r.busy and r.stop is None]
@@ -151,6 +150,8 @@ class StallDetector:
                 source="stall-detector",
             )
             run.breach(exc)  # read by gates without the loop's help
+        # Counted once the runs are flagged: whoever sees the count sees their stops too.
+        self.breaches += 1
         start = self._beat
         # If the loop is closing, the stop flags set above already hold.
         with contextlib.suppress(RuntimeError):
