@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import pytest
 
 from tenure import (
@@ -25,6 +26,7 @@ from tenure import (
 )
 from tenure.crypto import canonical, sign_envelope
 from tenure.evidence import LEASE_PAYLOAD_TYPE
+from tenure.evidence._format import LEASE_BATCH_PAYLOAD_TYPE
 from tenure.policies import PolicySet
 from tenure.runtime.kernel._authority import LeaseAuthority
 from tenure.runtime.kernel._lease import Lease, wall_us
@@ -219,3 +221,68 @@ async def test_a_live_lease_altered_in_memory_stops_the_run_at_reverification(
     assert info.value.check == "lease.signature"
     assert info.value.run_id == handle.run_id
     assert steps_after_stop == 0
+
+
+def _batched_pair(authority: LeaseAuthority) -> tuple[Lease, Lease]:
+    root = _root(authority)
+    drafts = [
+        authority.draft_child(
+            root, subject=f"agent:c{i}", scopes={"read"}, expires_us=root.claims.exp
+        )
+        for i in range(2)
+    ]
+    first, second = authority.sign_batch("run_1", drafts)
+    return first, second
+
+
+def test_a_batch_digest_slipped_in_after_its_signature_was_checked_is_rejected(
+    authority: LeaseAuthority,
+) -> None:
+    """The batch's signature is verified once; its signed digests are compared every time."""
+    first, second = _batched_pair(authority)
+    authority.verify_lease(first)  # verified: remembered for this batch and envelope
+    batch = first.batch
+    assert batch is not None
+    genuine = batch.digests
+    object.__setattr__(batch, "digests", genuine | {"sha256:" + "f" * 64})
+    with pytest.raises(SignatureInvalid) as info:
+        authority.verify_lease(second)
+    assert info.value.check == "lease.signature"
+    object.__setattr__(batch, "digests", genuine)
+    authority.verify_lease(second)  # the genuine batch still verifies: nothing was trusted
+    _assert_trusted_state_unchanged(authority, first, authority.key.key_id)
+
+
+def test_a_batch_envelope_swapped_after_its_signature_was_checked_is_verified_again(
+    authority: LeaseAuthority,
+) -> None:
+    """Another envelope in place of the verified one is checked in full, and refused."""
+    first, second = _batched_pair(authority)
+    authority.verify_lease(first)
+    batch = first.batch
+    assert batch is not None
+    other = LeaseAuthority(SigningKey.generate(), "tenure:test")
+    signed = sign_envelope(other.key, LEASE_BATCH_PAYLOAD_TYPE, batch.payload)
+    genuine = batch._envelope
+    object.__setattr__(batch, "_envelope", orjson.dumps(signed))
+    with pytest.raises(SignatureInvalid) as info:
+        authority.verify_lease(second)
+    assert info.value.check == "lease.signature"
+    object.__setattr__(batch, "_envelope", genuine)
+    authority.verify_lease(second)
+    _assert_trusted_state_unchanged(authority, first, authority.key.key_id)
+
+
+def test_a_batch_checked_under_a_rotated_key_is_verified_again(
+    authority: LeaseAuthority,
+) -> None:
+    """A signature verified under the old key proves nothing under the new one."""
+    first, second = _batched_pair(authority)
+    authority.verify_lease(first)
+    old = authority.key
+    authority.rotate_key(SigningKey.generate())
+    with pytest.raises(SignatureInvalid) as info:
+        authority.verify_lease(second)
+    assert info.value.check == "lease.signature"
+    authority.rotate_key(old)
+    authority.verify_lease(second)

@@ -18,6 +18,7 @@ draft and sign one lease on its own (a DSSE envelope), for a lease that travels.
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -26,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from ..._errors import LeaseExpired, PolicyDenied, SignatureInvalid
-from ...crypto import SigningKey, b64d, canonical_fast, digest, sign_envelope, verify_envelope
+from ...crypto import SigningKey, b64d, digest, sign_envelope, verify_envelope
 from ...evidence._batch import lease_batch_payload, open_lease_batch
 from ...evidence._format import LEASE_BATCH_PAYLOAD_TYPE, LEASE_PAYLOAD_TYPE
 from ._lease import (
@@ -35,7 +36,7 @@ from ._lease import (
     LeaseClaims,
     check_intact,
     check_narrowing,
-    claims_json,
+    claims_payload,
     decode_claims,
     new_claims,
     wall_us,
@@ -63,6 +64,11 @@ class LeaseAuthority:
         # parent digest -> the scopes in its signed payload (a fan-out drafts thousands of
         # children of one parent: its payload is parsed once, not once per child)
         self._signed_scopes: dict[str, frozenset[str]] = {}
+        # batch -> (the envelope bytes, run, digests and key id its signature was verified
+        # with): the watchdog re-checks a batch's leases every pass, its signature once.
+        self._verified: weakref.WeakKeyDictionary[
+            LeaseBatch, tuple[bytes, str, frozenset[str], str]
+        ] = weakref.WeakKeyDictionary()
 
     @property
     def key(self) -> SigningKey:
@@ -77,18 +83,19 @@ class LeaseAuthority:
     def rotate_key(self, key: SigningKey) -> None:
         """Sign future leases with ``key`` (a reloaded key file)."""
         self._key = key
+        self._verified.clear()  # verified under the old key: check again under this one
 
     # -- signing ----------------------------------------------------------------------------
 
     def sign_one(self, claims: LeaseClaims) -> Lease:
         """Sign ``claims`` on their own: a lease with its own DSSE envelope."""
-        payload = canonical_fast(claims_json(claims))
+        payload = claims_payload(claims)
         envelope = sign_envelope(self._key, LEASE_PAYLOAD_TYPE, payload)
         return Lease._create(claims, payload, envelope)
 
     def sign_batch(self, run_id: str, drafts: Sequence[LeaseClaims]) -> list[Lease]:
         """Sign ``drafts`` (claims of leases of run ``run_id``) with one signature."""
-        payloads = [canonical_fast(claims_json(c)) for c in drafts]
+        payloads = [claims_payload(c) for c in drafts]
         digests = [digest(p) for p in payloads]
         body = lease_batch_payload(run_id, digests)
         envelope = sign_envelope(self._key, LEASE_BATCH_PAYLOAD_TYPE, body)
@@ -360,15 +367,7 @@ class LeaseAuthority:
             self.verify(lease.envelope, parent=parent)
             return
         if batches is None or id(batch) not in batches:
-            try:
-                run, digests = open_lease_batch(batch.envelope, self._key.public_key, batch.run)
-            except ValueError as exc:
-                raise SignatureInvalid(f"lease rejected: {exc}", check="lease.signature") from exc
-            if run != batch.run or frozenset(digests) != batch.digests:
-                raise SignatureInvalid(
-                    "lease rejected: the batch's digests were altered in memory",
-                    check="lease.signature",
-                )
+            self._check_batch(batch)
             if batches is not None:
                 batches.add(id(batch))
         if digest(lease.payload) != lease.digest or lease.digest not in batch.digests:
@@ -386,6 +385,30 @@ class LeaseAuthority:
             )
         if parent is not None:
             check_narrowing(lease, parent)
+
+    def _check_batch(self, batch: LeaseBatch) -> None:
+        """Raise :class:`SignatureInvalid` unless ``batch`` is what its signature signed.
+
+        The signature is verified once per batch object and envelope: the same immutable
+        envelope bytes verify the same way under the same key, so later checks compare
+        identities (a swapped envelope or digest set is verified again, in full).
+        """
+        raw, key_id = batch._envelope, self._key.key_id
+        seen = self._verified.get(batch)
+        if seen is not None and seen[0] is raw and seen[3] == key_id:
+            run, signed = seen[1], seen[2]
+        else:
+            try:
+                run, digests = open_lease_batch(batch.envelope, self._key.public_key, batch.run)
+            except ValueError as exc:
+                raise SignatureInvalid(f"lease rejected: {exc}", check="lease.signature") from exc
+            signed = frozenset(digests)
+        if run != batch.run or (signed is not batch.digests and signed != batch.digests):
+            raise SignatureInvalid(
+                "lease rejected: the batch's digests were altered in memory",
+                check="lease.signature",
+            )
+        self._verified[batch] = (raw, run, batch.digests, key_id)
 
     def _open_batched(self, envelope: dict[str, Any]) -> tuple[bytes, LeaseBatch]:
         """The payload of a lease in batch form, and its batch (``ValueError`` if unsigned)."""

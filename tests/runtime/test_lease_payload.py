@@ -1,0 +1,130 @@
+"""A lease's payload is the RFC 8785 canonical JSON of its claims, whichever encoder wrote it.
+
+The authority writes payloads with a typed encoder (``claims_payload``); a verifier (and
+every older ledger) knows them as ``rfc8785.dumps`` of the claims. The two must agree byte
+for byte on every claims value the authority can make, and on values it should not make the
+typed encoder must step aside for the reference (which represents them or refuses).
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from typing import Any
+
+import pytest
+import rfc8785
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tenure.crypto import canonical
+from tenure.runtime.kernel._lease import claims_json, claims_payload, new_claims
+
+_SAFE = 2**53 - 1
+_text = st.text(max_size=24)  # any code point: controls, quotes, non-BMP, the BOM ...
+_ints = st.integers(-_SAFE, _SAFE)
+_claims = st.fixed_dictionaries(
+    {
+        "v": st.just(1),
+        "lid": _text,
+        "gen": _ints,
+        "run": _text,
+        "parent": st.none() | _text,
+        "parent_lid": st.none() | _text,
+        "depth": _ints,
+        "iss": _text,
+        "aud": _text,
+        "principal": _text,
+        "sub": _text,
+        "scopes": st.lists(_text, max_size=5).map(lambda s: tuple(sorted(set(s)))),
+        "iat": _ints,
+        "nbf": _ints,
+        "exp": _ints,
+        "nonce": _text,
+        "policy": _text,
+        "attestation": _text,
+        "epoch": _ints,
+    }
+)
+
+_BASE: dict[str, Any] = {
+    "v": 1,
+    "lid": "0" * 32,
+    "gen": 0,
+    "run": "run-1",
+    "parent": None,
+    "parent_lid": None,
+    "depth": 0,
+    "iss": "key-1",
+    "aud": "runtime-1",
+    "principal": "alice@example.com",
+    "sub": "agent:root",
+    "scopes": ("read",),
+    "iat": 1_700_000_000_000_000,
+    "nbf": 1_700_000_000_000_000,
+    "exp": 1_700_000_030_000_000,
+    "nonce": "1" * 32,
+    "policy": "sha256:" + "2" * 64,
+    "attestation": "sha256:" + "3" * 64,
+    "epoch": 0,
+}
+
+_SETTINGS = settings(
+    max_examples=500,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+
+
+@_SETTINGS
+@given(_claims)
+def test_typed_claims_payload_equals_rfc8785_of_the_claims(values: dict[str, Any]) -> None:
+    """Byte-identical to the reference on every claims value the authority can make."""
+    claims = new_claims(values)
+    payload = claims_payload(claims)
+    assert payload == rfc8785.dumps(claims_json(claims)) == canonical(claims_json(claims))
+
+
+class _Str(str):
+    """A string subclass: a value that is not the plain type the typed encoder expects."""
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("sub", _Str("agent:x")),
+        ("depth", True),
+        ("scopes", ["a", "b"]),
+        ("scopes", ("a", 1)),
+        ("nonce", 3),
+    ],
+)
+def test_claims_of_another_shape_are_encoded_by_the_reference(field: str, value: Any) -> None:
+    """A value of an unexpected type gets exactly what RFC 8785 makes of it."""
+    values = _BASE | {field: value}
+    claims = new_claims(values)
+    assert claims_payload(claims) == rfc8785.dumps(claims_json(claims))
+
+
+@pytest.mark.parametrize("value", [2**53, -(2**53), 10**30])
+def test_claims_with_an_integer_outside_ijson_are_refused(value: int) -> None:
+    """Past ±(2**53-1) the reference refuses, and so does the payload (never a lossy form)."""
+    claims = new_claims(_BASE | {"exp": value})
+    with pytest.raises(rfc8785.IntegerDomainError):
+        claims_payload(claims)
+
+
+def test_a_payload_holds_no_more_memory_than_its_bytes() -> None:
+    """Each payload is its own exact-size object (orjson's output buffer is not kept)."""
+    claims = new_claims(_BASE | {"scopes": ("read", "write"), "sub": "agent:a"})
+    size = len(claims_payload(claims))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [claims_payload(claims) for _ in range(100)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 100
+    assert held < 100 * (size + 128)
