@@ -48,6 +48,15 @@ __all__ = [
 ]
 
 
+def _held(data: bytes) -> bytes:
+    """``data`` copied at its exact size, for bytes a lease keeps for its lifetime.
+
+    orjson's output keeps the buffer it was written into (8 KiB at least, more for a
+    batch's envelope), which thousands of live leases would keep too.
+    """
+    return memoryview(data).tobytes()
+
+
 def wall_us() -> int:
     """Wall-clock time in integer microseconds since the epoch."""
     return time.time_ns() // 1000
@@ -118,8 +127,7 @@ def claims_payload(claims: LeaseClaims) -> bytes:
     (not the generic encoder's recursive domain check), and the members are written in
     canonical order directly. Claims of another shape (an integer past ±(2**53-1), a value
     of another type, a ``str`` subclass) go through :func:`~tenure.crypto.canonical`, which
-    represents them or refuses. The bytes are copied to their exact size: orjson's output
-    keeps its ~8 KiB buffer, which a payload held for a lease's lifetime would keep too.
+    represents them or refuses. The bytes are held at their exact size (:func:`_held`).
     Byte-identical to ``canonical`` of :func:`claims_json` (property-tested).
     """
     values = claims.__dict__
@@ -131,8 +139,7 @@ def claims_payload(claims: LeaseClaims) -> bytes:
         if t is tuple and all(type(s) is str for s in v):
             continue
         return canonical(claims_json(claims))
-    out = orjson.dumps({name: values[name] for name in _SORTED_FIELDS})
-    return memoryview(out).tobytes()
+    return _held(orjson.dumps({name: values[name] for name in _SORTED_FIELDS}))
 
 
 def decode_claims(payload: bytes) -> Any:
@@ -162,9 +169,9 @@ class LeaseBatch(metaclass=NoPublicConstructor):
     ) -> None:
         init = object.__setattr__
         init(self, "run", run)
-        init(self, "payload", payload)
+        init(self, "payload", _held(payload))
         init(self, "digests", digests)
-        init(self, "_envelope", orjson.dumps(envelope))
+        init(self, "_envelope", _held(orjson.dumps(envelope)))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a LeaseBatch is immutable: cannot assign {name!r}")
@@ -217,7 +224,7 @@ class Lease(metaclass=NoPublicConstructor):
         init = object.__setattr__
         init(self, "claims", claims)
         init(self, "payload", payload)
-        init(self, "_envelope", orjson.dumps(envelope) if envelope is not None else None)
+        init(self, "_envelope", _held(orjson.dumps(envelope)) if envelope is not None else None)
         init(self, "batch", batch)
         init(self, "digest", payload_digest or digest(payload))
         init(self, "scope_set", frozenset(claims.scopes))
