@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tenure.crypto import canonical
-from tenure.runtime.kernel._lease import claims_json, claims_payload, new_claims
+from tenure.runtime.kernel._lease import _scope_set, claims_json, claims_payload, new_claims
 
 _SAFE = 2**53 - 1
 _text = st.text(max_size=24)  # any code point: controls, quotes, non-BMP, the BOM ...
@@ -128,3 +128,22 @@ def test_a_payload_holds_no_more_memory_than_its_bytes() -> None:
         tracemalloc.stop()
     assert len(kept) == 100
     assert held < 100 * (size + 128)
+
+
+class _Equal(str):
+    """A scope that claims to equal every other scope (and hashes like ``"read"``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    def __hash__(self) -> int:
+        return hash("read")
+
+
+def test_a_scope_that_lies_about_its_equality_never_gets_another_leases_scope_set() -> None:
+    """Leases with the same scopes share one frozen set; an impostor tuple gets its own."""
+    admin = _scope_set(("admin",))
+    assert _scope_set(("admin",)) is admin  # shared: a fan-out's leases hold one set
+    impostor = _scope_set((_Equal("read"),))
+    assert impostor is not admin and impostor is not _scope_set(("read",))
+    assert _scope_set(("admin",)) == frozenset({"admin"})  # the shared set is unchanged

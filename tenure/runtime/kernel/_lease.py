@@ -57,6 +57,28 @@ def _held(data: bytes) -> bytes:
     return memoryview(data).tobytes()
 
 
+_SCOPE_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+_SCOPE_SETS_KEPT: Final = 1024
+
+
+def _scope_set(scopes: tuple[str, ...]) -> frozenset[str]:
+    """The frozen set of ``scopes``, one shared object per distinct tuple.
+
+    A fan-out's leases mostly grant the same scopes; one set each (216 bytes even when
+    empty) was a tracked object more per live agent for the collector to walk. Frozen
+    sets are immutable, so sharing them shares no authority. Only a tuple of plain strings
+    is looked up: a ``str`` subclass could make itself equal to another scope.
+    """
+    if type(scopes) is not tuple or not all(type(s) is str for s in scopes):
+        return frozenset(scopes)
+    found = _SCOPE_SETS.get(scopes)
+    if found is None:
+        if len(_SCOPE_SETS) >= _SCOPE_SETS_KEPT:
+            _SCOPE_SETS.clear()
+        found = _SCOPE_SETS[scopes] = frozenset(scopes)
+    return found
+
+
 def wall_us() -> int:
     """Wall-clock time in integer microseconds since the epoch."""
     return time.time_ns() // 1000
@@ -227,7 +249,7 @@ class Lease(metaclass=NoPublicConstructor):
         init(self, "_envelope", _held(orjson.dumps(envelope)) if envelope is not None else None)
         init(self, "batch", batch)
         init(self, "digest", payload_digest or digest(payload))
-        init(self, "scope_set", frozenset(claims.scopes))
+        init(self, "scope_set", _scope_set(claims.scopes))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"a Lease is immutable: cannot assign {name!r}")
