@@ -32,6 +32,7 @@ import marshal
 import os
 import platform
 import re
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -62,14 +63,27 @@ def _stat(path: str | Path) -> _Stat | None:
 
 
 def _hash_file(path: str) -> str:
-    """SHA-256 hex of the file's bytes, ``"missing"`` or ``"unreadable"``."""
+    """SHA-256 hex of the file's bytes, ``"missing"`` or ``"unreadable"``.
+
+    Only a regular file is read: a policy or source file swapped for a FIFO would block the
+    open (on the thread re-measuring the environment) and ``/dev/zero`` would never end;
+    either is ``"unreadable"``, which changes the digest like any other change.
+    """
     try:
-        with open(path, "rb") as fh:
-            return hashlib.file_digest(fh, "sha256").hexdigest()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         return _MISSING
     except OSError:
         return _UNREADABLE
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return _UNREADABLE
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return _UNREADABLE
+    finally:
+        os.close(fd)
 
 
 def policy_files_digest(paths: Sequence[Path]) -> str:

@@ -217,6 +217,21 @@ def test_policy_file_swapped_outside_a_reload_is_detected(
     assert change.before == before and change.path == str(policy_file)
 
 
+def test_policy_file_swapped_for_a_fifo_is_a_change_found_without_blocking(
+    att: Attestor, module_file: tuple[Path, ModuleType], policy_file: Path
+) -> None:
+    """The attack: the policy file is replaced by a FIFO no one writes. Hashing it used to
+    block the re-measuring thread in ``open`` for good; it is now unreadable, a change."""
+    _, module = module_file
+    code = [CodeItem.of("agent", "planner", module.planner)]
+    manifest = att.manifest(code, "sha256:00", [policy_file], {})
+    policy_file.unlink()
+    os.mkfifo(policy_file)
+    change = att.remeasure(code, [policy_file], None, manifest["policy"]["filesDigest"])
+    assert change is not None and change.check == "attestation.policy"
+    assert f"policy file {policy_file} became unreadable" in str(change)
+
+
 def test_policy_swap_is_detected_against_a_content_digest(
     att: Attestor, module_file: tuple[Path, ModuleType], policy_file: Path
 ) -> None:
