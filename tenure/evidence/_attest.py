@@ -40,6 +40,7 @@ from typing import Any
 
 from .._version import __version__
 from ..crypto import Envelope, SigningKey, canonical, canonical_fast, record_bytes, sha256_hex
+from ._copies import SharedCopy
 from ._measure import (
     _MISSING,
     _UNREADABLE,
@@ -122,7 +123,7 @@ class Attestor:
         self._last_code: tuple[CodeItem, ...] = ()
         # (inputs, envelope, its digest, the attestation file's bytes) of the last run's
         # statement: signed once, shared while the inputs are unchanged
-        self._run_statement: tuple[tuple[Any, ...], Envelope, str, bytes] | None = None
+        self._run_statement: tuple[tuple[Any, ...], Envelope, str, SharedCopy] | None = None
         self._version = __version__
 
     @property
@@ -261,7 +262,8 @@ class Attestor:
         if cached is None or cached[0] != key:
             mbytes = self._manifest_bytes(self._manifest(code, policy_digest, files, config))
             envelope, digest = sign_statement(self._key, mbytes, sha256_hex(mbytes))
-            cached = self._run_statement = (key, envelope, digest, envelope_file_bytes(envelope))
+            copy = SharedCopy(envelope_file_bytes(envelope))
+            cached = self._run_statement = (key, envelope, digest, copy)
         return cached[1], cached[2]
 
     def write(self, run_dir: Path, envelope: Envelope, *, durable: bool = True) -> Path:
@@ -271,8 +273,8 @@ class Attestor:
         under group commit because the ledger carries the same envelope.
         """
         cached = self._run_statement
-        data = cached[3] if cached is not None and cached[1] is envelope else None
-        return write_envelope(Path(run_dir), envelope, durable=durable, data=data)
+        copy = cached[3] if cached is not None and cached[1] is envelope else None
+        return write_envelope(Path(run_dir), envelope, durable=durable, copy=copy)
 
     # -- re-measuring --------------------------------------------------------------
 

@@ -61,6 +61,7 @@ from typing import Any, Literal
 
 from .._errors import GovernanceUnavailable
 from ..crypto import SigningKey, record_bytes
+from ._copies import SharedCopy
 from ._format import (
     CHECKPOINT,
     CHECKPOINT_NAME,
@@ -251,8 +252,12 @@ class Ledger:
         witness_dir: Path | None = None,
         *,
         file_ops: FileOps | None = None,
+        key_copy: SharedCopy | None = None,
     ) -> Ledger:
         """Create ``run_dir`` with a fresh ``ledger.jsonl`` and ``tenure.pub``.
+
+        ``key_copy`` (the key's PEM, shared by the runtime's runs) links ``tenure.pub`` to an
+        earlier run's copy instead of writing a new file (see :mod:`._copies`).
 
         Raises ``ValueError`` for a run id that cannot be a directory and key name,
         ``FileExistsError`` if ``run_dir`` already holds a ledger, and
@@ -279,7 +284,11 @@ class Ledger:
         ledger = cls(run_dir, run_id, key, config, witness_dir, fd, ops)
         try:
             # A fresh run directory: a plain exclusive create is enough (no temp + rename).
-            ledger._write_new(run_dir / PUBLIC_KEY_NAME, key.public_pem)
+            pub = run_dir / PUBLIC_KEY_NAME
+            if key_copy is not None and key_copy.data == key.public_pem:
+                key_copy.place(pub, ledger._write_new)
+            else:
+                ledger._write_new(pub, key.public_pem)
             if ledger._fsync_record:
                 ops.fsync(fd)
                 ops.fsync_dir(run_dir)

@@ -43,6 +43,7 @@ from ..crypto import (
     sign_envelope,
     verify_envelope,
 )
+from ._copies import SharedCopy
 from ._format import ATTESTATION_NAME, INTOTO_PAYLOAD_TYPE, INTOTO_STATEMENT_TYPE
 
 __all__ = [
@@ -106,28 +107,35 @@ def envelope_file_bytes(envelope: Envelope) -> bytes:
 
 
 def write_envelope(
-    run_dir: Path, envelope: Envelope, *, durable: bool, data: bytes | None = None
+    run_dir: Path, envelope: Envelope, *, durable: bool, copy: SharedCopy | None = None
 ) -> Path:
     """Create ``run_dir/attestation.intoto.json``; with ``durable``, fsync it and the folder.
 
-    ``data``: :func:`envelope_file_bytes` of ``envelope``, when the caller keeps them.
+    ``copy``: the file's bytes for ``envelope`` (:func:`envelope_file_bytes`) shared by the
+    runs naming it; the file is then a hard link to an earlier run's copy when it can be
+    (see :mod:`._copies`).
 
     The file is written once per run directory (the runtime writes it at the run's close,
     before the ledger's final fsync), so an exclusive create is enough (no temp file +
     rename); the ledger's ``attestation`` record holds the same envelope.
     """
+
+    def write_new(target: Path, data: bytes) -> None:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
     target = run_dir / ATTESTATION_FILE
-    if data is None:
-        data = envelope_file_bytes(envelope)
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
+    if copy is None:
+        write_new(target, envelope_file_bytes(envelope))
+    else:
+        copy.place(target, write_new)
     if durable:
         dfd = os.open(run_dir, os.O_RDONLY)
         try:

@@ -34,6 +34,7 @@ from ..agents._decorators import Agent, Tool, registered
 from ..crypto import SigningKey, b64e, load_signing_key
 from ..evidence._attest import Attestor, CodeItem
 from ..evidence._certs import CERT_NAME
+from ..evidence._copies import SharedCopy
 from ..evidence._fork import ForkingLedger
 from ..evidence._format import (
     ATTESTATION,
@@ -160,6 +161,7 @@ class Runtime(RuntimeControls):
         attestor = Attestor(key)
         await anyio.to_thread.run_sync(attestor.environment)
         self._key = key
+        self._key_copy = SharedCopy(key.public_pem)  # each run's tenure.pub (see _copies)
         self._attestor = attestor
         self._gov = GovState(policy)
         self._authority = LeaseAuthority(key, "tenure:" + secrets.token_hex(8))
@@ -415,6 +417,7 @@ class Runtime(RuntimeControls):
             # apart by segment, so two parts never overwrite each other's.
             self.evidence_dir / WITNESS_DIR / (name if segment is not None else ""),
             file_ops=RuntimeIO(self._stall, mirror),
+            key_copy=self._key_copy,
         )
         span = self._lineage.start_run(run_id, agent.name, principal, policy.digest, att_digest)
         run = Run(
