@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from .._errors import GovernanceUnavailable
+from .._files import read_regular_file
 from .._util import final
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
 
 PRIVATE_KEY_NAME = "tenure.key"
 PUBLIC_KEY_NAME = "tenure.pub"
+#: A PEM Ed25519 key is about 120 bytes; a key file larger than this is not one.
+MAX_KEY_FILE_BYTES = 64 * 1024
 
 
 def dsse_key_id(public_key: Ed25519PublicKey) -> str:
@@ -173,7 +176,7 @@ def load_signing_key(path: Path | None = None, *, create: bool = True) -> Signin
                     check="key.create",
                 ) from exc
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_KEY_FILE_BYTES, "a key file", follow_symlinks=True)
     except FileNotFoundError as exc:
         raise GovernanceUnavailable(
             f"{path}: signing key file is missing", check="key.load"
@@ -181,6 +184,10 @@ def load_signing_key(path: Path | None = None, *, create: bool = True) -> Signin
     except OSError as exc:
         raise GovernanceUnavailable(
             f"{path}: signing key file is unreadable: {exc.strerror or exc}", check="key.load"
+        ) from exc
+    except ValueError as exc:
+        raise GovernanceUnavailable(
+            f"{path}: signing key file is unreadable: {exc}", check="key.load"
         ) from exc
     try:
         key = serialization.load_pem_private_key(data, password=None)
@@ -198,9 +205,11 @@ def load_signing_key(path: Path | None = None, *, create: bool = True) -> Signin
 def load_public_key(path: Path) -> Ed25519PublicKey:
     """Load a PEM public key (``ValueError`` naming the file if it is not Ed25519)."""
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_KEY_FILE_BYTES, "a key file", follow_symlinks=True)
     except OSError as exc:
         raise ValueError(f"{path}: cannot read public key: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"{path}: cannot read public key: {exc}") from exc
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, UnsupportedAlgorithm) as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +25,12 @@ def _break(path: Path, fault: str) -> None:
     elif fault == "unreadable":  # tests may run as root: a directory is unreadable as a file
         path.unlink()
         path.mkdir()
+    elif fault == "fifo":  # an open for reading would block until a writer comes
+        path.unlink()
+        os.mkfifo(path)
+    elif fault == "device":  # never ends
+        path.unlink()
+        path.symlink_to("/dev/zero")
     elif fault == "corrupt":
         path.write_bytes(b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
     elif fault == "other-key":
@@ -37,7 +44,7 @@ def _exists(path: Path) -> bool:
     return path.exists()
 
 
-@pytest.mark.parametrize("fault", ["missing", "unreadable", "corrupt"])
+@pytest.mark.parametrize("fault", ["missing", "unreadable", "corrupt", "fifo", "device"])
 async def test_bad_key_file_at_start_refuses_to_open_the_runtime(
     fault: str, tmp_path: Path, evidence: Path
 ) -> None:
@@ -60,6 +67,8 @@ async def test_bad_key_file_at_start_refuses_to_open_the_runtime(
         ("missing", GovernanceUnavailable),
         ("unreadable", GovernanceUnavailable),
         ("corrupt", GovernanceUnavailable),
+        ("fifo", GovernanceUnavailable),
+        ("device", GovernanceUnavailable),
         ("other-key", SignatureInvalid),
     ],
 )
