@@ -3,6 +3,7 @@ never lets a ledger's word withhold the request, and says whether a runtime appl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -47,9 +48,11 @@ def test_revoking_a_run_whose_ledger_says_it_ended_still_sends_and_says_so(
     assert len(list((tmp_path / ".revocations").iterdir())) == 1
 
 
-async def test_revoking_a_live_run_reports_that_its_runtime_applied_it(
-    allow_all: PolicySet, evidence: Path
-) -> None:
+async def _revoked_by_the_cli(
+    policy: PolicySet, evidence: Path, tamper: Callable[[Path], None] | None = None
+) -> LeaseRevoked:
+    """Start a waiting run, let ``tamper`` touch its run folder, revoke it with the CLI:
+    the CLI reports the runtime applied it, and the run stops with what is returned."""
     started = anyio.Event()
 
     @agent
@@ -57,9 +60,11 @@ async def test_revoking_a_live_run_reports_that_its_runtime_applied_it(
         started.set()
         await anyio.sleep(30)
 
-    async with Runtime(policies=allow_all, evidence_dir=evidence) as rt:
+    async with Runtime(policies=policy, evidence_dir=evidence) as rt:
         handle = await rt.start(waiter, principal="alice", scopes=set(), ttl=30)
         await started.wait()
+        if tamper is not None:
+            tamper(handle.evidence_path)
         result = await anyio.to_thread.run_sync(
             lambda: CliRunner().invoke(
                 app,
@@ -70,7 +75,14 @@ async def test_revoking_a_live_run_reports_that_its_runtime_applied_it(
         assert f"applied: the runtime holding {handle.run_id} revoked it" in result.stdout
         with pytest.raises(LeaseRevoked) as info:
             await handle.result()
-        assert info.value.source.startswith("request:")
+    return info.value
+
+
+async def test_revoking_a_live_run_reports_that_its_runtime_applied_it(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    stop = await _revoked_by_the_cli(allow_all, evidence)
+    assert stop.source.startswith("request:")
 
 
 def test_a_request_no_runtime_applies_is_reported_not_silently_accepted(tmp_path: Path) -> None:
@@ -98,28 +110,13 @@ async def test_an_agent_writing_to_its_own_ledger_cannot_disable_the_kill_switch
     """The attack: the governed code appends a forged ``run.end`` (or lines that do not
     parse) to its own ledger, so that ``tenure revoke`` would read it as ended (or
     unreadable) and refuse to send. The request is sent anyway and the runtime applies it."""
-    started = anyio.Event()
 
-    @agent
-    async def saboteur(ctx: Context) -> None:
-        started.set()
-        await anyio.sleep(30)
-
-    async with Runtime(policies=allow_all, evidence_dir=evidence) as rt:
-        handle = await rt.start(saboteur, principal="alice", scopes=set(), ttl=30)
-        await started.wait()
-        with (handle.evidence_path / "ledger.jsonl").open("ab") as ledger:
+    def plant(run_dir: Path) -> None:
+        with (run_dir / "ledger.jsonl").open("ab") as ledger:
             ledger.write(planted)
-        result = await anyio.to_thread.run_sync(
-            lambda: CliRunner().invoke(
-                app,
-                ["revoke", handle.run_id, "--reason", "ops", "--evidence-dir", str(evidence)],
-            )
-        )
-        assert result.exit_code == 0, result.stderr
-        assert f"applied: the runtime holding {handle.run_id} revoked it" in result.stdout
-        with pytest.raises(LeaseRevoked):
-            await handle.result()
+
+    stop = await _revoked_by_the_cli(allow_all, evidence, plant)
+    assert stop.source.startswith("request:")
 
 
 def test_an_id_that_may_be_in_an_unreadable_ledger_is_sent_with_a_warning(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,25 @@ def test_the_verifier_refuses_an_answer_by_a_key_the_request_did_not_accept(
     assert "not this record's" in str(check.answered(answer(CFO, "sha256:" + "b" * 64)))
 
 
+def _paying_policy(cfo_key: str) -> PolicySet:
+    """Payments held for the one declared approver, ``cfo``."""
+    return PolicySet.from_text(
+        f'version = 1\n[approvers]\ncfo = "{cfo_key}"\n'
+        '[[rules]]\nid = "agents"\neffect = "allow"\nactions = ["invoke_agent"]\n'
+        '[[rules]]\nid = "big-payments"\neffect = "require_approval"\ntargets = ["pay"]\n'
+    )
+
+
+def _approvals_cli(evidence: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``tenure approvals ... --evidence-dir EVIDENCE`` in another process."""
+
+    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(evidence)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    return cli
+
+
 async def test_tenure_approvals_in_another_process_answers_with_the_approvers_key(
     evidence: Path, key: SigningKey, tmp_path: Path
 ) -> None:
@@ -222,18 +242,12 @@ async def test_tenure_approvals_in_another_process_answers_with_the_approvers_ke
     and nothing changes."""
     cfo = generate_key_files(tmp_path / "cfo")
     outsider = generate_key_files(tmp_path / "outsider")
-    policy = PolicySet.from_text(
-        f'version = 1\n[approvers]\ncfo = "{cfo.public_text}"\n'
-        '[[rules]]\nid = "agents"\neffect = "allow"\nactions = ["invoke_agent"]\n'
-        '[[rules]]\nid = "big-payments"\neffect = "require_approval"\ntargets = ["pay"]\n'
-    )
-
-    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(evidence)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
+    cli = _approvals_cli(evidence)
     async with Runtime(
-        policies=policy, evidence_dir=evidence, key=key, watchdog_interval=0.05
+        policies=_paying_policy(cfo.public_text),
+        evidence_dir=evidence,
+        key=key,
+        watchdog_interval=0.05,
     ) as rt:
         handle = await rt.start(payer, "acct-7", 900, principal="alice", ttl=30)
         request = await _held(rt)
@@ -293,18 +307,12 @@ async def test_a_request_file_retold_to_look_harmless_never_gets_the_harmful_cal
     checked against the digests; a file that does not match is not signed; a file whose
     digests were all redone gets a grant for the harmless call, which releases nothing."""
     cfo = generate_key_files(tmp_path / "cfo")
-    policy = PolicySet.from_text(
-        f'version = 1\n[approvers]\ncfo = "{cfo.public_text}"\n'
-        '[[rules]]\nid = "agents"\neffect = "allow"\nactions = ["invoke_agent"]\n'
-        '[[rules]]\nid = "big-payments"\neffect = "require_approval"\ntargets = ["pay"]\n'
-    )
-
-    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(evidence)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
+    cli = _approvals_cli(evidence)
     async with Runtime(
-        policies=policy, evidence_dir=evidence, key=key, watchdog_interval=0.05
+        policies=_paying_policy(cfo.public_text),
+        evidence_dir=evidence,
+        key=key,
+        watchdog_interval=0.05,
     ) as rt:
         handle = await rt.start(payer, "acct-7", 900, principal="alice", ttl=30)
         request = await _held(rt)
@@ -358,10 +366,7 @@ def test_request_files_that_lie_about_their_fields_are_listed_not_believed(
     (folder / "apr_00000000000000dd.request.json").write_bytes(b"\xff not json")
     approver = generate_key_files(tmp_path / "approver")
 
-    def cli(*argv: str) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "tenure", "approvals", *argv, "--evidence-dir", str(tmp_path)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
-
+    cli = _approvals_cli(tmp_path)
     listed = cli("list")
     assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
     lines = listed.stdout.splitlines()
