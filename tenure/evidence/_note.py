@@ -128,8 +128,9 @@ def sign_note(text: str, name: str, key: SigningKey | Ed25519PrivateKey) -> str:
     """A signed note over ``text`` with one Ed25519 signature under ``name``."""
     _check_name(name)
     _check_text(text)
+    public: Ed25519PublicKey | bytes
     if isinstance(key, SigningKey):
-        private, public = key.private_key, key.public_key
+        private, public = key.private_key, key.public_raw  # derived once per key
     else:
         private, public = key, key.public_key()
     sig = private.sign(text.encode("utf-8"))

@@ -141,6 +141,7 @@ class Runtime(RuntimeControls):
             weakref.WeakKeyDictionary()
         )
         self._policy_files: tuple[Path, ...] = ()
+        self._budgets: tuple[PolicySet, dict[str, int | str]] | None = None
         # The policy path (file or folder) that ``watch_policies`` watches and reloads.
         self.policy_source: Path | None = (
             Path(policies) if isinstance(policies, str | Path) else None
@@ -456,7 +457,7 @@ class Runtime(RuntimeControls):
                     "pubkey": b64e(self._key.public_raw),
                     "runtime": __version__,
                     "config": self._config_record,
-                    "budgets": budgets_record(policy.budgets.model_dump()),
+                    "budgets": self._budgets_record(policy),
                 },
                 flush=False,
             )
@@ -480,6 +481,13 @@ class Runtime(RuntimeControls):
         assert self._tg is not None
         self._tg.start_soon(run.drive, self._forget)
         return run
+
+    def _budgets_record(self, policy: PolicySet) -> dict[str, int | str]:
+        """``run.start``'s ``budgets`` of ``policy`` (built once per policy set in force)."""
+        cached = self._budgets
+        if cached is None or cached[0] is not policy:
+            cached = self._budgets = (policy, budgets_record(policy.budgets.model_dump()))
+        return cached[1]
 
     def _forget(self, run: Run) -> None:
         name = run.ledger.run_dir.name
