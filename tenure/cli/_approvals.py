@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
@@ -30,12 +30,8 @@ import typer
 from .._errors import GovernanceViolation
 from ..crypto import SigningKey, load_signing_key, sign_grant
 from ..runtime.backends import ApprovalRecord, open_backend
-from ..runtime.services._approval_folder import (
-    APPROVALS_DIR,
-    check_request,
-    read_requests,
-    write_grant,
-)
+from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
+from ..runtime.services._approvals import check_request
 from ._db import BACKEND_OPTION
 
 __all__ = ["register"]
@@ -74,9 +70,11 @@ def _decide(url: str, request_id: str, decision: str, approver: str, reason: str
             record = await backend.approvals.get(request_id)
             if record is None:
                 return f"no approval request {request_id!r}"
-            action = record.details.get("action_digest")
-            if not isinstance(action, str):
-                return f"{request_id} names no action digest to sign (filed by an older runtime)"
+            try:
+                check_request(_shown(record))
+            except ValueError as exc:
+                return f"{request_id} not signed: {exc}"
+            action = str(record.details["action_digest"])
             key = _key(approver)
             envelope = sign_grant(
                 key,
@@ -101,6 +99,21 @@ def _decide(url: str, request_id: str, decision: str, approver: str, reason: str
             await backend.close()
 
     return anyio.run(cas)
+
+
+def _shown(record: ApprovalRecord) -> dict[str, Any]:
+    """A board record as the request it shows (the fields ``check_request`` recomputes)."""
+    return {
+        **record.details,
+        "id": record.id,
+        "run_id": record.run_id,
+        "principal": record.principal,
+        "action": record.action,
+        "target": record.target,
+        "rule_id": record.rule_id,
+        "step": record.step,
+        "args_digest": record.args_digest,
+    }
 
 
 def _key(path: str) -> SigningKey:
@@ -167,8 +180,9 @@ def list_command(
         for r in records:
             typer.echo(
                 f"{r.id}  run {r.run_id}  {r.principal}  {r.action} {r.target}  "
-                f"rule {r.rule_id}  step {r.step}  args {r.args_digest[:19]}"
+                f"rule {r.rule_id}  step {r.step}"
             )
+            _show_args(_shown(r))
         return
     waiting = read_requests(evidence_dir / APPROVALS_DIR)
     if not waiting:
@@ -179,12 +193,16 @@ def list_command(
             f"{w.get('id')}  run {w.get('run_id')}  {w.get('principal')}  {w.get('action')} "
             f"{w.get('target')}  rule {w.get('rule_id')}  approvers {accepted}"
         )
-        try:
-            shown = check_request(w)
-        except ValueError as exc:
-            typer.echo(f"    NOT SIGNABLE: {exc}")
-            continue
-        typer.echo(f"    args {str(w.get('args_digest', ''))[:19]} (checked): {shown}")
+        _show_args(w)
+
+
+def _show_args(request: dict[str, Any]) -> None:
+    try:
+        shown = check_request(request)
+    except ValueError as exc:
+        typer.echo(f"    NOT SIGNABLE: {exc}")
+        return
+    typer.echo(f"    args {str(request.get('args_digest', ''))[:19]} (checked): {shown}")
 
 
 def _answer(

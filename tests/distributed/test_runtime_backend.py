@@ -23,7 +23,7 @@ from tenure import (
     agent,
     tool,
 )
-from tenure.crypto import generate_key_files
+from tenure.crypto import args_encoding, generate_key_files
 from tenure.evidence import verify_run
 from tenure.runtime.backends._pg import upgrade
 from tenure.runtime.backends._pg_schema import SCHEMA_VERSION
@@ -394,6 +394,58 @@ async def test_two_approvers_on_other_hosts_race_and_exactly_one_decision_lands(
     assert verify_run(handle.evidence_path).verdict == "verified"
     verify = await export_and_verify(pg_url, handle.run_id, tmp_path / "export")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+async def test_a_board_row_rewritten_to_look_harmless_is_not_signed_by_an_approver(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """The attack: whoever can write the shared database rewrites a waiting request's row
+    so that ``tenure approvals list --backend`` shows a payment of 1 instead of 120. The
+    approver's CLI recomputes the digests from what it shows: the row is marked NOT
+    SIGNABLE, ``approve`` signs nothing, and the step stays held."""
+    await upgrade(pg_url)
+    bob = generate_key_files(tmp_path / "bob")
+    policy = tmp_path / "approval.toml"
+    policy.write_text(APPROVAL + f'\n[approvers]\nbob = "{bob.public_text}"\n')
+    async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
+        handle = await rt.start(payer, 120, principal="alice", ttl=60)
+        with anyio.fail_after(10):
+            while True:  # filed by the run's own task
+                if rt.pending_approvals():
+                    break
+                await anyio.sleep(0.02)
+        request_id = rt.pending_approvals()[0].id
+        db = await asyncpg.connect(pg_url)
+        try:
+            await db.execute(
+                "UPDATE tenure_approvals SET request = jsonb_set(request, "
+                "'{details,args_encoding}', to_jsonb($2::text)) WHERE id = $1",
+                request_id,
+                args_encoding([[1], {}]),
+            )
+        finally:
+            await db.close()
+        listed = await anyio.to_thread.run_sync(
+            tenure_cli, "approvals", "list", "--backend", pg_url
+        )
+        assert (
+            listed.returncode == 0 and "NOT SIGNABLE: its arguments do not match" in listed.stdout
+        )
+        answered = await anyio.to_thread.run_sync(
+            tenure_cli,
+            "approvals",
+            "approve",
+            request_id,
+            "--key",
+            str(bob.path),
+            "--backend",
+            pg_url,
+        )
+        assert answered.returncode == 1 and f"{request_id} not signed" in answered.stderr
+        assert [r.id for r in rt.pending_approvals()] == [request_id]
+        handle.cancel()
+    records = (handle.evidence_path / "ledger.jsonl").read_text()
+    assert '"approval.granted"' not in records
 
 
 async def test_a_database_at_an_older_schema_is_refused_until_upgraded(

@@ -374,7 +374,7 @@ def test_request_files_that_lie_about_their_fields_are_listed_not_believed(
         "apr_00000000000000aa",
         "apr_00000000000000bb",
     ]
-    assert listed.stdout.count("NOT SIGNABLE: the request file lacks or mistypes") == 2
+    assert listed.stdout.count("NOT SIGNABLE: the request lacks or mistypes") == 2
     for name in ("apr_00000000000000aa", "apr_00000000000000bb"):
         answered = cli("approve", name, "--key", str(approver.path))
         assert answered.returncode == 1 and "not signed" in answered.stderr

@@ -48,6 +48,8 @@ class LinkBoard:
                 details={
                     "action_digest": request.action_digest,
                     "args": request.args,
+                    "args_encoding": request.args_encoding,
+                    "policy_digest": request.policy_digest,
                     "approvers": list(request.approvers),
                     "approver_keys": list(request.approver_keys),
                 },

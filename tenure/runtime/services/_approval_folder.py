@@ -10,18 +10,15 @@ the waiting runtime picks it up within a poll interval, verifies it like any gra
 declared approver key, this request, this action) and deletes it.
 
 The folder proves nothing by itself: a grant written there counts only if its signature
-does, and a request shown there is believed only as far as its digests go:
-:func:`check_request` recomputes the args digest from the arguments' canonical encoding
-the request carries, and the action digest from every field shown, so an approver never
-signs something other than what they were shown (code that can write the folder could
-otherwise show a harmless rendering of a harmful call). Files are read as
+does, and a request shown there is believed only as far as its digests go
+(:func:`~tenure.runtime.services._approvals.check_request`: code that can write the folder
+could otherwise show a harmless rendering of a harmful call). Files are read as
 :func:`~tenure._files.read_regular_file` reads them (no symlinks, no FIFOs,
 bounded); a malformed or refused grant is logged and deleted.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -31,7 +28,6 @@ from typing import Any, Final
 import orjson
 
 from ..._files import read_regular_file
-from ...crypto import action_digest, args_digest_of
 from ...evidence._format import valid_run_id
 from ._files import write_atomically
 
@@ -40,7 +36,6 @@ __all__ = [
     "GRANT_SUFFIX",
     "REQUEST_SUFFIX",
     "ApprovalFolder",
-    "check_request",
     "read_requests",
     "write_grant",
 ]
@@ -49,20 +44,6 @@ APPROVALS_DIR: Final = ".approvals"
 REQUEST_SUFFIX: Final = ".request.json"
 GRANT_SUFFIX: Final = ".grant.json"
 MAX_FILE_BYTES: Final = 64 * 1024
-_SHOWN_CHARS: Final = 4000
-_DIGESTED: Final = (
-    "id",
-    "run_id",
-    "step",
-    "principal",
-    "action",
-    "target",
-    "rule_id",
-    "policy_digest",
-    "args_digest",
-    "action_digest",
-    "args_encoding",
-)
 
 _log = logging.getLogger("tenure.approvals")
 
@@ -150,47 +131,3 @@ def write_grant(folder: Path, request_id: str, envelope: Mapping[str, Any]) -> P
     path = folder / f"{request_id}{GRANT_SUFFIX}"
     write_atomically(path, orjson.dumps(dict(envelope)))
     return path
-
-
-def check_request(request: Mapping[str, Any]) -> str:
-    """The arguments of a shown request as its digests cover them (JSON text, long ones
-    cut); ``ValueError`` naming what does not match, so nothing is signed for it."""
-    bad = [name for name in _DIGESTED if not isinstance(request.get(name), str)]
-    if bad:
-        raise ValueError(f"the request file lacks or mistypes {', '.join(bad)}")
-    if not request["args_encoding"]:
-        raise ValueError(
-            "the request file does not carry its arguments (too large to show, or written by "
-            "an older runtime): answer it through the backend or the runtime's own process"
-        )
-    if args_digest_of(request["args_encoding"]) != request["args_digest"]:
-        raise ValueError(
-            "its arguments do not match its args digest: the request file was changed after "
-            "the runtime wrote it"
-        )
-    recomputed = action_digest(
-        request=request["id"],
-        run=request["run_id"],
-        step=request["step"],
-        principal=request["principal"],
-        action=request["action"],
-        target=request["target"],
-        args=request["args_digest"],
-        rule=request["rule_id"],
-        policy=request["policy_digest"],
-    )
-    if recomputed != request["action_digest"]:
-        raise ValueError(
-            "its fields do not match its action digest: the request file was changed after "
-            "the runtime wrote it"
-        )
-    return _shown(base64.b64decode(request["args_encoding"]))
-
-
-def _shown(encoding: bytes) -> str:
-    # Plain JSON values are encoded as b"j" + JSON; everything else as b"t" + a tagged tree.
-    body = encoding[1:]
-    if encoding[:1] == b"j":
-        body = orjson.dumps(orjson.loads(body))
-    text = body.decode("utf-8")
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + " ..."

@@ -22,6 +22,7 @@ Invariants:
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import secrets
@@ -39,6 +40,7 @@ from ..._util import final
 from ...crypto import (
     Grant,
     action_digest,
+    args_digest_of,
     args_encoding,
     b64d,
     canonical,
@@ -62,12 +64,25 @@ if TYPE_CHECKING:
     from ..kernel._control import RunControl
     from ..kernel._state import GovState, Step
 
-__all__ = ["ApprovalBoard", "ApprovalRequest", "Approvals", "render_args"]
+__all__ = ["ApprovalBoard", "ApprovalRequest", "Approvals", "check_request", "render_args"]
 
 _log = logging.getLogger("tenure.approvals")
 _RENDER_CHARS = 4000
 #: Arguments whose encoding is longer are not shown in a request file (it holds 64 KiB).
 MAX_SHOWN_ENCODING = 32 * 1024
+_DIGESTED = (
+    "id",
+    "run_id",
+    "step",
+    "principal",
+    "action",
+    "target",
+    "rule_id",
+    "policy_digest",
+    "args_digest",
+    "action_digest",
+    "args_encoding",
+)
 
 
 @final
@@ -109,6 +124,55 @@ def render_args(bound: Mapping[str, Any]) -> str:
     if len(text) > _RENDER_CHARS:
         return text[:_RENDER_CHARS] + f"\n... ({len(text) - _RENDER_CHARS} more characters)"
     return text
+
+
+def check_request(request: Mapping[str, Any]) -> str:
+    """The arguments of a request shown outside the runtime (a ``.approvals`` file, a shared
+    backend's board) as its digests cover them (JSON text, long ones cut); ``ValueError``
+    naming what does not match, so nothing is signed for it.
+
+    The args digest is recomputed from the canonical encoding the request carries and the
+    action digest from every field shown: an approver never signs something other than
+    what they were shown, whoever could write the file or the row."""
+    bad = [name for name in _DIGESTED if not isinstance(request.get(name), str)]
+    if bad:
+        raise ValueError(f"the request lacks or mistypes {', '.join(bad)}")
+    if not request["args_encoding"]:
+        raise ValueError(
+            "the request does not carry its arguments (too large to show, or filed by an "
+            "older runtime): answer it in the runtime's own process"
+        )
+    if args_digest_of(request["args_encoding"]) != request["args_digest"]:
+        raise ValueError(
+            "its arguments do not match its args digest: the request was changed after the "
+            "runtime filed it"
+        )
+    recomputed = action_digest(
+        request=request["id"],
+        run=request["run_id"],
+        step=request["step"],
+        principal=request["principal"],
+        action=request["action"],
+        target=request["target"],
+        args=request["args_digest"],
+        rule=request["rule_id"],
+        policy=request["policy_digest"],
+    )
+    if recomputed != request["action_digest"]:
+        raise ValueError(
+            "its fields do not match its action digest: the request was changed after the "
+            "runtime filed it"
+        )
+    return _shown(base64.b64decode(request["args_encoding"]))
+
+
+def _shown(encoding: bytes) -> str:
+    # Plain JSON values are encoded as b"j" + JSON; everything else as b"t" + a tagged tree.
+    body = encoding[1:]
+    if encoding[:1] == b"j":
+        body = orjson.dumps(orjson.loads(body))
+    text = body.decode("utf-8")
+    return text if len(text) <= _RENDER_CHARS else text[:_RENDER_CHARS] + " ..."
 
 
 def _shown_encoding(step: Step) -> str:
