@@ -31,7 +31,7 @@ from .._errors import GovernanceViolation
 from ..crypto import SigningKey, load_signing_key, sign_grant
 from ..runtime.backends import ApprovalRecord, open_backend
 from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
-from ..runtime.services._approvals import check_request
+from ..runtime.services._approval_request import check_request
 from ._db import BACKEND_OPTION
 
 __all__ = ["register"]

@@ -14,7 +14,7 @@ from ..crypto import SigningKey
 from ._config import RuntimeConfig
 from ._runtime import RunHandle, Runtime
 from .kernel._lease import Lease
-from .services._approvals import ApprovalRequest
+from .services._approval_request import ApprovalRequest
 from .services._revocations import FolderRevocations, RevocationRequest, RevocationSource
 
 __all__ = [

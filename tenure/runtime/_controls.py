@@ -29,7 +29,8 @@ from .backends._link import BackendLink
 from .kernel._control import RunServices
 from .kernel._run import Run
 from .kernel._state import GOVERNED_RUN, GovState
-from .services._approvals import ApprovalRequest, Approvals
+from .services._approval_request import ApprovalRequest
+from .services._approvals import Approvals
 from .services._revocations import (
     RevocationRequest,
 )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._types import ApprovalRecord
 
 if TYPE_CHECKING:
-    from ..services._approvals import ApprovalRequest
+    from ..services._approval_request import ApprovalRequest
     from ._link import BackendLink
 
 __all__ = ["LinkBoard"]

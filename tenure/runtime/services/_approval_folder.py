@@ -11,7 +11,7 @@ declared approver key, this request, this action) and deletes it.
 
 The folder proves nothing by itself: a grant written there counts only if its signature
 does, and a request shown there is believed only as far as its digests go
-(:func:`~tenure.runtime.services._approvals.check_request`: code that can write the folder
+(:func:`~tenure.runtime.services._approval_request.check_request`: code that can write the folder
 could otherwise show a harmless rendering of a harmful call). Files are read as
 :func:`~tenure._files.read_regular_file` reads them (no symlinks, no FIFOs,
 bounded); a malformed or refused grant is logged and deleted.
