@@ -43,6 +43,7 @@ import orjson
 
 from .._version import __version__
 from ..crypto import public_key_pem
+from ._fail import Fail
 from ._format import (
     ATTESTATION_NAME,
     BUNDLE_MANIFEST_NAME,
@@ -53,7 +54,6 @@ from ._format import (
     valid_run_id,
 )
 from ._reader import LedgerReadError, loads_bounded, open_evidence, read_evidence_file
-from ._semantics import Fail
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "open_bundle", "write_bundle"]
 

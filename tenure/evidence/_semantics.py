@@ -5,11 +5,9 @@
 
 - ``run.start`` first (its ``pubkey`` must be the trusted key); ``deadline`` bounds every
   lease's ``exp``.
-- each ``lease.issued`` / ``lease.renewed`` envelope verifies (DSSE
-  :data:`~._format.LEASE_PAYLOAD_TYPE`) and its claims match the record (lease id, run,
-  exp); each ``lease.batch`` envelope verifies (:mod:`._batch`) and every payload in it is
-  one the batch signed (its digest listed, in order); a child's scopes lie within its
-  parent's; a renewal renews a lease issued earlier.
+- the lease records (``lease.issued``, ``lease.renewed``, ``lease.batch``,
+  ``lease.revoked``) follow :mod:`._lease_rules`, whose :class:`~._lease_rules.LeaseRules`
+  this class extends with the leases it has seen.
 - every ``step.start`` references an earlier, unused ``decision`` with the same step,
   lease, action and target and effect ``allow`` (or ``require_approval`` plus an earlier
   ``approval.granted`` for that step) — or carries its own decision, which must then be
@@ -31,12 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..crypto import digest, verify_envelope
 from ._approval_check import ApprovalCheck
-from ._batch import decode_payloads, open_lease_batch
+from ._fail import Fail, raw_key
 from ._format import (
     APPROVAL_DENIED,
     APPROVAL_GRANTED,
@@ -48,9 +45,7 @@ from ._format import (
     INTOTO_PAYLOAD_TYPE,
     INTOTO_STATEMENT_TYPE,
     LEASE_BATCH,
-    LEASE_BATCH_PURPOSES,
     LEASE_ISSUED,
-    LEASE_PAYLOAD_TYPE,
     LEASE_RENEWED,
     LEASE_REVOKED,
     RUN_END,
@@ -58,12 +53,13 @@ from ._format import (
     RUN_START,
     STEP_START,
 )
+from ._lease_rules import LeaseRules, LeaseState
 from ._merkle import CompactTree
 from ._note import NoteError, open_checkpoint, origin_for
 from ._reader import LedgerReadError, loads_bounded, read_evidence_file
 from ._report_model import Finding, VerifyReport
 
-__all__ = ["CLOCK_SKEW_US", "Fail", "Semantics", "raw_key"]
+__all__ = ["CLOCK_SKEW_US", "Semantics"]
 
 #: Tolerance for the lease-expiry check: a step may start up to 2 s after ``exp`` (clocks
 #: of the wall time written in ``t`` and the one the lease was minted with may differ).
@@ -72,41 +68,7 @@ CLOCK_SKEW_US: Final = 2_000_000
 MAX_ATTESTATION_BYTES: Final = 16 << 20
 
 
-class Fail(Exception):
-    """A failed check: code, record index and kind (or file), message."""
-
-    def __init__(self, code: str, index: int | None, kind: str | None, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.index = index
-        self.kind = kind
-        self.message = message
-
-    def finding(self) -> Finding:
-        """The failure as a report finding."""
-        return Finding(self.code, self.message, self.index, self.kind)
-
-
-def raw_key(key: Ed25519PublicKey) -> bytes:
-    """The 32 raw bytes of an Ed25519 public key."""
-    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-
-
-class _Lease:
-    __slots__ = ("exp", "parent", "revoked_at", "scopes", "started", "subject")
-
-    def __init__(
-        self, exp: int, parent: str | None, scopes: frozenset[str], subject: object = None
-    ) -> None:
-        self.exp = exp
-        self.parent = parent
-        self.scopes = scopes
-        self.subject = subject  # the signed ``sub`` ("agent:<name>"), when the claims have one
-        self.revoked_at: int | None = None
-        self.started = False  # an agent step ran under it (one agent step per lease)
-
-
-class Semantics:
+class Semantics(LeaseRules):
     """Per-kind checks over one ledger, in order; the state they need between records."""
 
     def __init__(self, rep: VerifyReport, key: Ed25519PublicKey, run_id: str) -> None:
@@ -118,7 +80,7 @@ class Semantics:
         self.deadline: int | None = None
         self.attestation: str | None = None
         self.attestation_in_ledger = False
-        self.leases: dict[str, _Lease] = {}
+        self.leases: dict[str, LeaseState] = {}
         self.decisions: dict[int, tuple[Any, Any, Any, Any, str]] = {}
         self.approvals: dict[int, str] = {}
         self.approval_check = ApprovalCheck(key)
@@ -226,13 +188,6 @@ class Semantics:
             )
 
     # ------------------------------------------------------------ per-kind checks
-    @staticmethod
-    def _str(rec: dict[str, Any], name: str, n: int) -> str:
-        v = rec.get(name)
-        if type(v) is not str:
-            raise Fail("record.field", n, rec["kind"], f"field {name!r} is missing or not a string")
-        return v
-
     def _run_start(self, rec: dict[str, Any], n: int) -> None:
         if n != 0:
             raise Fail("run.start", n, RUN_START, "run.start may only be the first record")
@@ -256,155 +211,6 @@ class Semantics:
         self.deadline = deadline if type(deadline) is int else None
         att = rec.get("attestation")
         self.attestation = att if isinstance(att, str) and att else None
-
-    def _claims(self, rec: dict[str, Any], n: int) -> dict[str, Any]:
-        """The claims of a single-lease record, its envelope verified and matching it."""
-        kind = rec["kind"]
-        try:
-            payload = verify_envelope(rec.get("envelope"), self.key, LEASE_PAYLOAD_TYPE)
-            claims = loads_bounded(payload)
-        except ValueError as exc:
-            raise Fail("lease.envelope", n, kind, f"lease envelope: {exc}") from exc
-        if not isinstance(claims, dict):
-            raise Fail("lease.envelope", n, kind, "lease envelope payload is not a JSON object")
-        lid = self._str(rec, "lease", n)
-        if claims.get("lid") != lid:
-            raise Fail(
-                "lease.envelope",
-                n,
-                kind,
-                f"lease envelope is for {claims.get('lid')!r}, record names {lid!r}",
-            )
-        self._check_claims(claims, n, kind)
-        if claims["exp"] != rec.get("exp"):
-            raise Fail(
-                "lease.envelope",
-                n,
-                kind,
-                f"lease {lid}: signed exp {claims['exp']!r} != recorded exp {rec.get('exp')!r}",
-            )
-        return claims
-
-    def _check_claims(self, claims: dict[str, Any], n: int, kind: str) -> None:
-        """The claims every lease must have: a lease id, this run, an exp within the ttl."""
-        lid = claims.get("lid")
-        if type(lid) is not str or not lid:
-            raise Fail("lease.envelope", n, kind, f"lease id {lid!r} is not a string")
-        if claims.get("run") != self.run_id:
-            raise Fail(
-                "lease.envelope",
-                n,
-                kind,
-                f"lease {lid} is for run {claims.get('run')!r}, not {self.run_id!r}",
-            )
-        exp = claims.get("exp")
-        if type(exp) is not int:
-            raise Fail("lease.envelope", n, kind, f"lease {lid}: signed exp {exp!r} is not an int")
-        if self.deadline is not None and exp > self.deadline:
-            raise Fail(
-                "lease.deadline",
-                n,
-                kind,
-                f"lease {lid} expires at {exp}, after the run deadline {self.deadline}",
-            )
-
-    def _lease_issued(self, rec: dict[str, Any], n: int) -> None:
-        claims = self._claims(rec, n)
-        parent = self._issue(claims, n, LEASE_ISSUED)
-        if (parent or "") != rec.get("parent", parent or ""):
-            raise Fail(
-                "lease.parent",
-                n,
-                LEASE_ISSUED,
-                f"lease {claims['lid']}: record parent differs from the signed one",
-            )
-
-    def _issue(self, claims: dict[str, Any], n: int, kind: str) -> str | None:
-        """Enter a newly issued lease (claims checked); returns its parent's id."""
-        lid: str = claims["lid"]
-        if lid in self.leases:
-            raise Fail("lease.duplicate", n, kind, f"lease {lid} was already issued")
-        parent = claims["parent_lid"] if "parent_lid" in claims else claims.get("parent")
-        if parent is not None and type(parent) is not str:
-            raise Fail("lease.parent", n, kind, f"lease {lid}: parent {parent!r} is not a lease id")
-        scopes_v = claims.get("scopes")
-        if not isinstance(scopes_v, list) or not all(type(s) is str for s in scopes_v):
-            raise Fail("lease.envelope", n, kind, f"lease {lid}: scopes must be a list of strings")
-        scopes = frozenset(scopes_v)
-        if parent:
-            p = self.leases.get(parent)
-            if p is None:
-                raise Fail(
-                    "lease.parent", n, kind, f"lease {lid}: parent lease {parent} was never issued"
-                )
-            if not scopes <= p.scopes:
-                raise Fail(
-                    "lease.widens",
-                    n,
-                    kind,
-                    f"lease {lid} widens its parent {parent}: {sorted(scopes - p.scopes)}",
-                )
-        self.leases[lid] = _Lease(claims["exp"], parent or None, scopes, claims.get("sub"))
-        return parent
-
-    def _lease_renewed(self, rec: dict[str, Any], n: int) -> None:
-        self._renew(self._claims(rec, n), n, LEASE_RENEWED)
-
-    def _renew(self, claims: dict[str, Any], n: int, kind: str) -> None:
-        lease = self.leases.get(claims["lid"])
-        if lease is None:
-            raise Fail("lease.parent", n, kind, f"lease {claims['lid']} was never issued")
-        lease.exp = claims["exp"]
-
-    def _lease_batch(self, rec: dict[str, Any], n: int) -> None:
-        """One signature over several leases: each payload must be one the batch signed."""
-        purpose = rec.get("purpose")
-        if purpose not in LEASE_BATCH_PURPOSES:
-            raise Fail(
-                "lease.batch",
-                n,
-                LEASE_BATCH,
-                f"purpose {purpose!r} is not one of {sorted(LEASE_BATCH_PURPOSES)}",
-            )
-        try:
-            _, signed = open_lease_batch(rec.get("envelope"), self.key, self.run_id)
-            payloads = decode_payloads(rec.get("leases"))
-        except ValueError as exc:
-            raise Fail("lease.batch", n, LEASE_BATCH, str(exc)) from exc
-        if len(payloads) != len(signed):
-            raise Fail(
-                "lease.unsigned",
-                n,
-                LEASE_BATCH,
-                f"the record holds {len(payloads)} lease payloads, the batch signs {len(signed)}",
-            )
-        for k, (payload, want) in enumerate(zip(payloads, signed, strict=True)):
-            if digest(payload) != want:
-                raise Fail(
-                    "lease.unsigned",
-                    n,
-                    LEASE_BATCH,
-                    f"lease payload {k} is not the lease the batch signed at that position "
-                    f"(its digest is not {want})",
-                )
-            try:
-                claims = loads_bounded(payload)
-            except ValueError as exc:
-                raise Fail("lease.envelope", n, LEASE_BATCH, f"lease {k}: {exc}") from exc
-            if not isinstance(claims, dict):
-                raise Fail("lease.envelope", n, LEASE_BATCH, f"lease {k} is not a JSON object")
-            self._check_claims(claims, n, LEASE_BATCH)
-            if purpose == "issued":
-                self._issue(claims, n, LEASE_BATCH)
-            else:
-                self._renew(claims, n, LEASE_BATCH)
-
-    def _lease_revoked(self, rec: dict[str, Any], n: int) -> None:
-        ids = [self._str(rec, "lease", n), *rec.get("cascade", ())]
-        for lid in ids:
-            lease = self.leases.get(lid)
-            if lease is not None and lease.revoked_at is None:
-                lease.revoked_at = n
 
     def _decision(self, rec: dict[str, Any], n: int) -> None:
         effect = rec.get("effect")
@@ -450,7 +256,7 @@ class Semantics:
             lease.started = True
         self._lease_holds(rec, n, lease)
 
-    def _own_decision(self, rec: dict[str, Any], n: int, lease: _Lease | None) -> None:
+    def _own_decision(self, rec: dict[str, Any], n: int, lease: LeaseState | None) -> None:
         """A step that carries its own decision: allowed outright, nothing else."""
         get = rec.get
         step, effect = get("step"), get("effect")
@@ -483,7 +289,7 @@ class Semantics:
                 f"{get('lease')}, issued for {lease.subject!r}",
             )
 
-    def _referenced_decision(self, rec: dict[str, Any], n: int, lease: _Lease | None) -> None:
+    def _referenced_decision(self, rec: dict[str, Any], n: int, lease: LeaseState | None) -> None:
         """A step whose decision is an earlier ``decision`` record (and maybe a grant)."""
         get = rec.get
         step, lid, action, target = get("step"), get("lease"), get("action"), get("target")
@@ -522,10 +328,10 @@ class Semantics:
                     "earlier, unused approval.granted for it",
                 )
 
-    def _lease_holds(self, rec: dict[str, Any], n: int, lease: _Lease) -> None:
+    def _lease_holds(self, rec: dict[str, Any], n: int, lease: LeaseState) -> None:
         """The step's lease is unrevoked (with its ancestors) and unexpired at its start."""
         step, lid = rec.get("step"), rec.get("lease")
-        cur: _Lease | None = lease
+        cur: LeaseState | None = lease
         name = lid
         while cur is not None:
             if cur.revoked_at is not None:

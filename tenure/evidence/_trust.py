@@ -14,10 +14,10 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..crypto import load_public_key
+from ._fail import Fail, raw_key
 from ._format import PUBLIC_KEY_NAME
 from ._reader import MAX_SMALL_FILE_BYTES, LedgerReadError, read_evidence_file
 from ._report_model import Finding, VerifyReport
-from ._semantics import Fail, raw_key
 
 __all__ = ["coerce_key", "resolve_key"]
 

@@ -44,6 +44,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..crypto import key_id_of, record_bytes
+from ._fail import Fail
 from ._format import (
     CHECKPOINT,
     CHECKPOINT_NAME,
@@ -61,7 +62,7 @@ from ._format import (
 from ._note import Checkpoint, NoteError, open_checkpoint, origin_for, verifier_key
 from ._reader import LedgerReader, LedgerReadError, read_evidence_file
 from ._report_model import Finding, VerifyReport
-from ._semantics import Fail, Semantics
+from ._semantics import Semantics
 from ._trust import coerce_key, resolve_key
 
 __all__ = ["verify_run"]
