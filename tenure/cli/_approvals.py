@@ -28,6 +28,7 @@ import anyio
 import typer
 
 from .._errors import GovernanceViolation
+from .._text import one_line
 from ..crypto import SigningKey, load_signing_key, sign_grant
 from ..runtime.backends import ApprovalRecord, open_backend
 from ..runtime.services._approval_folder import APPROVALS_DIR, read_requests, write_grant
@@ -178,7 +179,7 @@ def list_command(
         if not records:
             typer.echo("no approval requests are waiting")
         for r in records:
-            typer.echo(
+            _echo(
                 f"{r.id}  run {r.run_id}  {r.principal}  {r.action} {r.target}  "
                 f"rule {r.rule_id}  step {r.step}"
             )
@@ -188,21 +189,29 @@ def list_command(
     if not waiting:
         typer.echo(f"no approval requests are waiting under {evidence_dir}")
     for w in waiting:
-        accepted = ", ".join(w.get("approvers", [])) or "(none declared)"
-        typer.echo(
+        approvers = w.get("approvers")
+        names = [str(a) for a in approvers] if isinstance(approvers, list) else []
+        _echo(
             f"{w.get('id')}  run {w.get('run_id')}  {w.get('principal')}  {w.get('action')} "
-            f"{w.get('target')}  rule {w.get('rule_id')}  approvers {accepted}"
+            f"{w.get('target')}  rule {w.get('rule_id')}  approvers "
+            f"{', '.join(names) or '(none declared)'}"
         )
         _show_args(w)
+
+
+def _echo(line: str) -> None:
+    # Whoever wrote the file or the row chose these words: no escape sequence reaches the
+    # approver's terminal (one could overwrite the NOT SIGNABLE line above it).
+    typer.echo(one_line(line, limit=2000))
 
 
 def _show_args(request: dict[str, Any]) -> None:
     try:
         shown = check_request(request)
     except ValueError as exc:
-        typer.echo(f"    NOT SIGNABLE: {exc}")
+        _echo(f"    NOT SIGNABLE: {exc}")
         return
-    typer.echo(f"    args {str(request.get('args_digest', ''))[:19]} (checked): {shown}")
+    _echo(f"    args {str(request.get('args_digest', ''))[:19]} (checked): {shown}")
 
 
 def _answer(

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .._text import one_line
 from ..crypto import PUBLIC_KEY_NAME, default_key_dir
 from ..evidence import LEDGER_NAME, LedgerReadError, load_public_key, verify_run
 from ..evidence._format import RUN_END, RUN_START
@@ -102,11 +103,11 @@ def runs_command(
         table.add_column(col, justify="right" if col == "records" else "left", no_wrap=True)
     for r in rows:
         table.add_row(
-            Text(r["run_id"]),
+            Text(one_line(r["run_id"])),
             _when(r["start_us"]),
-            Text(str(r["principal"])),
-            Text(str(r["agent"])),
-            Text(str(r["status"])),
+            Text(one_line(r["principal"])),
+            Text(one_line(r["agent"])),
+            Text(one_line(r["status"])),
             str(r["records"]),
             Text(
                 r["verdict"] + (f" ({r['failure']['code']})" if "failure" in r else ""),

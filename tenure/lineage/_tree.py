@@ -11,8 +11,9 @@ Invariants:
 - Every started step appears exactly once, under its recorded parent (or under the run,
   with a warning, when that parent is unknown). A decision for a step that never started
   (a deny, an unanswered approval) becomes a leaf under the calling agent's open step.
-- Every string copied from a record into the tree goes through :func:`_clean`: one printable
-  line of at most ``_MAX_TEXT`` characters, whatever the ledger holds.
+- Every string copied from a record into the tree goes through
+  :func:`~tenure._text.one_line`: one printable line of at most
+  :data:`~tenure._text.MAX_LINE` characters, whatever the ledger holds.
 - Nothing here checks signatures or hashes: this is a view, not a verifier.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._text import one_line
 from .._util import final
 from ..evidence._batch import LeaseTree, leases_of
 from ..evidence._format import (
@@ -35,7 +37,6 @@ from ..evidence._format import (
 
 __all__ = ["RunTrace", "TraceNode", "build_trace"]
 
-_MAX_TEXT = 300
 _KIND_OF_ACTION = {"invoke_agent": "agent", "execute_tool": "tool", "call_model": "model"}
 _USAGE_COUNTS = ("tokens", "input_tokens", "output_tokens", "cost_micros")
 #: Node statuses that mean the step did not end well (rendered as failures).
@@ -44,17 +45,9 @@ BAD_STATUSES = frozenset(
 )
 
 
-def _clean(value: object) -> str:
-    """Untrusted text -> one printable line, bounded."""
-    text = value if isinstance(value, str) else str(value)
-    if not text.isprintable():
-        text = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-    return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
-
-
 def _s(rec: dict[str, Any], key: str) -> str:
     v = rec.get(key, "")
-    return _clean(v) if v is not None else ""
+    return one_line(v) if v is not None else ""
 
 
 @final
@@ -144,7 +137,7 @@ class _Builder:
             run_id=_s(start, "run"),
             root=self.run,
             principal=_s(start, "principal"),
-            scopes=[_clean(s) for s in start.get("scopes", []) if isinstance(s, str)],
+            scopes=[one_line(s) for s in start.get("scopes", []) if isinstance(s, str)],
             records=len(records),
         )
         self.steps: dict[str, TraceNode] = {}
@@ -424,7 +417,7 @@ class _Builder:
         raw = rec.get("frame")
         lines = raw.splitlines() if isinstance(raw, str) else []
         # The innermost frame of the worker's stack dump (cleaned for the terminal).
-        frame = next((_clean(ln.strip()) for ln in lines if ln.strip().startswith("File ")), "")
+        frame = next((one_line(ln.strip()) for ln in lines if ln.strip().startswith("File ")), "")
         self._event(
             node, rec, pid=_s(rec, "pid"), duration_ms=_s(rec, "duration_ms"), frame=frame or "?"
         )

@@ -352,14 +352,21 @@ def test_request_files_that_lie_about_their_fields_are_listed_not_believed(
     tmp_path: Path,
 ) -> None:
     """The attack: request files planted in ``.approvals`` with fields of the wrong type
-    (a string timestamp, a list for an id, no digests). ``list`` neither crashes nor shows
-    them as signable; ``approve`` signs none of them."""
+    (a string timestamp, a list for an id, no digests) or escape sequences for the
+    approver's terminal. ``list`` neither crashes, nor shows them as signable, nor prints
+    a control code; ``approve`` signs none of them."""
     folder = tmp_path / ".approvals"
     folder.mkdir()
     planted = {
         "apr_00000000000000aa": {"id": "apr_00000000000000aa", "requested_at_us": "soon"},
         "apr_00000000000000bb": {"id": "apr_00000000000000bb", "requested_at_us": 5},
         "apr_00000000000000cc": {"id": ["apr_00000000000000cc"], "requested_at_us": 1},
+        # Escape sequences that would move up a line and erase it (the NOT SIGNABLE above).
+        "apr_00000000000000ee": {
+            "id": "apr_00000000000000ee",
+            "requested_at_us": 9,
+            "principal": "\x1b[1A\x1b[2Kalice",
+        },
     }
     for name, body in planted.items():
         (folder / f"{name}.request.json").write_text(json.dumps(body))
@@ -373,8 +380,10 @@ def test_request_files_that_lie_about_their_fields_are_listed_not_believed(
     assert [line.split()[0] for line in lines if line.startswith("apr_")] == [
         "apr_00000000000000aa",
         "apr_00000000000000bb",
+        "apr_00000000000000ee",
     ]
-    assert listed.stdout.count("NOT SIGNABLE: the request lacks or mistypes") == 2
+    assert listed.stdout.count("NOT SIGNABLE: the request lacks or mistypes") == 3
+    assert "\x1b" not in listed.stdout and "\\x1b[1A\\x1b[2Kalice" in listed.stdout
     for name in ("apr_00000000000000aa", "apr_00000000000000bb"):
         answered = cli("approve", name, "--key", str(approver.path))
         assert answered.returncode == 1 and "not signed" in answered.stderr
