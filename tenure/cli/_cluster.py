@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from .._errors import GovernanceViolation
+from .._text import one_line
 from ..evidence._cluster import ClusterReport, verify_cluster
 from ..runtime.backends import open_backend
 from ..runtime.backends._export import export_run
@@ -54,9 +55,9 @@ def _print(rep: ClusterReport, console: Console, err: Console) -> None:
             escape(f"segment {sid}: {seg.verdict}, {seg.records} records, ended {seg.run_status}")
         )
     for warning in rep.warnings:
-        err.print(escape(f"warning: {warning}"))
+        err.print(escape(one_line(f"warning: {warning}", 2000)))
     for failure in rep.failures:
-        err.print(escape(f"FAILED: {failure}"))
+        err.print(escape(one_line(f"FAILED: {failure}", 2000)))
     console.print(escape(f"run {rep.run_id}: {rep.verdict} ({len(rep.segments)} segments)"))
 
 

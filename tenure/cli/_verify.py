@@ -25,6 +25,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from .._text import one_line
 from ..evidence import (
     ATTESTATION_NAME,
     CHECKPOINT_NAME,
@@ -60,7 +61,7 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
             "shipped with the evidence; anyone able to rewrite this evidence could have "
             "replaced it. Pass the runtime's public key with --key."
         )
-    console.print(f"run: {escape(rep.run_id or '?')}")
+    console.print(f"run: {escape(one_line(rep.run_id or '?'))}")
     console.print(
         f"records checked: {rep.records}, checkpoints: {rep.checkpoints}, "
         f"signed: {rep.tree_size}"
@@ -76,8 +77,10 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
     for warning in rep.warnings:
         if warning.code in ("key.run_copy", "ledger.torn_tail"):
             continue  # already said above, louder
-        err.print(f"[yellow]warning[/] {escape(f'[{warning.code}]: {warning.message}')}")
-    console.print(f"run status: {rep.run_status}")
+        err.print(
+            f"[yellow]warning[/] {escape(one_line(f'[{warning.code}]: {warning.message}', 2000))}"
+        )
+    console.print(f"run status: {escape(one_line(rep.run_status))}")
     if rep.verdict == "verified":
         console.print("[bold green]verified[/]")
     elif rep.verdict == "incomplete":
@@ -87,7 +90,9 @@ def _print_human(rep: VerifyReport, console: Console, err: Console) -> None:
         )
     else:
         failure = rep.failures[0]
-        err.print(f"[bold red]INVALID[/] {escape(f'[{failure.code}] {failure.line()}')}")
+        err.print(
+            f"[bold red]INVALID[/] {escape(one_line(f'[{failure.code}] {failure.line()}', 2000))}"
+        )
 
 
 def _not_a_run(path: Path) -> bool:

@@ -16,7 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tenure.cli import app
-from tenure.evidence import verify_run
+from tenure.crypto import canonical, sign_envelope
+from tenure.evidence import LEASE_PAYLOAD_TYPE, verify_run
 from tests.support.demo_runs import DemoRuns
 from tests.support.run_builder import RunBuilder, build_run, read_lines, write_lines
 
@@ -226,3 +227,32 @@ def test_real_demo_runs_verify_and_trace(demo_runs: DemoRuns, tmp_path: Path) ->
         assert verify_run(run, runs.public_key).ok
         code, _, err = _cli("trace", str(run))
         assert code == 0, err
+
+
+def test_escape_sequences_in_evidence_never_reach_the_terminal(tmp_path: Path) -> None:
+    """The attack: a signed lease whose id carries ``ESC[1A ESC[2K`` and a newline (and a
+    bad ``exp``, so the verifier names the id in its failure), that ``tenure verify``
+    would print raw: erasing its own INVALID line and forging a verdict. Every untrusted
+    field is printed as one printable line."""
+    b = RunBuilder(tmp_path)
+    forged = "L1\x1b[1A\x1b[2K\nverified"
+    claims = {"lid": forged, "run": b.run_id, "exp": "later", "scopes": [], "parent": None}
+    env = sign_envelope(b.key, LEASE_PAYLOAD_TYPE, canonical(claims))
+    b.ledger.append(
+        "lease.issued",
+        {
+            "lease": forged,
+            "parent": "",
+            "subject": "agent:x",
+            "scopes": [],
+            "exp": 1,
+            "envelope": env,
+        },
+    )
+    b.end()
+    pub = tmp_path / "key.pub"
+    pub.write_bytes(b.key.public_pem)
+    code, out, err = _cli("verify", str(b.run_dir), "--key", str(pub))
+    assert code == 1 and "INVALID" in err
+    assert "\x1b" not in out + err
+    assert "lease L1\\x1b[1A\\x1b[2K\\x0averified: signed exp 'later'" in err
