@@ -236,7 +236,13 @@ def test_escape_sequences_in_evidence_never_reach_the_terminal(tmp_path: Path) -
     field is printed as one printable line."""
     b = RunBuilder(tmp_path)
     forged = "L1\x1b[1A\x1b[2K\nverified"
-    claims = {"lid": forged, "run": b.run_id, "exp": "later", "scopes": [], "parent": None}
+    claims: dict[str, object] = {
+        "lid": forged,
+        "run": b.run_id,
+        "exp": "later",
+        "scopes": [],
+        "parent": None,
+    }
     env = sign_envelope(b.key, LEASE_PAYLOAD_TYPE, canonical(claims))
     b.ledger.append(
         "lease.issued",
