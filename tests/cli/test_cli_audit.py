@@ -266,3 +266,16 @@ def test_runs_of_a_missing_directory_is_a_usage_error(tmp_path: Path) -> None:
 def test_version_prints_the_package_version() -> None:
     code, out, _ = _cli("--version")
     assert code == 0 and out == f"tenure {__version__}\n"
+
+
+def test_runs_prints_no_escape_sequence_a_ledger_carries(tmp_path: Path) -> None:
+    """The attack: a run.start whose principal is ``ESC[2K`` plus a forged row, so the
+    listing an operator reads would show something else. The row is printed as one
+    printable line (and the edited run is, rightly, invalid)."""
+    b = build_run(tmp_path, 1, run_id="run_esc")
+    ledger = b.run_dir / "ledger.jsonl"
+    ledger.write_bytes(ledger.read_bytes().replace(b'"alice"', b'"\\u001b[2Kmallory\\n"', 1))
+    code, out, err = _cli("runs", tmp_path)
+    assert code == 0, err
+    assert "\x1b" not in out and "\\x1b[2Kmallory" in out
+    assert "invalid" in out
