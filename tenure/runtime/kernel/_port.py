@@ -205,10 +205,15 @@ class AgentPort:
         )
 
 
-async def as_current(ctx: Context, body: Coroutine[Any, Any, Any]) -> Any:
-    """Run an agent's body with ``ctx`` as the current context (adapters find it there)."""
-    token = current_step_context.set(ctx)
-    try:
-        return await body
-    finally:
-        current_step_context.reset(token)
+def as_current(ctx: Context, body: Coroutine[Any, Any, T]) -> Coroutine[Any, Any, T]:
+    """Make ``ctx`` the current context (adapters find it there) of the task about to run
+    ``body``, an agent's body; returns ``body``.
+
+    Set, not set-and-reset around the body: an agent body always runs in a task of its own
+    (a root or fan-out branch task, or a delegated agent's own task, see ``_steps``) that
+    ends with its step, so the value is seen by that body and the task's own closing code,
+    never by another step. No wrapper coroutine and token per live agent (memory, and two
+    objects fewer for every pass of the garbage collector).
+    """
+    current_step_context.set(ctx)
+    return body
