@@ -157,3 +157,10 @@ def test_a_batch_payload_is_the_rfc8785_form_of_its_object(run: str, digests: li
     reference = rfc8785.dumps({"leases": digests, "run": run, "v": 1})
     assert lease_batch_payload(run, digests) == reference
     assert lease_batch_payload(_Str(run), digests) == reference  # the generic path agrees
+
+
+def test_a_claims_object_with_an_extra_member_is_encoded_from_its_fields_only() -> None:
+    """A name slipped into the claims' ``__dict__`` never reaches the signed bytes."""
+    claims = new_claims(_BASE | {"admin": True})
+    assert claims_payload(claims) == rfc8785.dumps(claims_json(claims))
+    assert b"admin" not in claims_payload(claims)

@@ -114,8 +114,6 @@ _CLAIM_FIELDS: Final = tuple(LeaseClaims.model_fields)
 # One set for every claims object the hot path builds: a frozen model never changes it, and
 # a set per lease (~1 KiB for 19 names) was a sixth of a live agent's memory.
 _FIELDS_SET: Final = set(_CLAIM_FIELDS)
-# RFC 8785 orders members by their names' UTF-16 code units: for ASCII names, plain sort.
-_SORTED_FIELDS: Final = tuple(sorted(_CLAIM_FIELDS))
 _MAX_SAFE_INT: Final = 2**53 - 1
 
 
@@ -146,14 +144,16 @@ def claims_payload(claims: LeaseClaims) -> bytes:
 
     Typed: the claims are the authority's own values (strings, ``None``, integers and a
     tuple of strings), so one flat pass checks their types and the integers' I-JSON range
-    (not the generic encoder's recursive domain check), and the members are written in
-    canonical order directly. Claims of another shape (an integer past ±(2**53-1), a value
+    (not the generic encoder's recursive domain check); orjson sorts the members (RFC 8785
+    order for ASCII names). Claims of another shape (an integer past ±(2**53-1), a value
     of another type, a ``str`` subclass) go through :func:`~tenure.crypto.canonical`, which
     represents them or refuses. The bytes are held at their exact size (:func:`_held`).
     Byte-identical to ``canonical`` of :func:`claims_json` (property-tested).
     """
     values = claims.__dict__
-    for name in _SORTED_FIELDS:
+    if len(values) != len(_CLAIM_FIELDS):  # with every name read below: exactly the fields
+        return canonical(claims_json(claims))
+    for name in _CLAIM_FIELDS:
         v = values[name]
         t = type(v)
         if t is str or v is None or (t is int and -_MAX_SAFE_INT <= v <= _MAX_SAFE_INT):
@@ -161,7 +161,7 @@ def claims_payload(claims: LeaseClaims) -> bytes:
         if t is tuple and all(type(s) is str for s in v):
             continue
         return canonical(claims_json(claims))
-    return _held(orjson.dumps({name: values[name] for name in _SORTED_FIELDS}))
+    return _held(orjson.dumps(values, option=orjson.OPT_SORT_KEYS))
 
 
 def decode_claims(payload: bytes) -> Any:
