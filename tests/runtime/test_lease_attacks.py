@@ -286,3 +286,29 @@ def test_a_batch_checked_under_a_rotated_key_is_verified_again(
     assert info.value.check == "lease.signature"
     authority.rotate_key(old)
     authority.verify_lease(second)
+
+
+def test_claims_of_a_batched_lease_altered_in_memory_never_pass_for_its_signed_payload(
+    authority: LeaseAuthority,
+) -> None:
+    """A batch-signed lease keeps no payload: altered claims re-encode to other bytes, which
+    are refused (no payload, no renewal, no re-verification, no child), never signed."""
+    first, second = _batched_pair(authority)
+    genuine = first.payload
+    widened = {**first.claims.__dict__, "scopes": ("admin", "read")}
+    object.__setattr__(first.claims, "__dict__", widened)
+    with pytest.raises(SignatureInvalid) as info:
+        _ = first.payload
+    assert info.value.check == "lease.signature"
+    with pytest.raises(SignatureInvalid):
+        authority.draft_renewal(
+            first, expires_us=first.claims.exp, hard_deadline_us=first.claims.exp
+        )
+    with pytest.raises(SignatureInvalid):
+        authority.verify_lease(first)
+    with pytest.raises(SignatureInvalid):
+        authority.draft_child(
+            first, subject="agent:x", scopes={"admin"}, expires_us=first.claims.exp
+        )
+    authority.verify_lease(second)  # its sibling, in the same batch, is untouched
+    assert second.payload != genuine and json.loads(genuine)["scopes"] == ["read"]

@@ -100,9 +100,11 @@ class LeaseAuthority:
         body = lease_batch_payload(run_id, digests)
         envelope = sign_envelope(self._key, LEASE_BATCH_PAYLOAD_TYPE, body)
         batch = LeaseBatch._create(run_id, body, envelope, frozenset(digests))
+        # The payloads are not kept: a lease encodes them again from its claims when asked
+        # (checked against its digest); the batch record takes them from ``lease.payload``.
         return [
-            Lease._create(c, p, batch=batch, payload_digest=d)
-            for c, p, d in zip(drafts, payloads, digests, strict=True)
+            Lease._create(c, None, batch=batch, payload_digest=d)
+            for c, d in zip(drafts, digests, strict=True)
         ]
 
     # -- drafting -----------------------------------------------------------------------------
@@ -370,12 +372,13 @@ class LeaseAuthority:
             self._check_batch(batch)
             if batches is not None:
                 batches.add(id(batch))
-        if digest(lease.payload) != lease.digest or lease.digest not in batch.digests:
+        payload = lease.payload
+        if digest(payload) != lease.digest or lease.digest not in batch.digests:
             raise SignatureInvalid(
                 "lease rejected: its payload is not one its batch signed",
                 check="lease.signature",
             )
-        claims = self._claims_of(lease.payload, batch)
+        claims = self._claims_of(payload, batch)
         if claims != lease.claims:
             raise SignatureInvalid(
                 f"lease {claims.lid} was altered in memory: its claims differ from the signed",
