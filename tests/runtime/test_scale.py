@@ -7,6 +7,8 @@ absence of a ``loop.stall``, never a time (performance is measured in ``benchmar
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,9 @@ from typing import Any
 from tenure import Context, Runtime, SigningKey, agent, tool
 from tenure.evidence import verify_run
 from tenure.policies import PolicySet
+from tenure.runtime.kernel._gate import Gate
+from tenure.runtime.kernel._lease import Lease
+from tenure.runtime.kernel._state import LeaseState, Step
 
 KEY = SigningKey.generate()
 
@@ -154,3 +159,37 @@ async def test_sequential_delegations_neither_stall_the_loop_nor_grow_memory(
         _no_stall(rt, handle.evidence_path)
         assert len(run.leases) == 0 and len(run.steps) == 0
     assert grown < 10_000, f"RSS grew {grown} KB over 20,000 delegations"
+
+
+@agent
+async def chain(ctx: Context, n: int) -> int:
+    """A delegation chain ``n`` deep, one tool call at the bottom."""
+    if n == 0:
+        value: int = await ctx.call(echo, 7)
+        return value
+    below: int = await ctx.delegate(chain, n - 1)
+    return below
+
+
+async def test_finished_agents_leave_no_reference_cycles_for_the_garbage_collector(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    """Branches and delegations that ended are freed at once by reference counting: nothing
+    of theirs (task, step, lease state, gate, context) waits for a collector pass, which at
+    10,000 agents is what holds the loop longest."""
+    governed = (Step, LeaseState, Gate, Lease, asyncio.Task, Context)
+    async with _runtime(allow_all, evidence) as rt:
+        await rt.run(fan, 20, principal="alice", ttl=60)  # warm: imports, caches
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            assert await rt.run(fan, 200, principal="alice", ttl=60) == list(range(200))
+            assert await rt.run(chain, 30, principal="alice", ttl=60) == 7
+            gc.collect()
+            left = [o for o in gc.garbage if isinstance(o, governed)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == []

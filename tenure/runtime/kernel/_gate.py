@@ -170,6 +170,9 @@ class Governed:
                 except BaseException as exc:  # forwarded into the coroutine, as asyncio would
                     error = exc
         finally:
+            # The task's own context holds its agent's Context, which reaches this gate:
+            # unlinked here, a finished task is freed at once, not left to the collector.
+            gate.host = None
             run.gate_ended(gate)
 
     def _slow_step(self, value: Any, error: BaseException | None) -> Any:
