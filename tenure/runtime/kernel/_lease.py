@@ -278,14 +278,7 @@ class Lease(metaclass=NoPublicConstructor):
         if payload is None:
             payload = claims_payload(self.claims)
             if digest(payload) != self.digest:
-                c = self.claims
-                raise SignatureInvalid(
-                    f"lease {c.lid} was altered in memory: its claims are not its signed payload",
-                    run_id=c.run,
-                    lease_id=c.lid,
-                    check="lease.signature",
-                    task=c.sub,
-                )
+                raise _altered(self.claims, "its claims are not its signed payload")
         return payload
 
     @property
@@ -340,13 +333,17 @@ def check_intact(lease: Lease) -> None:
     else:
         intact = digest(payload) == lease.digest and claims_payload(c) == payload
     if not carried or not intact:
-        raise SignatureInvalid(
-            f"lease {c.lid} was altered in memory: its claims, payload and signature disagree",
-            run_id=c.run,
-            lease_id=c.lid,
-            check="lease.signature",
-            task=c.sub,
-        )
+        raise _altered(c, "its claims, payload and signature disagree")
+
+
+def _altered(c: LeaseClaims, how: str) -> SignatureInvalid:
+    return SignatureInvalid(
+        f"lease {c.lid} was altered in memory: {how}",
+        run_id=c.run,
+        lease_id=c.lid,
+        check="lease.signature",
+        task=c.sub,
+    )
 
 
 def check_narrowing(child: Lease, parent: Lease) -> None:
