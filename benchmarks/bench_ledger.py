@@ -20,7 +20,8 @@ from typing import Any
 
 from tenure.crypto import SigningKey, b64e, canonical, digest, sign_envelope
 from tenure.evidence import LEASE_PAYLOAD_TYPE, verify_run
-from tenure.evidence._ledger import Ledger, LedgerConfig
+from tenure.evidence._ledger import Ledger
+from tenure.evidence._ledger_io import LedgerConfig
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"

@@ -21,7 +21,7 @@ from typing import Any
 from benchmarks.bench_ledger import _write_run
 from tenure.crypto import SigningKey
 from tenure.evidence import verify_run
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.lineage._report import render_report
 
 

@@ -43,7 +43,8 @@ Invariants, each with its own ``raise``:
   worker thread, where concurrent commits of many ledgers share the filesystem's journal
   commit). Nothing is appended after :meth:`Ledger.seal`.
 
-All file I/O goes through a :class:`FileOps` object so tests can inject ENOSPC / EIO.
+All file I/O goes through a :class:`~._ledger_io.FileOps` object so tests can inject ENOSPC /
+EIO; its configuration is :class:`~._ledger_io.LedgerConfig`.
 """
 
 from __future__ import annotations
@@ -54,10 +55,9 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from .._errors import GovernanceUnavailable
 from ..crypto import SigningKey, record_bytes
@@ -71,92 +71,17 @@ from ._format import (
     valid_run_id,
     witness_path,
 )
+from ._ledger_io import FileOps, LedgerConfig, NoteFailed, describe, write_atomic, write_new
 from ._merkle import CompactTree
 from ._note import origin_for, sign_checkpoint
 
-__all__ = ["FileOps", "Ledger", "LedgerConfig"]
+__all__ = ["Ledger"]
 
 _RESERVED = frozenset({"i", "t", "kind", "prev", "trace", "span"})
-
-FsyncPolicy = Literal["record", "checkpoint", "never"]
 
 
 def _wall_us() -> int:
     return time.time_ns() // 1000
-
-
-@dataclass(frozen=True, slots=True)
-class LedgerConfig:
-    """How often to checkpoint and when to fsync.
-
-    Attributes:
-        checkpoint_every: sign a checkpoint after this many records (>= 1).
-        checkpoint_interval: ... or when this many seconds passed since the last one
-            (checked on append; ``0`` disables the time trigger).
-        fsync: ``"record"`` fsyncs after every write, ``"checkpoint"`` before each
-            checkpoint and at close, ``"never"`` leaves durability to the OS (a crash may
-            then lose records a checkpoint covers, which verifies as truncation).
-    """
-
-    checkpoint_every: int = 1000
-    checkpoint_interval: float = 1.0
-    fsync: FsyncPolicy = "checkpoint"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be an int >= 1, got {self.checkpoint_every!r}")
-        if self.checkpoint_interval < 0:
-            raise ValueError(
-                f"checkpoint_interval must be >= 0 seconds, got {self.checkpoint_interval!r}"
-            )
-        if self.fsync not in ("record", "checkpoint", "never"):
-            raise ValueError(f"fsync must be 'record', 'checkpoint' or 'never', got {self.fsync!r}")
-
-
-class FileOps:
-    """The ledger's only door to the file system (replace in tests to inject faults)."""
-
-    def open(self, path: Path, flags: int, mode: int = 0o644) -> int:
-        """``os.open``."""
-        return os.open(path, flags, mode)
-
-    def write(self, fd: int, data: bytes) -> int:
-        """``os.write``."""
-        return os.write(fd, data)
-
-    def fsync(self, fd: int) -> None:
-        """``os.fsync``."""
-        os.fsync(fd)
-
-    def close(self, fd: int) -> None:
-        """``os.close``."""
-        os.close(fd)
-
-    def replace(self, src: Path, dst: Path) -> None:
-        """``os.replace`` (atomic rename)."""
-        os.replace(src, dst)
-
-    def fsync_dir(self, path: Path) -> None:
-        """Make a directory's entries durable."""
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-        try:
-            self.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _describe(exc: OSError) -> str:
-    code = errno.errorcode.get(exc.errno, str(exc.errno)) if exc.errno else "?"
-    return f"{code}: {exc.strerror or exc}"
-
-
-class _NoteFailed(Exception):
-    """Publishing a checkpoint note failed (``check``; ``reason`` names the file)."""
-
-    def __init__(self, check: str, what: Path, exc: OSError) -> None:
-        super().__init__(check)
-        self.check = check
-        self.reason = f"{what}: {_describe(exc)}"
 
 
 class Ledger:
@@ -276,7 +201,7 @@ class Ledger:
             raise FileExistsError(f"{path}: the run directory already holds a ledger") from None
         except OSError as exc:
             raise GovernanceUnavailable(
-                f"cannot create {path}: {_describe(exc)}",
+                f"cannot create {path}: {describe(exc)}",
                 run_id=run_id,
                 check="ledger.create",
                 source="ledger",
@@ -294,7 +219,7 @@ class Ledger:
                 ops.fsync_dir(run_dir)
                 ops.fsync_dir(run_dir.parent)
         except OSError as exc:
-            ledger._fail("ledger.create", f"cannot initialise {run_dir}: {_describe(exc)}")
+            ledger._fail("ledger.create", f"cannot initialise {run_dir}: {describe(exc)}")
             ledger._release()
             raise ledger._error() from exc
         return ledger
@@ -335,7 +260,7 @@ class Ledger:
         )
 
     def _io_failed(self, check: str, what: Path, exc: OSError) -> GovernanceUnavailable:
-        self._fail(check, f"{what}: {_describe(exc)}")
+        self._fail(check, f"{what}: {describe(exc)}")
         self._pending.clear()
         return self._error()
 
@@ -441,66 +366,37 @@ class Ledger:
             self._sync()
 
     # ------------------------------------------------------------------ checkpoints
-    def _write_all(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            written = self._ops.write(fd, view)  # type: ignore[arg-type]
-            if written <= 0:
-                raise OSError(errno.EIO, "write returned 0 bytes")
-            view = view[written:]
-
     def _write_new(self, path: Path, data: bytes) -> None:
         """Create ``path`` (which must not exist) with ``data``. Raises OSError."""
-        fd = self._ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            self._write_all(fd, data)
-            if self._fsync_record:
-                self._ops.fsync(fd)
-        finally:
-            self._ops.close(fd)
-
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        """temp file -> write -> rename (with fsyncs under ``fsync="record"``)."""
-        ops = self._ops
-        tmp = path.with_name(f".{path.name}.tmp")
-        fd = ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            self._write_all(fd, data)
-            if self._fsync_record:
-                ops.fsync(fd)
-        finally:
-            ops.close(fd)
-        ops.replace(tmp, path)
-        if self._fsync_record:
-            ops.fsync_dir(path.parent)
+        write_new(self._ops, path, data, durable=self._fsync_record)
 
     def _publish(self, note: str) -> None:
         """Write the run directory's checkpoint file, then the witness copy."""
         try:
             self._write_note(note)
-        except _NoteFailed as failed:
+        except NoteFailed as failed:
             self._fail(failed.check, failed.reason)
             self._pending.clear()
             raise self._error() from failed.__cause__
 
     def _write_note(self, note: str) -> None:
-        """:meth:`_publish` without touching the ledger's state (raises :class:`_NoteFailed`)."""
+        """:meth:`_publish` without touching the ledger's state (raises :class:`NoteFailed`)."""
         data = note.encode("utf-8")
         target = self.run_dir / CHECKPOINT_NAME
         try:
-            self._write_atomic(target, data)
+            write_atomic(self._ops, target, data, durable=self._fsync_record)
         except OSError as exc:
-            raise _NoteFailed("ledger.checkpoint", target, exc) from exc
+            raise NoteFailed("ledger.checkpoint", target, exc) from exc
         if self.witness_dir is not None:
             wpath = witness_path(self.witness_dir, self.run_id)
             try:
                 try:
-                    self._write_atomic(wpath, data)
+                    write_atomic(self._ops, wpath, data, durable=self._fsync_record)
                 except FileNotFoundError:  # the first run under this evidence_dir
                     self.witness_dir.mkdir(parents=True, exist_ok=True)
-                    self._write_atomic(wpath, data)
+                    write_atomic(self._ops, wpath, data, durable=self._fsync_record)
             except OSError as exc:
-                raise _NoteFailed("ledger.witness", wpath, exc) from exc
+                raise NoteFailed("ledger.witness", wpath, exc) from exc
 
     def _durable(self) -> None:
         self._flush()
@@ -554,9 +450,9 @@ class Ledger:
                     try:
                         self._ops.fsync(self._fd)
                     except OSError as exc:
-                        raise _NoteFailed("ledger.fsync", self.path, exc) from exc
+                        raise NoteFailed("ledger.fsync", self.path, exc) from exc
                 self._write_note(note)
-            except _NoteFailed as failed:
+            except NoteFailed as failed:
                 self._background_failed = True
                 self._fail(failed.check, failed.reason)
                 raise self._error() from failed.__cause__

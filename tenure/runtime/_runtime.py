@@ -43,7 +43,8 @@ from ..evidence._format import (
     WITNESS_DIR,
     budgets_record,
 )
-from ..evidence._ledger import Ledger, LedgerConfig
+from ..evidence._ledger import Ledger
+from ..evidence._ledger_io import LedgerConfig
 from ..lineage._spans import Lineage
 from ..policies import BudgetTracker, PolicySet
 from ._config import RuntimeConfig

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tenure import __version__
 from tenure.cli import app
 from tenure.evidence import verify_run
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.evidence._note import sign_checkpoint
 from tenure.evidence._proof import prove_inclusion
 from tests.support.demo_runs import DemoRuns

@@ -15,7 +15,7 @@ import pytest
 from tenure._errors import GovernanceUnavailable
 from tenure.crypto import SigningKey, b64e
 from tenure.evidence._fork import ForkingLedger
-from tenure.evidence._ledger import FileOps, LedgerConfig
+from tenure.evidence._ledger_io import FileOps, LedgerConfig
 
 NO_TIMER = LedgerConfig(checkpoint_every=1000, checkpoint_interval=0)
 START = ("step.start", {"step": "1", "lease": "l", "action": "execute_tool", "target": "t"})

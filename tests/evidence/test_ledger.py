@@ -15,7 +15,8 @@ import pytest
 from tenure._errors import GovernanceUnavailable
 from tenure.crypto import SigningKey, b64e, load_public_key, record_bytes
 from tenure.evidence import _ledger, verify_run
-from tenure.evidence._ledger import FileOps, Ledger, LedgerConfig
+from tenure.evidence._ledger import Ledger
+from tenure.evidence._ledger_io import FileOps, LedgerConfig
 from tenure.evidence._merkle import leaf_hash, root_hash
 from tenure.evidence._note import open_checkpoint, origin_for
 from tests.support.run_builder import RunBuilder, build_run, read_lines, records

@@ -12,7 +12,8 @@ import pytest
 from tenure._errors import GovernanceUnavailable
 from tenure.crypto import SigningKey, b64e
 from tenure.evidence import verify_run
-from tenure.evidence._ledger import FileOps, Ledger, LedgerConfig
+from tenure.evidence._ledger import Ledger
+from tenure.evidence._ledger_io import FileOps, LedgerConfig
 from tenure.evidence._note import open_checkpoint, origin_for
 
 NO_TIMER = LedgerConfig(checkpoint_every=3, checkpoint_interval=0)

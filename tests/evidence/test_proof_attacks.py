@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.evidence._note import sign_checkpoint
 from tenure.evidence._proof import (
     MAX_PROOF_BYTES,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tenure.evidence import verify_run
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.evidence._proof import prove_consistency, prove_inclusion
 from tests.support.demo_runs import DemoRuns
 from tests.support.run_builder import build_run, records

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from tenure.cli._verify import register
 from tenure.crypto import SigningKey, public_key_pem
 from tenure.evidence import CLOCK_SKEW_US, verify_run
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tests.support.run_builder import (
     RunBuilder,
     build_run,

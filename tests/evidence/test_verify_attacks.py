@@ -19,7 +19,7 @@ import pytest
 
 from tenure.crypto import SigningKey, canonical, record_bytes, sign_envelope
 from tenure.evidence import INTOTO_PAYLOAD_TYPE, VerifyReport, verify_run
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.evidence._merkle import leaf_hash
 from tenure.evidence._note import sign_checkpoint
 from tests.support.run_builder import (

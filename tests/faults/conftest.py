@@ -26,7 +26,7 @@ import pytest
 from tenure import Context, GovernanceViolation, RunHandle, Runtime, SigningKey, agent, tool
 from tenure.agents._decorators import Agent, Tool
 from tenure.evidence import VerifyReport, verify_run
-from tenure.evidence._ledger import FileOps
+from tenure.evidence._ledger_io import FileOps
 from tenure.runtime.kernel._run import Run
 
 ALLOW_ALL_TOML = """

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from tenure import Context, LeaseRevoked, Runtime, agent
 from tenure.cli import app
-from tenure.evidence._ledger import LedgerConfig
+from tenure.evidence._ledger_io import LedgerConfig
 from tenure.lineage._report import MAX_TIMELINE_ROWS, render_report
 from tenure.policies import PolicySet
 from tests.support.demo_runs import DemoRuns

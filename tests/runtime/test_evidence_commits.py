@@ -13,7 +13,8 @@ import pytest
 
 from tenure._errors import GovernanceUnavailable
 from tenure.crypto import SigningKey
-from tenure.evidence._ledger import FileOps, Ledger, LedgerConfig
+from tenure.evidence._ledger import Ledger
+from tenure.evidence._ledger_io import FileOps, LedgerConfig
 from tenure.runtime.services._commit import COMMIT_THREADS, EvidenceCommits
 
 

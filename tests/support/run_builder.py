@@ -22,7 +22,8 @@ from tenure.evidence import (
 )
 from tenure.evidence._batch import lease_batch_payload
 from tenure.evidence._format import LEASE_BATCH_PAYLOAD_TYPE
-from tenure.evidence._ledger import Ledger, LedgerConfig
+from tenure.evidence._ledger import Ledger
+from tenure.evidence._ledger_io import LedgerConfig
 
 HOUR_US = 3600 * 1_000_000
 

@@ -2,7 +2,7 @@
 
 The ledger writer computes the hash chain, the RFC 9162 tree and the signed checkpoints
 and writes the run directory as always. :class:`MirrorOps` (the ledger's
-:class:`~tenure.evidence._ledger.FileOps`) also keeps every line the ledger hands the OS
+:class:`~tenure.evidence._ledger_io.FileOps`) also keeps every line the ledger hands the OS
 and every checkpoint it publishes; :class:`SegmentWriter` ships them to the backend. The
 segment is then the same bytes as the run directory's ledger: an export writes them back
 and the offline verifier checks them as any run.
@@ -42,7 +42,7 @@ import anyio
 from ..._errors import GovernanceUnavailable, GovernanceViolation
 from ...evidence._fork import ForkingLedger
 from ...evidence._format import CHECKPOINT_NAME, DECISION, LEDGER_NAME, STEP_START
-from ...evidence._ledger import FileOps
+from ...evidence._ledger_io import FileOps
 from ._protocols import Backend
 from ._types import Batch, Debit, Member, Refusal, SegmentInfo
 

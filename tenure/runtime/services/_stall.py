@@ -33,7 +33,7 @@ from anyio.lowlevel import current_token
 
 from ..._errors import GovernanceUnavailable, GovernanceViolation
 from ...evidence._format import STALL
-from ...evidence._ledger import FileOps
+from ...evidence._ledger_io import FileOps
 from .._config import RuntimeConfig
 
 __all__ = ["Breachable", "RuntimeIO", "StallDetector"]
