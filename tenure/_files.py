@@ -16,9 +16,33 @@ import stat
 from pathlib import Path
 from typing import Final
 
-__all__ = ["read_regular_file"]
+__all__ = ["NotRegular", "open_regular", "read_regular_file"]
 
 _FLAGS: Final = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+class NotRegular(ValueError):
+    """What was opened is not a regular file (``kind`` says what it is: "a FIFO", ...)."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"not a regular file ({kind}; a FIFO, a device or a socket is never read)")
+        self.kind = kind
+
+
+def open_regular(path: Path, *, follow_symlinks: bool = True) -> int:
+    """Open ``path`` read-only without blocking and return the descriptor (blocking mode
+    restored); :class:`NotRegular` if it is not a regular file. ``OSError`` propagates
+    (``ELOOP`` for a symlink when ``follow_symlinks`` is false)."""
+    fd = os.open(path, _FLAGS if follow_symlinks else _FLAGS | os.O_NOFOLLOW)
+    try:
+        mode = os.fstat(fd).st_mode  # what was opened, not what the name pointed at before
+        if not stat.S_ISREG(mode):
+            raise NotRegular(_kind(mode))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_regular_file(path: Path, limit: int, what: str, *, follow_symlinks: bool = False) -> bytes:
@@ -27,17 +51,11 @@ def read_regular_file(path: Path, limit: int, what: str, *, follow_symlinks: boo
     ``OSError`` (``FileNotFoundError`` included, and ``ELOOP`` for a symlink when
     ``follow_symlinks`` is false) propagates.
     """
-    flags = _FLAGS if follow_symlinks else _FLAGS | os.O_NOFOLLOW
-    fd = os.open(path, flags)
+    fd = open_regular(path, follow_symlinks=follow_symlinks)
     try:
-        st = os.fstat(fd)  # what was opened, not what the name pointed at before
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(
-                f"not a regular file ({_kind(st.st_mode)}; FIFOs, devices and sockets are "
-                "never read)"
-            )
-        if st.st_size > limit:
-            raise ValueError(f"{st.st_size} bytes, more than the {limit} {what} may hold")
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise ValueError(f"{size} bytes, more than the {limit} {what} may hold")
         data = b""
         while len(data) <= limit:  # os.read may return less than asked of a regular file
             chunk = os.read(fd, limit + 1 - len(data))
@@ -54,8 +72,10 @@ def read_regular_file(path: Path, limit: int, what: str, *, follow_symlinks: boo
 def _kind(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
     if stat.S_ISSOCK(mode):
         return "a socket"
     if stat.S_ISDIR(mode):

@@ -102,38 +102,32 @@ class NoteFailed(Exception):
         self.reason = f"{what}: {describe(exc)}"
 
 
-def _write_all(ops: FileOps, fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = ops.write(fd, view)  # type: ignore[arg-type]
-        if written <= 0:
-            raise OSError(errno.EIO, "write returned 0 bytes")
-        view = view[written:]
+def _write_file(ops: FileOps, path: Path, flags: int, data: bytes, durable: bool) -> None:
+    fd = ops.open(path, os.O_WRONLY | flags, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            written = ops.write(fd, view)  # type: ignore[arg-type]
+            if written <= 0:
+                raise OSError(errno.EIO, "write returned 0 bytes")
+            view = view[written:]
+        if durable:
+            ops.fsync(fd)
+    finally:
+        ops.close(fd)
 
 
 def write_new(ops: FileOps, path: Path, data: bytes, *, durable: bool) -> None:
     """Create ``path`` (which must not exist) with ``data`` (fsynced if ``durable``).
     Raises OSError."""
-    fd = ops.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        _write_all(ops, fd, data)
-        if durable:
-            ops.fsync(fd)
-    finally:
-        ops.close(fd)
+    _write_file(ops, path, os.O_CREAT | os.O_EXCL, data, durable)
 
 
 def write_atomic(ops: FileOps, path: Path, data: bytes, *, durable: bool) -> None:
     """temp file -> write -> rename (with fsyncs of the file and its folder if ``durable``).
     Raises OSError."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = ops.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        _write_all(ops, fd, data)
-        if durable:
-            ops.fsync(fd)
-    finally:
-        ops.close(fd)
+    _write_file(ops, tmp, os.O_CREAT | os.O_TRUNC, data, durable)
     ops.replace(tmp, path)
     if durable:
         ops.fsync_dir(path.parent)

@@ -32,7 +32,6 @@ import marshal
 import os
 import platform
 import re
-import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +40,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any, Literal
 
+from .._files import NotRegular, open_regular
 from ..crypto import record_bytes, sha256_hex
 
 __all__ = ["CodeItem", "SourceKind", "policy_files_digest"]
@@ -70,14 +70,12 @@ def _hash_file(path: str) -> str:
     either is ``"unreadable"``, which changes the digest like any other change.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = open_regular(Path(path))
     except FileNotFoundError:
         return _MISSING
-    except OSError:
+    except (OSError, NotRegular):
         return _UNREADABLE
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return _UNREADABLE
         with os.fdopen(fd, "rb", closefd=False) as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:

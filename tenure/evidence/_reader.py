@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any, Final
 import orjson
 
 from .._errors import EvidenceError
+from .._files import NotRegular, open_regular
 from ._format import field_problem
 
 __all__ = [
@@ -93,29 +93,10 @@ def open_evidence(path: Path) -> int:
     Returns the file descriptor (blocking mode restored). Raises :class:`LedgerReadError`
     for a FIFO, device, socket or directory and ``OSError`` when the file cannot be opened.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise LedgerReadError(path, 0, f"not a regular file ({_file_type(mode)})")
-        os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _file_type(mode: int) -> str:
-    for test, name in (
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISDIR, "a directory"),
-    ):
-        if test(mode):
-            return name
-    return "not a regular file"
+        return open_regular(path)
+    except NotRegular as exc:
+        raise LedgerReadError(path, 0, f"not a regular file ({exc.kind})") from None
 
 
 def read_evidence_file(path: Path, limit: int = MAX_SMALL_FILE_BYTES) -> bytes:
