@@ -99,18 +99,22 @@ async def hold(marker: str, release: str) -> str:
 
 
 @agent
-async def holder(ctx: Context, marker: str, release: str) -> str:
-    """A part of a run that holds one live tool call until released."""
+async def holder(ctx: Context, marker: str, release: str, go: str | None = None) -> str:
+    """A part of a run that holds one live tool call until released; with ``go``, it makes
+    the call only once that file exists (the test orders the parts' calls after an event
+    it has seen)."""
+    while go is not None and not await anyio.Path(go).exists():  # noqa: ASYNC110
+        await anyio.sleep(0.02)
     held: str = await ctx.call(hold, marker, release)
     return held
 
 
 @agent
-async def crowd(ctx: Context, markers: list[str], release: str) -> list[str]:
+async def crowd(ctx: Context, markers: list[str], release: str, go: str | None = None) -> list[str]:
     """One holder per marker, in parallel on the pool."""
     async with ctx.parallel() as p:
         for marker in markers:
-            p.start(holder, marker, release, on="pool:research")
+            p.start(holder, marker, release, go, on="pool:research")
     return list(p.results)
 
 

@@ -45,6 +45,19 @@ async def _released(backend: PgBackend) -> None:
             await anyio.sleep(0.05)
 
 
+async def _live(backend: PgBackend, run_id: str, places: int) -> None:
+    """Wait until ``places`` steps of the run are counted live across its processes."""
+    with anyio.fail_after(30):
+        while True:  # other processes' commits: polled
+            live = await backend.db.fetchval(
+                "SELECT coalesce(sum(live), 0) FROM tenure_run_live WHERE run_id = $1", run_id
+            )
+            if live >= places:
+                assert live == places, f"{live} places taken before any part's call"
+                return
+            await anyio.sleep(0.02)
+
+
 async def test_each_governed_call_commits_its_start_and_its_debit_in_one_statement(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,13 +110,18 @@ async def test_max_concurrency_holds_across_every_worker_of_a_run(
     for i in range(3):
         workers(pg_url, f"w{i}", concurrency=1)
     markers = [tmp_path / f"held-{i}" for i in range(3)]
-    release = tmp_path / "release"
+    release, go = tmp_path / "release", tmp_path / "go"
     async with Runtime(backend=pg_url, evidence_dir=tmp_path / "runs", policies=policy) as rt:
         backend = rt._link.backend  # type: ignore[union-attr]
         assert isinstance(backend, PgBackend)
         handle = await rt.start(
-            crowd, [str(m) for m in markers], str(release), principal="alice", ttl=60
+            crowd, [str(m) for m in markers], str(release), str(go), principal="alice", ttl=60
         )
+        # The parts make their calls only once all four places of the delegating process
+        # are counted: otherwise a part's call may take a place before the third delegation
+        # asks for one, and the refusal falls on that delegation instead.
+        await _live(backend, handle.run_id, 4)
+        go.write_text("go\n")
         with anyio.fail_after(60), pytest.raises(PolicyDenied) as caught:
             await handle.result()
         await _released(backend)
