@@ -201,6 +201,44 @@ async def test_governed_code_cannot_use_the_runtime_that_governs_it(
     assert violation["check"] == "runtime.reentry"
 
 
+@pytest.mark.parametrize("route", ["worker_thread", "task_of_its_own"])
+async def test_governed_code_reaching_for_the_runtime_from_a_thread_or_task_it_starts_is_refused(
+    allow_all: PolicySet, evidence: Path, key: SigningKey, route: str
+) -> None:
+    """The attack: the agent starts a run as ``root`` with ``admin`` scopes, not from its
+    own body but from a worker thread it starts (``anyio.to_thread`` calling back with
+    ``anyio.from_thread``) or from an asyncio task it creates. Both inherit the run's
+    context, so both are refused as ``runtime.reentry`` and nothing runs as ``root``."""
+    import asyncio
+
+    ran: list[str] = []
+
+    @agent(scopes={"admin"})
+    async def escalated(ctx: Context) -> None:
+        ran.append("escalated")
+
+    async with Runtime(policies=allow_all, evidence_dir=evidence, key=key) as rt:
+
+        async def escalate() -> None:
+            await rt.run(escalated, principal="root", scopes={"admin"}, ttl=30)
+
+        @agent
+        async def reach(ctx: Context) -> None:
+            if route == "worker_thread":
+                await anyio.to_thread.run_sync(anyio.from_thread.run, escalate)
+            else:
+                await asyncio.get_running_loop().create_task(escalate())
+
+        with pytest.raises(PolicyDenied) as err:
+            await rt.run(reach, principal="alice", ttl=30)
+        assert err.value.check == "runtime.reentry"
+    run_id = err.value.run_id
+    assert ran == [] and run_id is not None
+    assert _run_dirs(evidence) == [run_id]
+    [violation] = _records(evidence / run_id, "violation")
+    assert violation["check"] == "runtime.reentry"
+
+
 async def test_governed_code_may_revoke_its_own_run(
     allow_all: PolicySet, evidence: Path, key: SigningKey
 ) -> None:
