@@ -8,7 +8,7 @@ reaches through :func:`current_context`); it has no public constructor.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -85,11 +85,15 @@ class Context(metaclass=NoPublicConstructor):
         """W3C trace-context headers for this agent's own outgoing calls."""
         return self._port.trace_carrier()
 
-    async def call(self, tool: Tool, /, *args: Any, **kwargs: Any) -> Any:
-        """Call ``tool`` under this agent's lease: decided, recorded, then run."""
+    def call(self, tool: Tool, /, *args: Any, **kwargs: Any) -> Coroutine[Any, Any, Any]:
+        """Call ``tool`` under this agent's lease: decided, recorded, then run (await it).
+
+        Returns the run's own coroutine for the call rather than one awaiting it: one frame
+        fewer per tool call. Nothing is decided or run until it is awaited.
+        """
         if not isinstance(tool, Tool):
             raise TypeError(f"ctx.call expects a @tool, got {tool!r}")
-        return await self._port.call_tool(tool, args, kwargs)
+        return self._port.call_tool(tool, args, kwargs)
 
     async def delegate(
         self,
@@ -273,6 +277,7 @@ class ParallelTask(metaclass=NoPublicConstructor):
 
 
 _BATCH: Final = 100  # branches started per loop turn: a wide fan-out never holds the loop
+_TARGETS: Final = (Agent, Tool)  # a tuple: ``Agent | Tool`` builds a union per p.start
 
 
 @final
@@ -327,7 +332,7 @@ class Parallel(metaclass=NoPublicConstructor):
             )
         if self._closed:
             raise RuntimeError("p.start after the parallel block was left")
-        if not isinstance(target, Agent | Tool):
+        if not isinstance(target, _TARGETS):
             raise TypeError(f"p.start expects an @agent or @tool, got {target!r}")
         pool = pool_of(on)
         if pool is not None and not isinstance(target, Agent):

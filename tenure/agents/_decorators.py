@@ -54,6 +54,7 @@ class _Governable(metaclass=NoPublicConstructor):
         self.func = func
         self.__wrapped__ = func
         self.name = name or func.__name__
+        self._qualified = f"{self.kind}:{self.name}"  # named on every governed step
         self.scopes = scopes
         self.isolation = isolation
         self.signature = inspect.signature(func)
@@ -71,7 +72,7 @@ class _Governable(metaclass=NoPublicConstructor):
     @property
     def qualified(self) -> str:
         """``"agent:<name>"`` or ``"tool:<name>"``: how evidence and errors name it."""
-        return f"{self.kind}:{self.name}"
+        return self._qualified
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError(

@@ -67,7 +67,11 @@ class SpanHandle:
     trace_id: str
     span_id: str
 
-    def __init__(self, span: Span | None, span_context: SpanContext | None) -> None:
+    def __init__(
+        self, span: Span | None, span_context: SpanContext | None, trace_id: str = ""
+    ) -> None:
+        """``trace_id``: the hex form of ``span_context.trace_id`` when the caller has it
+        (a child's trace is its parent's: formatting 128 bits per step is not free)."""
         self._span = span
         self._span_context = span_context
         self._ctx: Context | None = None
@@ -76,7 +80,7 @@ class SpanHandle:
             self.trace_id = ""
             self.span_id = ""
         else:
-            self.trace_id = f"{span_context.trace_id:032x}"
+            self.trace_id = trace_id or f"{span_context.trace_id:032x}"
             self.span_id = f"{span_context.span_id:016x}"
 
     @classmethod

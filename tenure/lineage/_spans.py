@@ -151,7 +151,9 @@ class Lineage:
 
     # --- span creation --------------------------------------------------------------------
 
-    def _light(self, parent: SpanContext | None) -> SpanHandle:
+    def _light(self, parent: SpanContext | None, parent_trace: str = "") -> SpanHandle:
+        """A light id holder under ``parent`` (``parent_trace``: its trace id in hex, if
+        known), or the root of a new trace."""
         if parent is not None and parent.is_valid:
             trace_id = parent.trace_id
             flags = parent.trace_flags
@@ -160,8 +162,9 @@ class Lineage:
             trace_id = _ids.getrandbits(128) or 1
             flags = _NEW_ROOT_FLAGS
             state = _EMPTY_TRACESTATE
+            parent_trace = ""
         sc = SpanContext(trace_id, _ids.getrandbits(64) or 1, False, flags, state)
-        return SpanHandle(None, sc)
+        return SpanHandle(None, sc, parent_trace)
 
     def _start(
         self,
@@ -174,7 +177,7 @@ class Lineage:
         if tracer is None:
             if parent is None:
                 return self._light(trace.get_current_span().get_span_context())
-            return self._light(parent._span_context)
+            return self._light(parent._span_context, parent.trace_id)
         context = None if parent is None else parent.otel_context()
         try:
             span = tracer.start_span(name, context, kind, attributes)
@@ -266,7 +269,7 @@ class Lineage:
         """Start ``execute_tool {name}`` under ``parent`` (the calling agent's span, or the
         span of the framework that made the call)."""
         if self._tracer is None:  # nothing recorded: no name or attributes to build
-            return self._light(parent._span_context)
+            return self._light(parent._span_context, parent.trace_id)
         attributes: dict[str, AttributeValue] = {
             ATTR_OPERATION_NAME: OP_EXECUTE_TOOL,
             ATTR_TOOL_NAME: name,

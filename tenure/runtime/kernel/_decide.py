@@ -55,6 +55,17 @@ class StepDecisions(StepRecords):
 
         Raises :class:`PolicyDenied` for a refused step (recorded), or the run's stop.
         """
+        if self.decide(step, missing_scopes):
+            return -1
+        return await self.approve(step)
+
+    def decide(self, step: Step, missing_scopes: frozenset[str]) -> bool:
+        """Decide ``step`` without waiting: ``True`` if it is allowed outright; ``False`` if
+        it needs an approval (recorded; :meth:`approve` waits for it).
+
+        The steps of a chain are nearly all allowed outright: deciding them needs no
+        coroutine of its own. Raises like :meth:`authorize`.
+        """
         over = self.tracker.on_step(step.action, step.target.name, step.depth)
         if over is not None:
             raise self.over_budget(over[0], over[1], step)
@@ -91,7 +102,7 @@ class StepDecisions(StepRecords):
         if parent_span.is_recording:  # light spans: no event to build
             parent_span.event(EVENT_DECISION, decision_event(step.target.qualified, effect, rule))
         if effect == "allow":
-            return -1
+            return True
         self.record_decision(step, effect, rule, reason, parent_span)
         if effect == "deny":
             raise PolicyDenied(
@@ -102,8 +113,12 @@ class StepDecisions(StepRecords):
                 task=step.target.qualified,
                 source="policy",
             )
+        return False
+
+    async def approve(self, step: Step) -> int:
+        """Wait for the approval a decided ``step`` needs; the index of the grant."""
         epoch = self.gov.epoch
-        granted = await self.services.approvals.wait(self, step, rule)
+        granted = await self.services.approvals.wait(self, step, step.rule)
         step.approved = True
         if self.gov.epoch != epoch:
             # A reload during the wait: the grant answered the old policy's question.

@@ -265,8 +265,12 @@ class GovernedSteps(StepDecisions):
         lease = caller.lease
         step = self.new_step("execute_tool", tool, caller, lease, args, kwargs)
         needed = tool.scopes
-        approval = await self.authorize(
-            step, needed - lease.lease.scope_set if needed else _NO_SCOPES
+        # Sync where nothing waits (an outright allow, no shared backend): no coroutine of
+        # its own for the decision nor for the start record.
+        approval = (
+            -1
+            if self.decide(step, needed - lease.lease.scope_set if needed else _NO_SCOPES)
+            else await self.approve(step)
         )
         self.enter(step)
         streaming = False
@@ -280,7 +284,11 @@ class GovernedSteps(StepDecisions):
                 principal=self.principal,
             )
             step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            await self.start(step, approval)  # recorded (and committed) before the body
+            # Recorded (and committed) before the body.
+            if services.start_step is None:
+                self.start_record(step, approval)
+            else:
+                await self.start(step, approval)
             # Fresh objects built from the snapshot: whatever changed the caller's objects
             # since the decision (or the approval) changes nothing that runs.
             args, kwargs = _thawed(step)
