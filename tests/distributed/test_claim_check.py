@@ -147,8 +147,8 @@ def test_a_chain_of_batch_signed_leases_travels_as_single_envelopes_a_worker_ver
     check is unchanged; the batch form itself (no signature of its own) is refused."""
     key = SigningKey.generate()
     authority, root, child = _chain(key)
-    [batched_root] = authority.sign_batch(RUN, [root.claims])
-    [batched_child] = authority.sign_batch(RUN, [child.claims])
+    [batched_root], _ = authority.sign_batch(RUN, [root.claims])
+    [batched_child], _ = authority.sign_batch(RUN, [child.claims])
     assert batched_root.digest == root.digest  # the same lease, signed another way
     named = _task([root, child], key)
     travelled = [_travelling(lease, key) for lease in (batched_root, batched_child)]

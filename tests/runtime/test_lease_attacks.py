@@ -231,7 +231,7 @@ def _batched_pair(authority: LeaseAuthority) -> tuple[Lease, Lease]:
         )
         for i in range(2)
     ]
-    first, second = authority.sign_batch("run_1", drafts)
+    (first, second), _ = authority.sign_batch("run_1", drafts)
     return first, second
 
 

@@ -93,8 +93,15 @@ class LeaseAuthority:
         envelope = sign_envelope(self._key, LEASE_PAYLOAD_TYPE, payload)
         return Lease._create(claims, payload, envelope)
 
-    def sign_batch(self, run_id: str, drafts: Sequence[LeaseClaims]) -> list[Lease]:
-        """Sign ``drafts`` (claims of leases of run ``run_id``) with one signature."""
+    def sign_batch(
+        self, run_id: str, drafts: Sequence[LeaseClaims]
+    ) -> tuple[list[Lease], list[bytes]]:
+        """Sign ``drafts`` (claims of leases of run ``run_id``) with one signature.
+
+        Returns the leases and the payloads signed (in the order of ``drafts``), for the
+        batch's record: the very bytes whose digests the signature covers, not encoded a
+        second time from the claims (the leases keep only the digests).
+        """
         payloads = [claims_payload(c) for c in drafts]
         digests = [digest(p) for p in payloads]
         body = lease_batch_payload(run_id, digests)
@@ -102,10 +109,11 @@ class LeaseAuthority:
         batch = LeaseBatch._create(run_id, body, envelope, frozenset(digests))
         # The payloads are not kept: a lease encodes them again from its claims when asked
         # (checked against its digest); the batch record takes them from ``lease.payload``.
-        return [
+        leases = [
             Lease._create(c, None, batch=batch, payload_digest=d)
             for c, d in zip(drafts, digests, strict=True)
         ]
+        return leases, payloads
 
     # -- drafting -----------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ class LeaseIssuer:
         """
         run = self._run
         try:
-            leases = run.services.authority.sign_batch(run.id, drafts)
+            leases, payloads = run.services.authority.sign_batch(run.id, drafts)
         except Exception as exc:  # a signing fault: no lease of this batch may be used
             raise run.fail(
                 GovernanceUnavailable(
@@ -179,7 +179,7 @@ class LeaseIssuer:
             {
                 "purpose": purpose,
                 "envelope": batch.envelope,
-                "leases": [b64e(lease.payload) for lease in leases],
+                "leases": [b64e(payload) for payload in payloads],
             },
             flush=False,
         )
