@@ -132,6 +132,16 @@ class SpanHandle:
         """
         return _Current(self.otel_context())
 
+    def make_current(self) -> None:
+        """Make this span the current OpenTelemetry span for the rest of the running task.
+
+        For a task that ends with its step (an agent body's own task): nothing runs in it
+        afterwards that another span should be current for, so there is no token to keep
+        and reset (two objects and a bound method fewer per live agent than
+        :meth:`current`).
+        """
+        otel_context.attach(self.otel_context())
+
     def set(self, key: str, value: AttributeValue) -> None:
         """Set one attribute (ignored once ended or when not recording)."""
         if self._span is not None and not self._ended:

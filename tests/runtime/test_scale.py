@@ -8,13 +8,18 @@ absence of a ``loop.stall``, never a time (performance is measured in ``benchmar
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import gc
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from opentelemetry import trace
+
 from tenure import Context, Runtime, SigningKey, agent, tool
 from tenure.evidence import verify_run
+from tenure.lineage._handle import _Current
 from tenure.policies import PolicySet
 from tenure.runtime.kernel._gate import Gate
 from tenure.runtime.kernel._lease import Lease
@@ -193,3 +198,60 @@ async def test_finished_agents_leave_no_reference_cycles_for_the_garbage_collect
             gc.garbage.clear()
             gc.enable()
     assert left == []
+
+
+_PARKED: dict[str, Any] = {}
+
+
+@agent
+async def parked(ctx: Context, i: int) -> int:
+    """Parks until released; notes the current OpenTelemetry span and its own span."""
+    current = trace.get_current_span().get_span_context()
+    _PARKED["spans"].append((current.span_id, ctx.trace_carrier["traceparent"]))
+    if len(_PARKED["spans"]) == _PARKED["n"]:
+        _PARKED["ready"].set()
+    await _PARKED["release"].wait()
+    return i
+
+
+@agent
+async def park_fan(ctx: Context, n: int) -> list[int]:
+    """``n - 1`` parked branches and one parked delegation (its own task), all at once."""
+    async with ctx.parallel() as p:
+        for i in range(n - 1):
+            p.start(parked, i)
+        delegated: int = await ctx.delegate(parked, n - 1)
+    return [*p.results, delegated]
+
+
+async def test_a_parked_agent_keeps_no_span_token_scope_set_or_trace_id_of_its_own(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    """What every live agent holds is what a full collection walks: its body's span is made
+    current without a token to reset (none of ``_Current``, ``Token`` per agent), its
+    granted scopes are a set it shares, its span shares the run's trace-id string; and the
+    current span in each body (branch and delegation) is still the agent's own."""
+    n = 200
+    async with _runtime(allow_all, evidence) as rt:
+        _PARKED.update(n=4, spans=[], ready=asyncio.Event(), release=asyncio.Event())
+        _PARKED["release"].set()
+        await rt.run(park_fan, 4, principal="alice", ttl=60)  # warm: imports, caches
+        _PARKED.update(n=n, spans=[], ready=asyncio.Event(), release=asyncio.Event())
+        gc.collect()
+        before = {id(o) for o in gc.get_objects()}
+        handle = await rt.start(park_fan, n, principal="alice", ttl=60)
+        await _PARKED["ready"].wait()
+        gc.collect()
+        new = Counter(type(o) for o in gc.get_objects() if id(o) not in before)
+        run: Any = handle._run
+        agents = [s for s in run.steps.values() if s.action == "invoke_agent"]
+        trace_ids = {id(s.span.trace_id) for s in agents}
+        _PARKED["release"].set()
+        assert await handle.result() == list(range(n))
+    assert len(agents) == n + 1  # the fan and its n parked agents
+    assert trace_ids == {id(agents[0].span.trace_id)}
+    assert new[_Current] == 0
+    assert new[contextvars.Token] < n // 10
+    assert new[frozenset] < n // 10
+    for span_id, traceparent in _PARKED["spans"]:
+        assert traceparent.split("-")[2] == f"{span_id:016x}"

@@ -128,7 +128,7 @@ class GovernedSteps(StepDecisions):
             holder = None
         else:
             holder = parent.lease
-            granted = holder.lease.scope_set & agent.scopes
+            granted = _narrowed(holder.lease.scope_set, agent.scopes)
             if scopes is not None:
                 widened = scopes - holder.lease.scope_set
                 if widened:
@@ -142,7 +142,7 @@ class GovernedSteps(StepDecisions):
                             source="delegate",
                         )
                     )
-                granted &= scopes
+                granted = _narrowed(granted, scopes)
         step = self.new_step(
             "invoke_agent", agent, parent, holder if holder is not None else NO_LEASE, args, kwargs
         )
@@ -174,14 +174,12 @@ class GovernedSteps(StepDecisions):
             step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
             await self.start(step, approval)  # recorded (and committed) before the body
             lease.step = step
-            args, kwargs = _thawed(step)
             try:
                 if fresh:
                     gate.bind(lease, agent.qualified)
-                    with step.span.current():
-                        result = await self._body(step, agent, gate, args, kwargs)
+                    result = await self._body(step, agent, gate)
                 else:
-                    result = await self._in_own_task(step, agent, args, kwargs)
+                    result = await self._in_own_task(step, agent)
             except BaseException as exc:
                 self.end_record(step, exc)
                 raise
@@ -192,14 +190,15 @@ class GovernedSteps(StepDecisions):
             self.leave(step)
             self.issuer.release(lease)
 
-    def _body(
-        self,
-        step: Step,
-        agent: Agent,
-        gate: Gate,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Coroutine[Any, Any, Any]:
+    def _body(self, step: Step, agent: Agent, gate: Gate) -> Coroutine[Any, Any, Any]:
+        """The agent's body, to be awaited in the task it runs in (which ends with it).
+
+        The step's span and context become that task's current ones, set without a token
+        to reset; the arguments are thawed here, after the step's start was recorded, and
+        held by the body alone (no frame of the governed step keeps a copy).
+        """
+        step.span.make_current()
+        args, kwargs = _thawed(step)
         if step.pool is not None and self.services.remote is not None:
             return self.services.remote.run_agent(self, step, agent, args, kwargs)
         ctx = Context._create(AgentPort(self, step, gate))
@@ -207,16 +206,14 @@ class GovernedSteps(StepDecisions):
             return as_current(ctx, agent.func(ctx, *args, **kwargs))
         return as_current(ctx, self.services.isolation.run_agent(self, step, agent, args, kwargs))
 
-    async def _in_own_task(
-        self, step: Step, agent: Agent, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+    async def _in_own_task(self, step: Step, agent: Agent) -> Any:
         """Run a delegated agent's body in a task of its own and return its outcome."""
         outcome: list[Any] = []
         try:
             # The group lives in the delegating frame: cancelling the delegator (a stop, a
             # sibling's failure, the agent's own timeout) cancels the child, as anyio would.
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._own_task, step, agent, args, kwargs, outcome)
+                tg.start_soon(self._own_task, step, agent, outcome)
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         if not outcome:  # cancelled with the delegating frame, which raises that instead
@@ -226,18 +223,10 @@ class GovernedSteps(StepDecisions):
             return value
         raise value
 
-    async def _own_task(
-        self,
-        step: Step,
-        agent: Agent,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        outcome: list[Any],
-    ) -> None:
+    async def _own_task(self, step: Step, agent: Agent, outcome: list[Any]) -> None:
         gate = Gate(self, step.lease, agent.qualified)
         try:
-            with step.span.current():
-                value = await Governed(self._body(step, agent, gate, args, kwargs), gate)
+            value = await Governed(self._body(step, agent, gate), gate)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # handed to the delegating frame, raised there as is
@@ -354,6 +343,21 @@ class GovernedSteps(StepDecisions):
         )
         if over is not None:
             raise self.over_budget(over[0], over[1], step)
+
+
+def _narrowed(held: frozenset[str], wanted: frozenset[str]) -> frozenset[str]:
+    """``held & wanted``, as one of the two sets when it equals one (the usual case).
+
+    Every live agent's step keeps the scopes it was granted until it ends; a new set each
+    (216 bytes even when empty) was a tracked object more per agent. Frozen sets are
+    immutable, so sharing one shares no authority.
+    """
+    granted = held & wanted
+    if len(granted) == len(wanted):  # a subset of each: equal sizes mean equal sets
+        return wanted
+    if len(granted) == len(held):
+        return held
+    return granted
 
 
 def _thawed(step: Step) -> tuple[tuple[Any, ...], dict[str, Any]]:
