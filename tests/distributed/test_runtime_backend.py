@@ -25,7 +25,7 @@ from tenure import (
 )
 from tenure.crypto import args_encoding, generate_key_files
 from tenure.evidence import verify_run
-from tenure.runtime.backends._pg import upgrade
+from tenure.runtime.backends._pg import PgBackend, upgrade
 from tenure.runtime.backends._pg_schema import SCHEMA_VERSION
 
 from ._pg import PgServer
@@ -261,6 +261,50 @@ async def test_a_frozen_database_stops_every_run_on_its_own_clock(
 async def ticking_once(ctx: Context) -> int:
     ticked: int = await ctx.call(tick)
     return ticked
+
+
+@agent
+async def ends_when_told(ctx: Context, started: anyio.Event, go: anyio.Event) -> str:
+    started.set()
+    await go.wait()
+    return "done"
+
+
+async def test_a_run_that_ends_while_the_database_is_down_returns_once_its_segment_is_whole(
+    pg_private: PgServer, tmp_path: Path, policy: Path
+) -> None:
+    """The run ends while the database is down, so the first attempts to ship its last
+    records (``run.end``, the final checkpoint) fail. ``result()`` promises the segment
+    holds the whole run when it returns: it waits for the retry that lands once the
+    database is back, and an export right after is the run's own ledger, byte for byte."""
+    await upgrade(pg_private.dsn)
+    async with Runtime(
+        backend=pg_private.dsn, evidence_dir=tmp_path / "runs", policies=policy
+    ) as rt:
+        started, go = anyio.Event(), anyio.Event()
+        handle = await rt.start(ends_when_told, started, go, principal="alice", ttl=60)
+        await started.wait()
+        pg_private.kill()
+        go.set()
+        async with anyio.create_task_group() as tg:
+
+            async def restart() -> None:
+                await anyio.to_thread.run_sync(lambda: pg_private.start())
+
+            tg.start_soon(restart)
+            with anyio.fail_after(30):
+                assert await handle.result() == "done"
+            local = (handle.evidence_path / "ledger.jsonl").read_bytes()
+            # Read first thing: a result() that did not wait finds the database still
+            # down, or the segment without its last records.
+            backend = rt._link.backend  # type: ignore[union-attr]
+            assert isinstance(backend, PgBackend)
+            [segment] = await backend.evidence.segments(handle.run_id)
+            lines, _ = await backend.evidence.records(segment.id)
+            assert b"".join(lines) == local
+        verify = await export_and_verify(pg_private.dsn, handle.run_id, tmp_path / "export")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert (tmp_path / "export" / handle.run_id / "ledger.jsonl").read_bytes() == local
 
 
 async def test_a_killed_and_restarted_database_loses_no_revocation_and_applies_each_once(

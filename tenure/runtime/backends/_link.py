@@ -260,25 +260,35 @@ class BackendLink:
         """Run ``fn(*args)`` against the backend in the background, retried while open."""
         self._spawn(fn, *args)
 
-    def _spawn(self, fn: Callable[..., object], *args: object) -> None:
+    def _spawn(
+        self, fn: Callable[..., object], *args: object, then: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``fn(*args)`` in the background, retried with backoff while the backend
+        fails; ``then`` runs once it is over (done, given up or cancelled)."""
         tg = self._tg
         if tg is None:  # closing: what is not sent now is covered by the members' leases
             _log.warning(
                 "the backend link is closed: %s not published", getattr(fn, "__name__", fn)
             )
+            if then is not None:
+                then()
             return
 
         async def attempt() -> None:
             delay = 0.05
-            for n in range(1, _PUBLISH_ATTEMPTS + 1):
-                try:
-                    await fn(*args)  # type: ignore[misc]
-                    return
-                except GovernanceViolation as exc:
-                    _log.warning("publishing to the backend failed (attempt %d): %s", n, exc)
-                await anyio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            _log.error("gave up publishing to the backend after %d attempts", _PUBLISH_ATTEMPTS)
+            try:
+                for n in range(1, _PUBLISH_ATTEMPTS + 1):
+                    try:
+                        await fn(*args)  # type: ignore[misc]
+                        return
+                    except GovernanceViolation as exc:
+                        _log.warning("publishing to the backend failed (attempt %d): %s", n, exc)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                _log.error("gave up publishing to the backend after %d attempts", _PUBLISH_ATTEMPTS)
+            finally:
+                if then is not None:
+                    then()
 
         tg.start_soon(attempt)
 
@@ -397,14 +407,16 @@ class BackendLink:
         done = self._closing[name] = anyio.Event()
 
         async def last() -> None:
-            try:
-                if not writer.diverged:  # (retried while the backend is away, not then)
-                    await writer.ship(close=True)
-            finally:
-                done.set()
-                self._closing.pop(name, None)
+            if not writer.diverged:  # (retried while the backend is away, not then)
+                await writer.ship(close=True)
 
-        self._spawn(last)
+        def over() -> None:
+            # Only once every retry is over: a failed first attempt (the database down
+            # when the run ended) must not let `drain` close the link under the retries.
+            done.set()
+            self._closing.pop(name, None)
+
+        self._spawn(last, then=over)
 
     def _debit(self, run: RunControl, step: Step) -> Debit:
         """What one step takes from its run's budget as every process of the run counts it."""
