@@ -127,10 +127,11 @@ class ForkingLedger(Ledger):
         trace: str = "",
         span: str = "",
         flush: bool = True,
+        owned: bool = False,
     ) -> int:
         fork = self._fork
         if fork is None:
-            return super().append(kind, fields, trace=trace, span=span, flush=flush)
+            return super().append(kind, fields, trace=trace, span=span, flush=flush, owned=owned)
         if self._failure is not None:
             raise self._error()
         if not _RESERVED.isdisjoint(fields):

@@ -63,6 +63,26 @@ def test_records_carry_common_fields_and_form_a_hash_chain(tmp_path: Path) -> No
     led.close()
 
 
+def test_an_owned_append_writes_the_same_bytes_as_a_copying_one(tmp_path: Path) -> None:
+    # Two ledgers fed the same records on the same clock: one copies each fields dict, the
+    # other is handed it (the common fields added in place, after the record's own keys).
+    copying, key = _open(tmp_path / "a")
+    owning = Ledger.create(tmp_path / "b" / "r1", "r1", key, NO_TIMER)
+    copying.clock = owning.clock = lambda: 1_700_000_000_000_000
+    for k in range(4):
+        fields = {"zeta": k, "action": "execute_tool", "step": str(k), "args": "sha256:00"}
+        copying.append("step.start", dict(fields), trace="t" * 32, span="s" * 16)
+        kept = dict(fields)
+        owning.append("step.start", kept, trace="t" * 32, span="s" * 16, owned=True)
+        assert kept["i"] == k and kept["prev"] != ""  # taken over: it is the record now
+    with pytest.raises(ValueError, match="kind"):
+        owning.append("a", {"kind": "forged"}, owned=True)
+    assert read_lines(copying.run_dir) == read_lines(owning.run_dir)
+    assert copying.root == owning.root
+    copying.close()
+    owning.close()
+
+
 def test_append_with_flush_reaches_the_os_before_returning(tmp_path: Path) -> None:
     led, _ = _open(tmp_path)
     led.append("a", {})

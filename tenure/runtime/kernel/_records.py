@@ -79,7 +79,7 @@ class StepRecords(RunChecks):
 
     def start_record(self, step: Step, approval: int) -> None:
         """The step starts: its ``step.start``, handed to the OS before its body runs."""
-        self.record(STEP_START, self.start_fields(step, approval), step.span)
+        self.record(STEP_START, self.start_fields(step, approval), step.span, owned=True)
 
     async def start(self, step: Step, approval: int) -> None:
         """Record the step's start before its body runs.
@@ -105,7 +105,7 @@ class StepRecords(RunChecks):
                 "error": "",
                 "message": "",
             }
-            self.record(STEP_END, fields, step.span, flush=False)
+            self.record(STEP_END, fields, step.span, flush=False, owned=True)
             return
         step.span.end(self.stop if self.stop is not None else error)
         message = _message(error)

@@ -167,11 +167,16 @@ class RunState:
         span: SpanHandle | None = None,
         *,
         flush: bool = True,
+        owned: bool = False,
     ) -> int:
-        """Append a ledger record; a failed append stops the run and raises."""
+        """Append a ledger record; a failed append stops the run and raises.
+
+        ``owned``: ``fields`` is handed to the ledger (see :meth:`Ledger.append`)."""
         s = span or self.span
         try:
-            return self.ledger.append(kind, fields, trace=s.trace_id, span=s.span_id, flush=flush)
+            return self.ledger.append(
+                kind, fields, trace=s.trace_id, span=s.span_id, flush=flush, owned=owned
+            )
         except GovernanceUnavailable as exc:
             exc.run_id = exc.run_id or self.id
             self.fail(exc)
