@@ -113,17 +113,18 @@ class BudgetTracker:
     def on_step(self, action: str, target: str, depth: int) -> Violation | None:
         """Count one agent invocation or tool call and check every limit it touches."""
         b = self.budgets
-        task = _task(action, target)
         self.steps += 1
+        # The task's name (``_task``) is built only for a refusal: this runs for every step.
         if b.max_depth is not None and depth > b.max_depth:
             return (
                 "budget.max_depth",
-                f"run exceeded max_depth={b.max_depth} (depth {depth} of {task})",
+                f"run exceeded max_depth={b.max_depth} (depth {depth} of {_task(action, target)})",
             )
         if b.max_steps is not None and self.steps > b.max_steps:
             return (
                 "budget.max_steps",
-                f"run exceeded max_steps={b.max_steps} (step {self.steps} of {task})",
+                f"run exceeded max_steps={b.max_steps} (step {self.steps} of "
+                f"{_task(action, target)})",
             )
         if action == "execute_tool":
             self.tool_calls += 1
@@ -131,11 +132,12 @@ class BudgetTracker:
                 return (
                     "budget.max_tool_calls",
                     f"run exceeded max_tool_calls={b.max_tool_calls} "
-                    f"(tool call {self.tool_calls} of {task})",
+                    f"(tool call {self.tool_calls} of {_task(action, target)})",
                 )
         windows = self._windows(target) if (self._exact or self._globs) else ()
         if windows:
             now = self._clock()
+            task = _task(action, target)
             for w in windows:
                 refused = w.admit(now, task)
                 if refused is not None:
