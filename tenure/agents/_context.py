@@ -296,6 +296,7 @@ class Parallel(metaclass=NoPublicConstructor):
     """
 
     __slots__ = (
+        "_cancelled",
         "_closed",
         "_done",
         "_entered",
@@ -306,6 +307,8 @@ class Parallel(metaclass=NoPublicConstructor):
         "_tg",
         "_wake",
     )
+
+    _cancelled: type[BaseException]  # the backend's cancellation, set on entering the block
 
     def __init__(self, port: StepPort) -> None:
         self._port = port
@@ -375,10 +378,10 @@ class Parallel(metaclass=NoPublicConstructor):
             # Created here, not in start(): a branch cancelled before it runs leaves no
             # never-awaited coroutine behind.
             task._value = await self._port.branch(task.target, args, kwargs, pool)
-        except anyio.get_cancelled_exc_class():
-            task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
-            raise
         except BaseException as exc:  # kept for the block's owner, which re-raises it
+            if isinstance(exc, self._cancelled):
+                task._error = _Cancelled(f"branch {task.target.qualified} was cancelled")
+                raise
             task._error = exc
             self._fail()
 
@@ -386,7 +389,9 @@ class Parallel(metaclass=NoPublicConstructor):
         if not self._failed:
             self._failed = True
             self._wake.set()
-            if self._tg is not None:
+            # A stopped run has cancelled the scope this group runs in already: cancelling
+            # the group too would walk all its branches once more for nothing.
+            if self._tg is not None and self._port.stopped() is None:
                 self._tg.cancel_scope.cancel()
 
     @property
@@ -398,6 +403,8 @@ class Parallel(metaclass=NoPublicConstructor):
         if self._entered:
             raise RuntimeError("a parallel block can be entered only once")
         self._entered = True
+        # Looked up once: every branch that ends with an error asks which kind it is.
+        self._cancelled = anyio.get_cancelled_exc_class()
         self._port.spawn(self._host)
         return self
 

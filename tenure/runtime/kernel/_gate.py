@@ -186,7 +186,8 @@ class Governed:
         if gate.abandon or (stopped is not None and monotonic() >= run.cleanup_deadline):
             self._abandon(stopped)
         if stopped is None:
-            violation = self._check()
+            # A stopped run's tasks all come here at once: its stop, with no check to run.
+            violation = run.stop if run.stop is not None else self._check()
             if violation is not None:
                 # The run's one stop instance, thrown into every task: its traceback is
                 # cleared each time so it does not collect the frames of all of them.

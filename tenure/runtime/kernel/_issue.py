@@ -203,5 +203,7 @@ class LeaseIssuer:
     def release(self, state: LeaseState) -> None:
         """A finished step's lease is no longer watched (its records are on disk)."""
         state.step = None  # step and lease state refer to each other: freed now, not by gc
-        self._run.leases.pop(state.id, None)
-        self._run.services.authority.forget(state.lease)
+        lease = state.lease
+        run = self._run
+        run.leases.pop(lease.claims.lid, None)
+        run.services.authority.forget(lease)

@@ -15,6 +15,7 @@ The records (declared in :mod:`tenure.evidence._format`):
 
 from __future__ import annotations
 
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
 from ...evidence._format import DECISION, STEP_END, STEP_START, STEPS_STOPPED
@@ -107,13 +108,23 @@ class StepRecords(RunChecks):
             }
             self.record(STEP_END, fields, step.span, flush=False, owned=True)
             return
-        step.span.end(self.stop if self.stop is not None else error)
-        message = _message(error)
-        if self.stop is not None or self.cancelled_reason:
-            # Thousands of tasks unwinding at once each note only their id and end time; one
-            # ``steps.stopped`` record per (error, message) carries them all (record_stopped).
-            self._note_stopped(step, type(error).__name__, message, "cleaned")
+        stop = self.stop
+        if error is stop:
+            # The run's one stop instance, raised in every task it ended: thousands of them
+            # unwind at once and each only notes its id and end time in the stop's group.
+            step.span.end(error)
+            group = self._stop_group
+            if group is None:
+                group = self._stop_group = self._group(type(error).__name__, _message(error))
+            group[0].append(step.id)
+            group[1].append(monotonic())
             return
+        step.span.end(stop if stop is not None else error)
+        if stop is not None or self.cancelled_reason:
+            # One ``steps.stopped`` record per (error, message) carries them (record_stopped).
+            self._note_stopped(step, type(error).__name__, _message(error), "cleaned")
+            return
+        message = _message(error)
         fields = {
             "step": step.id,
             "status": "error",
@@ -123,10 +134,20 @@ class StepRecords(RunChecks):
         }
         self.try_record(STEP_END, fields, step.span, flush=False)
 
+    def _group(
+        self, error: str, message: str, outcome: str = "cleaned"
+    ) -> tuple[list[str], list[float]]:
+        """The ids and monotonic end times of the steps stopped with (error, message)."""
+        key = (error, message, outcome)
+        group = self._unwound.get(key)
+        if group is None:
+            group = self._unwound[key] = ([], [])
+        return group
+
     def _note_stopped(self, step: Step, error: str, message: str, outcome: str) -> None:
-        ids, ended = self._unwound.setdefault((error, message, outcome), ([], []))
+        ids, ended = self._group(error, message, outcome)
         ids.append(step.id)
-        ended.append(self.lease_clock_us())
+        ended.append(monotonic())
 
     def record_stopped(self) -> None:
         """Write the ``steps.stopped`` records of the steps the stop ended (at run end).
@@ -149,11 +170,12 @@ class StepRecords(RunChecks):
                     "message": message,
                     "outcome": outcome,
                     "steps": ids,
-                    "ended": ended,
+                    "ended": self.lease_clock_of(ended),
                 },
                 flush=False,
             )
         self._unwound.clear()
+        self._stop_group = None
 
 
 def call_fields(step: Step) -> dict[str, str]:

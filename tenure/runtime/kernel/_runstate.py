@@ -122,7 +122,10 @@ class RunState:
         self.gates: set[Gate] = set()
         # Steps unwound by the run's stop, by (error, message): recorded together in one
         # ``steps.stopped`` record per group when the run ends (see end_record).
-        self._unwound: dict[tuple[str, str, str], tuple[list[str], list[int]]] = {}
+        # (Their end times on the monotonic clock, put on the lease clock when recorded.)
+        self._unwound: dict[tuple[str, str, str], tuple[list[str], list[float]]] = {}
+        # The group of the run's stop instance itself, which most of them raise.
+        self._stop_group: tuple[list[str], list[float]] | None = None
 
     @property
     def evidence_name(self) -> str:
@@ -132,6 +135,11 @@ class RunState:
     def lease_clock_us(self) -> int:
         """Now on the run's lease clock (start wall time + monotonic time elapsed), in µs."""
         return self._wall0_us + int((monotonic() - self._mono0) * 1e6)
+
+    def lease_clock_of(self, times: list[float]) -> list[int]:
+        """Monotonic times on the run's lease clock, in µs (as :meth:`lease_clock_us`)."""
+        wall0, mono0 = self._wall0_us, self._mono0
+        return [wall0 + int((t - mono0) * 1e6) for t in times]
 
     def blocking_hint(self) -> str:
         """Name a live synchronous tool running on the event loop, and the fix.
