@@ -424,3 +424,46 @@ async def test_the_stop_raised_by_many_tasks_does_not_keep_all_their_frames(
         depth += 1
         tb = tb.tb_next
     assert depth < 20
+
+
+async def test_a_revoked_fan_out_leaves_no_lease_bookkeeping_behind(
+    allow_all: PolicySet, evidence: Path
+) -> None:
+    """The leases of a stopped run's unwinding steps are forgotten together at its end:
+    none of them (parents, children, the revoked root) stays in the runtime's authority."""
+    started = 0
+    all_started = anyio.Event()
+
+    @agent(scopes={"work"})
+    async def leaf(ctx: Context) -> None:
+        nonlocal started
+        started += 1
+        if started == 20:
+            all_started.set()
+        await anyio.sleep(3600)
+
+    @agent(scopes={"work"})
+    async def middle(ctx: Context) -> None:
+        await ctx.delegate(leaf)
+
+    @agent(scopes={"work"})
+    async def boss(ctx: Context) -> None:
+        async with ctx.parallel() as p:
+            for _ in range(10):
+                p.start(middle)
+                p.start(leaf)
+
+    async with _runtime(allow_all, evidence) as rt:
+        authority = rt._authority
+        handle = await rt.start(boss, principal="alice", scopes={"work"}, ttl=30)
+        await all_started.wait()
+        assert authority._children  # the live fan-out's parents and their children
+        rt.revoke(handle.run_id, reason="kill switch")
+        with pytest.raises(LeaseRevoked):
+            await handle.result()
+        assert authority._children == {}
+        assert authority._revoked == set()
+        assert authority._signed_scopes == {}
+    recs = [json.loads(x) for x in (handle.evidence_path / "ledger.jsonl").read_text().splitlines()]
+    [stopped] = [r for r in recs if r["kind"] == "steps.stopped"]
+    assert len(stopped["steps"]) == 1 + 10 + 20  # boss, the middles, every leaf

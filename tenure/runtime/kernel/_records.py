@@ -109,7 +109,7 @@ class StepRecords(RunChecks):
             self.record(STEP_END, fields, step.span, flush=False, owned=True)
             return
         stop = self.stop
-        if error is stop:
+        if stop is not None and error is stop:
             # The run's one stop instance, raised in every task it ended: thousands of them
             # unwind at once and each only notes its id and end time in the stop's group.
             step.span.end(error)
