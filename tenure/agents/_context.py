@@ -350,6 +350,7 @@ class Parallel(metaclass=NoPublicConstructor):
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
+                self._port.track_group(tg.cancel_scope, True)
                 pending = self._pending
                 while True:
                     if self._failed:
@@ -364,6 +365,8 @@ class Parallel(metaclass=NoPublicConstructor):
                         await self._wake.wait()
                         self._wake = anyio.Event()
         finally:
+            if self._tg is not None:
+                self._port.track_group(self._tg.cancel_scope, False)
             self._tg = None
             self._done.set()
 

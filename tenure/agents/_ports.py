@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 if TYPE_CHECKING:
+    from anyio import CancelScope
+
     from ._calls import ModelCall
     from ._decorators import Agent, Tool
 
@@ -91,6 +93,15 @@ class StepPort(Protocol):
 
     def stopped(self) -> BaseException | None:
         """The run's stop, ready to raise, or ``None`` while it runs."""
+        ...
+
+    def track_group(self, scope: CancelScope, live: bool) -> None:
+        """A fan-out's task group began (``live``) or ended.
+
+        The run's stop cancels a live group's scope itself, before the run's own: a group
+        whose host is cancelled from outside cancels its own scope as it exits, which would
+        walk all its branches a second time.
+        """
         ...
 
     def record_usage(

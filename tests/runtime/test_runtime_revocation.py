@@ -430,7 +430,8 @@ async def test_a_revoked_fan_out_leaves_no_lease_bookkeeping_behind(
     allow_all: PolicySet, evidence: Path
 ) -> None:
     """The leases of a stopped run's unwinding steps are forgotten together at its end:
-    none of them (parents, children, the revoked root) stays in the runtime's authority."""
+    none of them (parents, children, the revoked root) stays in the runtime's authority;
+    every step of the nested fan-outs and delegations is recorded as stopped."""
     started = 0
     all_started = anyio.Event()
 
@@ -443,8 +444,13 @@ async def test_a_revoked_fan_out_leaves_no_lease_bookkeeping_behind(
         await anyio.sleep(3600)
 
     @agent(scopes={"work"})
+    async def fan(ctx: Context) -> None:
+        async with ctx.parallel() as p:  # a fan-out nested in another one
+            p.start(leaf)
+
+    @agent(scopes={"work"})
     async def middle(ctx: Context) -> None:
-        await ctx.delegate(leaf)
+        await ctx.delegate(fan)
 
     @agent(scopes={"work"})
     async def boss(ctx: Context) -> None:
@@ -466,4 +472,5 @@ async def test_a_revoked_fan_out_leaves_no_lease_bookkeeping_behind(
         assert authority._signed_scopes == {}
     recs = [json.loads(x) for x in (handle.evidence_path / "ledger.jsonl").read_text().splitlines()]
     [stopped] = [r for r in recs if r["kind"] == "steps.stopped"]
-    assert len(stopped["steps"]) == 1 + 10 + 20  # boss, the middles, every leaf
+    assert len(stopped["steps"]) == 1 + 10 + 10 + 20  # boss, the middles, the fans, the leaves
+    assert stopped["outcome"] == "cleaned" and stopped["error"] == "LeaseRevoked"

@@ -15,6 +15,8 @@ from ...agents._context import current_step_context
 from ._gate import Gate, GateHost, Governed
 
 if TYPE_CHECKING:
+    from anyio import CancelScope
+
     from ..._errors import GovernanceViolation
     from ._control import RunServices
     from ._foreign import ForeignCalls
@@ -33,6 +35,7 @@ class PortHost(GateHost, Protocol):
     principal: str
     services: RunServices
     foreign: ForeignCalls
+    groups: dict[CancelScope, None]
 
     def stop_error(self) -> GovernanceViolation:
         """The run's stop, ready to raise."""
@@ -132,6 +135,12 @@ class AgentPort:
 
     def stopped(self) -> BaseException | None:
         return self._run.stop_error() if self._run.stop is not None else None
+
+    def track_group(self, scope: CancelScope, live: bool) -> None:
+        if live:
+            self._run.groups[scope] = None
+        else:
+            self._run.groups.pop(scope, None)
 
     def record_usage(
         self,

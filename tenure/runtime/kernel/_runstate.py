@@ -110,6 +110,8 @@ class RunState:
         # Scopes outside the run's own that its stop cancels too (foreign calls running in
         # tasks the run does not own; see ``_foreign``).
         self.cancel_scopes: set[anyio.CancelScope] = set()
+        # The run's live fan-out task groups, in the order they began (see _cancel_scopes).
+        self.groups: dict[anyio.CancelScope, None] = {}
         self.tg: TaskGroup | None = None
         self.done = anyio.Event()
         self.result: Any = None
@@ -307,8 +309,20 @@ class RunState:
             # Delivered as the loop turns: anyio cancels every task of the scope one by one,
             # which at 10,000 tasks would hold the caller (``rt.revoke``) for tens of ms.
             # Nothing governed resumes meanwhile: every gate already sees ``self.stop``.
-            asyncio.get_running_loop().call_soon(self.scope.cancel)
+            asyncio.get_running_loop().call_soon(self._deliver_stop)
         for scope in self.cancel_scopes:  # foreign calls in tasks the run does not own: few
+            scope.cancel()
+
+    def _deliver_stop(self) -> None:
+        # A task group whose host is cancelled from outside cancels its own scope as it
+        # exits, and anyio then walks every task under it again, before most have unwound.
+        # So each group's own scope is the one cancelled: the fan-outs' first (the latest
+        # first: a nested one is inside those before it, whose walks then skip it), then
+        # the run's task group. Each task is walked once, as in a bare task group.
+        for group in reversed(list(self.groups)):
+            group.cancel()
+        scope = self.tg.cancel_scope if self.tg is not None else self.scope
+        if scope is not None:
             scope.cancel()
 
     def cancel(self, reason: str) -> None:
