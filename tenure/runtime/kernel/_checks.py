@@ -37,7 +37,7 @@ class RunChecks(RunState):
     """A run's checks: the gate's slow path, lease conditions, policy re-decisions."""
 
     def failed_check(self, gate: Gate) -> GovernanceViolation | None:
-        """Slow path of the check in :class:`Governed`: find what failed, or revalidate."""
+        """Slow path of the check in :func:`governed`: find what failed, or revalidate."""
         violation = self.check_lease(gate.lease, gate.task)
         if violation is None:
             gate.epoch = self.gov.epoch

@@ -1,7 +1,7 @@
 """The governed coroutine wrapper: one gate per task, a check before every resumption.
 
 Every governed task (a run's root agent, each fan-out branch, each delegated agent) drives
-its coroutine through exactly one :class:`Governed` wrapper, and the wrapper is the
+its coroutine through exactly one :func:`governed` wrapper, and the wrapper is the
 outermost thing the task runs: no anyio cancel scope or task group is entered in the task
 outside it. Tool calls run inline in the calling agent's task, under its gate; an agent step
 that runs in a fresh task switches that task's gate to its own lease (:meth:`Gate.bind`). So
@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import types
 from collections.abc import Coroutine, Generator
 from time import monotonic
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
@@ -51,9 +52,7 @@ from ..._errors import GovernanceViolation
 if TYPE_CHECKING:
     from ._state import GovState, LeaseState
 
-__all__ = ["Gate", "GateHost", "Governed"]
-
-_DONE: Any = object()
+__all__ = ["Gate", "GateHost", "governed"]
 
 
 class GateHost(Protocol):
@@ -125,105 +124,110 @@ class Gate:
             host.cancel()
 
 
-class Governed:
-    """Awaitable that runs ``coro`` under ``gate`` (see the module docstring)."""
+@types.coroutine
+def governed(coro: Coroutine[Any, Any, Any], gate: Gate) -> Generator[Any, Any, Any]:
+    """Run ``coro`` under ``gate`` (see the module docstring): ``await governed(coro, gate)``.
 
-    __slots__ = ("_coro", "_gate", "_result")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], gate: Gate) -> None:
-        self._coro = coro
-        self._gate = gate
-        self._result: Any = None
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        send = coro.send
-        gate = self._gate
-        run, gov = gate.run, gate.gov
-        clock = monotonic  # locals: this loop runs once per resumption
-        value: Any = None
-        error: BaseException | None = None
-        gate.host = asyncio.current_task()
-        run.gate_started(gate)
-        try:
-            while True:
-                # The O(1) check, inlined. A revoked lease always sets ``run.stop`` too, so
-                # the revoked flag is read only on the slow path.
-                if (
-                    error is None
-                    and run.stop is None
-                    and gate.epoch == gov.epoch
-                    and (now := clock()) < gate.lease.deadline
-                    and now < gov.watchdog_deadline
-                ):
-                    try:
-                        yielded = send(value)
-                    except StopIteration as done:
-                        return done.value
-                else:
-                    yielded = self._slow_step(value, error)
-                    if yielded is _DONE:
-                        return self._result
-                value = error = None
+    A generator-based coroutine, not an object with ``__await__``: a live task then holds
+    this one frame, and no wrapper object beside it for the collector to walk.
+    """
+    run, gov = gate.run, gate.gov
+    clock = monotonic  # locals: this loop runs once per resumption
+    value: Any = None
+    error: BaseException | None = None
+    gate.host = asyncio.current_task()
+    run.gate_started(gate)
+    try:
+        while True:
+            # The O(1) check, inlined. A revoked lease always sets ``run.stop`` too, so
+            # the revoked flag is read only on the slow path.
+            if (
+                error is None
+                and run.stop is None
+                and gate.epoch == gov.epoch
+                and (now := clock()) < gate.lease.deadline
+                and now < gov.watchdog_deadline
+            ):
                 try:
-                    value = yield yielded
-                except BaseException as exc:  # forwarded into the coroutine, as asyncio would
-                    error = exc
-        finally:
-            # The task's own context holds its agent's Context, which reaches this gate:
-            # unlinked here, a finished task is freed at once, not left to the collector.
-            gate.host = None
-            run.gate_ended(gate)
+                    yielded = coro.send(value)
+                except StopIteration as done:
+                    return done.value
+            else:
+                yielded = _slow_step(coro, gate, value, error)
+                if type(yielded) is _Done:
+                    return yielded.value
+            value = error = None
+            try:
+                value = yield yielded
+            except BaseException as exc:  # forwarded into the coroutine, as asyncio would
+                error = exc
+    finally:
+        # The task's own context holds its agent's Context, which reaches this gate:
+        # unlinked here, a finished task is freed at once, not left to the collector.
+        gate.host = None
+        run.gate_ended(gate)
 
-    def _slow_step(self, value: Any, error: BaseException | None) -> Any:
-        """One resumption when the fast check did not pass (or an exception is pending).
 
-        Returns what the coroutine yielded, or ``_DONE`` with ``self._result`` set.
-        """
-        gate = self._gate
-        run = gate.run
-        stopped = gate.stopped
-        if gate.abandon or (stopped is not None and monotonic() >= run.cleanup_deadline):
-            self._abandon(stopped)
-        if stopped is None:
-            # A stopped run's tasks all come here at once: its stop, with no check to run.
-            violation = run.stop if run.stop is not None else self._check()
-            if violation is not None:
-                # The run's one stop instance, thrown into every task: its traceback is
-                # cleared each time so it does not collect the frames of all of them.
-                gate.stopped = stopped = violation
-                error = violation.with_traceback(None)
-        try:
-            return self._coro.send(value) if error is None else self._coro.throw(error)
-        except StopIteration as done:
-            if stopped is not None:
-                raise stopped.with_traceback(None) from None
-            self._result = done.value
-            return _DONE
+class _Done:
+    """What the slow path returns when the coroutine finished: its value."""
 
-    def _check(self) -> GovernanceViolation | None:
-        gate = self._gate
-        run, gov = gate.run, gate.gov
-        now = monotonic()
-        if (
-            run.stop is None
-            and gate.epoch == gov.epoch
-            and now < gate.lease.deadline
-            and now < gov.watchdog_deadline
-        ):
-            return None
-        return run.failed_check(gate)
+    __slots__ = ("value",)
 
-    def _abandon(self, stopped: GovernanceViolation | None) -> NoReturn:
-        """End a task whose cleanup outlived the grace: it is not resumed again."""
-        gate = self._gate
-        gate.run.note_uncooperative(
-            gate, "was still running when the cleanup grace ended; it was abandoned"
-        )
-        _entomb(self._coro)
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _slow_step(
+    coro: Coroutine[Any, Any, Any], gate: Gate, value: Any, error: BaseException | None
+) -> Any:
+    """One resumption when the fast check did not pass (or an exception is pending).
+
+    Returns what the coroutine yielded, or a :class:`_Done` with its value.
+    """
+    run = gate.run
+    stopped = gate.stopped
+    if gate.abandon or (stopped is not None and monotonic() >= run.cleanup_deadline):
+        _abandon(coro, gate, stopped)
+    if stopped is None:
+        # A stopped run's tasks all come here at once: its stop, with no check to run.
+        violation = run.stop if run.stop is not None else _check(gate)
+        if violation is not None:
+            # The run's one stop instance, thrown into every task: its traceback is
+            # cleared each time so it does not collect the frames of all of them.
+            gate.stopped = stopped = violation
+            error = violation.with_traceback(None)
+    try:
+        return coro.send(value) if error is None else coro.throw(error)
+    except StopIteration as done:
         if stopped is not None:
-            raise stopped.with_traceback(None)
-        raise anyio.get_cancelled_exc_class()(f"{gate.task} abandoned after the cleanup grace")
+            raise stopped.with_traceback(None) from None
+        return _Done(done.value)
+
+
+def _check(gate: Gate) -> GovernanceViolation | None:
+    run, gov = gate.run, gate.gov
+    now = monotonic()
+    if (
+        run.stop is None
+        and gate.epoch == gov.epoch
+        and now < gate.lease.deadline
+        and now < gov.watchdog_deadline
+    ):
+        return None
+    return run.failed_check(gate)
+
+
+def _abandon(
+    coro: Coroutine[Any, Any, Any], gate: Gate, stopped: GovernanceViolation | None
+) -> NoReturn:
+    """End a task whose cleanup outlived the grace: it is not resumed again."""
+    gate.run.note_uncooperative(
+        gate, "was still running when the cleanup grace ended; it was abandoned"
+    )
+    _entomb(coro)
+    if stopped is not None:
+        raise stopped.with_traceback(None)
+    raise anyio.get_cancelled_exc_class()(f"{gate.task} abandoned after the cleanup grace")
 
 
 def _entomb(coro: Coroutine[Any, Any, Any]) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ...agents import Agent, Context, ModelCall, Tool
 from ...agents._context import current_step_context
-from ._gate import Gate, GateHost, Governed
+from ._gate import Gate, GateHost, governed
 
 if TYPE_CHECKING:
     from anyio import CancelScope
@@ -128,7 +128,7 @@ class AgentPort:
             if isinstance(target, Tool)
             else run.invoke_agent(step, target, args, kwargs, None, pool, gate=gate, fresh=True)
         )
-        return Governed(body, gate)
+        return governed(body, gate)
 
     def spawn(self, fn: Callable[[], Coroutine[Any, Any, None]]) -> None:
         self._run.spawn(fn)

@@ -30,7 +30,7 @@ from ..._errors import GovernanceViolation, LeaseRevoked, PolicyDenied
 from ...evidence._format import LEASE_REVOKED, RUN_END
 from ...lineage._names import EVENT_LEASE_RENEWED, EVENT_LEASE_REVOKED, lease_event
 from ._checks import stands
-from ._gate import Gate, Governed
+from ._gate import Gate, governed
 from ._state import GOVERNED_RUN, NO_LEASE, LeaseState, value_digest
 from ._steps import GovernedSteps, first_error
 
@@ -88,7 +88,7 @@ class Run(GovernedSteps):
     async def _root(self) -> None:
         gate = Gate(self, NO_LEASE, self.agent.qualified)
         body = self.invoke_agent(None, self.agent, self.args, self.kwargs, gate=gate, fresh=True)
-        self.result = await Governed(body, gate)
+        self.result = await governed(body, gate)
 
     def _classify(self, exc: BaseException) -> None:
         if isinstance(exc, BaseExceptionGroup):

@@ -275,7 +275,7 @@ class RunState:
         return None
 
     def gate_started(self, gate: Gate) -> None:
-        """A governed task began (see :class:`~._gate.Governed`)."""
+        """A governed task began (see :func:`~._gate.governed`)."""
         self.gates.add(gate)
 
     def gate_ended(self, gate: Gate) -> None:

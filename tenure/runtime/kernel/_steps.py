@@ -8,7 +8,7 @@ Every agent invocation and tool call goes through :meth:`GovernedSteps.invoke_ag
    :mod:`._decide`); a denial is recorded and refuses the step;
 3. an agent gets its lease (:mod:`._issue`: signed in a batch before it is handed out);
 4. record the step's start (carrying an outright allow) and hand it to the OS;
-5. only then run the body, under a :class:`~tenure.runtime.kernel._gate.Governed` wrapper;
+5. only then run the body, under a :func:`~tenure.runtime.kernel._gate.governed` wrapper;
 6. record how the step ended (result digest or error).
 
 A denial of a *new* step (policy rule, missing scope, refused approval) refuses that step
@@ -32,7 +32,7 @@ from ...evidence._format import USAGE
 from ...lineage._names import EVENT_LEASE_ISSUED, lease_event
 from ._decide import StepDecisions
 from ._foreign import ForeignCalls, Usage
-from ._gate import Gate, Governed
+from ._gate import Gate, governed
 from ._issue import LeaseIssuer
 from ._port import AgentPort, as_current
 from ._state import NO_LEASE, ForeignTarget, LeaseState, Step
@@ -226,7 +226,7 @@ class GovernedSteps(StepDecisions):
     async def _own_task(self, step: Step, agent: Agent, outcome: list[Any]) -> None:
         gate = Gate(self, step.lease, agent.qualified)
         try:
-            value = await Governed(self._body(step, agent, gate), gate)
+            value = await governed(self._body(step, agent, gate), gate)
         except anyio.get_cancelled_exc_class():
             raise
         except BaseException as exc:  # handed to the delegating frame, raised there as is
