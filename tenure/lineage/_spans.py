@@ -239,6 +239,8 @@ class Lineage:
         qualified Python name; default: ``name``); the step number within the run goes under
         ``tenure.step.id``.
         """
+        if self._tracer is None:  # nothing recorded: no name or attributes to build
+            return self._light(parent._span_context, parent.trace_id)
         return self._start(
             f"{OP_INVOKE_AGENT} {name}",
             parent,

@@ -170,8 +170,9 @@ class GovernedSteps(StepDecisions):
                 lease_id=lease.id,
                 principal=self.principal,
             )
-            step.span.set_decision("approved" if step.approved else "allow", step.rule)
-            step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
+            if step.span.is_recording:  # a light span has no attributes or events to set
+                step.span.set_decision("approved" if step.approved else "allow", step.rule)
+                step.span.event(EVENT_LEASE_ISSUED, lease_event(lease.id))
             await self.start(step, approval)  # recorded (and committed) before the body
             lease.step = step
             try:
