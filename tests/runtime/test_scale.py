@@ -229,8 +229,11 @@ async def test_a_parked_agent_keeps_no_span_token_scope_set_or_trace_id_of_its_o
 ) -> None:
     """What every live agent holds is what a full collection walks: its body's span is made
     current without a token to reset (none of ``_Current``, ``Token`` per agent), its
-    granted scopes are a set it shares, its span shares the run's trace-id string; and the
-    current span in each body (branch and delegation) is still the agent's own."""
+    granted scopes are a set it shares, its span shares the run's trace-id string, and
+    Tenure's own objects per agent are the ten it needs (step, lease state, lease, claims,
+    snapshot, span handle, gate, port, context, branch handle: the task is driven by a
+    generator, not a wrapper object); the current span in each body (branch and
+    delegation) is still the agent's own."""
     n = 200
     async with _runtime(allow_all, evidence) as rt:
         _PARKED.update(n=4, spans=[], ready=asyncio.Event(), release=asyncio.Event())
@@ -253,5 +256,7 @@ async def test_a_parked_agent_keeps_no_span_token_scope_set_or_trace_id_of_its_o
     assert new[_Current] == 0
     assert new[contextvars.Token] < n // 10
     assert new[frozenset] < n // 10
+    ours = {t.__qualname__: c for t, c in new.items() if t.__module__.startswith("tenure.")}
+    assert sum(ours.values()) < 10 * (n + 1) + 50, ours  # n + 1 agents, and the run's own
     for span_id, traceparent in _PARKED["spans"]:
         assert traceparent.split("-")[2] == f"{span_id:016x}"
