@@ -429,8 +429,8 @@ async def test_the_stop_raised_by_many_tasks_does_not_keep_all_their_frames(
 async def test_a_revoked_fan_out_leaves_no_lease_bookkeeping_behind(
     allow_all: PolicySet, evidence: Path
 ) -> None:
-    """The leases of a stopped run's unwinding steps are forgotten together at its end:
-    none of them (parents, children, the revoked root) stays in the runtime's authority;
+    """The leases of a stopped run's unwinding steps are all forgotten by its end: none
+    of them (parents, children, the revoked root) stays in the runtime's authority;
     every step of the nested fan-outs and delegations is recorded as stopped."""
     started = 0
     all_started = anyio.Event()

@@ -322,20 +322,14 @@ class LeaseAuthority:
 
     def forget(self, lease: Lease) -> None:
         """Drop the bookkeeping of a lease whose step ended (its records are on disk)."""
-        self.forget_all((lease,))
-
-    def forget_all(self, leases: Iterable[Lease]) -> None:
-        """:meth:`forget` each of ``leases`` (a stopped run's, all ended together)."""
-        children, revoked, signed = self._children, self._revoked, self._signed_scopes
-        for lease in leases:
-            c = lease.claims
-            children.pop(c.lid, None)
-            revoked.discard(c.lid)
-            signed.pop(lease.digest, None)
-            if c.parent_lid is not None:
-                siblings = children.get(c.parent_lid)
-                if siblings is not None:
-                    siblings.pop(c.lid, None)
+        c = lease.claims
+        self._children.pop(c.lid, None)
+        self._revoked.discard(c.lid)
+        self._signed_scopes.pop(lease.digest, None)
+        if c.parent_lid is not None:
+            siblings = self._children.get(c.parent_lid)
+            if siblings is not None:
+                siblings.pop(c.lid, None)
 
     def forget_run(self, lease_ids: Iterable[str]) -> None:
         """Drop bookkeeping for leases of a finished run (revocations are in its ledger)."""

@@ -78,15 +78,12 @@ class IssuerHost(Protocol):
 class LeaseIssuer:
     """The leases of one run (see the module docstring)."""
 
-    __slots__ = ("_ended", "_pending", "_run", "_scheduled")
+    __slots__ = ("_pending", "_run", "_scheduled")
 
     def __init__(self, run: IssuerHost) -> None:
         self._run = run
         self._pending: list[tuple[LeaseClaims, asyncio.Future[Lease | None]]] = []
         self._scheduled = False
-        # Leases released while the run stops, forgotten by the authority together at its
-        # end (``forget_ended``); None once that is done.
-        self._ended: list[Lease] | None = []
 
     async def issue(
         self, step: Step, holder: LeaseState | None, granted: frozenset[str]
@@ -209,16 +206,4 @@ class LeaseIssuer:
         lease = state.lease
         run = self._run
         run.leases.pop(lease.claims.lid, None)
-        ended = self._ended
-        if run.stop is not None and ended is not None:
-            # The whole run is ending: one pass over its leases at the end (forget_ended)
-            # instead of one call per unwinding task now.
-            ended.append(lease)
-        else:
-            run.services.authority.forget(lease)
-
-    def forget_ended(self) -> None:
-        """The run ended: the authority forgets the leases released while it stopped."""
-        ended, self._ended = self._ended, None
-        if ended:
-            self._run.services.authority.forget_all(ended)
+        run.services.authority.forget(lease)

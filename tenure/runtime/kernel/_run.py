@@ -146,7 +146,6 @@ class Run(GovernedSteps):
             }
         self.span.end(self.stop or self.error)
         self.record_stopped()
-        self.issuer.forget_ended()
         self.try_record(RUN_END, fields)
         try:
             await self.services.close_ledger(self.ledger, self.write_attestation)
