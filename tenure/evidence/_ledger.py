@@ -305,8 +305,7 @@ class Ledger:
         t: int | None = None,
         owned: bool = False,
     ) -> int:
-        tree = self._tree
-        i = tree._size
+        i = self._tree._size
         if t is None:
             t = self.clock()
         if owned:  # the key order is free: the record's bytes are sorted
@@ -320,15 +319,7 @@ class Ledger:
         else:
             rec = {"i": i, "t": t, "kind": kind, "prev": self._prev, "trace": trace, "span": span}
             rec.update(fields)
-        # :meth:`_chain`, inlined: this runs twice per governed step.
-        line = record_bytes(rec)
-        h = sha256(b"\x00" + line).digest()
-        tree.append(h)
-        self._prev = h.hex()
-        self._last_kind = kind
-        self._last_t = t
-        pending = self._pending
-        pending.append(line + b"\n")
+        self._chain(record_bytes(rec), kind, t)
         if flush or self._fsync_record:
             self._flush()
             if self._fsync_record:
